@@ -1,0 +1,3 @@
+"""WhatsApp Business compliance archive."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,112 @@
+"""Settings: one frozen object, built once from ``ARCHIVER_*`` variables (or a mapping in tests).
+
+No I/O happens here; paths are only computed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit
+
+from archiver.errors import ConfigError
+
+_RETENTION = re.compile(r"^\s*(\d+)\s*([dwmy])\s*$")
+_UNIT_DAYS = {"d": 1, "w": 7, "m": 31, "y": 366}
+
+
+def retention_days(text: str) -> int:
+    """Parse ``7y``, ``18m``, ``6w`` or ``90d`` into days, rounding up (a year is 366 days).
+
+    Raises ConfigError for anything else.
+    """
+    m = _RETENTION.match(text or "")
+    if not m:
+        raise ConfigError(f"retention {text!r} is not like 7y, 18m, 6w or 90d")
+    return int(m.group(1)) * _UNIT_DAYS[m.group(2)]
+
+
+def split_url(url: str) -> tuple[str, str, str, dict[str, str]]:
+    """Split a backend URL into (scheme, netloc, path, query options)."""
+    parts = urlsplit(url)
+    return parts.scheme, parts.netloc, parts.path, dict(parse_qsl(parts.query))
+
+
+def _read_secret(env: Mapping[str, str], name: str) -> str:
+    """A secret from ``NAME`` or from the file named by ``NAME_FILE``."""
+    if env.get(name):
+        return env[name]
+    path = env.get(f"{name}_FILE")
+    if path:
+        try:
+            return Path(path).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"{name}_FILE={path} cannot be read: {exc.strerror}") from exc
+    return ""
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    return env.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the service is configured with. Secrets are redacted from repr."""
+
+    home: Path
+    catalog_url: str
+    store_url: str
+    search_url: str
+    app_secrets: tuple[str, ...] = field(repr=False)
+    verify_token: str = field(repr=False)
+    graph_url: str
+    graph_token: str = field(repr=False)
+    default_retention: str
+    max_body_bytes: int
+    kek_path: Path
+    signing_key_path: Path
+    policies_dir: Path
+    allow_unlocked_store: bool = False
+    seal_interval: float = 1.0
+    segment_max_records: int = 20000
+    media_max_attempts: int = 8
+    index_interval: float = 2.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        """Build from ``ARCHIVER_*`` variables. Raises ConfigError on a bad value."""
+        env = os.environ if env is None else env
+        home = Path(env.get("ARCHIVER_HOME") or "./var").resolve()
+        retention = env.get("ARCHIVER_DEFAULT_RETENTION") or "7y"
+        retention_days(retention)
+        secrets = tuple(s.strip() for s in _read_secret(env, "ARCHIVER_APP_SECRET").split(",") if s.strip())
+        try:
+            max_body = int(env.get("ARCHIVER_MAX_BODY_BYTES") or 16 * 1024 * 1024)
+            seal_interval = float(env.get("ARCHIVER_SEAL_INTERVAL") or 1.0)
+        except ValueError as exc:
+            raise ConfigError(f"numeric setting is not a number: {exc}") from exc
+        return cls(
+            home=home,
+            catalog_url=env.get("ARCHIVER_CATALOG_URL") or f"sqlite:///{home / 'catalog.db'}",
+            store_url=env.get("ARCHIVER_STORE_URL") or (home / "worm").as_uri(),
+            search_url=env.get("ARCHIVER_SEARCH_URL") or f"sqlite:///{home / 'search.db'}",
+            app_secrets=secrets,
+            verify_token=_read_secret(env, "ARCHIVER_VERIFY_TOKEN"),
+            graph_url=(env.get("ARCHIVER_GRAPH_URL") or "https://graph.facebook.com/v23.0").rstrip("/"),
+            graph_token=_read_secret(env, "ARCHIVER_GRAPH_TOKEN"),
+            default_retention=retention,
+            max_body_bytes=max_body,
+            kek_path=Path(env.get("ARCHIVER_KEK_FILE") or home / "keys" / "kek"),
+            signing_key_path=Path(env.get("ARCHIVER_SIGNING_KEY") or home / "keys" / "checkpoint-ed25519.pem"),
+            policies_dir=Path(env.get("ARCHIVER_POLICIES") or Path.cwd() / "policies"),
+            allow_unlocked_store=_flag(env, "ARCHIVER_ALLOW_UNLOCKED_STORE"),
+            seal_interval=seal_interval,
+        )
+
+    @property
+    def retention_days(self) -> int:
+        """Default retention in days."""
+        return retention_days(self.default_retention)

@@ -1,0 +1,145 @@
+"""Errors of the archive: one tree, each with a stable code and a hint.
+
+This module is a leaf: it imports nothing from ``archiver``.
+
+    ArchiverError
+    ├── ConfigError              bad or missing configuration
+    ├── RejectedDelivery         a request the intake refuses (bad signature, too large, bad field)
+    │   └── ValidationError      a capture API body with a bad field
+    ├── AuthError                missing/invalid token or wrong role
+    ├── IntegrityError           verification found a break (names the seq or object)
+    ├── StoreError               the WORM store failed
+    │   ├── NotFound             no such object
+    │   ├── Locked               the object is under retention or legal hold
+    │   └── WormNotEnforced      the store accepts locks without enforcing them
+    ├── SearchUnavailable        the search backend cannot answer
+    ├── QuerySyntaxError         a search query that does not parse (with position)
+    ├── HoldActive               a litigation hold vetoes the operation
+    └── PolicyError              a policy file is invalid
+
+Drivers translate SDK exceptions into these at the boundary (``raise ... from exc``).
+"""
+
+from __future__ import annotations
+
+
+class ArchiverError(Exception):
+    """Base of every error the archive raises on purpose."""
+
+    code = "archiver-error"
+    hint = ""
+    http_status = 500
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        if hint is not None:
+            self.hint = hint
+
+    def as_dict(self) -> dict[str, str]:
+        """Render for JSON APIs and ``--json`` CLI output."""
+        out = {"error": self.code, "message": str(self)}
+        if self.hint:
+            out["hint"] = self.hint
+        return out
+
+
+class ConfigError(ArchiverError):
+    code = "config-invalid"
+    hint = "check the ARCHIVER_* environment variables (see README)"
+
+
+class RejectedDelivery(ArchiverError):
+    code = "rejected-delivery"
+    http_status = 400
+
+
+class ValidationError(RejectedDelivery):
+    """A capture API body with a missing or malformed field."""
+
+    code = "invalid-field"
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+    def as_dict(self) -> dict[str, str]:
+        out = super().as_dict()
+        out["field"] = self.field
+        return out
+
+
+class AuthError(ArchiverError):
+    code = "unauthorized"
+    http_status = 401
+    hint = "send 'Authorization: Bearer <token>' (create one with 'archiver token create')"
+
+
+class Forbidden(AuthError):
+    code = "forbidden"
+    http_status = 403
+    hint = "this token's role may not use this endpoint"
+
+
+class IntegrityError(ArchiverError):
+    """Verification found a break; ``where`` names the seq or object."""
+
+    code = "integrity-broken"
+
+    def __init__(self, where: str, message: str) -> None:
+        super().__init__(f"{where}: {message}")
+        self.where = where
+
+
+class StoreError(ArchiverError):
+    code = "store-error"
+    http_status = 503
+
+
+class NotFound(StoreError):
+    code = "not-found"
+    http_status = 404
+
+
+class Locked(StoreError):
+    code = "locked"
+    http_status = 409
+    hint = "the object is under WORM retention or a legal hold"
+
+
+class WormNotEnforced(StoreError):
+    code = "worm-not-enforced"
+    hint = ("the bucket must have Object Lock enabled and enforce COMPLIANCE retention; "
+            "ARCHIVER_ALLOW_UNLOCKED_STORE=1 allows it for development only")
+
+
+class SearchUnavailable(ArchiverError):
+    code = "search-unavailable"
+    http_status = 503
+    hint = "the search backend is down; capture and sealing go on, the index catches up later"
+
+
+class QuerySyntaxError(ArchiverError):
+    code = "query-syntax"
+    http_status = 400
+
+    def __init__(self, message: str, position: int) -> None:
+        super().__init__(f"{message} at position {position}")
+        self.position = position
+
+    def as_dict(self) -> dict[str, str]:
+        out = super().as_dict()
+        out["position"] = str(self.position)
+        return out
+
+
+class HoldActive(ArchiverError):
+    code = "hold-active"
+    http_status = 409
+
+
+class PolicyError(ArchiverError):
+    code = "policy-invalid"
+
+
+class InsecureStoreWarning(UserWarning):
+    """A development-only, weaker store mode is in use (e.g. local WORM cannot stop root)."""
