@@ -1,0 +1,59 @@
+"""The JSON API for people and tools: health, stats, reading records (search joins later).
+
+Every read of archived content is itself journaled as an ``audit`` record (decision 10).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, current_app, g, jsonify
+
+from archiver import records, stats
+from archiver.auth import READERS, require
+from archiver.journal import append_audit
+
+bp = Blueprint("api", __name__)
+
+
+def _services() -> Any:
+    return current_app.extensions["archiver"]
+
+
+@bp.get("/healthz")
+def healthz() -> tuple[Response, int]:
+    """One ping per backend; 200 when the catalog and store answer."""
+    services = _services()
+    checks: dict[str, str] = {}
+    try:
+        with services.sessions() as session:
+            stats.chain_head(session)
+        checks["catalog"] = "ok"
+    except Exception as exc:  # noqa: BLE001 - health reports every failure as a state
+        checks["catalog"] = f"error: {exc.__class__.__name__}"
+    try:
+        services.store.ping()
+        checks["store"] = "ok"
+    except Exception as exc:  # noqa: BLE001
+        checks["store"] = f"error: {exc.__class__.__name__}"
+    ok = all(v == "ok" for v in checks.values())
+    return jsonify(ok=ok, checks=checks), 200 if ok else 503
+
+
+@bp.get("/api/v1/stats")
+@require(*READERS)
+def get_stats() -> Response:
+    """The same counts as ``archiver stats --json``."""
+    with _services().sessions() as session:
+        return jsonify(stats.collect(session))
+
+
+@bp.get("/api/v1/records/<int:seq>")
+@require(*READERS)
+def get_record(seq: int) -> Response:
+    """One decrypted record with delivery, links and proof; the read is audited first."""
+    services = _services()
+    with services.sessions.begin() as session:
+        append_audit(session, "record_viewed", g.actor, seq=seq)
+    with services.sessions() as session:
+        return jsonify(records.read_record(services, session, seq))

@@ -1,0 +1,59 @@
+"""The composition root: ``create_app`` builds Services once and wires blueprints and errors."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, Response, jsonify
+from werkzeug.exceptions import HTTPException
+
+from archiver import api, auth, intake
+from archiver.config import Settings
+from archiver.errors import ArchiverError
+from archiver.services import Services
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None, services: Services | None = None) -> Flask:
+    """Build the WSGI app. Raises ConfigError when the settings are unusable."""
+    settings = settings or (services.settings if services else Settings.from_env())
+    app = Flask(__name__, static_folder=None)
+    app.extensions["archiver"] = services or Services.open(settings)
+    app.register_blueprint(intake.bp)
+    app.register_blueprint(api.bp)
+    _register_search(app)
+    app.register_error_handler(ArchiverError, _archiver_error)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(Exception, _unexpected)
+    auth.check_route_table(app)
+    return app
+
+
+def _register_search(app: Flask) -> None:
+    """Search routes live with the search feature; absent until it is installed."""
+    try:
+        from archiver import search_api
+    except ImportError:
+        return
+    app.register_blueprint(search_api.bp)
+
+
+def _archiver_error(exc: ArchiverError) -> tuple[Response, int]:
+    return jsonify(exc.as_dict()), exc.http_status
+
+
+def _http_error(exc: HTTPException) -> tuple[Response, int]:
+    return jsonify(error=(exc.name or "error").lower().replace(" ", "-"), message=exc.description), exc.code or 500
+
+
+def _unexpected(exc: Exception) -> tuple[Response, int]:
+    # Log the type and traceback only: exception messages can quote content.
+    log.error("request.failed error=%s", exc.__class__.__name__, exc_info=exc)
+    return jsonify(error="internal", message="internal error; see the service log"), 500
+
+
+def wsgi() -> Any:
+    """Entry point for WSGI servers (``archiver.app:wsgi()``)."""
+    return create_app()

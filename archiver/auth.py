@@ -1,0 +1,99 @@
+"""API tokens and roles.
+
+Tokens are random, shown once, and stored only as SHA-256. Every route except the webhook
+and ``/healthz`` declares the roles it allows with :func:`require`; a route without it is
+refused by ``check_route_table`` at app start (and by a test walking the route table).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import secrets
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import Any, TypeVar
+
+from flask import current_app, g, request
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from archiver.catalog import Token
+from archiver.errors import AuthError, Forbidden
+from archiver.journal import append_audit
+
+ROLES = ("admin", "ingest", "compliance", "auditor", "legal")
+READERS = ("compliance", "auditor", "legal", "admin")
+PUBLIC_ENDPOINTS = {"intake.webhook_verify", "intake.webhook_receive", "api.healthz", "static"}
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def create_token(session: Session, role: str, name: str) -> str:
+    """Create a token for ``role``; return the secret (shown once). Raises ValueError on a bad role."""
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {', '.join(ROLES)}")
+    secret = "wa_" + secrets.token_urlsafe(32)
+    session.add(Token(name=name, role=role, token_hash=_digest(secret)))
+    session.flush()
+    return secret
+
+
+def revoke_token(session: Session, name: str) -> int:
+    """Revoke every live token called ``name``; return how many."""
+    rows = session.scalars(select(Token).where(Token.name == name, Token.revoked_at.is_(None))).all()
+    for row in rows:
+        row.revoked_at = datetime.now(timezone.utc)
+    return len(rows)
+
+
+def lookup(session: Session, secret: str) -> Token | None:
+    """The live token for ``secret``, or None."""
+    row = session.scalar(select(Token).where(Token.token_hash == _digest(secret)))
+    return row if row is not None and row.revoked_at is None else None
+
+
+def require(*roles: str) -> Callable[[F], F]:
+    """Decorator: the request must carry a live bearer token of one of ``roles``.
+
+    Raises AuthError (401) without a valid token, Forbidden (403) for another role.
+    """
+    def wrap(view: F) -> F:
+        @functools.wraps(view)
+        def inner(*args: Any, **kwargs: Any) -> Any:
+            g.actor = authenticate(roles)
+            return view(*args, **kwargs)
+
+        inner.allowed_roles = roles  # type: ignore[attr-defined]
+        return inner  # type: ignore[return-value]
+    return wrap
+
+
+def authenticate(roles: tuple[str, ...]) -> str:
+    """Check the bearer token; return ``name (role)`` for the audit trail."""
+    header = request.headers.get("Authorization", "")
+    services = current_app.extensions["archiver"]
+    with services.sessions.begin() as session:
+        token = lookup(session, header[7:].strip()) if header.startswith("Bearer ") else None
+        if token is None or token.role not in roles:
+            # Failed access is evidence too (decision 10); never the token itself.
+            reason = "no token" if not header else ("bad token" if token is None else f"role {token.role}")
+            append_audit(session, "access_denied", token.name if token else None, reason=reason,
+                         path=request.path, method=request.method, remote=request.remote_addr)
+    if token is None:
+        raise AuthError("missing, invalid or revoked bearer token")
+    if token.role not in roles:
+        raise Forbidden(f"role {token.role} may not use this endpoint")
+    return f"{token.name} ({token.role})"
+
+
+def check_route_table(app: Any) -> None:
+    """Refuse to start if any non-public route lacks :func:`require`."""
+    for rule in app.url_map.iter_rules():
+        view = app.view_functions[rule.endpoint]
+        if rule.endpoint not in PUBLIC_ENDPOINTS and not getattr(view, "allowed_roles", None):
+            raise RuntimeError(f"route {rule.rule} ({rule.endpoint}) has no role check")

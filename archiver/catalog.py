@@ -1,0 +1,286 @@
+"""The catalog: SQLAlchemy 2.x models and the engine, from any SQLAlchemy URL.
+
+SQLite (embedded default) and PostgreSQL (production). The catalog indexes what the WORM
+store holds; the store stays the evidence (``archiver verify`` checks they agree).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import fcntl
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    JSON, BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, LargeBinary, String,
+    create_engine, event, select, text,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+
+from archiver.errors import ConfigError
+
+SEQ = BigInteger().with_variant(Integer, "sqlite")
+
+
+def utcnow() -> datetime:
+    """Aware UTC now."""
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    """Declarative base; reprs never include content columns."""
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {getattr(self, 'id', getattr(self, 'seq', '?'))}>"
+
+
+class Journal(Base):
+    """Raw intake, committed before the 200. ``body`` is cleared once sealed (it is in WORM)."""
+
+    __tablename__ = "journal"
+    id: Mapped[int] = mapped_column(SEQ, primary_key=True, autoincrement=True)
+    source: Mapped[str] = mapped_column(String(24))  # webhook | capture_message | consent | audit | media
+    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    body: Mapped[bytes | None] = mapped_column(LargeBinary)
+    body_sha256: Mapped[str] = mapped_column(String(64))
+    meta: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # signature header, remote, actor
+    sealed: Mapped[bool] = mapped_column(Boolean, default=False)
+    delivery_seq: Mapped[int | None] = mapped_column(SEQ)
+    __table_args__ = (Index("ix_journal_unsealed", "sealed", "id"),)
+
+
+class ChainHead(Base):
+    """One row: the last sealed seq and hash (the chain's tip)."""
+
+    __tablename__ = "chain_head"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seq: Mapped[int] = mapped_column(SEQ, default=0)
+    hash: Mapped[str] = mapped_column(String(64))
+    checkpoint: Mapped[str] = mapped_column(String(64))  # digest of the last checkpoint
+
+
+class Segment(Base):
+    """One sealed WORM object holding a contiguous run of seqs of one retention class."""
+
+    __tablename__ = "segments"
+    id: Mapped[int] = mapped_column(SEQ, primary_key=True, autoincrement=True)
+    key: Mapped[str] = mapped_column(String(255), unique=True)
+    retention_class: Mapped[str] = mapped_column(String(64))
+    first_seq: Mapped[int] = mapped_column(SEQ, index=True)
+    last_seq: Mapped[int] = mapped_column(SEQ)
+    records: Mapped[int] = mapped_column(Integer)
+    merkle_root: Mapped[str] = mapped_column(String(64))
+    last_hash: Mapped[str] = mapped_column(String(64))
+    sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(BigInteger)
+    retain_until: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    checkpoint_key: Mapped[str] = mapped_column(String(255))
+    checkpoint_digest: Mapped[str] = mapped_column(String(64))
+    # Outbox: a segment is planned and committed here first ("writing", bytes kept), then
+    # put to WORM, then marked "stored" and its bytes dropped. A crash in between is
+    # finished by re-putting the same bytes (put_locked is idempotent for identical bytes).
+    state: Mapped[str] = mapped_column(String(8), default="writing", index=True)
+    blob: Mapped[bytes | None] = mapped_column(LargeBinary)
+    checkpoint_blob: Mapped[bytes | None] = mapped_column(LargeBinary)
+    sealed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Record(Base):
+    """Catalog entry of one sealed record (the record itself lives in its segment)."""
+
+    __tablename__ = "records"
+    seq: Mapped[int] = mapped_column(SEQ, primary_key=True, autoincrement=False)
+    kind: Mapped[str] = mapped_column(String(24), index=True)
+    type: Mapped[str | None] = mapped_column(String(64))
+    item_key: Mapped[str | None] = mapped_column(String(64), unique=True)  # sha256 of the dedupe key
+    wamid: Mapped[str | None] = mapped_column(String(255), index=True)
+    contact: Mapped[str | None] = mapped_column(String(128), index=True)
+    delivery_seq: Mapped[int | None] = mapped_column(SEQ)
+    segment_id: Mapped[int] = mapped_column(ForeignKey("segments.id"))
+    hash: Mapped[str] = mapped_column(String(64))
+    retention_class: Mapped[str] = mapped_column(String(64))
+    retain_until: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    key_id: Mapped[str] = mapped_column(String(96))
+    occurred_at: Mapped[int | None] = mapped_column(BigInteger)
+    links: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class DuplicateHit(Base):
+    """A later copy of an already archived item (its delivery is sealed; the item is not)."""
+
+    __tablename__ = "duplicate_hits"
+    id: Mapped[int] = mapped_column(SEQ, primary_key=True, autoincrement=True)
+    record_seq: Mapped[int] = mapped_column(SEQ, index=True)
+    delivery_seq: Mapped[int] = mapped_column(SEQ)
+    kind: Mapped[str] = mapped_column(String(24))
+
+
+class MessageState(Base):
+    """Highest delivery state reached per outbound wamid (never downgraded)."""
+
+    __tablename__ = "message_state"
+    wamid: Mapped[str] = mapped_column(String(255), primary_key=True)
+    state: Mapped[str] = mapped_column(String(16))
+    status_seq: Mapped[int] = mapped_column(SEQ)
+
+
+class DataKey(Base):
+    """A data key wrapped by the KEK; ``wrapped`` is cleared when it is destroyed."""
+
+    __tablename__ = "data_keys"
+    id: Mapped[str] = mapped_column(String(96), primary_key=True)
+    wrapped: Mapped[bytes | None] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    destroyed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Media(Base):
+    """An attachment to fetch, fetched, or given up on."""
+
+    __tablename__ = "media"
+    id: Mapped[int] = mapped_column(SEQ, primary_key=True, autoincrement=True)
+    record_seq: Mapped[int] = mapped_column(SEQ, index=True)
+    media_id: Mapped[str] = mapped_column(String(128))
+    expected_sha256: Mapped[str | None] = mapped_column(String(128))
+    mime_type: Mapped[str | None] = mapped_column(String(128))
+    key_id: Mapped[str] = mapped_column(String(96))
+    state: Mapped[str] = mapped_column(String(16), default="pending")  # pending | stored | failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_error: Mapped[str | None] = mapped_column(String(255))
+    object_key: Mapped[str | None] = mapped_column(String(255))
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    size: Mapped[int | None] = mapped_column(BigInteger)
+    __table_args__ = (Index("ix_media_due", "state", "next_attempt_at"),)
+
+
+class Token(Base):
+    """An API token: only its SHA-256 is stored."""
+
+    __tablename__ = "tokens"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(128))
+    role: Mapped[str] = mapped_column(String(16))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Cursor(Base):
+    """Progress of a derived stage (e.g. the indexer's highest indexed seq)."""
+
+    __tablename__ = "cursors"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[int] = mapped_column(SEQ, default=0)
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    """WAL lets intake write while readers read; busy_timeout makes writers wait, not fail."""
+    dbapi_conn.isolation_level = None  # let SQLAlchemy's "begin" event emit BEGIN itself
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=FULL")  # a 200 means the body is on disk
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
+
+
+def _sqlite_begin_immediate(conn: Any) -> None:
+    """Take SQLite's write lock at BEGIN: a transaction that reads then writes would otherwise
+    fail (not wait) when another connection committed in between (WAL snapshot upgrade)."""
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def make_engine(url: str) -> Engine:
+    """Create the engine for ``url`` and its tables. Raises ConfigError on a bad URL/driver."""
+    try:
+        if url.startswith("sqlite:"):
+            path = url.split("///", 1)[-1]
+            if path and path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            engine = create_engine(url, connect_args={"timeout": 30})
+            event.listen(engine, "connect", _sqlite_pragmas)
+            event.listen(engine, "begin", _sqlite_begin_immediate)
+        else:
+            engine = create_engine(url, pool_pre_ping=True)
+        Base.metadata.create_all(engine)
+    except ImportError as exc:
+        raise ConfigError(f"catalog driver missing for {url.split(':', 1)[0]}: "
+                          "pip install 'whatsapp-archiver[postgres]'") from exc
+    return engine
+
+
+def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
+    """Session factory; objects stay usable after commit."""
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+@contextlib.contextmanager
+def leader_lock(engine: Engine, name: str = "sealer") -> Iterator[bool]:
+    """Hold the single-writer lock for ``name``; yields False if another process holds it.
+
+    PostgreSQL: a session advisory lock on a dedicated connection. SQLite: an flock on a file
+    beside the database (SQLite is one machine by definition).
+    """
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as conn:
+            key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:4], "big") >> 1
+            got = conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar()
+            try:
+                yield bool(got)
+            finally:
+                if got:
+                    conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                conn.commit()
+        return
+    db = engine.url.database or ":memory:"
+    path = Path(db + f".{name}.lock") if db != ":memory:" else None
+    if path is None:
+        yield True
+        return
+    with open(path, "a+b") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def chain_head(session: Session) -> ChainHead:
+    """The chain tip row, created empty on first use."""
+    head = session.get(ChainHead, 1)
+    if head is None:
+        head = ChainHead(id=1, seq=0, hash="00" * 32, checkpoint="")
+        session.add(head)
+        session.flush()
+    return head
+
+
+def cursor_value(session: Session, name: str) -> int:
+    """Current value of a stage cursor (0 if never set)."""
+    row = session.get(Cursor, name)
+    return row.value if row else 0
+
+
+def set_cursor(session: Session, name: str, value: int) -> None:
+    """Advance a stage cursor (within the caller's transaction)."""
+    row = session.get(Cursor, name)
+    if row is None:
+        session.add(Cursor(name=name, value=value))
+    else:
+        row.value = value
+
+
+def unsealed_count(session: Session) -> int:
+    """Journal rows not yet sealed."""
+    from sqlalchemy import func
+
+    return session.scalar(select(func.count()).select_from(Journal).where(Journal.sealed.is_(False))) or 0

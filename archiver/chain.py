@@ -1,0 +1,208 @@
+"""Pure integrity code: canonical bytes, the hash chain, RFC 6962 Merkle trees, segment
+framing, the object key layout and signed checkpoints.
+
+This is the module an external verifier ports. It imports no Flask, SQLAlchemy or boto3.
+
+Format (version 1):
+- A record is a JSON object; its *canonical bytes* are ``json.dumps(sort_keys=True,
+  separators=(",", ":"), ensure_ascii=False)`` in UTF-8, without its ``hash`` field.
+- ``hash(seq) = SHA-256(bytes.fromhex(hash(seq-1)) || canonical(record))``; the hash before
+  seq 1 is 32 zero bytes (``GENESIS``).
+- A segment holds a contiguous run of seqs of one retention class: gzip of JSON Lines, each
+  line the canonical record plus its ``hash``.
+- The segment's Merkle root follows RFC 6962 section 2.1: leaf = SHA-256(0x00 || canonical),
+  node = SHA-256(0x01 || left || right).
+- A checkpoint names a segment, its first/last seq, Merkle root, the chain hash at its last
+  seq and the hash of the previous checkpoint, and is signed with Ed25519.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import hashlib
+import json
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from archiver.errors import IntegrityError
+
+FORMAT = 1
+GENESIS = "00" * 32
+
+
+def canonical(obj: Any) -> bytes:
+    """Deterministic JSON: sorted keys, no spaces, UTF-8."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def sha256_hex(data: bytes) -> str:
+    """Hex SHA-256 of ``data``."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def chain_hash(prev_hex: str, record_bytes: bytes) -> str:
+    """The chain hash of a record given the previous record's hash."""
+    return hashlib.sha256(bytes.fromhex(prev_hex) + record_bytes).hexdigest()
+
+
+def record_bytes(record: dict[str, Any]) -> bytes:
+    """Canonical bytes of a sealed record, excluding its own ``hash``."""
+    return canonical({k: v for k, v in record.items() if k != "hash"})
+
+
+# --- RFC 6962 Merkle tree -------------------------------------------------------------
+
+
+def leaf_hash(data: bytes) -> bytes:
+    """RFC 6962 leaf hash."""
+    return hashlib.sha256(b"\x00" + data).digest()
+
+
+def node_hash(left: bytes, right: bytes) -> bytes:
+    """RFC 6962 interior node hash."""
+    return hashlib.sha256(b"\x01" + left + right).digest()
+
+
+def merkle_root(leaves: list[bytes]) -> str:
+    """Hex Merkle Tree Hash of already-hashed leaves. Raises IntegrityError when empty.
+
+    Pairing left to right and carrying an odd last node up unchanged yields exactly the
+    RFC 6962 tree (split at the largest power of two below n).
+    """
+    if not leaves:
+        raise IntegrityError("segment", "an empty segment has no Merkle root")
+    level = list(leaves)
+    while len(level) > 1:
+        nxt = [node_hash(level[i], level[i + 1]) for i in range(0, len(level) - 1, 2)]
+        if len(level) % 2:
+            nxt.append(level[-1])
+        level = nxt
+    return level[0].hex()
+
+
+def inclusion_proof(leaves: list[bytes], index: int) -> list[str]:
+    """RFC 6962 audit path (hex, bottom-up) for ``leaves[index]``."""
+    if len(leaves) <= 1:
+        return []
+    k = 1 << ((len(leaves) - 1).bit_length() - 1)
+    if index < k:
+        return inclusion_proof(leaves[:k], index) + [merkle_root(leaves[k:])]
+    return inclusion_proof(leaves[k:], index - k) + [merkle_root(leaves[:k])]
+
+
+def verify_inclusion(leaf: bytes, index: int, size: int, path: list[str], root_hex: str) -> None:
+    """Check an RFC 6962 audit path (RFC 9162 section 2.1.3.2). Raises IntegrityError."""
+    if index >= size:
+        raise IntegrityError(f"leaf {index}", "index beyond tree size")
+    fn, sn, r = index, size - 1, leaf
+    for p in (bytes.fromhex(h) for h in path):
+        if sn == 0:
+            raise IntegrityError(f"leaf {index}", "audit path too long")
+        if fn & 1 or fn == sn:
+            r = node_hash(p, r)
+            while not fn & 1 and fn:
+                fn, sn = fn >> 1, sn >> 1
+        else:
+            r = node_hash(r, p)
+        fn, sn = fn >> 1, sn >> 1
+    if sn != 0 or r.hex() != root_hex:
+        raise IntegrityError(f"leaf {index}", f"audit path gives root {r.hex()}, expected {root_hex}")
+
+
+# --- segments and key layout ------------------------------------------------------------
+
+
+def encode_segment(lines: list[bytes]) -> bytes:
+    """Frame sealed record lines (canonical JSON incl. hash) as one gzip'd JSON Lines blob."""
+    return gzip.compress(b"\n".join(lines) + b"\n", compresslevel=3, mtime=0)
+
+
+def decode_segment(blob: bytes, where: str) -> list[dict[str, Any]]:
+    """Parse a segment back into records. Raises IntegrityError naming ``where``."""
+    try:
+        text = gzip.decompress(blob)
+        records = [json.loads(line) for line in text.splitlines() if line]
+    except (OSError, EOFError, ValueError) as exc:
+        raise IntegrityError(where, f"segment cannot be decoded ({exc.__class__.__name__})") from exc
+    if not records:
+        raise IntegrityError(where, "segment holds no records")
+    return records
+
+
+def segment_key(retention_class: str, first: int, last: int) -> str:
+    """Object key of the segment holding seqs first..last of one class."""
+    return f"segments/{retention_class}/{first:012d}-{last:012d}.jsonl.gz"
+
+
+def checkpoint_key(last: int) -> str:
+    """Object key of the checkpoint sealing up to seq ``last``."""
+    return f"checkpoints/{last:012d}.json"
+
+
+def media_key(sha256_plain: str, key_id: str) -> str:
+    """Object key of an encrypted attachment: by content hash, then by data key scope."""
+    return f"media/{sha256_plain}/{sha256_hex(key_id.encode())[:16]}"
+
+
+# --- checkpoints ------------------------------------------------------------------------
+
+
+def key_id_of(public_key: Ed25519PublicKey) -> str:
+    """Short, stable id of a checkpoint signing key."""
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    return sha256_hex(public_key.public_bytes(Encoding.Raw, PublicFormat.Raw))[:16]
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A signed statement about one sealed segment and the chain up to its last seq."""
+
+    segment: str
+    retention_class: str
+    first_seq: int
+    last_seq: int
+    merkle_root: str
+    chain_hash: str
+    prev_checkpoint: str
+    created_at: str
+    key_id: str
+    signature: str = ""
+    v: int = FORMAT
+
+    def signing_bytes(self) -> bytes:
+        """The bytes the signature covers: canonical JSON without ``signature``."""
+        return canonical({k: v for k, v in asdict(self).items() if k != "signature"})
+
+    def to_bytes(self) -> bytes:
+        """Canonical JSON of the whole checkpoint, signature included."""
+        return canonical(asdict(self))
+
+    def digest(self) -> str:
+        """Hash of this checkpoint; the next checkpoint names it as ``prev_checkpoint``."""
+        return sha256_hex(self.to_bytes())
+
+    def signed(self, private_key: Ed25519PrivateKey) -> "Checkpoint":
+        """Return a copy signed with ``private_key``."""
+        sig = private_key.sign(self.signing_bytes())
+        return replace(self, signature=base64.b64encode(sig).decode())
+
+    def verify(self, public_key: Ed25519PublicKey, where: str) -> None:
+        """Check the signature. Raises IntegrityError naming ``where``."""
+        try:
+            public_key.verify(base64.b64decode(self.signature), self.signing_bytes())
+        except (InvalidSignature, ValueError) as exc:
+            raise IntegrityError(where, "checkpoint signature does not verify") from exc
+
+    @classmethod
+    def from_bytes(cls, data: bytes, where: str) -> "Checkpoint":
+        """Parse a stored checkpoint. Raises IntegrityError when malformed."""
+        try:
+            obj = json.loads(data)
+            return cls(**obj)
+        except (ValueError, TypeError) as exc:
+            raise IntegrityError(where, "checkpoint is malformed") from exc

@@ -1,0 +1,160 @@
+"""The ``archiver`` command line (click). Errors render once, with their code and hint."""
+
+from __future__ import annotations
+
+import functools
+import getpass
+import json
+import logging
+import sys
+from typing import Any, Callable
+
+import click
+
+from archiver.config import Settings
+from archiver.errors import ArchiverError
+
+
+def _services() -> Any:
+    from archiver.services import Services
+
+    return Services.open(Settings.from_env())
+
+
+def handled(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Render ArchiverError as ``error[code]: message`` + hint, exit 2."""
+    @functools.wraps(fn)
+    def inner(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except ArchiverError as exc:
+            click.echo(f"error[{exc.code}]: {exc}", err=True)
+            if exc.hint:
+                click.echo(f"hint: {exc.hint}", err=True)
+            sys.exit(2)
+    return inner
+
+
+def _actor() -> str:
+    return f"cli:{getpass.getuser()}"
+
+
+@click.group()
+@click.option("-v", "--verbose", is_flag=True, help="Log at INFO level.")
+def main(verbose: bool) -> None:
+    """WhatsApp Business compliance archive."""
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8080, show_default=True, type=int)
+@click.option("--workers", default=2, show_default=True, type=int, help="Web worker processes.")
+@handled
+def serve(host: str, port: int, workers: int) -> None:
+    """Run the web service and the background jobs (sealer, media, indexer)."""
+    from archiver import server
+
+    server.run(Settings.from_env(), host, port, workers)
+
+
+@main.command()
+@handled
+def seal() -> None:
+    """Seal everything pending, then exit."""
+    from archiver import sealer
+    from archiver.store import assert_worm
+
+    services = _services()
+    assert_worm(services.store)
+    n = sealer.seal_pending(services)
+    click.echo(f"sealed {n} records")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@handled
+def verify(as_json: bool) -> None:
+    """Prove the archive is intact by re-reading the store; exit 1 on any break."""
+    from archiver import verify as verifier
+
+    services = _services()
+    with services.sessions() as session:
+        report = verifier.audit(services.store, services.signing_key.public_key(), session)
+    if as_json:
+        click.echo(json.dumps({k: report.as_dict()[k] for k in ("ok", "records", "segments", "checkpoints", "first_error")}))
+    elif report.ok:
+        click.echo(f"ok: {report.records} records in {report.segments} segments, {report.checkpoints} checkpoints verified")
+    else:
+        click.echo(f"BROKEN: {report.first_error}", err=True)
+    sys.exit(0 if report.ok else 1)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@handled
+def stats(as_json: bool) -> None:
+    """Counts of deliveries, items, duplicates, media and the chain tip."""
+    from archiver import stats as counts
+
+    services = _services()
+    with services.sessions.begin() as session:
+        data = counts.collect(session)
+    click.echo(json.dumps(data, indent=None if as_json else 2))
+
+
+@main.command()
+@click.argument("seq", type=int)
+@handled
+def show(seq: int) -> None:
+    """Print one decrypted record with its delivery, links and proof (audited)."""
+    from archiver import records
+    from archiver.journal import append_audit
+
+    services = _services()
+    with services.sessions.begin() as session:
+        append_audit(session, "record_viewed", _actor(), seq=seq)
+    with services.sessions() as session:
+        click.echo(json.dumps(records.read_record(services, session, seq), indent=2, ensure_ascii=False))
+
+
+@main.group()
+def token() -> None:
+    """Manage API tokens."""
+
+
+@token.command("create")
+@click.option("--role", required=True, type=click.Choice(["admin", "ingest", "compliance", "auditor", "legal"]))
+@click.option("--name", required=True)
+@handled
+def token_create(role: str, name: str) -> None:
+    """Create a token; it is printed once, on the last line."""
+    from archiver import auth
+    from archiver.journal import append_audit
+
+    services = _services()
+    with services.sessions.begin() as session:
+        secret = auth.create_token(session, role, name)
+        append_audit(session, "token_created", _actor(), name=name, role=role)
+    click.echo(f"token for {name} ({role}); store it now, it is not shown again:")
+    click.echo(secret)
+
+
+@token.command("revoke")
+@click.option("--name", required=True)
+@handled
+def token_revoke(name: str) -> None:
+    """Revoke every live token with this name."""
+    from archiver import auth
+    from archiver.journal import append_audit
+
+    services = _services()
+    with services.sessions.begin() as session:
+        n = auth.revoke_token(session, name)
+        append_audit(session, "token_revoked", _actor(), name=name, count=n)
+    click.echo(f"revoked {n} token(s)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+"""Services: each backend built once from Settings, handed to stages at the edge."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from archiver import catalog, keys
+from archiver.config import Settings
+from archiver.store import WormStore, open_store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Services:
+    """The composition root's products: catalog, store, keys, search (lazy)."""
+
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    store: WormStore
+    kek: keys.Kek = field(repr=False)
+    signing_key: Ed25519PrivateKey = field(repr=False)
+    _search: Any = field(default=None, repr=False)
+
+    @classmethod
+    def open(cls, settings: Settings) -> "Services":
+        """Build every backend named by ``settings``. Raises ConfigError, StoreError."""
+        engine = catalog.make_engine(settings.catalog_url)
+        return cls(
+            settings=settings,
+            engine=engine,
+            sessions=catalog.make_sessionmaker(engine),
+            store=open_store(settings.store_url, allow_unlocked=settings.allow_unlocked_store),
+            kek=keys.Kek.from_file(settings.kek_path),
+            signing_key=keys.load_signing_key(settings.signing_key_path),
+        )
+
+    @property
+    def search(self) -> Any:
+        """The search index (opened on first use, so capture never depends on it)."""
+        if self._search is None:
+            from archiver.search import open_index
+
+            self._search = open_index(self.settings.search_url)
+        return self._search
+
+    def close(self) -> None:
+        """Release pooled connections."""
+        self.engine.dispose()

@@ -1,0 +1,205 @@
+"""Webhook -> journal -> sealer -> WORM -> verify, on the embedded default."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from archiver import sealer, stats
+from archiver import verify as verifier
+from archiver.catalog import MessageState, Record
+from tests.conftest import OLD_SECRET, all_fixture_bodies, sign
+
+
+def seal(services: Any) -> int:
+    return sealer.seal_pending(services)
+
+
+def counts(services: Any) -> dict[str, Any]:
+    with services.sessions() as session:
+        return stats.collect(session)
+
+
+def report(services: Any) -> verifier.Report:
+    with services.sessions() as session:
+        return verifier.audit(services.store, services.signing_key.public_key(), session)
+
+
+def post(client: Any, body: bytes, **headers: str) -> Any:
+    return client.post("/webhooks/whatsapp", data=body, headers={**sign(body), **headers})
+
+
+def msg_body(wamid: str, text: str = "hello", field: str = "messages", ts: str = "1780001000") -> bytes:
+    value = {"messaging_product": "whatsapp",
+             "metadata": {"display_phone_number": "15550009999", "phone_number_id": "1099"},
+             "contacts": [{"profile": {"name": "Ines"}, "wa_id": "4479460001234"}],
+             "messages": [{"from": "4479460001234", "id": wamid, "timestamp": ts, "type": "text",
+                           "text": {"body": text}}]}
+    return json.dumps({"object": "whatsapp_business_account",
+                       "entry": [{"id": "2099", "changes": [{"field": field, "value": value}]}]}).encode()
+
+
+def status_body(wamid: str, state: str) -> bytes:
+    value = {"messaging_product": "whatsapp", "metadata": {"display_phone_number": "15550009999", "phone_number_id": "1099"},
+             "statuses": [{"id": wamid, "status": state, "timestamp": "1780001500", "recipient_id": "4479460001234"}]}
+    return json.dumps({"object": "whatsapp_business_account",
+                       "entry": [{"id": "2099", "changes": [{"field": "messages", "value": value}]}]}).encode()
+
+
+def test_every_fixture_case_is_accepted_sealed_and_verifiable(client: Any, services: Any) -> None:
+    bodies = all_fixture_bodies()
+    for name, body in bodies:
+        assert post(client, body).status_code == 200, name
+    seal(services)
+    c = counts(services)
+    assert c["deliveries"] == len(bodies)
+    assert c["quarantined"] == 0
+    assert c["pending"] == 0
+    assert sum(c["items"].values()) >= len(bodies) - c["duplicates"]
+    r = report(services)
+    assert r.ok, r.first_error
+    assert r.records == c["chain"]["seq"]
+
+
+def test_handshake(client: Any) -> None:
+    ok = client.get("/webhooks/whatsapp?hub.mode=subscribe&hub.verify_token=verify-me&hub.challenge=1903260781")
+    assert ok.status_code == 200 and ok.data == b"1903260781"
+    php = client.get("/webhooks/whatsapp?hub_mode=subscribe&hub_verify_token=verify-me&hub_challenge=42")
+    assert php.status_code == 200 and php.data == b"42"
+    bad = client.get("/webhooks/whatsapp?hub.mode=subscribe&hub.verify_token=nope&hub.challenge=1")
+    assert bad.status_code == 403
+
+
+def test_signatures_sizes_and_rotation(client: Any, services: Any) -> None:
+    body = msg_body("wamid.A1")
+    assert client.post("/webhooks/whatsapp", data=body).status_code == 401  # missing
+    assert client.post("/webhooks/whatsapp", data=body, headers={"X-Hub-Signature-256": "sha256=" + "0" * 64}).status_code == 401
+    assert client.post("/webhooks/whatsapp", data=body, headers=sign(body, OLD_SECRET)).status_code == 200
+    big = b" " * (1024 * 1024 + 1)
+    assert client.post("/webhooks/whatsapp", data=big, headers=sign(big)).status_code == 413
+    seal(services)
+    c = counts(services)
+    assert c["deliveries"] == 1  # rejected bodies are not archived...
+    assert c["audit"] == 2  # ...but each rejection is an audit record
+
+
+def test_bad_bodies_are_quarantined_not_dropped(client: Any, services: Any) -> None:
+    for body in (b"", b"{not json", b"[1,2]", "\u00e9t\u00e9".encode("latin-1")):
+        assert post(client, body).status_code == 200
+    seal(services)
+    c = counts(services)
+    assert c["deliveries"] == 4 and c["quarantined"] == 4
+    assert report(services).ok
+
+
+def test_escaped_unicode_and_pretty_printed_bodies_keep_their_bytes(client: Any, services: Any, token: Any) -> None:
+    escaped = msg_body("wamid.U1", "caf\u00e9 \U0001f64f").replace(b"\\u00e9", b"\\u00e9")
+    pretty = json.dumps(json.loads(msg_body("wamid.U2", "r\u00e9sum\u00e9")), indent=2, ensure_ascii=False).encode()
+    assert b"\\ud83d\\ude4f" in escaped
+    assert post(client, escaped).status_code == 200 and post(client, pretty).status_code == 200
+    seal(services)
+    with services.sessions() as session:
+        seqs = session.scalars(Record.__table__.select().with_only_columns(Record.seq).where(Record.kind == "delivery")).all()
+    auth = token("auditor")
+    raw = [client.get(f"/api/v1/records/{s}", headers=auth).get_json()["content"] for s in seqs]
+    assert raw[0] == json.loads(escaped) and raw[1] == json.loads(pretty)
+
+
+def test_redelivery_and_history_overlap_dedupe(client: Any, services: Any) -> None:
+    live = msg_body("wamid.D1")
+    post(client, live)
+    post(client, live)  # byte-identical retry: a second delivery, the same item
+    history = {"object": "whatsapp_business_account", "entry": [{"id": "2099", "changes": [{"field": "history", "value": {
+        "messaging_product": "whatsapp", "metadata": {"display_phone_number": "15550009999", "phone_number_id": "1099"},
+        "history": [{"metadata": {"phase": 0, "chunk_order": 2, "progress": 100}, "threads": [{"id": "4479460001234", "messages": [
+            {"from": "4479460001234", "id": "wamid.D1", "timestamp": "1780001000", "type": "text", "text": {"body": "hello"},
+             "history_context": {"status": "READ"}},
+            {"from": "15550009999", "to": "4479460001234", "id": "wamid.H2", "timestamp": "1779400300", "type": "text",
+             "text": {"body": "Saturdays only."}, "history_context": {"status": "DELIVERED"}}]}]}]}}]}]}
+    post(client, json.dumps(history).encode())
+    seal(services)
+    c = counts(services)
+    assert c["deliveries"] == 3
+    assert c["items"]["message"] == 1 and c["items"]["history_message"] == 1
+    assert c["duplicates"] == 2
+
+
+def test_statuses_out_of_order_never_downgrade(client: Any, services: Any) -> None:
+    for state in ("read", "sent", "delivered", "read"):
+        post(client, status_body("wamid.S1", state))
+    seal(services)
+    with services.sessions() as session:
+        assert session.get(MessageState, "wamid.S1").state == "read"
+    c = counts(services)
+    assert c["items"]["status"] == 3 and c["duplicates"] == 1
+
+
+def test_batches_across_seal_runs_chain_and_verify(client: Any, services: Any) -> None:
+    for i in range(5):
+        post(client, msg_body(f"wamid.B{i}"))
+        seal(services)
+    r = report(services)
+    assert r.ok and r.checkpoints >= 5
+    assert counts(services)["items"]["message"] == 5
+
+
+def test_record_read_is_audited_and_role_checked(client: Any, services: Any, token: Any) -> None:
+    post(client, msg_body("wamid.R1", "meter reading"))
+    seal(services)
+    with services.sessions() as session:
+        seq = session.scalar(Record.__table__.select().with_only_columns(Record.seq).where(Record.kind == "message"))
+    assert client.get(f"/api/v1/records/{seq}").status_code == 401
+    assert client.get(f"/api/v1/records/{seq}", headers=token("ingest")).status_code == 403
+    got = client.get(f"/api/v1/records/{seq}", headers=token("compliance")).get_json()
+    assert got["kind"] == "message" and "meter reading" in json.dumps(got["content"])
+    assert got["delivery"]["seq"] < seq and got["proof"]["hash"]
+    before = counts(services)["audit"]
+    seal(services)
+    assert counts(services)["audit"] >= before + 2  # the view and the refused attempts
+
+
+@pytest.mark.parametrize("role", ["compliance", "auditor", "legal", "admin"])
+def test_stats_api_matches_cli_shape(client: Any, services: Any, token: Any, role: str) -> None:
+    got = client.get("/api/v1/stats", headers=token(role)).get_json()
+    assert set(got) >= {"deliveries", "items", "duplicates", "quarantined", "pending", "media", "chain"}
+    assert set(got["media"]) == {"stored", "pending", "failed"}
+
+
+def test_every_route_but_webhook_and_health_refuses_without_token(app: Any, client: Any) -> None:
+    public = {"/webhooks/whatsapp", "/healthz"}
+    checked = 0
+    for rule in app.url_map.iter_rules():
+        if rule.rule in public:
+            continue
+        url = rule.rule.replace("<int:seq>", "1").replace("<contact>", "4479460001234").replace("<path:key>", "x")
+        for method in rule.methods - {"HEAD", "OPTIONS"}:
+            resp = client.open(url, method=method, headers={"Authorization": "Bearer wa_not-a-token"})
+            assert resp.status_code == 401, (method, url)
+            assert client.open(url, method=method).status_code == 401, (method, url)
+            checked += 1
+    assert checked >= 4
+
+
+def test_capture_api_validation_and_journaling(client: Any, services: Any, token: Any) -> None:
+    auth = token("ingest")
+    good = {"request": {"messaging_product": "whatsapp", "to": "+4479460001234", "type": "text", "text": {"body": "Your engineer arrives"}},
+            "response": {"messaging_product": "whatsapp", "contacts": [{"input": "+4479460001234", "wa_id": "4479460001234"}],
+                         "messages": [{"id": "wamid.OUT1"}]}, "sender": "crm-bot", "sent_at": "2026-11-27T10:00:00Z"}
+    assert client.post("/api/v1/capture/messages", json=good, headers=auth).status_code == 202
+    bad = dict(good, sender="")
+    resp = client.post("/api/v1/capture/messages", json=bad, headers=auth)
+    assert resp.status_code == 400 and resp.get_json()["field"] == "sender"
+    assert client.post("/api/v1/capture/messages", data=b"{", headers=auth).get_json()["field"] == "body"
+    consent = {"contact": "4479460001234", "scope": "marketing", "action": "opt_out", "source": "crm", "proof": "STOP", "at": 1780003000}
+    assert client.post("/api/v1/consent", json=consent, headers=auth).status_code == 202
+    assert client.post("/api/v1/consent", json=dict(consent, action="maybe"), headers=auth).get_json()["field"] == "action"
+    assert client.post("/api/v1/consent", json=consent, headers=token("compliance")).status_code == 403
+    seal(services)
+    c = counts(services)
+    assert c["items"]["outbound"] == 1 and c["items"]["consent"] == 1
+    post(client, status_body("wamid.OUT1", "delivered"))
+    seal(services)
+    with services.sessions() as session:
+        assert session.get(MessageState, "wamid.OUT1").state == "delivered"

@@ -1,0 +1,62 @@
+"""chain.py: canonical bytes, chain hashes, RFC 6962 Merkle trees, checkpoints."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from archiver import chain
+from archiver.errors import IntegrityError
+
+
+def test_canonical_is_sorted_compact_utf8() -> None:
+    assert chain.canonical({"b": 1, "a": "é"}) == '{"a":"é","b":1}'.encode()
+
+
+def test_chain_hash_is_sha256_of_prev_and_bytes() -> None:
+    expected = hashlib.sha256(bytes(32) + b"x").hexdigest()
+    assert chain.chain_hash(chain.GENESIS, b"x") == expected
+
+
+def test_merkle_root_matches_rfc6962_vectors() -> None:
+    # RFC 6962 test vectors (certificate-transparency-go merkletree tests), leaves "", "\x00", ...
+    inputs = [b"", b"\x00", b"\x10", b"\x20\x21", b"\x30\x31", b"\x40\x41\x42\x43",
+              b"\x50\x51\x52\x53\x54\x55\x56\x57", b"\x60\x61\x62\x63\x64\x65\x66\x67\x68\x69\x6a\x6b\x6c\x6d\x6e\x6f"]
+    leaves = [chain.leaf_hash(d) for d in inputs]
+    assert chain.merkle_root(leaves[:1]) == "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d"
+    assert chain.merkle_root(leaves[:2]) == "fac54203e7cc696cf0dfcb42c92a1d9dbaf70ad9e621f4bd8d98662f00e3c125"
+    assert chain.merkle_root(leaves[:3]) == "aeb6bcfe274b70a14fb067a5e5578264db0fa9b51af5e0ba159158f329e06e77"
+    assert chain.merkle_root(leaves) == "5dc9da79a70659a9ad559cb701ded9a2ab9d823aad2f4960cfe370eff4604328"
+
+
+def test_inclusion_proofs_verify_and_detect_a_wrong_leaf() -> None:
+    leaves = [chain.leaf_hash(bytes([i])) for i in range(13)]
+    root = chain.merkle_root(leaves)
+    for i in range(13):
+        chain.verify_inclusion(leaves[i], i, 13, chain.inclusion_proof(leaves, i), root)
+    with pytest.raises(IntegrityError):
+        chain.verify_inclusion(leaves[3], 4, 13, chain.inclusion_proof(leaves, 4), root)
+
+
+def test_empty_segment_fails_closed() -> None:
+    with pytest.raises(IntegrityError):
+        chain.merkle_root([])
+    with pytest.raises(IntegrityError):
+        chain.decode_segment(chain.encode_segment([]), "seg")
+
+
+def test_checkpoint_sign_verify_and_forgery() -> None:
+    key = Ed25519PrivateKey.generate()
+    cp = chain.Checkpoint(segment="segments/default/1-2", retention_class="default", first_seq=1, last_seq=2,
+                          merkle_root="aa", chain_hash="bb", prev_checkpoint="", created_at="t",
+                          key_id=chain.key_id_of(key.public_key())).signed(key)
+    cp.verify(key.public_key(), "cp")
+    again = chain.Checkpoint.from_bytes(cp.to_bytes(), "cp")
+    assert again == cp and again.digest() == cp.digest()
+    forged = chain.Checkpoint.from_bytes(cp.to_bytes().replace(b'"last_seq":2', b'"last_seq":3'), "cp")
+    with pytest.raises(IntegrityError, match="signature"):
+        forged.verify(key.public_key(), "cp")
+    with pytest.raises(IntegrityError, match="malformed"):
+        chain.Checkpoint.from_bytes(b"{not json", "cp")
