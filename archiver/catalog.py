@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON, BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, LargeBinary, String,
-    create_engine, event, select, text,
+    TypeDecorator, create_engine, event, select, text,
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
@@ -24,6 +24,23 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 from archiver.errors import ConfigError
 
 SEQ = BigInteger().with_variant(Integer, "sqlite")
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes on every backend (SQLite drops the zone; we put it back)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("naive datetime given to the catalog")
+        return value.astimezone(timezone.utc) if value is not None else None
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
 
 
 def utcnow() -> datetime:
@@ -44,7 +61,7 @@ class Journal(Base):
     __tablename__ = "journal"
     id: Mapped[int] = mapped_column(SEQ, primary_key=True, autoincrement=True)
     source: Mapped[str] = mapped_column(String(24))  # webhook | capture_message | consent | audit | media
-    received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     body: Mapped[bytes | None] = mapped_column(LargeBinary)
     body_sha256: Mapped[str] = mapped_column(String(64))
     meta: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # signature header, remote, actor
@@ -77,7 +94,7 @@ class Segment(Base):
     last_hash: Mapped[str] = mapped_column(String(64))
     sha256: Mapped[str] = mapped_column(String(64))
     size: Mapped[int] = mapped_column(BigInteger)
-    retain_until: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    retain_until: Mapped[datetime] = mapped_column(UTCDateTime())
     checkpoint_key: Mapped[str] = mapped_column(String(255))
     checkpoint_digest: Mapped[str] = mapped_column(String(64))
     # Outbox: a segment is planned and committed here first ("writing", bytes kept), then
@@ -86,7 +103,7 @@ class Segment(Base):
     state: Mapped[str] = mapped_column(String(8), default="writing", index=True)
     blob: Mapped[bytes | None] = mapped_column(LargeBinary)
     checkpoint_blob: Mapped[bytes | None] = mapped_column(LargeBinary)
-    sealed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    sealed_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
 class Record(Base):
@@ -103,7 +120,7 @@ class Record(Base):
     segment_id: Mapped[int] = mapped_column(ForeignKey("segments.id"))
     hash: Mapped[str] = mapped_column(String(64))
     retention_class: Mapped[str] = mapped_column(String(64))
-    retain_until: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    retain_until: Mapped[datetime] = mapped_column(UTCDateTime())
     key_id: Mapped[str] = mapped_column(String(96))
     occurred_at: Mapped[int | None] = mapped_column(BigInteger)
     links: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
@@ -134,8 +151,8 @@ class DataKey(Base):
     __tablename__ = "data_keys"
     id: Mapped[str] = mapped_column(String(96), primary_key=True)
     wrapped: Mapped[bytes | None] = mapped_column(LargeBinary)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    destroyed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    destroyed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class Media(Base):
@@ -150,7 +167,7 @@ class Media(Base):
     key_id: Mapped[str] = mapped_column(String(96))
     state: Mapped[str] = mapped_column(String(16), default="pending")  # pending | stored | failed
     attempts: Mapped[int] = mapped_column(Integer, default=0)
-    next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     last_error: Mapped[str | None] = mapped_column(String(255))
     object_key: Mapped[str | None] = mapped_column(String(255))
     sha256: Mapped[str | None] = mapped_column(String(64))
@@ -166,8 +183,8 @@ class Token(Base):
     name: Mapped[str] = mapped_column(String(128))
     role: Mapped[str] = mapped_column(String(16))
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class Cursor(Base):

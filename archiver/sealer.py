@@ -344,7 +344,7 @@ def _existing_keys(session: Session, digests: set[str]) -> dict[str, int]:
     ordered = sorted(digests)
     for i in range(0, len(ordered), 500):
         chunk = ordered[i:i + 500]
-        found.update(session.execute(select(Record.item_key, Record.seq).where(Record.item_key.in_(chunk))).tuples())
+        found.update({k: s for k, s in session.execute(select(Record.item_key, Record.seq).where(Record.item_key.in_(chunk)))})
     return found
 
 

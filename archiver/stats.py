@@ -14,8 +14,8 @@ ITEM_EXCLUDED = ("delivery", "audit", "media")
 
 def collect(session: Session) -> dict[str, Any]:
     """Deliveries, distinct items by kind, duplicates, quarantine, pending, media, chain tip, index."""
-    by_kind = dict(session.execute(select(Record.kind, func.count()).group_by(Record.kind)).tuples().all())
-    media = dict(session.execute(select(Media.state, func.count()).group_by(Media.state)).tuples().all())
+    by_kind = dict(session.execute(select(Record.kind, func.count()).group_by(Record.kind)).all())
+    media = dict(session.execute(select(Media.state, func.count()).group_by(Media.state)).all())
     head = chain_head(session)
     indexed = cursor_value(session, "index")
     return {

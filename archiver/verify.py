@@ -163,7 +163,7 @@ def verify_records(session: Session, cp: chain.Checkpoint, sealed: list[tuple[in
     rows = session.execute(
         select(Record.seq, Record.hash, Record.kind, Record.retention_class)
         .where(Record.seq.between(cp.first_seq, cp.last_seq)).order_by(Record.seq)
-    ).tuples().all()
+    ).all()
     for row, rec in zip(rows, sealed):
         if tuple(row) != rec:
             raise IntegrityError(f"seq {rec[0]}", "catalog row differs from the sealed record")

@@ -12,11 +12,28 @@ Object keys are computed by the pure functions in ``archiver.chain`` (one place)
 
 from __future__ import annotations
 
+import logging
+import re
+import secrets
+import warnings
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from typing import Iterator, Protocol, runtime_checkable
 
-from archiver.errors import ConfigError
+from archiver.errors import ConfigError, InsecureStoreWarning, Locked, NotFound, StoreError, WormNotEnforced
+
+logger = logging.getLogger(__name__)
+
+#: Where the decision-9 canaries live, and how long each is locked.
+CANARY_PREFIX = "selftest/"
+CANARY_RETENTION = timedelta(days=1)
+_CANARY_TIME = "%Y%m%dT%H%M%SZ"
+
+# One part of a key: no leading dot (so "." / ".." and the local driver's temp files are
+# impossible), no backslash or control characters that mean different things to different stores.
+_KEY_PART = re.compile(r"[A-Za-z0-9_~+=@-][A-Za-z0-9._~+=@-]*")
+_MAX_KEY = 1024  # S3's limit, in bytes; keys are ASCII here
+_MAX_PART = 255  # a file name on every local filesystem we support
 
 
 @dataclass(frozen=True)
@@ -39,18 +56,19 @@ class WormStore(Protocol):
     def put_locked(self, key: str, data: bytes, retain_until: datetime, *, legal_hold: bool = False) -> None:
         """Write ``data`` once under ``key``, locked until ``retain_until`` (UTC, aware).
 
-        Idempotent for identical bytes (a retry after a crash is a no-op).
-        Raises Locked if ``key`` exists with different bytes, StoreError on failure.
+        Idempotent for identical bytes (a retry after a crash is a no-op, retention unchanged).
+        Raises Locked if ``key`` exists with different bytes; StoreError for a bad key
+        (see :func:`check_key`), a naive or past ``retain_until``, or on failure.
         """
 
     def get(self, key: str) -> bytes:
         """Return the object's bytes. Raises NotFound, StoreError."""
 
     def head(self, key: str) -> ObjectInfo:
-        """Return the object's size, retention and hold. Raises NotFound, StoreError."""
+        """Return the object's size, retention, hold and sha256. Raises NotFound, StoreError."""
 
     def list(self, prefix: str) -> Iterator[str]:
-        """Yield every key under ``prefix`` in lexical order. Raises StoreError."""
+        """Yield every key starting with ``prefix`` in lexical order. Raises StoreError (also for a bad prefix)."""
 
     def set_legal_hold(self, key: str, on: bool) -> None:
         """Turn the object's legal hold on or off. Raises NotFound, StoreError."""
@@ -81,11 +99,109 @@ def open_store(url: str, *, allow_unlocked: bool = False) -> WormStore:
     raise ConfigError(f"unknown store URL scheme {scheme!r}; use file:// or s3://")
 
 
+def check_key(key: str) -> str:
+    """Return ``key`` if it is a safe object key.
+
+    A key is ``/``-separated parts of ``[A-Za-z0-9._~+=@-]``, none empty and none starting
+    with a dot, e.g. ``segments/default/000000000001-000000000100-<hex>.jsonl.gz``.
+    Raises StoreError for anything else (``..``, absolute paths, empty parts).
+    """
+    if not isinstance(key, str) or not key or len(key) > _MAX_KEY or not all(map(_is_key_part, key.split("/"))):
+        raise StoreError(f"bad object key {key!r}", hint="keys are relative, like media/<sha256>; no '..' or empty parts")
+    return key
+
+
+def check_prefix(prefix: str) -> str:
+    """Return ``prefix`` if it may start a key (``""``, ``segments/``, ``segments/def``). Raises StoreError."""
+    if prefix:
+        check_key(prefix[:-1] if prefix.endswith("/") else prefix)
+    return prefix
+
+
+def _is_key_part(part: str) -> bool:
+    return len(part) <= _MAX_PART and _KEY_PART.fullmatch(part) is not None
+
+
+def check_retain_until(retain_until: datetime, now: datetime | None = None) -> datetime:
+    """Return ``retain_until`` in UTC if it is timezone-aware and in the future.
+
+    Raises StoreError otherwise: a naive time is ambiguous, and S3 refuses a past date.
+    """
+    if not isinstance(retain_until, datetime) or retain_until.utcoffset() is None:
+        raise StoreError(f"retain_until must be a timezone-aware datetime, got {retain_until!r}")
+    until = retain_until.astimezone(timezone.utc)
+    if until <= (now or datetime.now(timezone.utc)):
+        raise StoreError(f"retain_until {until.isoformat()} is not in the future")
+    return until
+
+
 def assert_worm(store: WormStore) -> None:
     """Decision 9: prove the store refuses to delete a locked object before trusting it.
 
-    Writes a canary under ``selftest/`` with a short retention and tries to delete it.
-    Raises WormNotEnforced if the delete succeeds (or the lock is not reported),
-    StoreError if the store cannot be reached.
+    1. an S3 bucket must report Object Lock enabled (drivers with ``_check_lock_enabled``);
+    2. a canary ``selftest/<time>-<random>`` is put under COMPLIANCE retention of one day;
+    3. the store must report that retention back;
+    4. deleting the canary must be refused: through the backend itself where the driver
+       offers ``_canary_delete`` (S3: delete the version, skipping the client-side check),
+       else through ``delete_expired`` (the local store, whose check *is* the enforcement).
+
+    Raises WormNotEnforced if any step shows the lock is not enforced, StoreError if the
+    store cannot be reached. A store opened with ``allow_unlocked=True`` turns
+    WormNotEnforced into a logged error plus an InsecureStoreWarning (development only).
     """
-    raise NotImplementedError  # implemented with the drivers
+    try:
+        _run_canary(store)
+    except WormNotEnforced as exc:
+        if not getattr(store, "allow_unlocked", False):
+            raise
+        logger.error("store.worm_not_enforced url=%s allow_unlocked=1 reason=%s", store.url, exc)
+        warnings.warn(f"{exc}; continuing only because allow_unlocked is set (development only)",
+                      InsecureStoreWarning, stacklevel=2)
+
+
+def _run_canary(store: WormStore) -> None:
+    """Steps 1-4 of :func:`assert_worm`, then sweep old canaries. Raises WormNotEnforced, StoreError."""
+    check_lock = getattr(store, "_check_lock_enabled", None)
+    if check_lock is not None:
+        check_lock()
+    now = datetime.now(timezone.utc)
+    key = canary_key(now)
+    store.put_locked(key, b"worm canary " + key.encode(), now + CANARY_RETENTION)
+    _check_canary_retained(store, key, now + CANARY_RETENTION)
+    _check_delete_refused(store, key)
+    logger.info("store.worm_enforced url=%s canary=%s", store.url, key)
+    _sweep_canaries(store, now)
+
+
+def canary_key(now: datetime) -> str:
+    """The key of a new canary written at ``now``: sortable time plus randomness."""
+    return f"{CANARY_PREFIX}{now.astimezone(timezone.utc).strftime(_CANARY_TIME)}-{secrets.token_hex(6)}"
+
+
+def _check_canary_retained(store: WormStore, key: str, wanted: datetime) -> None:
+    """Raises WormNotEnforced unless the store reports the canary's retention (to the second)."""
+    info = store.head(key)
+    if info.retain_until is None or info.retain_until < wanted - timedelta(seconds=1):
+        raise WormNotEnforced(f"{store.url}: canary {key} was stored without its retention "
+                              f"(expected until {wanted.isoformat()}, found {info.retain_until})")
+
+
+def _check_delete_refused(store: WormStore, key: str) -> None:
+    """Raises WormNotEnforced if the canary, still under retention, can be deleted."""
+    delete = getattr(store, "_canary_delete", store.delete_expired)
+    try:
+        delete(key)
+    except Locked:
+        return
+    raise WormNotEnforced(f"{store.url}: canary {key} under COMPLIANCE retention was deleted")
+
+
+def _sweep_canaries(store: WormStore, now: datetime) -> None:
+    """Delete canaries whose retention has passed, so self-tests do not pile up. Raises StoreError."""
+    cutoff = (now - CANARY_RETENTION - timedelta(minutes=1)).strftime(_CANARY_TIME)
+    old = [key for key in store.list(CANARY_PREFIX) if key[len(CANARY_PREFIX):] < cutoff]
+    for key in old:
+        try:
+            store.delete_expired(key)
+        except (Locked, NotFound):
+            continue  # retention was extended by hand, or another instance swept it first

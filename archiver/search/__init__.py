@@ -1,0 +1,214 @@
+"""The search index: derived from WORM, thrown away and rebuilt at will.
+
+``SearchIndex`` is shaped by its callers: the indexer (``index``, ``delete``, ``max_seq``,
+``rebuild``), the UI/API/CLI (``search``, ``conversation``), health checks (``ping``) and
+tests or operators (``reset``). Drivers are chosen by URL scheme in :func:`open_index`
+and imported lazily, so the embedded install never imports opensearch-py:
+
+- ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``: SQLite FTS5 (fts5.py)
+- ``http(s)://[user:pass@]host:port[/alias][?timeout=5&shards=1&replicas=1]``: OpenSearch,
+  monthly indices behind ``alias`` (default ``archiver-messages``) (opensearch.py)
+
+Both backends give the same answers: the query is parsed once (query.py) and text is
+folded in the application (text.py), so a backend only compares terms.
+
+Documents are dicts built by the indexer; keys outside :data:`DOC_FIELDS` are ignored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Protocol, runtime_checkable
+
+from archiver.errors import ConfigError
+
+DOC_FIELDS: dict[str, type] = {
+    "seq": int, "wamid": str, "kind": str, "type": str, "direction": str, "channel": str,
+    "time": int, "from": str, "to": str, "contact": str, "contact_name": str, "number": str,
+    "text": str, "has_media": bool, "mime_type": str, "status": str, "edit_of": int,
+    "revoked": bool, "retention_class": str,
+}
+"""Every field a document may carry, and its type (all but ``seq`` and ``time`` may be None)."""
+
+FACETS = ("direction", "channel", "type", "month")
+SORTS = ("newest", "oldest")
+MAX_SIZE = 500
+MAX_WINDOW = 10_000
+"""Deepest result reachable by paging (OpenSearch's default ``max_result_window``)."""
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One matching document, as a result list shows it. Content is kept out of repr."""
+
+    seq: int
+    wamid: str | None
+    kind: str
+    type: str | None
+    direction: str | None
+    channel: str | None
+    time: int
+    sender: str | None = field(repr=False)
+    recipient: str | None = field(repr=False)
+    contact: str | None = field(repr=False)
+    contact_name: str | None = field(repr=False)
+    number: str | None = field(repr=False)
+    has_media: bool
+    revoked: bool
+    edit_of: int | None
+    snippet: str = field(repr=False)
+    """HTML-escaped excerpt with ``<mark>`` around the matches."""
+
+    @classmethod
+    def from_doc(cls, doc: Mapping[str, Any], snippet: str) -> Hit:
+        """Build from a normalized document (see :func:`normalize`)."""
+        return cls(
+            seq=doc["seq"], wamid=doc["wamid"], kind=doc["kind"], type=doc["type"],
+            direction=doc["direction"], channel=doc["channel"], time=doc["time"],
+            sender=doc["from"], recipient=doc["to"], contact=doc["contact"],
+            contact_name=doc["contact_name"], number=doc["number"],
+            has_media=doc["has_media"], revoked=doc["revoked"], edit_of=doc["edit_of"],
+            snippet=snippet,
+        )
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """One page of matches, newest first unless asked otherwise.
+
+    ``total`` and ``facets`` cover the whole result set, not just this page. ``facets``
+    maps each of :data:`FACETS` to ``{value: count}`` (``month`` values are ``YYYY-MM``,
+    UTC); documents without a value are not counted.
+    """
+
+    total: int
+    hits: list[Hit]
+    facets: dict[str, dict[str, int]] = field(repr=False)
+    page: int = 1
+    size: int = 20
+
+
+@runtime_checkable
+class SearchIndex(Protocol):
+    """What the indexer, the UI/API and health checks need from a full-text index."""
+
+    url: str
+
+    def index(self, docs: Sequence[Mapping[str, Any]]) -> None:
+        """Add or replace documents by ``seq``; they are searchable when this returns.
+
+        Raises ValueError for a document without an int ``seq``/``time`` or with a field
+        of the wrong type, SearchUnavailable if the backend cannot take them.
+        """
+
+    def delete(self, seqs: Sequence[int]) -> None:
+        """Remove documents by ``seq`` (disposition, crypto-shredding); unknown seqs are ignored.
+
+        Raises SearchUnavailable.
+        """
+
+    def search(self, query: str, *, page: int = 1, size: int = 20, sort: str = "newest") -> SearchResult:
+        """Run ``query`` (see :mod:`archiver.search.query`) and return one page of it.
+
+        ``sort`` is ``"newest"`` (time, then seq, descending) or ``"oldest"``.
+        Raises QuerySyntaxError for a bad query, ValueError for a bad page, size or sort,
+        SearchUnavailable if the backend cannot answer.
+        """
+
+    def conversation(self, contact: str, around_seq: int | None = None, size: int = 50) -> list[dict[str, Any]]:
+        """Up to ``size`` documents of ``contact``, oldest first.
+
+        With ``around_seq``, a window of about ``size // 2`` documents before it, then it
+        and those after; ``[]`` if that seq is not one of the contact's documents. Without
+        it, the latest ``size`` documents. Raises ValueError for a bad size,
+        SearchUnavailable.
+        """
+
+    def max_seq(self) -> int:
+        """The highest indexed seq, 0 when empty (the indexer's resume point). Raises SearchUnavailable."""
+
+    def rebuild(self, docs: Iterable[Mapping[str, Any]]) -> int:
+        """Replace the whole index by ``docs`` and return how many were indexed.
+
+        Searches keep seeing the old index until the new one is complete (OpenSearch
+        writes new indices and swaps the alias; FTS5 commits one transaction). Must not
+        run at the same time as :meth:`index`. Raises ValueError, SearchUnavailable; on
+        failure the old index stays in place.
+        """
+
+    def reset(self) -> None:
+        """Drop everything and start empty (``rebuild([])``). Raises SearchUnavailable."""
+
+    def ping(self) -> None:
+        """Cheap reachability check. Raises SearchUnavailable."""
+
+
+def open_index(url: str) -> SearchIndex:
+    """Open the index named by ``url`` without contacting any server.
+
+    Raises ConfigError for an unknown scheme, a bad URL or a missing extra.
+    """
+    scheme = url.split(":", 1)[0].lower()
+    if scheme == "sqlite":
+        from archiver.search.fts5 import Fts5Index
+
+        return Fts5Index.from_url(url)
+    if scheme in ("http", "https"):
+        try:
+            from archiver.search.opensearch import OpenSearchIndex
+        except ImportError as exc:  # opensearch-py is the optional extra
+            raise ConfigError(
+                "http(s):// search URLs need opensearch-py: pip install 'whatsapp-archiver[opensearch]'"
+            ) from exc
+        return OpenSearchIndex.from_url(url)
+    raise ConfigError(f"unknown search URL scheme {scheme!r}; use sqlite:/// or http(s)://")
+
+
+def normalize(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """Keep the known fields of ``doc`` with their defaults; ignore the rest.
+
+    Raises ValueError if ``seq`` or ``time`` is not an int or a field has the wrong type.
+    """
+    out = {name: doc.get(name) for name in DOC_FIELDS}
+    out.update(text=out["text"] or "", has_media=bool(out["has_media"]), revoked=bool(out["revoked"]))
+    for name, value in out.items():
+        _check_field(name, value)
+    return out
+
+
+def _check_field(name: str, value: Any) -> None:
+    """Raise ValueError unless ``value`` suits document field ``name``."""
+    kind = DOC_FIELDS[name]
+    if value is None and name not in ("seq", "time"):
+        return
+    # bool is an int: a True seq would silently become 1.
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        raise ValueError(f"document field {name!r} must be {kind.__name__}")
+
+
+def check_page(page: int, size: int, sort: str) -> None:
+    """Raise ValueError unless ``page``, ``size`` and ``sort`` are usable."""
+    if sort not in SORTS:
+        raise ValueError(f"sort must be one of {', '.join(SORTS)}")
+    if not 1 <= size <= MAX_SIZE or page < 1:
+        raise ValueError(f"page must be >= 1 and size between 1 and {MAX_SIZE}")
+    if page * size > MAX_WINDOW:
+        raise ValueError(f"paging stops at result {MAX_WINDOW}; narrow the query")
+
+
+def check_size(size: int) -> None:
+    """Raise ValueError unless ``size`` is between 1 and :data:`MAX_SIZE`."""
+    if not 1 <= size <= MAX_SIZE:
+        raise ValueError(f"size must be between 1 and {MAX_SIZE}")
+
+
+def month(epoch: int) -> str:
+    """``YYYY-MM`` of ``epoch`` in UTC (facets, monthly index names)."""
+    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m")
+
+
+def empty_facets() -> dict[str, dict[str, int]]:
+    """A facets dict with every facet present and no counts."""
+    return {name: {} for name in FACETS}

@@ -1,0 +1,223 @@
+"""Text folding shared by both search backends: one tokenizer, run in the application.
+
+The OpenSearch integration-test distribution has no ``analysis-common`` module, so no
+``lowercase`` or ``asciifolding`` filter can run in the server. We therefore fold and
+tokenize here, store the result as space-separated terms, and let each backend only split
+on spaces (OpenSearch's core ``whitespace`` analyzer, FTS5's ``ascii`` tokenizer, which
+keeps every non-ASCII character and lowercases only ASCII, a no-op on folded terms).
+Documents and query words go through the same :func:`analyze`, so both backends see the
+same terms and give the same answers.
+
+Folding of one character: NFKD, casefold, drop nonspacing and enclosing marks (accents,
+Arabic harakat, emoji variation selectors) except the kana voicing marks, then NFC.
+Terms:
+
+- letters, digits and spacing marks form words, cut every :data:`MAX_TERM` code points
+  (Lucene's whitespace tokenizer cuts at 255 UTF-16 units; we stay well below it);
+- each Han, Hiragana, Katakana or Hangul character is a term of its own, so a two- or
+  three-character word inside an unspaced sentence is found as a phrase of single
+  characters;
+- each other symbol (emoji, ``So``) is a term of its own;
+- format characters (ZWJ, ZWNJ, soft hyphen) and the Arabic tatweel vanish without
+  splitting a word; everything else separates terms.
+
+This module is pure: strings in, strings out.
+"""
+
+from __future__ import annotations
+
+import html
+import unicodedata
+from collections.abc import Sequence
+from functools import lru_cache
+from typing import NamedTuple
+
+MAX_TERM = 100
+
+# Kana voicing marks change the word (カ/ガ), unlike Latin accents, so they stay.
+_KEPT_MARKS = frozenset("\u3099\u309a")
+_VANISH = frozenset("\u0640")  # Arabic tatweel only stretches a word
+
+# Han (with radicals and iteration marks), Hiragana, Katakana, Hangul.
+_CJK_RANGES = (
+    (0x1100, 0x11FF), (0x2E80, 0x2FDF), (0x3005, 0x3007), (0x3021, 0x3029),
+    (0x3038, 0x303B), (0x3040, 0x30FF), (0x3130, 0x318F), (0x31F0, 0x31FF),
+    (0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xA960, 0xA97F), (0xAC00, 0xD7FF),
+    (0xF900, 0xFAFF), (0xFF66, 0xFF9F), (0x20000, 0x3FFFF),
+)
+
+WORD, SINGLE, MARK, VANISH, SEPARATOR = range(5)
+
+
+class Token(NamedTuple):
+    """One folded term and the span ``[start, end)`` it came from in the NFC text."""
+
+    term: str
+    start: int
+    end: int
+
+
+Pattern = tuple[tuple[str, ...], bool]
+"""Terms to find next to each other; the bool says the last one is a prefix."""
+
+
+def _is_cjk(ch: str) -> bool:
+    """True for a character of a script written without spaces between words."""
+    cp = ord(ch)
+    return any(lo <= cp <= hi for lo, hi in _CJK_RANGES)
+
+
+@lru_cache(maxsize=65536)
+def fold_char(ch: str) -> str:
+    """Fold one character: NFKD, casefold, drop marks (except kana voicing), NFC."""
+    # Casefold between two NFKDs: compatibility forms may decompose to capitals (№ -> No).
+    decomposed = unicodedata.normalize("NFKD", unicodedata.normalize("NFKD", ch).casefold())
+    kept = "".join(
+        c for c in decomposed
+        if c in _KEPT_MARKS or unicodedata.category(c) not in ("Mn", "Me")
+    )
+    return unicodedata.normalize("NFC", kept)
+
+
+@lru_cache(maxsize=65536)
+def _classify(ch: str) -> int:
+    """Which role a folded character plays in splitting text into terms."""
+    if ch in _KEPT_MARKS:
+        return MARK
+    if _is_cjk(ch):
+        return SINGLE
+    if ch in _VANISH:
+        return VANISH
+    category = unicodedata.category(ch)
+    if category[0] in "LN" or category == "Mc":
+        return WORD
+    if category == "So":
+        return SINGLE
+    if category == "Cf":
+        return VANISH
+    return SEPARATOR
+
+
+def analyze(text: str) -> list[Token]:
+    """Split ``text`` into folded terms with their spans in ``nfc(text)``."""
+    splitter = _Splitter()
+    for i, ch in enumerate(nfc(text)):
+        for c in fold_char(ch):
+            splitter.feed(c, i)
+    splitter.flush()
+    return splitter.tokens
+
+
+class _Splitter:
+    """Accumulates folded characters into terms, remembering where each came from."""
+
+    def __init__(self) -> None:
+        self.tokens: list[Token] = []
+        self.word: list[str] = []
+        self.start = 0
+        self.end = 0
+
+    def feed(self, c: str, i: int) -> None:
+        """Take folded character ``c`` that came from position ``i``."""
+        role = _classify(c)
+        if role == WORD:
+            self._grow(c, i)
+        elif role == SINGLE:
+            self.flush()
+            self.tokens.append(Token(c, i, i + 1))
+        elif role == MARK:
+            self._attach_mark(c, i)
+        elif role == SEPARATOR:
+            self.flush()
+
+    def _grow(self, c: str, i: int) -> None:
+        if not self.word:
+            self.start = i
+        self.word.append(c)
+        self.end = i + 1
+        if len(self.word) >= MAX_TERM:
+            self.flush()
+
+    def _attach_mark(self, mark: str, i: int) -> None:
+        """Join a kana voicing mark to the character before it (halfwidth ｶﾞ -> ガ)."""
+        if self.word:
+            self.word.append(mark)
+            self.end = i + 1
+        elif self.tokens and self.tokens[-1].end == i:
+            last = self.tokens[-1]
+            term = unicodedata.normalize("NFC", last.term + mark)
+            self.tokens[-1] = Token(term, last.start, i + 1)
+
+    def flush(self) -> None:
+        """End the current word, if any."""
+        if self.word:
+            self.tokens.append(Token("".join(self.word), self.start, self.end))
+            self.word.clear()
+
+
+def nfc(text: str) -> str:
+    """Canonical composition; spans from :func:`analyze` index into this string."""
+    return unicodedata.normalize("NFC", text)
+
+
+def terms(text: str) -> list[str]:
+    """The folded terms of ``text``, in order."""
+    return [t.term for t in analyze(text)]
+
+
+def folded(text: str) -> str:
+    """The folded terms of ``text`` joined by single spaces: what the backends index."""
+    return " ".join(terms(text))
+
+
+def snippet(text: str, patterns: Sequence[Pattern], width: int = 240) -> str:
+    """An HTML-escaped excerpt of ``text`` with matches wrapped in ``<mark>``…``</mark>``.
+
+    The excerpt is about ``width`` characters around the first match (or the start of
+    the text when nothing matches, e.g. for a query of only filters).
+    """
+    source = nfc(text)
+    spans = _merge(_find(analyze(source), patterns))
+    lo = max(0, spans[0][0] - width // 4) if spans else 0
+    hi = min(len(source), lo + width)
+    lo = max(0, min(lo, hi - width))
+    out = ["…" if lo else ""]
+    cursor = lo
+    for start, end in spans:
+        if end <= lo or start >= hi:
+            continue
+        start, end = max(start, lo), min(end, hi)
+        out += [html.escape(source[cursor:start]), "<mark>", html.escape(source[start:end]), "</mark>"]
+        cursor = end
+    out += [html.escape(source[cursor:hi]), "…" if hi < len(source) else ""]
+    return "".join(out)
+
+
+def _find(tokens: list[Token], patterns: Sequence[Pattern]) -> list[tuple[int, int]]:
+    """Spans where a pattern's terms occur next to each other."""
+    spans = []
+    for words, prefix in patterns:
+        n = len(words)
+        for i in range(len(tokens) - n + 1):
+            if _matches(tokens[i:i + n], words, prefix):
+                spans.append((tokens[i].start, tokens[i + n - 1].end))
+    return spans
+
+
+def _matches(window: Sequence[Token], words: Sequence[str], prefix: bool) -> bool:
+    """True if ``window`` holds ``words`` (the last one as a prefix if asked)."""
+    if prefix:
+        return all(t.term == w for t, w in zip(window[:-1], words[:-1])) and \
+            window[-1].term.startswith(words[-1])
+    return all(t.term == w for t, w in zip(window, words))
+
+
+def _merge(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Sort spans and merge the overlapping or touching ones."""
+    merged: list[tuple[int, int]] = []
+    for start, end in sorted(spans):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((start, end))
+    return merged
