@@ -51,9 +51,12 @@ def run(settings: Settings, host: str, port: int, workers: int) -> None:
         if "scheduler" in state:
             state["scheduler"].shutdown(wait=True)
 
+    def post_fork(_server: Any, _worker: Any) -> None:
+        services.engine.dispose(close=False)  # never share the master's pooled connections
+
     options = {"bind": f"{host}:{port}", "workers": workers, "worker_class": "gthread", "threads": 4,
                "when_ready": when_ready, "on_exit": on_exit, "accesslog": None, "timeout": 60,
-               "post_fork": lambda *_: services.engine.dispose(close=False)}
+               "post_fork": post_fork}
     _Gunicorn(settings, options).run()
 
 

@@ -1,0 +1,95 @@
+"""kill -9 of the running service under load: every delivery that got a 200 is sealed once."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+from sqlalchemy import func, select
+
+from archiver import sealer
+from archiver import verify as verifier
+from archiver.catalog import Journal, Record
+from archiver.config import Settings
+from archiver.services import Services
+from tests.conftest import make_env, sign
+from tests.e2e.test_pipeline import msg_body
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_service(env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
+    cmd = [sys.executable, "-m", "archiver.cli", "serve", "--port", str(port), "--workers", "2"]
+    with log.open("ab") as out:  # the child keeps its own copy of the descriptor
+        proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **env}, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return proc
+        except requests.ConnectionError:
+            time.sleep(0.2)
+    proc.kill()
+    raise AssertionError(f"service did not start: {log.read_text()[-2000:]}")
+
+
+def load(port: int, acked: list[str], stop: threading.Event, limit: int = 3000) -> None:
+    """Post signed webhooks until told to stop (bounded); remember which got a 200."""
+    session = requests.Session()
+    for i in range(limit):
+        if stop.is_set():
+            return
+        wamid = f"wamid.K{i}"
+        body = msg_body(wamid, f"load {i}")
+        try:
+            r = session.post(f"http://127.0.0.1:{port}/webhooks/whatsapp", data=body, headers=sign(body), timeout=5)
+        except requests.RequestException:
+            return  # the service is gone
+        if r.status_code == 200:
+            acked.append(wamid)
+
+
+def test_kill_9_under_load_loses_nothing_and_seals_nothing_twice(tmp_path: Path) -> None:
+    env = make_env(tmp_path / "home")
+    port = free_port()
+    proc = start_service(env, port, tmp_path / "serve.log")
+    acked: list[str] = []
+    stop = threading.Event()
+    threads = [threading.Thread(target=load, args=(port, acked, stop)) for _ in range(2)]
+    for t in threads:
+        t.start()
+    time.sleep(3)  # the in-process sealer runs meanwhile, so the kill lands mid-sealing
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+    stop.set()
+    for t in threads:
+        t.join(timeout=10)
+    assert len(acked) > 50, "the load generator got too few answers to prove anything"
+
+    services = Services.open(Settings.from_env(env))
+    sealer.seal_pending(services)
+    with services.sessions() as session:
+        sealed = set(session.scalars(select(Record.wamid).where(Record.kind == "message")))
+        journal = session.scalar(select(func.count()).select_from(Journal).where(Journal.source == "webhook"))
+        deliveries = session.scalar(select(func.count()).select_from(Record).where(Record.kind == "delivery"))
+        unsealed = session.scalar(select(func.count()).select_from(Journal).where(Journal.sealed.is_(False)))
+        report = verifier.audit(services.store, services.signing_key.public_key(), session)
+    assert set(acked) <= sealed  # every 200 is sealed
+    assert deliveries == journal and unsealed == 0  # each journaled body sealed exactly once
+    assert report.ok, report.first_error
+    services.close()
