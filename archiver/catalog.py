@@ -206,10 +206,12 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
-def _sqlite_begin_immediate(conn: Any) -> None:
-    """Take SQLite's write lock at BEGIN: a transaction that reads then writes would otherwise
-    fail (not wait) when another connection committed in between (WAL snapshot upgrade)."""
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+def _sqlite_begin(conn: Any) -> None:
+    """Writers (``sessions.begin()``) take SQLite's write lock at BEGIN: a transaction that
+    reads then writes would otherwise fail (not wait) when another connection committed in
+    between (WAL snapshot upgrade). Readers begin deferred and never block writers."""
+    immediate = conn.get_execution_options().get("catalog_write", False)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
 def make_engine(url: str) -> Engine:
@@ -221,7 +223,7 @@ def make_engine(url: str) -> Engine:
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
             engine = create_engine(url, connect_args={"timeout": 30})
             event.listen(engine, "connect", _sqlite_pragmas)
-            event.listen(engine, "begin", _sqlite_begin_immediate)
+            event.listen(engine, "begin", _sqlite_begin)
         else:
             engine = create_engine(url, pool_pre_ping=True)
         Base.metadata.create_all(engine)
@@ -231,9 +233,20 @@ def make_engine(url: str) -> Engine:
     return engine
 
 
-def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
+class CatalogSessions(sessionmaker[Session]):
+    """``sessions()`` opens a reading session; ``sessions.begin()`` a writing transaction."""
+
+    @contextlib.contextmanager
+    def begin(self) -> Iterator[Session]:  # type: ignore[override]
+        """A session in a write transaction, committed on success, rolled back on error."""
+        with self() as session, session.begin():
+            session.connection(execution_options={"catalog_write": True})
+            yield session
+
+
+def make_sessionmaker(engine: Engine) -> CatalogSessions:
     """Session factory; objects stay usable after commit."""
-    return sessionmaker(engine, expire_on_commit=False)
+    return CatalogSessions(engine, expire_on_commit=False)
 
 
 @contextlib.contextmanager

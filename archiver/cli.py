@@ -119,6 +119,44 @@ def show(seq: int) -> None:
         click.echo(json.dumps(records.read_record(services, session, seq), indent=2, ensure_ascii=False))
 
 
+@main.command()
+@handled
+def index() -> None:
+    """Index everything sealed and not yet indexed, then exit."""
+    from archiver import indexer
+
+    click.echo(f"indexed {indexer.index_pending(_services())} documents")
+
+
+@main.command()
+@handled
+def reindex() -> None:
+    """Rebuild the search index from the WORM store alone."""
+    from archiver import indexer
+
+    click.echo(f"rebuilt the index with {indexer.reindex(_services())} documents")
+
+
+@main.command()
+@click.argument("query")
+@click.option("--page", default=1, show_default=True)
+@click.option("--size", default=20, show_default=True)
+@click.option("--sort", default="newest", type=click.Choice(["newest", "oldest"]))
+@click.option("--json", "as_json", is_flag=True, help="Print the API's JSON.")
+@handled
+def search(query: str, page: int, size: int, sort: str, as_json: bool) -> None:
+    """Search the archive (audited), e.g. 'refund AND from:33612345678 after:2026-01-01'."""
+    from archiver.search_api import run_search
+
+    out = run_search(_services(), _actor(), query, page, size, sort)
+    if as_json:
+        click.echo(json.dumps(out, ensure_ascii=False))
+        return
+    click.echo(f"{out['total']} results")
+    for hit in out["hits"]:
+        click.echo(f"#{hit['seq']} {hit['time_iso']} {hit['kind']}/{hit['channel']} {hit['snippet']}")
+
+
 @main.group()
 def token() -> None:
     """Manage API tokens."""

@@ -23,7 +23,7 @@ class Services:
 
     settings: Settings
     engine: Engine
-    sessions: sessionmaker[Session]
+    sessions: catalog.CatalogSessions
     store: WormStore
     kek: keys.Kek = field(repr=False)
     signing_key: Ed25519PrivateKey = field(repr=False)

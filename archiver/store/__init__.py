@@ -106,8 +106,9 @@ def check_key(key: str) -> str:
     with a dot, e.g. ``segments/default/000000000001-000000000100-<hex>.jsonl.gz``.
     Raises StoreError for anything else (``..``, absolute paths, empty parts).
     """
-    if not isinstance(key, str) or not key or len(key) > _MAX_KEY or not all(map(_is_key_part, key.split("/"))):
-        raise StoreError(f"bad object key {key!r}", hint="keys are relative, like media/<sha256>; no '..' or empty parts")
+    parts = key.split("/") if isinstance(key, str) and 0 < len(key) <= _MAX_KEY else [""]
+    if not all(map(_is_key_part, parts)):
+        raise StoreError(f"bad object key {key!r}", hint="keys look like media/<sha256>: no '..' or empty parts")
     return key
 
 

@@ -148,7 +148,8 @@ class LocalStore:
     def ping(self) -> None:
         """Check the store folder is there. Raises StoreError."""
         if not (self.root / "objects").is_dir() or not (self.root / "locks").is_dir():
-            raise StoreError(f"local store folder {self.root} is missing", hint="check ARCHIVER_STORE_URL and the mount")
+            raise StoreError(f"local store folder {self.root} is missing",
+                             hint="check ARCHIVER_STORE_URL and that the volume is mounted")
 
     # -- internals --------------------------------------------------------------------
 

@@ -24,7 +24,7 @@ import logging
 import math
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -257,7 +257,8 @@ def _sha256_of(meta: Mapping[str, Any]) -> str | None:
     checksum = meta.get("ChecksumSHA256")
     if checksum and "-" not in checksum:  # "-N" marks a multipart checksum-of-checksums
         return base64.b64decode(checksum).hex()
-    return meta.get("Metadata", {}).get("sha256")
+    stored = meta.get("Metadata", {}).get("sha256")
+    return str(stored) if stored else None
 
 
 def _version_arg(version: str | None) -> dict[str, str]:
