@@ -17,9 +17,10 @@ media. Per row (whatsapp-webhooks.md section 8):
 Failures back off exponentially (``retry_delay``) and end ``failed`` after
 ``settings.media_max_attempts``. Media ids die 7 days after the webhook (``ID_LIFETIME``), so
 any failure once an id is that old is final: a 404 then means "expired", not "not yet".
-Graph being unreachable or refusing the token is not the attachment's fault: the pass stops,
-the row waits ``OUTAGE_DELAY`` without spending an attempt, and only the 7-day expiry ends
-it; the default schedule (about an hour) leaves days for an outage to clear.
+Graph being unreachable or refusing the token (or no token being configured) is not the
+attachment's fault: the pass stops and every due row waits ``OUTAGE_DELAY`` (the probe twice
+that) without spending an attempt, so only the 7-day expiry ends it; the default schedule (about an hour) would
+otherwise let a short outage destroy a day's media.
 
 Logs carry row ids, record seqs, counts and error codes only: never a URL (the download URL
 is a capability), the token, or content.
@@ -41,7 +42,7 @@ from typing import Any
 from urllib.parse import quote
 
 import requests
-from sqlalchemy import func, select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from archiver import chain, journal, keys
@@ -62,6 +63,7 @@ MAX_DELAY = timedelta(hours=1)
 OUTAGE_DELAY = timedelta(seconds=60)
 ID_LIFETIME = timedelta(days=7)
 _MEDIA_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")  # Graph ids are digits; never a path
+_DUE = select(Media).where(Media.state == "pending")
 
 
 class _Failed(Exception):
@@ -91,20 +93,31 @@ def decode_sha256(text: str) -> bytes:
     """
     text = text.strip()
     if len(text) == 64:
-        try:
-            return bytes.fromhex(text)
-        except ValueError:
-            pass  # 64 chars of base64 would not be 32 bytes either; fall through to the error
+        raw = _unhex(text)
     elif len(text) in (43, 44):
-        padded = text + "=" * (-len(text) % 4)
-        altchars = b"-_" if ("-" in text or "_" in text) else None
-        try:
-            raw = base64.b64decode(padded, altchars=altchars, validate=True)
-        except (binascii.Error, ValueError):
-            raw = b""
-        if len(raw) == 32:
-            return raw
+        raw = _unbase64(text)
+    else:
+        raw = b""
+    if len(raw) == 32:
+        return raw
     raise ValueError("not a SHA-256 digest in hex or base64")
+
+
+def _unhex(text: str) -> bytes:
+    """Hex to bytes, or b"" if it is not hex."""
+    try:
+        return bytes.fromhex(text)
+    except ValueError:
+        return b""
+
+
+def _unbase64(text: str) -> bytes:
+    """Standard or URL-safe base64 (padding optional) to bytes, or b"" if it is not base64."""
+    altchars = b"-_" if ("-" in text or "_" in text) else None
+    try:
+        return base64.b64decode(text + "=" * (-len(text) % 4), altchars=altchars, validate=True)
+    except (binascii.Error, ValueError):
+        return b""
 
 
 def check_digest(actual: bytes, stated: str | None) -> None:
@@ -164,25 +177,33 @@ def _due(services: Services, now: datetime, limit: int) -> list[_Due]:
     transaction, so only damage does that) is failed here, so it cannot block the queue.
     """
     out: list[_Due] = []
-    with services.sessions.begin() as session:
-        rows = session.scalars(
-            select(Media).where(Media.state == "pending", Media.next_attempt_at <= now)
-            .order_by(Media.next_attempt_at, Media.id).limit(limit)
-        ).all()
+    orphans: list[int] = []
+    with services.sessions() as session:
+        rows = session.scalars(_DUE.where(Media.next_attempt_at <= now)
+                               .order_by(Media.next_attempt_at, Media.id).limit(limit)).all()
         for row in rows:
             due = _Due.load(session, row)
             if due is None:
-                row.state, row.last_error = "failed", "no-record"
-                log.error("media.failed row=%d record=%d code=no-record", row.id, row.record_seq)
+                orphans.append(row.id)
             else:
                 out.append(due)
+    if orphans:
+        with services.sessions.begin() as session:
+            session.execute(update(Media).where(Media.id.in_(orphans)).values(state="failed", last_error="no-record"))
+        log.error("media.failed rows=%s code=no-record", ",".join(map(str, orphans)))
     return out
 
 
-def _pending_count(services: Services, now: datetime) -> int:
-    with services.sessions() as session:
-        return session.scalar(select(func.count()).select_from(Media).where(
-            Media.state == "pending", Media.next_attempt_at <= now)) or 0
+def _defer_all(services: Services, now: datetime) -> int:
+    """Push every due row back by OUTAGE_DELAY (no attempt spent); return how many.
+
+    While Graph is down or no token is configured, this makes each outage cost one
+    request and one log line per OUTAGE_DELAY, however long the queue.
+    """
+    with services.sessions.begin() as session:
+        result = session.execute(update(Media).where(Media.state == "pending", Media.next_attempt_at <= now)
+                                 .values(next_attempt_at=now + OUTAGE_DELAY))
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 # --- the Graph API ---------------------------------------------------------------------------
@@ -214,26 +235,27 @@ class Graph:
         """Step 1: the download URL, mime type and sha256 of ``media_id``. Raises _Failed."""
         if not _MEDIA_ID.fullmatch(media_id):
             raise _Failed("bad-media-id", final=True)
-        with self._get(f"{self.base}/{quote(media_id, safe='')}", stream=False) as resp:
+        with self._get(f"{self.base}/{quote(media_id, safe='')}", stream=False, token_proven=False) as resp:
             try:
                 doc = resp.json()
-            except ValueError as exc:
-                raise _Failed("bad-response") from exc
+            except ValueError:
+                raise _Failed("bad-response") from None
         return _located(doc, self.https_only)
 
     def download(self, url: str) -> bytes:
         """Step 2: the attachment's bytes, at most MAX_BYTES. Raises _Failed."""
-        with self._get(url, stream=True) as resp:
-            if int(resp.headers.get("Content-Length") or 0) > MAX_BYTES:
+        # The token was just accepted by step 1, so a refusal here is about this URL or file.
+        with self._get(url, stream=True, token_proven=True) as resp:
+            if _content_length(resp) > MAX_BYTES:
                 raise _Failed("too-large")
             return _read_capped(resp)
 
-    def _get(self, url: str, *, stream: bool) -> requests.Response:
+    def _get(self, url: str, *, stream: bool, token_proven: bool) -> requests.Response:
         """GET with the bearer token, mapped to codes. Raises _GraphDown, _Failed."""
+        # "from None" throughout: requests' messages and tracebacks carry the URL.
         try:
             resp = self.http.get(url, timeout=TIMEOUT, stream=stream, allow_redirects=True)
-        # "from None" everywhere here: requests' messages and tracebacks carry the URL.
-        except requests.ConnectionError:  # includes ConnectTimeout
+        except requests.ConnectionError:  # refused, DNS, TLS, connect timeout: the host, not the file
             raise _GraphDown("unreachable") from None
         except requests.Timeout:
             raise _Failed("timeout") from None
@@ -241,12 +263,12 @@ class Graph:
             raise _Failed("transfer-error") from None
         if resp.status_code >= 400:
             resp.close()
-            raise _http_failure(resp)
+            raise _http_failure(resp, token_proven)
         return resp
 
 
 def _located(doc: Any, https_only: bool) -> _Located:
-    """Validate the media endpoint's JSON. Raises _Failed("bad-response")."""
+    """Validate the media endpoint's JSON. Raises _Failed (bad-response, insecure-url, too-large)."""
     url = doc.get("url") if isinstance(doc, dict) else None
     if not isinstance(url, str) or not url.startswith(("https://", "http://")):
         raise _Failed("bad-response")
@@ -260,11 +282,23 @@ def _located(doc: Any, https_only: bool) -> _Located:
     return _Located(url, mime if isinstance(mime, str) else None, sha if isinstance(sha, str) else None)
 
 
-def _http_failure(resp: requests.Response) -> _Failed:
-    """A 401, or Graph's "invalid token" (code 190, sometimes sent as 400), stops the pass."""
-    if resp.status_code == 401 or _graph_error_code(resp) == 190:
+def _http_failure(resp: requests.Response, token_proven: bool) -> _Failed:
+    """The failure an HTTP error status means.
+
+    A 401, or Graph's "invalid token" (code 190, sometimes sent as a 400), before the token
+    was accepted in this attempt says the token is bad: that stops the pass (_GraphDown).
+    """
+    if not token_proven and (resp.status_code == 401 or _graph_error_code(resp) == 190):
         return _GraphDown(f"http-{resp.status_code}")
     return _Failed(f"http-{resp.status_code}")
+
+
+def _content_length(resp: requests.Response) -> int:
+    """The announced body size, 0 when absent or unreadable (the stream is capped anyway)."""
+    try:
+        return int(resp.headers.get("Content-Length") or 0)
+    except ValueError:
+        return 0
 
 
 def _graph_error_code(resp: requests.Response) -> int | None:
@@ -290,9 +324,9 @@ def _read_capped(resp: requests.Response) -> bytes:
             if time.monotonic() > deadline:
                 raise _Failed("timeout")
             parts.append(part)
-    except requests.ConnectionError:
-        raise _GraphDown("unreachable") from None
-    except requests.RequestException:  # read timeout, truncated chunked body
+    except requests.RequestException:
+        # Read timeouts arrive as ConnectionError here. The host answered, so this counts
+        # against the file: taking it for an outage could stall the queue behind one file.
         raise _Failed("transfer-error") from None
     return b"".join(parts)
 
@@ -339,10 +373,10 @@ def _put(store: WormStore, due: _Due, data: bytes, sha_hex: str, data_key: bytes
         store.put_locked(key, blob, due.retain_until)
         return key, chain.sha256_hex(blob)
     except Locked:
-        return key, _already_stored(store, key, sha_hex, data_key)
+        return key, _already_stored(store, due, key, sha_hex, data_key)
 
 
-def _already_stored(store: WormStore, key: str, sha_hex: str, data_key: bytes) -> str:
+def _already_stored(store: WormStore, due: _Due, key: str, sha_hex: str, data_key: bytes) -> str:
     """Accept the object already under ``key``; return its sha256. Raises StoreError, IntegrityError.
 
     ``seal_payload`` is randomized, so a retry after a crash between put and commit (or the
@@ -351,7 +385,11 @@ def _already_stored(store: WormStore, key: str, sha_hex: str, data_key: bytes) -
     names the plaintext's sha256 and the data key's scope, so it is this very plaintext under
     this very data key. We still decrypt it and check the hash rather than trust the name.
     """
-    store.head(key)  # NotFound here means the store contradicts itself: let it surface
+    info = store.head(key)  # NotFound here means the store contradicts itself: let it surface
+    if info.retain_until is not None and info.retain_until < due.retain_until:
+        # The WormStore protocol cannot extend a lock; disposition must not delete the object
+        # before the last message naming it expires.
+        log.warning("media.retention_short row=%d record=%d", due.id, due.record_seq)
     blob = store.get(key)
     _, plain = keys.open_payload(data_key, blob, key.encode(), key)
     if hashlib.sha256(plain).hexdigest() != sha_hex:
@@ -369,8 +407,9 @@ def _commit_stored(services: Services, due: _Due, notice: dict[str, Any]) -> boo
         if row is None or row.state != "pending":
             return False
         journal.append_media(session, notice)
-        row.state, row.object_key, row.sha256, row.size = "stored", notice["object_key"], notice["sha256"], notice["size"]
-        row.last_error = None
+        row.state, row.last_error = "stored", None
+        row.object_key, row.sha256, row.size = notice["object_key"], notice["sha256"], notice["size"]
+    log.info("media.stored row=%d record=%d size=%d", due.id, due.record_seq, notice["size"])
     return True
 
 
@@ -400,7 +439,9 @@ def _record_failure(services: Services, due: _Due, failure: _Failed, now: dateti
         if failure.final or due.expired(now) or (failure.counts and row.attempts >= limit):
             row.state = "failed"
         else:
-            row.next_attempt_at = now + (retry_delay(row.attempts) if failure.counts else OUTAGE_DELAY)
+            # An outage probe waits twice as long as the rows it deferred, so the next probe is
+            # another row: one odd file cannot pass for an outage and stall the whole queue.
+            row.next_attempt_at = now + (retry_delay(row.attempts) if failure.counts else 2 * OUTAGE_DELAY)
         state, attempts = row.state, row.attempts
     level = logging.WARNING if state == "failed" else logging.INFO
     log.log(level, "media.%s row=%d record=%d attempts=%d code=%s",
@@ -424,11 +465,11 @@ def fetch_due(services: Services, *, limit: int = 50, now: datetime | None = Non
     left as it was, to be retried); damage found in the catalog or store fails only its row.
     """
     now = now or utcnow()
-    if not services.settings.graph_token:
-        log.warning("media.skipped reason=no-graph-token due=%d", _pending_count(services, now))
-        return 0
     with leader_lock(services.engine, "media") as leader:
         if not leader:
+            return 0
+        if not services.settings.graph_token:
+            log.warning("media.skipped reason=no-graph-token deferred=%d", _defer_all(services, now))
             return 0
         with _graph(services.settings) as graph:
             return _run(services, graph, _due(services, now, limit), now)
@@ -438,12 +479,13 @@ def _run(services: Services, graph: Graph, due: list[_Due], now: datetime) -> in
     """Work the due rows in order; stop at the first sign that Graph itself is down."""
     stored = 0
     key_cache: dict[str, bytes | None] = {}
-    for index, item in enumerate(due):
+    for item in due:
         try:
             stored += _store_one(services, graph, item, key_cache)
         except _GraphDown as exc:
-            _record_failure(services, item, exc, now)
-            log.warning("media.graph_down code=%s row=%d left=%d", exc.code, item.id, len(due) - index - 1)
+            deferred = _defer_all(services, now)
+            _record_failure(services, item, exc, now)  # after: the probe goes to the back
+            log.warning("media.graph_down code=%s row=%d deferred=%d", exc.code, item.id, deferred)
             break
         except _Failed as exc:
             _record_failure(services, item, exc, now)
