@@ -5,7 +5,7 @@ Checklist (the step numbers appear in the code):
 2. Checkpoints form one chain: each names its predecessor's digest, and their seq ranges
    are contiguous from seq 1.
 3. Each checkpoint's segment exists and decodes; its records carry exactly the seqs the
-   checkpoint names, in order.
+   checkpoint names, in order. (3b) Every media record's object exists with its hash.
 4. Every record's chain hash recomputes from its predecessor's (architecture.md decision 3).
 5. The segment's RFC 6962 Merkle root and its final chain hash match the checkpoint.
 6. The catalog agrees with the store: same segments and checkpoints, same hash, kind and
@@ -98,8 +98,10 @@ def verify_segment(store: WormStore, cp: chain.Checkpoint, prev_hash: str) -> li
         raise IntegrityError(cp.segment, "segment named by a checkpoint is missing") from exc
     leaves, expected, h, seen = [], cp.first_seq, prev_hash, []
     for line in _lines(blob, cp.segment):
-        seq, stated, kind, cls = _fields(line, expected, cp.segment)
+        seq, stated, kind, cls, rec = _fields(line, expected, cp.segment)
         seen.append((seq, stated, kind, cls))
+        if kind == "media":
+            verify_media_object(store, rec)
         body = _HASH_FIELD.sub(b"", line, count=1)  # canonical bytes minus "hash" (sorted keys)
         h = chain.chain_hash(h, body)  # 4
         if h != stated:
@@ -130,7 +132,7 @@ def _lines(blob: bytes, where: str) -> Iterator[bytes]:
     return iter(lines)
 
 
-def _fields(line: bytes, expected: int, where: str) -> tuple[int, str, str, str]:
+def _fields(line: bytes, expected: int, where: str) -> tuple[int, str, str, str, dict[str, Any]]:
     try:
         rec = json.loads(line)
         seq, stated, kind, cls = int(rec["seq"]), str(rec["hash"]), str(rec["kind"]), str(rec["class"])
@@ -138,9 +140,18 @@ def _fields(line: bytes, expected: int, where: str) -> tuple[int, str, str, str]
         raise IntegrityError(f"seq {expected}", f"record in {where} is malformed") from exc
     if seq != expected:
         raise IntegrityError(f"seq {expected}", f"found seq {seq} where {expected} belongs in {where}")
-    return seq, stated, kind, cls
+    return seq, stated, kind, cls, rec
 
 
+def verify_media_object(store: WormStore, rec: dict[str, Any]) -> None:
+    """Step 3b: the attachment a media record names exists with the hash it states."""
+    key, want = rec.get("object"), rec.get("object_sha256")
+    try:
+        info = store.head(str(key))
+    except NotFound as exc:
+        raise IntegrityError(str(key), f"media object named by seq {rec['seq']} is missing") from exc
+    if info.sha256 is not None and info.sha256 != want:
+        raise IntegrityError(str(key), f"media object hash differs from seq {rec['seq']}")
 def verify_catalog(session: Session, checkpoints: list[chain.Checkpoint]) -> int:
     """Step 6: the catalog agrees with the store. Returns the number of outbox segments."""
     segs = session.scalars(select(Segment).order_by(Segment.first_seq)).all()
