@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Protocol, runtime_checkable
 
 from archiver.errors import ConfigError
@@ -178,6 +178,14 @@ def normalize(doc: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def unique(docs: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Normalize ``docs``, keeping only the last of several with the same seq.
+
+    Raises ValueError like :func:`normalize`.
+    """
+    return list({row["seq"]: row for row in map(normalize, docs)}.values())
+
+
 def _check_field(name: str, value: Any) -> None:
     """Raise ValueError unless ``value`` suits document field ``name``."""
     kind = DOC_FIELDS[name]
@@ -206,7 +214,7 @@ def check_size(size: int) -> None:
 
 def month(epoch: int) -> str:
     """``YYYY-MM`` of ``epoch`` in UTC (facets, monthly index names)."""
-    return datetime.fromtimestamp(epoch, timezone.utc).strftime("%Y-%m")
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m")
 
 
 def empty_facets() -> dict[str, dict[str, int]]:

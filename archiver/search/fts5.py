@@ -10,10 +10,14 @@ A query tree compiles to a SQL condition over ``docs``: each maximal text-only s
 becomes one ``MATCH`` subquery, filters become column tests. Equality uses ``IS`` so a
 missing value is false, never NULL, and ``NOT`` stays exact. Every call opens its own
 connection (WAL mode), so threads and processes can share the file.
+
+SQL text is assembled only from our own column names and compiled fragments; every value,
+including each MATCH expression, is a bound parameter (hence the ``noqa: S608``).
 """
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -23,7 +27,14 @@ from typing import Any
 
 from archiver.errors import ConfigError, SearchUnavailable
 from archiver.search import (
-    DOC_FIELDS, Hit, SearchResult, check_page, check_size, empty_facets, normalize, text,
+    DOC_FIELDS,
+    Hit,
+    SearchResult,
+    check_page,
+    check_size,
+    empty_facets,
+    text,
+    unique,
 )
 from archiver.search import query as ql
 
@@ -31,7 +42,7 @@ from archiver.search import query as ql
 _COLUMN = {name: {"from": "from_id", "to": "to_id"}.get(name, name) for name in DOC_FIELDS}
 _COLUMNS = ", ".join(_COLUMN.values())
 _SCHEMA = (
-    f"""CREATE TABLE IF NOT EXISTS docs (
+    """CREATE TABLE IF NOT EXISTS docs (
         seq INTEGER PRIMARY KEY, wamid TEXT, kind TEXT, type TEXT, direction TEXT,
         channel TEXT, time INTEGER NOT NULL, from_id TEXT, to_id TEXT, contact TEXT,
         contact_name TEXT, number TEXT, text TEXT NOT NULL, has_media INTEGER NOT NULL,
@@ -41,6 +52,8 @@ _SCHEMA = (
     "CREATE INDEX IF NOT EXISTS docs_contact ON docs(contact, time, seq)",
     "CREATE VIRTUAL TABLE IF NOT EXISTS fts USING fts5(folded, tokenize='ascii')",
 )
+log = logging.getLogger(__name__)
+
 _BATCH = 500
 _MATCH_SQL = "d.seq IN (SELECT rowid FROM fts WHERE fts MATCH ?)"
 _ORDER = {"newest": "d.time DESC, d.seq DESC", "oldest": "d.time ASC, d.seq ASC"}
@@ -113,7 +126,7 @@ class Fts5Index:
 
     def index(self, docs: Sequence[Mapping[str, Any]]) -> None:
         """Add or replace ``docs`` by seq. Raises ValueError, SearchUnavailable."""
-        rows = [normalize(doc) for doc in docs]
+        rows = unique(docs)
         if rows:
             with self._transaction() as db:
                 _write(db, rows)
@@ -131,9 +144,10 @@ class Fts5Index:
             db.execute("DROP TABLE IF EXISTS fts")
             _create(db)
             stream = iter(docs)
-            while batch := [normalize(doc) for doc in islice(stream, _BATCH)]:
+            while batch := unique(islice(stream, _BATCH)):
                 _write(db, batch)
                 count += len(batch)
+        log.info("search.rebuilt", extra={"documents": count})
         return count
 
     def reset(self) -> None:
@@ -151,7 +165,7 @@ class Fts5Index:
         with self._transaction("DEFERRED") as db:
             total, facets = _facets(db.execute(_FACET_SQL.format(cond=cond), params))
             rows = db.execute(
-                f"SELECT {_COLUMNS} FROM docs d WHERE {cond} ORDER BY {_ORDER[sort]} LIMIT ? OFFSET ?",
+                f"SELECT {_COLUMNS} FROM docs d WHERE {cond} ORDER BY {_ORDER[sort]} LIMIT ? OFFSET ?",  # noqa: S608
                 [*params, size, (page - 1) * size],
             ).fetchall()
         patterns = ql.highlights(tree)
@@ -165,7 +179,7 @@ class Fts5Index:
         """
         check_size(size)
         contact = contact.removeprefix("+")
-        select = f"SELECT {_COLUMNS} FROM docs d WHERE d.contact IS ?"
+        select = f"SELECT {_COLUMNS} FROM docs d WHERE d.contact IS ?"  # noqa: S608
         with self._transaction("DEFERRED") as db:
             if around_seq is None:
                 rows = db.execute(f"{select} ORDER BY {_ORDER['newest']} LIMIT ?", [contact, size]).fetchall()
@@ -207,7 +221,7 @@ def _write(db: sqlite3.Connection, rows: list[dict[str, Any]]) -> None:
     """Replace the documents of ``rows`` (normalized) in both tables."""
     _delete(db, [row["seq"] for row in rows])
     marks = ", ".join("?" * len(_COLUMN))
-    db.executemany(f"INSERT OR REPLACE INTO docs ({_COLUMNS}) VALUES ({marks})",
+    db.executemany(f"INSERT OR REPLACE INTO docs ({_COLUMNS}) VALUES ({marks})",  # noqa: S608
                    [[row[name] for name in _COLUMN] for row in rows])
     db.executemany("INSERT INTO fts (rowid, folded) VALUES (?, ?)",
                    [(row["seq"], text.folded(row["text"])) for row in rows])
@@ -218,8 +232,8 @@ def _delete(db: sqlite3.Connection, seqs: list[int]) -> None:
     for i in range(0, len(seqs), _BATCH):
         chunk = seqs[i:i + _BATCH]
         marks = ", ".join("?" * len(chunk))
-        db.execute(f"DELETE FROM fts WHERE rowid IN ({marks})", chunk)
-        db.execute(f"DELETE FROM docs WHERE seq IN ({marks})", chunk)
+        db.execute(f"DELETE FROM fts WHERE rowid IN ({marks})", chunk)  # noqa: S608
+        db.execute(f"DELETE FROM docs WHERE seq IN ({marks})", chunk)  # noqa: S608
 
 
 # --- reading helpers -------------------------------------------------------------------
@@ -227,7 +241,7 @@ def _delete(db: sqlite3.Connection, seqs: list[int]) -> None:
 
 def _doc(row: Sequence[Any]) -> dict[str, Any]:
     """A ``docs`` row as a normalized document."""
-    doc = dict(zip(_COLUMN, row))
+    doc = dict(zip(_COLUMN, row, strict=True))
     doc["has_media"], doc["revoked"] = bool(doc["has_media"]), bool(doc["revoked"])
     return doc
 

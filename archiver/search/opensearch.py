@@ -19,6 +19,7 @@ and one retry, and keeps no state that outlives an outage: a later call simply r
 from __future__ import annotations
 
 import functools
+import logging
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -31,9 +32,19 @@ from opensearchpy.exceptions import NotFoundError, OpenSearchException, RequestE
 
 from archiver.errors import ConfigError, SearchUnavailable
 from archiver.search import (
-    Hit, SearchResult, check_page, check_size, empty_facets, month, normalize, text,
+    Hit,
+    SearchResult,
+    check_page,
+    check_size,
+    empty_facets,
+    month,
+    normalize,
+    text,
+    unique,
 )
 from archiver.search import query as ql
+
+log = logging.getLogger(__name__)
 
 DEFAULT_ALIAS = "archiver-messages"
 FIRST_GENERATION = "g0"  # fixed, so two processes starting on an empty cluster agree
@@ -190,7 +201,7 @@ class OpenSearchIndex:
     @_translated
     def index(self, docs: Sequence[Mapping[str, Any]]) -> None:
         """Add or replace ``docs`` by seq; searchable on return. Raises ValueError, SearchUnavailable."""
-        rows = list({row["seq"]: row for row in map(normalize, docs)}.values())
+        rows = unique(docs)
         if not rows:
             return
         generation = self._live()
@@ -218,7 +229,7 @@ class OpenSearchIndex:
         for i in range(0, len(seqs), _BATCH):
             chunk = seqs[i:i + _BATCH]
             body = {"query": {"ids": {"values": [str(s) for s in chunk]}}, "_source": False, "size": len(chunk)}
-            resp = self.client.search(index=self._name(generation, "*"), body=body)
+            resp = self._search(body, index=self._name(generation, "*"))
             found += [(hit["_index"], int(hit["_id"])) for hit in resp["hits"]["hits"]]
         return found
 
@@ -249,13 +260,14 @@ class OpenSearchIndex:
             self._drop_quietly(self._name(generation, "*"))
             raise
         self._swap(generation)
+        log.info("search.rebuilt", extra={"generation": generation, "documents": count})
         return count
 
     def _fill(self, generation: str, stream: Iterable[Mapping[str, Any]]) -> int:
         """Index ``stream`` into ``generation`` (not yet in the alias) and refresh it once."""
         self._create(self._name(generation, "base"), live=False, bulk=True)
         count = 0
-        while rows := [normalize(doc) for doc in islice(stream, _BATCH)]:
+        while rows := unique(islice(stream, _BATCH)):
             targets = {row["seq"]: self._name(generation, month(row["time"])) for row in rows}
             for name in set(targets.values()):
                 self._create(name, live=False, bulk=True)
@@ -269,7 +281,7 @@ class OpenSearchIndex:
     def _swap(self, generation: str) -> None:
         """Point the alias at ``generation`` only, in one atomic call; delete the rest."""
         new = self._indices(self._name(generation, "*"))
-        actions = [{"remove": {"index": name, "alias": self.alias}} for name in self._members()]
+        actions: list[dict[str, Any]] = [{"remove": {"index": n, "alias": self.alias}} for n in self._members()]
         actions.append({"add": {"indices": new, "alias": self.alias}})
         self.client.indices.update_aliases(body={"actions": actions})
         # Old generations and leftovers of failed rebuilds: everything not in the new one.
@@ -321,7 +333,7 @@ class OpenSearchIndex:
             "sort": _sort(sort), "from": (page - 1) * size, "size": size,
             "track_total_hits": True, "aggs": _AGGS,
         }
-        resp = self.client.search(index=self.alias, body=body)
+        resp = self._search(body)
         patterns = ql.highlights(tree)
         docs = [normalize(hit["_source"]) for hit in resp["hits"]["hits"]]
         hits = [Hit.from_doc(doc, text.snippet(doc["text"], patterns)) for doc in docs]
@@ -354,15 +366,28 @@ class OpenSearchIndex:
         if size <= 0:
             return []
         body = {"query": {"bool": {"filter": filters}}, "sort": _sort(sort), "size": size}
-        resp = self.client.search(index=self.alias, body=body)
+        resp = self._search(body)
         return [normalize(hit["_source"]) for hit in resp["hits"]["hits"]]
+
+    def _search(self, body: dict[str, Any], index: str | None = None) -> dict[str, Any]:
+        """Search ``index`` (the alias by default). Raises SearchUnavailable if any shard did not answer.
+
+        OpenSearch answers 200 with partial results when some shards fail (a month
+        being moved, a closed index); an archive search must not silently miss messages.
+        """
+        resp: dict[str, Any] = self.client.search(index=index or self.alias, body=body)
+        shards = resp.get("_shards", {})
+        if shards.get("failed") or resp.get("timed_out"):
+            raise SearchUnavailable(f"OpenSearch answered from {shards.get('successful')} of "
+                                    f"{shards.get('total')} shards; results would be incomplete")
+        return resp
 
     @_translated
     def max_seq(self) -> int:
         """Highest indexed seq, 0 when empty. Raises SearchUnavailable."""
         self._ensure_ready()
         body = {"size": 0, "aggs": {"top": {"max": {"field": "seq"}}}}
-        value = self.client.search(index=self.alias, body=body)["aggregations"]["top"]["value"]
+        value = self._search(body)["aggregations"]["top"]["value"]
         return int(value or 0)
 
     @_translated

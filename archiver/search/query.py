@@ -6,7 +6,7 @@ Grammar (``NOT`` binds tightest, then ``AND``, then ``OR``; adjacent operands ar
     or      := and ("OR" and)*
     and     := not (["AND"] not)*
     not     := "NOT" not | atom
-    atom    := "(" or ")" | '"' phrase '"' | word | word "*" | name ":" value
+    atom    := "(" or ")" | '"' phrase '"' ["*"] | word ["*"] | name ":" value
 
 Operators are upper case; ``and``/``or``/``not`` are ordinary words. Filters:
 ``from: to: contact: number:`` (exact id, a leading ``+`` is ignored), ``direction:in|out``,
@@ -24,8 +24,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Union
+from datetime import UTC, datetime
+from typing import TypeAlias
 
 from archiver.errors import QuerySyntaxError
 from archiver.search import text
@@ -42,6 +42,11 @@ FILTERS = (*ID_FILTERS, *EXACT_FILTERS, *ENUM_FILTERS, "has", "after", "before")
 _FILTER_SYNTAX = re.compile(r"([A-Za-z_]+):(.*)", re.DOTALL)
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _DATETIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")
+_TIME_FORMATS = ((_DATE, "%Y-%m-%d"), (_DATETIME, "%Y-%m-%dT%H:%M:%SZ"))
+# Bounds that keep parsing off Python's recursion limit and compiled queries well inside
+# OpenSearch's bool clause limit (1024) and FTS5's expression depth (256).
+MAX_DEPTH = 16
+MAX_LEAVES = 64
 
 
 # --- the tree -------------------------------------------------------------------------
@@ -126,8 +131,8 @@ class Not:
     item: Node
 
 
-Text = Union[Word, Prefix, Phrase]
-Node = Union[Word, Prefix, Phrase, Field, After, Before, And, Or, Not]
+Text: TypeAlias = Word | Prefix | Phrase
+Node: TypeAlias = Word | Prefix | Phrase | Field | After | Before | And | Or | Not
 
 
 def conjoin(items: list[Node]) -> Node:
@@ -166,8 +171,11 @@ def _lex(query: str) -> Iterator[_Lexeme]:
             end = query.find('"', i + 1)
             if end < 0:
                 raise QuerySyntaxError("unclosed quote", i)
-            yield _Lexeme("leaf", i, _searchable(Phrase(query[i + 1:end]), i))
-            i = end + 1
+            # "a phrase"* ends in a prefix, like word*.
+            starred = query.startswith("*", end + 1)
+            node = Prefix(query[i + 1:end]) if starred else Phrase(query[i + 1:end])
+            yield _Lexeme("leaf", i, _searchable(node, i))
+            i = end + 1 + starred
         else:
             end = i
             while end < n and not query[end].isspace() and query[end] not in '()"':
@@ -234,14 +242,14 @@ def parse_time(value: str, pos: int) -> int:
 
     Raises QuerySyntaxError (at ``pos``) for anything else or an impossible date.
     """
-    fmt = "%Y-%m-%d" if _DATE.fullmatch(value) else "%Y-%m-%dT%H:%M:%SZ" if _DATETIME.fullmatch(value) else ""
-    try:
-        if not fmt:
-            raise ValueError(value)
-        moment = datetime.strptime(value, fmt).replace(tzinfo=timezone.utc)
-    except ValueError as exc:
-        raise QuerySyntaxError("bad date (use 2026-01-31 or 2026-01-31T10:00:00Z)", pos) from exc
-    return int(moment.timestamp())
+    bad = "bad date (use 2026-01-31 or 2026-01-31T10:00:00Z)"
+    for pattern, fmt in _TIME_FORMATS:
+        if pattern.fullmatch(value):
+            try:
+                return int(datetime.strptime(value, fmt).replace(tzinfo=UTC).timestamp())
+            except ValueError as exc:  # the shape is right but the day is not (2026-02-30)
+                raise QuerySyntaxError(bad, pos) from exc
+    raise QuerySyntaxError(bad, pos)
 
 
 # --- parsing --------------------------------------------------------------------------
@@ -253,13 +261,25 @@ class _Parser:
     def __init__(self, query: str) -> None:
         self.lexemes = list(_lex(query))
         self.i = 0
+        self.depth = 0
+        leaves = [lexeme for lexeme in self.lexemes if lexeme.kind == "leaf"]
+        if len(leaves) > MAX_LEAVES:
+            raise QuerySyntaxError(f"too many terms and filters (at most {MAX_LEAVES})", leaves[MAX_LEAVES].pos)
 
     def peek(self) -> _Lexeme:
+        """The next lexeme, left in place."""
         return self.lexemes[self.i]
 
     def take(self) -> _Lexeme:
+        """The next lexeme, consumed."""
         self.i += 1
         return self.lexemes[self.i - 1]
+
+    def deeper(self, at: _Lexeme) -> None:
+        """Enter one more ``(`` or ``NOT``. Raises QuerySyntaxError past :data:`MAX_DEPTH`."""
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise QuerySyntaxError(f"nested too deeply (at most {MAX_DEPTH} levels)", at.pos)
 
     def operand_follows(self, op: _Lexeme) -> None:
         """Raise QuerySyntaxError at ``op`` unless an operand comes next."""
@@ -267,6 +287,7 @@ class _Parser:
             raise QuerySyntaxError(f"{op.kind} needs something after it", op.pos)
 
     def query(self) -> Node:
+        """``query := or EOF``."""
         if self.peek().kind == "end":
             raise QuerySyntaxError("empty query", 0)
         node = self.disjunction()
@@ -276,6 +297,7 @@ class _Parser:
         return node
 
     def disjunction(self) -> Node:
+        """``or := and ("OR" and)*``."""
         items = [self.conjunction()]
         while self.peek().kind == "OR":
             self.operand_follows(self.take())
@@ -283,6 +305,7 @@ class _Parser:
         return disjoin(items)
 
     def conjunction(self) -> Node:
+        """``and := not (["AND"] not)*``: adjacent operands are ANDed."""
         items = [self.negation()]
         while self.peek().kind not in ("end", ")", "OR"):
             if self.peek().kind == "AND":
@@ -291,12 +314,18 @@ class _Parser:
         return conjoin(items)
 
     def negation(self) -> Node:
-        if self.peek().kind == "NOT":
-            self.operand_follows(self.take())
-            return Not(self.negation())
-        return self.atom()
+        """``not := "NOT" not | atom``."""
+        if self.peek().kind != "NOT":
+            return self.atom()
+        op = self.take()
+        self.operand_follows(op)
+        self.deeper(op)
+        node = Not(self.negation())
+        self.depth -= 1
+        return node
 
     def atom(self) -> Node:
+        """``atom := "(" or ")" | leaf``."""
         lexeme = self.take()
         if lexeme.kind == "leaf" and lexeme.node is not None:
             return lexeme.node
@@ -307,11 +336,14 @@ class _Parser:
         raise QuerySyntaxError(f"{lexeme.kind} needs something before it", lexeme.pos)
 
     def group(self, opening: _Lexeme) -> Node:
+        """The inside of ``( … )``, after ``opening``."""
         if self.peek().kind == ")":
             raise QuerySyntaxError("empty parentheses", opening.pos)
+        self.deeper(opening)
         node = self.disjunction()
         if self.take().kind != ")":
             raise QuerySyntaxError("unclosed '('", opening.pos)
+        self.depth -= 1
         return node
 
 
@@ -345,15 +377,21 @@ def _leaf_text(node: Node) -> str:
     if isinstance(node, Word):
         return node.text
     if isinstance(node, Prefix):
-        return node.text + "*"
+        return (f'"{node.text}"' if _needs_quotes(node.text) else node.text) + "*"
     if isinstance(node, Phrase):
         return f'"{node.text}"'
     if isinstance(node, Field):
         return "has:media" if node.name == "has_media" else f"{node.name}:{node.value}"
     if isinstance(node, (After, Before)):
-        stamp = datetime.fromtimestamp(node.epoch, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        stamp = datetime.fromtimestamp(node.epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         return f"{'after' if isinstance(node, After) else 'before'}:{stamp}"
     raise TypeError(f"not a query node: {type(node).__name__}")
+
+
+def _needs_quotes(raw: str) -> bool:
+    """True if ``raw`` would not lex back as one bare word."""
+    return raw in OPERATORS or bool(_FILTER_SYNTAX.fullmatch(raw)) or \
+        any(c.isspace() or c in '()"' for c in raw)
 
 
 def highlights(node: Node, negated: bool = False) -> list[text.Pattern]:

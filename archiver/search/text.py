@@ -207,9 +207,9 @@ def _find(tokens: list[Token], patterns: Sequence[Pattern]) -> list[tuple[int, i
 def _matches(window: Sequence[Token], words: Sequence[str], prefix: bool) -> bool:
     """True if ``window`` holds ``words`` (the last one as a prefix if asked)."""
     if prefix:
-        return all(t.term == w for t, w in zip(window[:-1], words[:-1])) and \
+        return all(t.term == w for t, w in zip(window[:-1], words[:-1], strict=True)) and \
             window[-1].term.startswith(words[-1])
-    return all(t.term == w for t, w in zip(window, words))
+    return all(t.term == w for t, w in zip(window, words, strict=True))
 
 
 def _merge(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
