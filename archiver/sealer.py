@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable
 
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from archiver import chain, items, keys
@@ -192,8 +192,9 @@ class _Planner:
         for cls in sorted(by_class):
             for run in _runs(by_class[cls], self.services.settings.segment_max_records):
                 self._seal_run(cls, run, self.data_keys, head)
-        for row, own, _ in self.parsed:
-            session.execute(update(Journal).where(Journal.id == row.id).values(sealed=True, delivery_seq=own.seq))
+        # One executemany, not a statement per row (ORM bulk UPDATE by primary key).
+        session.execute(update(Journal), [{"id": row.id, "sealed": True, "delivery_seq": own.seq}
+                                          for row, own, _ in self.parsed])
         self._side_tables(records, dups)
         return len(records)
 
@@ -275,7 +276,7 @@ class _Planner:
         return rec
 
     def _add_segment(self, cls: str, run: list[Pending], lines: list[bytes], leaves: list[bytes],
-                     rows: list[Record], retain_until: datetime, head: Any) -> None:
+                     rows: list[dict[str, Any]], retain_until: datetime, head: Any) -> None:
         first, last = run[0].seq, run[-1].seq
         blob = chain.encode_segment(lines)
         key = chain.segment_key(cls, first, last)
@@ -293,8 +294,8 @@ class _Planner:
         self.session.add(seg)
         self.session.flush()
         for row in rows:
-            row.segment_id = seg.id
-        self.session.add_all(rows)
+            row["segment_id"] = seg.id
+        self.session.execute(insert(Record), rows)  # bulk: records are never read back here
         head.seq, head.checkpoint = last, cp.digest()
         self.session.flush()
 
@@ -304,9 +305,12 @@ class _Planner:
         for prior, delivery, kind in dups:
             seq = prior if isinstance(prior, int) else prior.seq
             self.session.add(DuplicateHit(record_seq=seq, delivery_seq=delivery.seq, kind=kind))
+        statuses = [r for r in records if r.kind == "status" and r.wamid and r.state]
+        known = {m.wamid: m for m in self.session.scalars(
+            select(MessageState).where(MessageState.wamid.in_(sorted({r.wamid for r in statuses if r.wamid}))))}
+        for r in statuses:
+            _raise_state(self.session, known, r)
         for r in records:
-            if r.kind == "status" and r.wamid and r.state:
-                _raise_state(self.session, r.wamid, r.state, r.seq)
             for m in r.media:
                 self.session.add(Media(record_seq=r.seq, media_id=m.media_id, expected_sha256=m.sha256,
                                        mime_type=m.mime_type, key_id=r.clear["kid"]))
@@ -373,22 +377,23 @@ def _retain_until(now: datetime, days: int) -> datetime:
     return end.replace(hour=0, minute=0, second=0, microsecond=0)
 
 
-def _catalog_row(r: Pending, cls: str, retain_until: datetime, hash_hex: str) -> Record:
-    return Record(
+def _catalog_row(r: Pending, cls: str, retain_until: datetime, hash_hex: str) -> dict[str, Any]:
+    return dict(
         seq=r.seq, kind=r.kind, type=r.type, item_key=r.item_key, wamid=r.wamid, contact=r.contact,
         delivery_seq=r.delivery.seq if r.delivery else None, hash=hash_hex, retention_class=cls,
         retain_until=retain_until, key_id=r.clear["kid"], occurred_at=r.occurred_at, links=r.links,
     )
 
 
-def _raise_state(session: Session, wamid: str, state: str, seq: int) -> None:
-    """Record a status, never downgrading the highest state reached."""
-    row = session.get(MessageState, wamid)
+def _raise_state(session: Session, known: dict[str, MessageState], r: Pending) -> None:
+    """Record a status, never downgrading the highest state reached (``known`` is preloaded)."""
+    assert r.wamid is not None and r.state is not None
+    row = known.get(r.wamid)
     if row is None:
-        session.add(MessageState(wamid=wamid, state=state, status_seq=seq))
-        session.flush()
-    elif items.status_supersedes(state, row.state):
-        row.state, row.status_seq = state, seq
+        known[r.wamid] = MessageState(wamid=r.wamid, state=r.state, status_seq=r.seq)
+        session.add(known[r.wamid])
+    elif items.status_supersedes(r.state, row.state):
+        row.state, row.status_seq = r.state, r.seq
 
 
 def ensure_data_keys(services: Services, ids: set[str]) -> dict[str, bytes]:
