@@ -15,7 +15,7 @@ die() { log "error: $*"; exit 1; }
 find_python() {
   local py
   for py in "${ARCHIVER_PYTHON:-}" python3.13 python3.12 python3.11 python3; do
-    [[ -n $py ]] && command -v "$py" >/dev/null 2>&1 || continue
+    if [[ -z $py ]] || ! command -v "$py" >/dev/null 2>&1; then continue; fi
     if "$py" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
       command -v "$py"; return 0
     fi
