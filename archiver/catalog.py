@@ -9,6 +9,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import fcntl
+import os
+import threading
+import weakref
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -233,20 +236,78 @@ def make_engine(url: str) -> Engine:
     return engine
 
 
+class WriteGate:
+    """Serialises SQLite write transactions across threads and processes without polling.
+
+    SQLite's own busy handler sleeps 1, 2, 5, 10... ms between retries, so writers that
+    collide (two gunicorn workers, the sealer) lose milliseconds per commit. A blocking
+    ``flock`` on a file beside the database wakes the next writer the moment the lock is
+    released. The file is opened per process (an inherited descriptor would share the lock
+    with the parent). PostgreSQL and in-memory SQLite need no gate.
+    """
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._thread_lock = threading.RLock()
+        self._depth = 0
+        self._fd = -1
+        self._pid = 0
+        self._closer: weakref.finalize | None = None
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """Hold the gate (re-entrant within a thread)."""
+        if self.path is None:
+            yield
+            return
+        with self._thread_lock:
+            if self._depth == 0:
+                if self._pid != os.getpid():
+                    fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+                    self._closer = weakref.finalize(self, os.close, fd)
+                    self._fd, self._pid = fd, os.getpid()
+                fcntl.flock(self._fd, fcntl.LOCK_EX)
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+                if self._depth == 0:
+                    fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        """Close this process's lock file (reopened on next use)."""
+        with self._thread_lock:
+            if self._closer is not None and self._pid == os.getpid():
+                self._closer()
+            self._closer, self._pid = None, 0
+
+
+def _gate_path(engine: Engine) -> Path | None:
+    if engine.dialect.name != "sqlite":
+        return None
+    db = engine.url.database or ":memory:"
+    return None if db in (":memory:", "") else Path(db + ".write.lock")
+
+
 class CatalogSessions(sessionmaker[Session]):
     """``sessions()`` opens a reading session; ``sessions.begin()`` a writing transaction."""
+
+    gate: WriteGate
 
     @contextlib.contextmanager
     def begin(self) -> Iterator[Session]:  # type: ignore[override]
         """A session in a write transaction, committed on success, rolled back on error."""
-        with self() as session, session.begin():
+        with self.gate.held(), self() as session, session.begin():
             session.connection(execution_options={"catalog_write": True})
             yield session
 
 
 def make_sessionmaker(engine: Engine) -> CatalogSessions:
     """Session factory; objects stay usable after commit."""
-    return CatalogSessions(engine, expire_on_commit=False)
+    sessions = CatalogSessions(engine, expire_on_commit=False)
+    sessions.gate = WriteGate(_gate_path(engine))
+    return sessions
 
 
 @contextlib.contextmanager

@@ -23,7 +23,7 @@ from flask import Blueprint, Response, current_app, g, jsonify, request
 from archiver import items
 from archiver.auth import require
 from archiver.errors import RejectedDelivery, ValidationError
-from archiver.journal import append_audit, append_delivery
+from archiver.journal import append_audit
 
 log = logging.getLogger(__name__)
 bp = Blueprint("intake", __name__)
@@ -66,8 +66,7 @@ def webhook_receive() -> tuple[Response, int]:
         log.warning("webhook.rejected size=%d", len(raw))
         return jsonify(error="bad-signature", message="X-Hub-Signature-256 is missing or does not match"), 401
     meta = {"signature": header, "remote": request.remote_addr, "content_type": request.content_type}
-    with services.sessions.begin() as session:
-        jid = append_delivery(session, "webhook", raw, meta)
+    jid = services.journal.append("webhook", raw, meta)
     log.debug("webhook.journaled id=%d size=%d", jid, len(raw))
     return jsonify(ok=True), 200
 
@@ -102,8 +101,7 @@ def _capture(source: str, validate: Callable[[Any], None]) -> tuple[Response, in
     if not isinstance(body, dict):
         raise ValidationError("body", "must be a JSON object")
     validate(body)
-    with services.sessions.begin() as session:
-        jid = append_delivery(session, source, raw, {"actor": g.actor, "remote": request.remote_addr})
+    jid = services.journal.append(source, raw, {"actor": g.actor, "remote": request.remote_addr})
     return jsonify(ok=True, journal_id=jid), 202
 
 

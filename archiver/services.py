@@ -28,6 +28,7 @@ class Services:
     kek: keys.Kek = field(repr=False)
     signing_key: Ed25519PrivateKey = field(repr=False)
     _search: Any = field(default=None, repr=False)
+    _journal: Any = field(default=None, repr=False)
 
     @classmethod
     def open(cls, settings: Settings) -> "Services":
@@ -51,6 +52,16 @@ class Services:
             self._search = open_index(self.settings.search_url)
         return self._search
 
+    @property
+    def journal(self) -> Any:
+        """The process's group-commit journal writer (see ``journal.JournalWriter``)."""
+        if self._journal is None:
+            from archiver.journal import JournalWriter
+
+            self._journal = JournalWriter(self.sessions)
+        return self._journal
+
     def close(self) -> None:
-        """Release pooled connections."""
+        """Release pooled connections and the catalog's write-gate file."""
         self.engine.dispose()
+        self.sessions.gate.close()
