@@ -22,8 +22,11 @@ import base64
 import gzip
 import hashlib
 import json
+import zlib
 from dataclasses import asdict, dataclass, replace
 from typing import Any
+
+import orjson
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -35,8 +38,17 @@ GENESIS = "00" * 32
 
 
 def canonical(obj: Any) -> bytes:
-    """Deterministic JSON: sorted keys, no spaces, UTF-8."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    """Deterministic JSON: sorted keys, no spaces, UTF-8.
+
+    The definition is ``json.dumps(obj, sort_keys=True, separators=(",", ":"),
+    ensure_ascii=False)`` in UTF-8. Records hold only strings, integers, booleans, null,
+    lists and objects (never floats), for which orjson writes exactly those bytes, faster;
+    integers beyond 64 bits fall back to the json module.
+    """
+    try:
+        return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
+    except TypeError:
+        return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
 def sha256_hex(data: bytes) -> str:
@@ -118,19 +130,34 @@ def verify_inclusion(leaf: bytes, index: int, size: int, path: list[str], root_h
 
 def encode_segment(lines: list[bytes]) -> bytes:
     """Frame sealed record lines (canonical JSON incl. hash) as one gzip'd JSON Lines blob."""
-    return gzip.compress(b"\n".join(lines) + b"\n", compresslevel=3, mtime=0)
+    # Huffman-only deflate: records are mostly base64 ciphertext, where string matching
+    # finds nothing; entropy coding alone recovers most of base64's overhead ~3x faster.
+    deflate = zlib.compressobj(1, zlib.DEFLATED, 31, 9, zlib.Z_HUFFMAN_ONLY)  # wbits 31: gzip framing
+    return deflate.compress(b"\n".join(lines) + b"\n") + deflate.flush()
+
+
+def segment_lines(blob: bytes, where: str) -> list[bytes]:
+    """The record lines of a segment, as stored (framing checked by gzip's CRC).
+
+    Raises IntegrityError naming ``where`` when the blob does not gunzip or holds no records.
+    """
+    try:
+        text = gzip.decompress(blob)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise IntegrityError(where, f"segment cannot be decoded ({exc.__class__.__name__})") from exc
+    lines = [line for line in text.split(b"\n") if line]
+    if not lines:
+        raise IntegrityError(where, "segment holds no records")
+    return lines
 
 
 def decode_segment(blob: bytes, where: str) -> list[dict[str, Any]]:
     """Parse a segment back into records. Raises IntegrityError naming ``where``."""
+    lines = segment_lines(blob, where)
     try:
-        text = gzip.decompress(blob)
-        records = [json.loads(line) for line in text.splitlines() if line]
-    except (OSError, EOFError, ValueError) as exc:
+        return [json.loads(line) for line in lines]
+    except ValueError as exc:
         raise IntegrityError(where, f"segment cannot be decoded ({exc.__class__.__name__})") from exc
-    if not records:
-        raise IntegrityError(where, "segment holds no records")
-    return records
 
 
 def segment_key(retention_class: str, first: int, last: int) -> str:

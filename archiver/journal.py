@@ -14,10 +14,11 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import insert
+from sqlalchemy import bindparam, insert, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from archiver.catalog import CatalogSessions, Journal, utcnow
+from archiver.catalog import CatalogSessions, Journal, positional_marker, utcnow
 
 SOURCES = ("webhook", "capture_message", "consent", "audit", "media")
 
@@ -49,9 +50,32 @@ def append_media(session: Session, notice: dict[str, Any]) -> int:
     return append_delivery(session, "media", raw, {})
 
 
+def mark_sealed(conn: Connection, delivery_seqs: dict[int, int], chunk: int = 400) -> None:
+    """Mark journal rows sealed with their delivery seq and drop their bodies (now in the outbox).
+
+    One ``UPDATE ... CASE`` per chunk rather than one statement per row (see
+    ``catalog.insert_rows`` for why the number of statements matters).
+    """
+    marker = positional_marker(conn.dialect)
+    ids = list(delivery_seqs)
+    if marker is None:
+        jt = Journal.__table__
+        conn.execute(update(jt).where(jt.c.id == bindparam("jid")).values(sealed=True, body=None,
+                                                                          delivery_seq=bindparam("dseq")),
+                     [{"jid": i, "dseq": s} for i, s in delivery_seqs.items()])
+        return
+    for i in range(0, len(ids), chunk):
+        part = ids[i:i + chunk]
+        cases = " ".join([f"WHEN {marker} THEN {marker}"] * len(part))
+        params = [v for jid in part for v in (jid, delivery_seqs[jid])] + part
+        conn.exec_driver_sql(
+            f"UPDATE journal SET sealed = {marker}, body = NULL, delivery_seq = CASE id {cases} END "
+            f"WHERE id IN ({', '.join([marker] * len(part))})", tuple([True] + params))
+
+
 @dataclass
 class _Pending:
-    row: dict[str, Any]
+    row: tuple[Any, ...]
     done: bool = False
     id: int | None = None
     error: BaseException | None = None
@@ -64,7 +88,13 @@ class JournalWriter:
     transaction of its own; but while one thread commits, the rows queued behind it are
     committed together by the next thread to get the lock, so a burst costs one fsync
     instead of one per request. One writer per process (threads share it).
+
+    This is intake's hot path, so it talks to the pooled DBAPI connection directly with a
+    statement built once; every value still goes through its column type's bind processor,
+    exactly as SQLAlchemy would store it.
     """
+
+    COLUMNS = ("source", "received_at", "body", "body_sha256", "meta", "sealed")
 
     def __init__(self, sessions: CatalogSessions) -> None:
         self._sessions = sessions
@@ -72,14 +102,20 @@ class JournalWriter:
         self._queue: list[_Pending] = []
         self._queue_lock = threading.Lock()
         self._commit_lock = threading.Lock()
-        self._stmt = insert(Journal)
+        dialect = self._engine.dialect
+        marker = positional_marker(dialect) or "?"
+        table = Journal.__table__
+        self._procs = [table.c[c].type.dialect_impl(dialect).bind_processor(dialect) for c in self.COLUMNS]
+        self._sqlite = dialect.name == "sqlite"
+        self._sql = (f"INSERT INTO journal ({', '.join(self.COLUMNS)}) VALUES ({', '.join([marker] * len(self.COLUMNS))})"
+                     + ("" if self._sqlite else " RETURNING id"))
 
     def append(self, source: str, body: bytes, meta: dict[str, Any]) -> int:
         """Journal a raw delivery durably; return its journal id. Raises what the commit raised."""
         if source not in SOURCES:
             raise ValueError(f"unknown journal source {source!r}")
-        mine = _Pending({"source": source, "body": body, "body_sha256": hashlib.sha256(body).hexdigest(),
-                         "meta": meta, "received_at": utcnow(), "sealed": False})
+        values = (source, utcnow(), body, hashlib.sha256(body).hexdigest(), meta, False)
+        mine = _Pending(tuple(p(v) if p else v for p, v in zip(self._procs, values)))
         with self._queue_lock:
             self._queue.append(mine)
         with self._commit_lock:
@@ -94,11 +130,22 @@ class JournalWriter:
 
     def _commit(self, batch: list[_Pending]) -> None:
         try:
-            # Core rather than an ORM session: intake's hot path, a few hundred us cheaper.
-            with self._sessions.gate.held(), self._engine.connect() as conn:
-                conn = conn.execution_options(catalog_write=True)
-                with conn.begin():
-                    ids = [conn.execute(self._stmt, p.row).inserted_primary_key[0] for p in batch]
+            with self._sessions.gate.held():
+                raw = self._engine.raw_connection()
+                try:
+                    cur = raw.cursor()
+                    if self._sqlite:  # autocommit connection (see catalog): take the write lock now
+                        cur.execute("BEGIN IMMEDIATE")
+                    ids = []
+                    for p in batch:
+                        cur.execute(self._sql, p.row)
+                        ids.append(cur.lastrowid if self._sqlite else cur.fetchone()[0])
+                    raw.commit()
+                except BaseException:
+                    raw.rollback()
+                    raise
+                finally:
+                    raw.close()  # back to the pool
         except BaseException as exc:  # every waiter learns its row was not journaled
             for p in batch:
                 p.error, p.done = exc, True

@@ -6,14 +6,21 @@ is the crash-safety argument:
 1. *plan* (one transaction): parse the journal rows, de-duplicate items, assign seqs, encrypt,
    chain, frame the segment(s) and checkpoint(s); insert records, mark the journal rows
    sealed and move the chain head, keeping the segment bytes in the catalog (outbox).
-   Data keys are committed before any ciphertext under them leaves the process.
+   Data keys are committed before any ciphertext under them leaves the process. The journal
+   bodies are dropped in the same transaction: from then on the outbox holds them, sealed.
 2. *publish*: put each "writing" segment, then its checkpoint, to the WORM store.
-3. *confirm* (one transaction): mark the segment "stored", drop its bytes and the journal
-   bodies it covers.
+3. *confirm* (one transaction): mark the segment "stored" and drop its outbox bytes.
 
 A crash before 1 commits loses nothing (the journal still holds the rows); after 1, the next
 run re-puts the identical bytes (idempotent), so nothing is sealed twice. While the store is
 down, step 2 fails, no new batch is planned, and the journal grows until it returns.
+
+Pipelining: the Python work of planning batch k+1 (parse, de-duplicate, encrypt, chain) runs
+on the calling thread while a writer thread compresses, commits and publishes batch k (work
+that mostly releases the GIL: zlib, SQLite, file and network I/O). Batches are still
+committed strictly in order, each in its own transaction; the planner carries the chain tip
+and the item keys of batches not yet committed, so de-duplication sees them. Any error stops
+both; batches planned but not committed are dropped and planned again next run.
 """
 
 from __future__ import annotations
@@ -22,6 +29,9 @@ import base64
 import hashlib
 import json
 import logging
+import queue
+import sys
+import threading
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -32,14 +42,16 @@ from sqlalchemy.orm import Session
 
 from archiver import chain, items, keys
 from archiver.catalog import (
-    DataKey, DuplicateHit, Journal, Media, MessageState, Record, Segment, chain_head, leader_lock,
+    DataKey, DuplicateHit, Journal, Media, MessageState, Record, Segment, chain_head, insert_rows, leader_lock,
 )
 from archiver.errors import StoreError
+from archiver.journal import mark_sealed
 from archiver.services import Services
 
 log = logging.getLogger(__name__)
 
 MAX_JOURNAL_ROWS = 2000
+SWITCH_INTERVAL = 0.0005  # seconds; see _Pipeline.run
 
 
 @dataclass
@@ -81,27 +93,23 @@ def seal_pending(services: Services, *, max_batches: int | None = None) -> int:
     Returns 0 without work if another sealer holds the lock. Raises StoreError when the store
     is unreachable (what was planned stays in the outbox and is published on the next run).
     """
-    total = 0
     with leader_lock(services.engine) as leader:
         if not leader:
             return 0
         publish_outbox(services)
-        batches = 0
-        while max_batches is None or batches < max_batches:
-            planned = plan_batch(services)
-            if not planned:
-                break
-            publish_outbox(services)
-            total += planned
-            batches += 1
-    return total
+        return _Pipeline(services).run(max_batches)
 
 
 def publish_outbox(services: Services) -> None:
     """Put every planned segment and checkpoint to WORM, then confirm. Raises StoreError."""
     with services.sessions() as session:
         pending = session.scalars(select(Segment).where(Segment.state == "writing").order_by(Segment.first_seq)).all()
-    for seg in pending:
+    _publish(services, pending)
+
+
+def _publish(services: Services, segments: Iterable[Segment]) -> None:
+    """Steps 2 and 3 for planned segments, in seq order. Raises StoreError."""
+    for seg in segments:
         assert seg.blob is not None and seg.checkpoint_blob is not None
         services.store.put_locked(seg.key, seg.blob, seg.retain_until)
         services.store.put_locked(seg.checkpoint_key, seg.checkpoint_blob, seg.retain_until)
@@ -110,37 +118,219 @@ def publish_outbox(services: Services) -> None:
 
 
 def _confirm(services: Services, segment_id: int) -> None:
-    """Step 3: the segment is in WORM; drop the outbox bytes and the journal bodies."""
+    """Step 3: the segment is in WORM; drop the outbox bytes."""
     with services.sessions.begin() as session:
-        seg = session.get(Segment, segment_id)
-        assert seg is not None
-        seg.state, seg.blob, seg.checkpoint_blob = "stored", None, None
-        session.execute(
-            update(Journal)
-            .where(Journal.sealed.is_(True), Journal.delivery_seq.between(seg.first_seq, seg.last_seq))
-            .values(body=None)
-        )
+        session.execute(update(Segment).where(Segment.id == segment_id)
+                        .values(state="stored", blob=None, checkpoint_blob=None))
 
 
-# --- planning ---------------------------------------------------------------------------------
+# --- the pipeline -----------------------------------------------------------------------------
 
 
-def plan_batch(services: Services, limit: int = MAX_JOURNAL_ROWS) -> int:
-    """Step 1 for up to ``limit`` journal rows; return the number of records planned."""
+@dataclass
+class _Carry:
+    """What the planner knows that the catalog may not show yet (batches not committed)."""
+
+    seq: int
+    hash: str
+    checkpoint: str  # digest of the last checkpoint planned
+    keys: dict[int, dict[str, int]] = field(default_factory=dict)  # batch no -> item digest -> seq
+    committed: set[int] = field(default_factory=set)  # batch nos the writer has committed
+    data_keys: dict[str, bytes] = field(default_factory=dict, repr=False)  # unwrapped, this run only
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def forget_committed(self) -> None:
+        """Drop keys of committed batches (call *before* reading the catalog, never after)."""
+        with self.lock:
+            for n in self.committed:
+                self.keys.pop(n, None)
+            self.committed.clear()
+
+    def known(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for batch in self.keys.values():
+            out.update(batch)
+        return out
+
+
+@dataclass
+class _Run:
+    """One segment's worth of chained records, its signed checkpoint and catalog rows."""
+
+    cls: str
+    first: int
+    last: int
+    lines: list[bytes]
+    rows: list[dict[str, Any]]
+    retain_until: datetime
+    last_hash: str
+    checkpoint: chain.Checkpoint
+    prev_checkpoint: str
+
+
+@dataclass
+class _Batch:
+    """One planned batch, handed from the planner to the writer."""
+
+    no: int
+    parsed_rows: int
+    journal: dict[int, int]  # journal id -> delivery seq
+    runs: list[_Run]
+    records: list[Pending]
+    dups: list[tuple["Pending | int", Pending, str]]
+    first_seq: int
+    prev_hash: str
+
+
+class _Pipeline:
+    """Three threads in order: plan (caller) -> commit (writer) -> put to WORM (publisher).
+
+    Planning is Python work and holds the GIL; the other two mostly wait in C (zlib, SQLite,
+    file and network I/O), so they overlap with it. Queues of one keep memory bounded.
+    """
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.to_writer: queue.Queue[_Batch | None] = queue.Queue(maxsize=1)
+        self.to_publisher: queue.Queue[tuple[_Batch, list[Segment]] | None] = queue.Queue(maxsize=1)
+        self.error: BaseException | None = None
+        self.sealed = 0
+
+    def run(self, max_batches: int | None) -> int:
+        with self.services.sessions() as session:
+            head = chain_head(session)
+            carry = _Carry(seq=head.seq, hash=head.hash, checkpoint=head.checkpoint)
+        threads = [threading.Thread(target=self._writer, args=(carry,), name="sealer-writer", daemon=True),
+                   threading.Thread(target=self._publisher, name="sealer-publisher", daemon=True)]
+        # The other stages come back from C and need the GIL from the planner; a short switch
+        # interval keeps each from idling up to 5 ms per call.
+        switch = sys.getswitchinterval()
+        sys.setswitchinterval(min(switch, SWITCH_INTERVAL))
+        for t in threads:
+            t.start()
+        try:
+            after_id, n = 0, 0
+            while (max_batches is None or n < max_batches) and self.error is None:
+                batch, after_id = _plan(self.services, carry, after_id, n)
+                if batch is None:
+                    break
+                self.to_writer.put(batch)  # never blocks for good: the writer drains to the end
+                n += 1
+        finally:
+            self.to_writer.put(None)
+            for t in threads:
+                t.join()
+            sys.setswitchinterval(switch)
+        if self.error is not None:
+            raise self.error
+        return self.sealed
+
+    # After a failure each stage keeps draining its queue (skipping the work) until the end
+    # marker, so no thread ever blocks on a queue nobody reads.
+
+    def _writer(self, carry: _Carry) -> None:
+        """Commit batches in order."""
+        while (batch := self.to_writer.get()) is not None:
+            if self.error is not None:
+                continue
+            try:
+                segments = _write(self.services, batch)
+                with carry.lock:
+                    carry.committed.add(batch.no)
+                self.to_publisher.put((batch, segments))
+            except BaseException as exc:  # noqa: BLE001 - re-raised on the planner's thread
+                self.error = exc
+        self.to_publisher.put(None)
+
+    def _publisher(self) -> None:
+        """Put committed segments to WORM with the bytes in hand (not re-read from the outbox)."""
+        while (item := self.to_publisher.get()) is not None:
+            if self.error is not None:
+                continue
+            batch, segments = item
+            try:
+                _publish(self.services, segments)
+            except BaseException as exc:  # noqa: BLE001 - re-raised on the planner's thread
+                self.error = exc
+                continue
+            self.sealed += len(batch.records)
+            log.info("seal.stored journal_rows=%d records=%d", batch.parsed_rows, len(batch.records))
+
+
+def _plan(services: Services, carry: _Carry, after_id: int, no: int,
+          limit: int | None = None) -> tuple[_Batch | None, int]:
+    """Plan the next batch of journal rows after ``after_id`` (no catalog writes but data keys)."""
+    carry.forget_committed()
     with services.sessions() as session:
-        rows = session.scalars(
-            select(Journal).where(Journal.sealed.is_(False)).order_by(Journal.id).limit(limit)
+        rows = session.execute(  # plain rows, not ORM objects: only these columns are read
+            select(Journal.id, Journal.source, Journal.body, Journal.meta)
+            .where(Journal.sealed.is_(False), Journal.id > after_id)
+            .order_by(Journal.id).limit(limit or MAX_JOURNAL_ROWS)
         ).all()
     if not rows:
-        return 0
+        return None, after_id
     planner = _Planner(services)
     for row in rows:
         planner.add_journal_row(row)
-    planner.data_keys = ensure_data_keys(services, planner.scopes())
+    planner.data_keys = ensure_data_keys(services, planner.scopes(), carry.data_keys)
+    with services.sessions() as session:
+        batch = planner.plan(session, carry, no)
+    return batch, rows[-1].id
+
+
+def _write(services: Services, batch: _Batch) -> list[Segment]:
+    """Step 1's catalog half for one planned batch: frame, insert, move the head, in one commit.
+
+    Returns the committed outbox segments (detached, bytes loaded) for publishing.
+    """
+    blobs = [chain.encode_segment(run.lines) for run in batch.runs]  # zlib runs without the GIL
     with services.sessions.begin() as session:
-        count = planner.finish(session)
-    log.info("seal.planned journal_rows=%d records=%d", len(rows), count)
-    return count
+        head = chain_head(session)
+        if head.seq != batch.first_seq - 1 or head.hash != batch.prev_hash:
+            raise RuntimeError(f"chain head moved under the sealer (at {head.seq}, planned from {batch.first_seq - 1})")
+        segments = [_add_segment(session, run, blob, head) for run, blob in zip(batch.runs, blobs)]
+        # The bodies go now: from this commit on the outbox segment holds them (encrypted).
+        mark_sealed(session.connection(), batch.journal)
+        _side_tables(session, batch.records, batch.dups)
+    return segments
+
+
+def _add_segment(session: Session, run: _Run, blob: bytes, head: Any) -> Segment:
+    """Put one framed segment and its checkpoint in the outbox and insert its records."""
+    if head.checkpoint != run.prev_checkpoint:
+        raise RuntimeError(f"checkpoint chain moved under the sealer (before seq {run.first})")
+    cp = run.checkpoint
+    seg = Segment(
+        key=cp.segment, retention_class=run.cls, first_seq=run.first, last_seq=run.last, records=len(run.rows),
+        merkle_root=cp.merkle_root, last_hash=run.last_hash, sha256=chain.sha256_hex(blob), size=len(blob),
+        retain_until=run.retain_until, checkpoint_key=chain.checkpoint_key(run.last), checkpoint_digest=cp.digest(),
+        state="writing", blob=blob, checkpoint_blob=cp.to_bytes(),
+    )
+    session.add(seg)
+    session.flush()
+    for row in run.rows:
+        row["segment_id"] = seg.id
+    insert_rows(session.connection(), Record.__table__, run.rows)
+    head.seq, head.hash, head.checkpoint = run.last, run.last_hash, cp.digest()
+    session.flush()
+    return seg
+
+
+def _side_tables(session: Session, records: list[Pending], dups: list[tuple[Pending | int, Pending, str]]) -> None:
+    """Duplicate hits, highest status per wamid, and the media fetch queue."""
+    if dups:
+        session.connection().execute(insert(DuplicateHit.__table__), [
+            {"record_seq": prior if isinstance(prior, int) else prior.seq, "delivery_seq": delivery.seq, "kind": kind}
+            for prior, delivery, kind in dups])
+    statuses = [r for r in records if r.kind == "status" and r.wamid and r.state]
+    known = {m.wamid: m for m in session.scalars(
+        select(MessageState).where(MessageState.wamid.in_(sorted({r.wamid for r in statuses if r.wamid}))))}
+    for r in statuses:
+        _raise_state(session, known, r)
+    media = [{"record_seq": r.seq, "media_id": m.media_id, "expected_sha256": m.sha256, "mime_type": m.mime_type,
+              "key_id": r.clear["kid"]} for r in records for m in r.media]
+    if media:
+        session.connection().execute(insert(Media.__table__), media)
 
 
 class _Planner:
@@ -153,6 +343,7 @@ class _Planner:
         self.parsed: list[tuple[Journal, Pending, list[items.Item]]] = []
         self.data_keys: dict[str, bytes] = {}
         self.session: Session
+        self.carried: dict[str, int] = {}
 
     def add_journal_row(self, row: Journal) -> None:
         """1a. Parse one journal row into its own record and the items it carries."""
@@ -180,29 +371,37 @@ class _Planner:
         """Data key scope of a record: (contact, retention class, period)."""
         return keys.scope_id(contact, retention_class(kind), self.period)
 
-    def finish(self, session: Session) -> int:
-        """1b-1f. De-duplicate, assign seqs, encrypt and chain, frame, write the catalog."""
+    def plan(self, session: Session, carry: _Carry, no: int) -> _Batch:
+        """1b-1e. De-duplicate, assign seqs, encrypt and chain; advance ``carry``."""
         self.session = session
-        head = chain_head(session)
+        self.carried = carry.known()
+        first_seq, prev_hash = carry.seq + 1, carry.hash
         records, dups = self._dedupe()
-        by_class = _assign_seqs(records, head.seq)
+        by_class = _assign_seqs(records, carry.seq)
         self._resolve_links(records)
         for r in records:
             r.clear["kid"] = self.kid(r.contact, r.kind)
+        runs = []
         for cls in sorted(by_class):
             for run in _runs(by_class[cls], self.services.settings.segment_max_records):
-                self._seal_run(cls, run, self.data_keys, head)
-        # One executemany, not a statement per row (ORM bulk UPDATE by primary key).
-        session.execute(update(Journal), [{"id": row.id, "sealed": True, "delivery_seq": own.seq}
-                                          for row, own, _ in self.parsed])
-        self._side_tables(records, dups)
-        return len(records)
+                runs.append(self._seal_run(cls, run, carry))
+        with carry.lock:
+            carry.keys[no] = {r.item_key: r.seq for r in records if r.item_key}
+        return _Batch(no=no, parsed_rows=len(self.parsed),
+                      journal={row.id: own.seq for row, own, _ in self.parsed},
+                      runs=runs, records=records, dups=dups, first_seq=first_seq, prev_hash=prev_hash)
 
     # 1b. de-duplicate ------------------------------------------------------------------------
+    def _known(self, digests: set[str]) -> dict[str, int]:
+        """Item keys sealed earlier: committed (catalog) or planned in a batch not yet committed."""
+        known = _existing_keys(self.session, digests)
+        known.update({d: self.carried[d] for d in digests if d in self.carried})
+        return known
+
     def _dedupe(self) -> tuple[list[Pending], list[tuple[Pending | int, Pending, str]]]:
         """Keep the first copy of each item key; later copies become duplicate hits."""
         digests = {key_digest(it.key) for _, _, found in self.parsed for it in found}
-        known = _existing_keys(self.session, digests)
+        known = self._known(digests)
         first: dict[str, Pending] = {}
         records: list[Pending] = []
         dups: list[tuple[Pending | int, Pending, str]] = []
@@ -225,7 +424,7 @@ class _Planner:
         Unresolved references stay only inside the encrypted payload (wamids are personal).
         """
         wanted = {key_digest(f"msg:{w}") for r in records for k, w in r.links.items() if isinstance(w, str)}
-        known = _existing_keys(self.session, wanted)
+        known = self._known(wanted)
         in_batch = {r.item_key: r.seq for r in records if r.item_key}
         for r in records:
             resolved: dict[str, Any] = {}
@@ -239,20 +438,31 @@ class _Planner:
                     resolved[name] = seq if isinstance(seq, int) else seq.seq
             r.links = resolved
 
-    # 1e. chain and frame -----------------------------------------------------------------------
-    def _seal_run(self, cls: str, run: list[Pending], data_keys: dict[str, bytes], head: Any) -> None:
-        """Encrypt and chain one contiguous run of seqs; add its segment to the outbox."""
+    # 1e. encrypt and chain ---------------------------------------------------------------------
+    def _seal_run(self, cls: str, run: list[Pending], carry: _Carry) -> _Run:
+        """Encrypt and chain one contiguous run of seqs and sign its checkpoint (the writer frames it)."""
         retain_until = _retain_until(self.now, self.services.settings.retention_days)
         lines, leaves, rows = [], [], []
+        h = carry.hash
         for r in run:
-            rec = self._record_dict(r, cls, retain_until, data_keys)
+            rec = self._record_dict(r, cls, retain_until, self.data_keys)
             body = chain.canonical(rec)
-            head.hash = chain.chain_hash(head.hash, body)
-            rec["hash"] = head.hash
+            h = chain.chain_hash(h, body)
+            rec["hash"] = h
             lines.append(chain.canonical(rec))
             leaves.append(chain.leaf_hash(body))
-            rows.append(_catalog_row(r, cls, retain_until, head.hash))
-        self._add_segment(cls, run, lines, leaves, rows, retain_until, head)
+            rows.append(_catalog_row(r, cls, retain_until, h))
+        first, last = run[0].seq, run[-1].seq
+        key = self.services.signing_key
+        cp = chain.Checkpoint(
+            segment=chain.segment_key(cls, first, last), retention_class=cls, first_seq=first, last_seq=last,
+            merkle_root=chain.merkle_root(leaves), chain_hash=h, prev_checkpoint=carry.checkpoint,
+            created_at=datetime.now(timezone.utc).isoformat(), key_id=chain.key_id_of(key.public_key()),
+        ).signed(key)
+        out = _Run(cls=cls, first=first, last=last, lines=lines, rows=rows, retain_until=retain_until,
+                   last_hash=h, checkpoint=cp, prev_checkpoint=carry.checkpoint)
+        carry.seq, carry.hash, carry.checkpoint = last, h, cp.digest()
+        return out
 
     def _record_dict(self, r: Pending, cls: str, retain_until: datetime, data_keys: dict[str, bytes]) -> dict[str, Any]:
         kid = r.clear.pop("kid")
@@ -274,46 +484,6 @@ class _Planner:
         if r.links:
             rec["links"] = r.links
         return rec
-
-    def _add_segment(self, cls: str, run: list[Pending], lines: list[bytes], leaves: list[bytes],
-                     rows: list[dict[str, Any]], retain_until: datetime, head: Any) -> None:
-        first, last = run[0].seq, run[-1].seq
-        blob = chain.encode_segment(lines)
-        key = chain.segment_key(cls, first, last)
-        cp = chain.Checkpoint(
-            segment=key, retention_class=cls, first_seq=first, last_seq=last,
-            merkle_root=chain.merkle_root(leaves), chain_hash=head.hash, prev_checkpoint=head.checkpoint,
-            created_at=self.now.isoformat(), key_id=chain.key_id_of(self.services.signing_key.public_key()),
-        ).signed(self.services.signing_key)
-        seg = Segment(
-            key=key, retention_class=cls, first_seq=first, last_seq=last, records=len(run),
-            merkle_root=cp.merkle_root, last_hash=head.hash, sha256=chain.sha256_hex(blob), size=len(blob),
-            retain_until=retain_until, checkpoint_key=chain.checkpoint_key(last), checkpoint_digest=cp.digest(),
-            state="writing", blob=blob, checkpoint_blob=cp.to_bytes(),
-        )
-        self.session.add(seg)
-        self.session.flush()
-        for row in rows:
-            row["segment_id"] = seg.id
-        self.session.execute(insert(Record), rows)  # bulk: records are never read back here
-        head.seq, head.checkpoint = last, cp.digest()
-        self.session.flush()
-
-    # 1f. derived tables ------------------------------------------------------------------------
-    def _side_tables(self, records: list[Pending], dups: list[tuple[Pending | int, Pending, str]]) -> None:
-        """Duplicate hits, highest status per wamid, and the media fetch queue."""
-        for prior, delivery, kind in dups:
-            seq = prior if isinstance(prior, int) else prior.seq
-            self.session.add(DuplicateHit(record_seq=seq, delivery_seq=delivery.seq, kind=kind))
-        statuses = [r for r in records if r.kind == "status" and r.wamid and r.state]
-        known = {m.wamid: m for m in self.session.scalars(
-            select(MessageState).where(MessageState.wamid.in_(sorted({r.wamid for r in statuses if r.wamid}))))}
-        for r in statuses:
-            _raise_state(self.session, known, r)
-        for r in records:
-            for m in r.media:
-                self.session.add(Media(record_seq=r.seq, media_id=m.media_id, expected_sha256=m.sha256,
-                                       mime_type=m.mime_type, key_id=r.clear["kid"]))
 
 
 EXTRACT = {
@@ -396,11 +566,32 @@ def _raise_state(session: Session, known: dict[str, MessageState], r: Pending) -
         row.state, row.status_seq = r.state, r.seq
 
 
-def ensure_data_keys(services: Services, ids: set[str]) -> dict[str, bytes]:
-    """Return unwrapped data keys for ``ids``, creating (and committing) missing ones."""
-    with services.sessions.begin() as session:
-        rows = {k.id: k for k in session.scalars(select(DataKey).where(DataKey.id.in_(sorted(ids))))}
-        for kid in ids - rows.keys():
-            rows[kid] = DataKey(id=kid, wrapped=services.kek.wrap(keys.new_data_key(), kid))
-            session.add(rows[kid])
-    return {kid: services.kek.unwrap(row.wrapped, kid) for kid, row in rows.items() if row.wrapped}
+def ensure_data_keys(services: Services, ids: set[str], cache: dict[str, bytes] | None = None) -> dict[str, bytes]:
+    """Return unwrapped data keys for ``ids``, creating (and committing) missing ones.
+
+    Reads first and takes the write lock only to create keys, so planning does not queue
+    behind the writer in the common case; ``cache`` carries unwrapped keys across batches.
+    """
+    cache = {} if cache is None else cache
+    wanted = ids - cache.keys()
+    if wanted:
+        with services.sessions() as session:
+            found = _wrapped_keys(session, wanted)
+        if missing := wanted - found.keys():
+            with services.sessions.begin() as session:
+                created = _wrapped_keys(session, missing)  # again, under the write lock
+                for kid in sorted(missing - created.keys()):
+                    created[kid] = services.kek.wrap(keys.new_data_key(), kid)
+                    session.add(DataKey(id=kid, wrapped=created[kid]))
+            found.update(created)
+        cache.update({kid: services.kek.unwrap(w, kid) for kid, w in found.items() if w})
+    return {kid: cache[kid] for kid in ids if kid in cache}
+
+
+def _wrapped_keys(session: Session, ids: set[str]) -> dict[str, bytes | None]:
+    ordered = sorted(ids)
+    out: dict[str, bytes | None] = {}
+    for i in range(0, len(ordered), 500):
+        rows = session.execute(select(DataKey.id, DataKey.wrapped).where(DataKey.id.in_(ordered[i:i + 500])))
+        out.update((kid, wrapped) for kid, wrapped in rows)
+    return out

@@ -108,3 +108,45 @@ def test_datetimes_round_trip_as_aware_utc(svc: Services) -> None:
     with svc.sessions() as session:
         got = session.scalars(select(Media)).one().next_attempt_at
     assert got == when and got.tzinfo is not None
+
+
+def test_insert_rows_matches_the_orm_on_every_type(svc: Services) -> None:
+    """The hand-built multi-row INSERT stores what SQLAlchemy would (datetimes, JSON, nulls)."""
+    when = datetime(2031, 5, 6, 7, 8, 9, 123456, tzinfo=timezone.utc)
+    rows = [dict(seq=i, kind="message", type=None if i % 2 else "text", item_key=f"k{i}", wamid=f"w{i}",
+                 contact="33612345678", delivery_seq=i - 1 or None, segment_id=1, hash="ab" * 32,
+                 retention_class="default", retain_until=when, key_id="default/2031-05/x", occurred_at=i * 1000,
+                 links={"reply_to": i - 1} if i > 1 else {})
+            for i in range(1, 1204)]  # more than two chunks, the last one partial
+    with svc.sessions.begin() as session:
+        session.add(catalog.Segment(id=1, key="segments/default/x", retention_class="default", first_seq=1,
+                                    last_seq=1203, records=1203, merkle_root="00", last_hash="00", sha256="00",
+                                    size=1, retain_until=when, checkpoint_key="checkpoints/x",
+                                    checkpoint_digest="00"))
+        session.flush()
+        catalog.insert_rows(session.connection(), Record.__table__, rows)
+    with svc.sessions() as session:
+        got = {r.seq: r for r in session.scalars(select(Record))}
+    assert len(got) == len(rows)
+    for row in rows:
+        rec = got[row["seq"]]
+        assert {k: getattr(rec, k) for k in row} == row
+
+
+def test_mark_sealed_sets_each_rows_delivery_seq_and_drops_bodies(svc: Services) -> None:
+    from archiver.catalog import Journal
+    from archiver.journal import append_delivery, mark_sealed
+
+    with svc.sessions.begin() as session:
+        ids = [append_delivery(session, "webhook", f"body {i}".encode(), {}) for i in range(900)]
+    sealed = {jid: 10_000 + 3 * n for n, jid in enumerate(ids[:850])}  # the last 50 stay pending
+    with svc.sessions.begin() as session:
+        mark_sealed(session.connection(), sealed)
+    with svc.sessions() as session:
+        rows = {j.id: j for j in session.scalars(select(Journal))}
+    for jid in ids:
+        row = rows[jid]
+        if jid in sealed:
+            assert (row.sealed, row.delivery_seq, row.body) == (True, sealed[jid], None)
+        else:
+            assert (row.sealed, row.delivery_seq) == (False, None) and row.body

@@ -1,0 +1,115 @@
+"""The sealer's pipeline (plan -> commit -> publish on three threads) with small batches.
+
+Batches here hold three journal rows, so de-duplication, status ordering and failures all
+happen across batches that are planned while earlier ones are still being committed.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+
+from archiver import sealer
+from archiver.catalog import MessageState
+from archiver.errors import StoreError
+from tests.e2e.test_pipeline import counts, msg_body, post, report, status_body
+
+
+@pytest.fixture(autouse=True)
+def small_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sealer, "MAX_JOURNAL_ROWS", 3)
+
+
+def _no_sealer_threads() -> bool:
+    return not [t for t in threading.enumerate() if t.name.startswith("sealer-")]
+
+
+def _post_mixed(client: Any) -> None:
+    """Four messages, each delivered three times far apart, and statuses out of order."""
+    for round_ in range(3):
+        for i in range(4):
+            post(client, msg_body(f"wamid.P{i}", f"text {i}"))
+        post(client, status_body("wamid.P0", ("read", "sent", "delivered")[round_]))
+
+
+def _assert_complete(services: Any) -> None:
+    c = counts(services)
+    assert c["pending"] == 0 and c["deliveries"] == 15
+    assert c["items"]["message"] == 4 and c["items"]["status"] == 3
+    assert c["duplicates"] == 8  # two later copies of each of the four messages
+    with services.sessions() as session:
+        assert session.get(MessageState, "wamid.P0").state == "read"
+    r = report(services)
+    assert r.ok, r.first_error
+    assert r.records == 15 + 4 + 3 and r.segments == 5
+
+
+def test_duplicates_across_batches_in_flight_are_caught(client: Any, services: Any) -> None:
+    _post_mixed(client)
+    assert sealer.seal_pending(services) == 15 + 4 + 3
+    _assert_complete(services)
+    assert _no_sealer_threads()
+
+
+def test_store_failure_mid_run_keeps_the_outbox_and_resumes(client: Any, services: Any,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    _post_mixed(client)
+    real_put, calls = services.store.put_locked, []
+
+    def flaky_put(key: str, *args: Any, **kwargs: Any) -> None:
+        calls.append(key)
+        if len(calls) == 5:  # the third segment's put
+            raise StoreError("store unreachable (test)")
+        real_put(key, *args, **kwargs)
+
+    monkeypatch.setattr(services.store, "put_locked", flaky_put)
+    with pytest.raises(StoreError):
+        sealer.seal_pending(services)
+    assert _no_sealer_threads()
+    monkeypatch.setattr(services.store, "put_locked", real_put)
+    sealer.seal_pending(services)
+    _assert_complete(services)
+
+
+def test_commit_failure_stops_planning_and_nothing_is_half_sealed(client: Any, services: Any,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    _post_mixed(client)
+    real_write, calls = sealer._write, []
+
+    def failing_write(svc: Any, batch: Any) -> Any:
+        calls.append(batch.no)
+        if len(calls) == 2:
+            raise RuntimeError("catalog went away (test)")
+        return real_write(svc, batch)
+
+    monkeypatch.setattr(sealer, "_write", failing_write)
+    with pytest.raises(RuntimeError, match="catalog went away"):
+        sealer.seal_pending(services)
+    assert _no_sealer_threads()
+    assert counts(services)["pending"] == 12  # the first batch (3 rows) committed, the rest did not
+    monkeypatch.setattr(sealer, "_write", real_write)
+    sealer.seal_pending(services)
+    _assert_complete(services)
+
+
+def test_planning_failure_lets_planned_batches_finish(client: Any, services: Any,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    _post_mixed(client)
+    real_plan, calls = sealer._plan, []
+
+    def failing_plan(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("parser bug (test)")
+        return real_plan(*args, **kwargs)
+
+    monkeypatch.setattr(sealer, "_plan", failing_plan)
+    with pytest.raises(RuntimeError, match="parser bug"):
+        sealer.seal_pending(services)
+    assert _no_sealer_threads()
+    assert counts(services)["pending"] == 15 - 6  # the two batches planned before it were sealed
+    monkeypatch.setattr(sealer, "_plan", real_plan)
+    sealer.seal_pending(services)
+    _assert_complete(services)

@@ -1,0 +1,34 @@
+"""chain.canonical is defined as json.dumps(sort_keys, compact, ensure_ascii=False); the orjson
+fast path must write exactly those bytes for every value a record can hold."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from archiver import chain
+
+
+def reference(obj: Any) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+# Any Unicode text except lone surrogates (not encodable as UTF-8 by either serializer).
+texts = st.text(st.characters(blacklist_categories=("Cs",)), max_size=40)
+scalars = st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70) | texts
+values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=5) | st.dictionaries(texts, inner, max_size=5),
+                      max_leaves=30)
+
+
+@settings(max_examples=400, deadline=None)
+@given(values)
+def test_fast_path_writes_the_reference_bytes(obj: Any) -> None:
+    assert chain.canonical(obj) == reference(obj)
+
+
+def test_escapes_and_big_integers_match() -> None:
+    obj = {"é": "\x00\x1f\x7f\u2028\"\\\n\t", "big": 2**64 + 1, "neg": -(2**63), "e": "😀", "\uffff": [True, None]}
+    assert chain.canonical(obj) == reference(obj)
