@@ -352,6 +352,24 @@ def positional_marker(dialect: Any) -> str | None:
     return {"qmark": "?", "format": "%s", "pyformat": "%s"}.get(dialect.paramstyle)
 
 
+def chunked(items: list[Any], size: int) -> Iterator[list[Any]]:
+    """``items`` in chunks of ``size``, the rest in descending powers of two.
+
+    Bulk statements are built per chunk length; keeping the lengths to a handful keeps the
+    driver's prepared-statement cache (and the memory it holds) small.
+    """
+    i = 0
+    while len(items) - i >= size:
+        yield items[i:i + size]
+        i += size
+    step = 1 << max(0, (size - 1).bit_length() - 1)
+    while i < len(items):
+        while step > len(items) - i:
+            step >>= 1
+        yield items[i:i + step]
+        i += step
+
+
 def insert_rows(conn: Connection, table: Table, rows: list[dict[str, Any]], chunk: int = 500) -> None:
     """Bulk insert plain rows (all with the same keys) as multi-row ``VALUES`` statements.
 
@@ -372,8 +390,7 @@ def insert_rows(conn: Connection, table: Table, rows: list[dict[str, Any]], chun
     prep = dialect.identifier_preparer
     head = f"INSERT INTO {prep.format_table(table)} ({', '.join(prep.quote(c) for c in cols)}) VALUES "
     group = "(" + ", ".join([marker] * len(cols)) + ")"
-    for i in range(0, len(rows), chunk):
-        part = rows[i:i + chunk]
+    for part in chunked(rows, chunk):
         params: list[Any] = []
         for row in part:
             params.extend(p(row[c]) if p else row[c] for c, p in zip(cols, procs))

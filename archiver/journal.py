@@ -18,7 +18,7 @@ from sqlalchemy import bindparam, insert, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from archiver.catalog import CatalogSessions, Journal, positional_marker, utcnow
+from archiver.catalog import CatalogSessions, Journal, chunked, positional_marker, utcnow
 
 SOURCES = ("webhook", "capture_message", "consent", "audit", "media")
 
@@ -64,8 +64,7 @@ def mark_sealed(conn: Connection, delivery_seqs: dict[int, int], chunk: int = 40
                                                                           delivery_seq=bindparam("dseq")),
                      [{"jid": i, "dseq": s} for i, s in delivery_seqs.items()])
         return
-    for i in range(0, len(ids), chunk):
-        part = ids[i:i + chunk]
+    for part in chunked(ids, chunk):
         cases = " ".join([f"WHEN {marker} THEN {marker}"] * len(part))
         params = [v for jid in part for v in (jid, delivery_seqs[jid])] + part
         conn.exec_driver_sql(

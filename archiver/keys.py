@@ -85,8 +85,8 @@ def seal_payload(data_key: bytes, plaintext: bytes, aad: bytes) -> tuple[bytes, 
     The commitment SHA-256(salt || plaintext) sits in the clear: an export reveals salt and
     plaintext to prove them, and once the key is destroyed the salt is gone with it.
     """
-    salt = secrets.token_bytes(SALT)
-    nonce = secrets.token_bytes(NONCE)
+    fresh = os.urandom(SALT + NONCE)  # one call for both (the CSPRNG behind secrets.token_bytes)
+    salt, nonce = fresh[:SALT], fresh[SALT:]
     ct = AESGCM(data_key).encrypt(nonce, salt + plaintext, aad)
     return nonce + ct, commitment(salt, plaintext)
 

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import Text, insert, select, type_coerce, update
 from sqlalchemy.orm import Session
 
 from archiver import chain, items, keys
@@ -50,7 +50,7 @@ from archiver.services import Services
 
 log = logging.getLogger(__name__)
 
-MAX_JOURNAL_ROWS = 2000
+MAX_JOURNAL_ROWS = 1000
 SWITCH_INTERVAL = 0.0005  # seconds; see _Pipeline.run
 
 
@@ -87,17 +87,20 @@ def retention_class(kind: str) -> str:
 # --- entry points ---------------------------------------------------------------------------
 
 
-def seal_pending(services: Services, *, max_batches: int | None = None) -> int:
+def seal_pending(services: Services, *, max_batches: int | None = None, pipelined: bool = True) -> int:
     """Seal everything pending, batch by batch; return the number of records sealed.
 
     Returns 0 without work if another sealer holds the lock. Raises StoreError when the store
     is unreachable (what was planned stays in the outbox and is published on the next run).
+    ``pipelined=False`` runs the same stages one after another on the calling thread (for
+    profiling and debugging; the result is the same).
     """
     with leader_lock(services.engine) as leader:
         if not leader:
             return 0
         publish_outbox(services)
-        return _Pipeline(services).run(max_batches)
+        pipeline = _Pipeline(services)
+        return pipeline.run(max_batches) if pipelined else pipeline.run_inline(max_batches)
 
 
 def publish_outbox(services: Services) -> None:
@@ -192,14 +195,13 @@ class _Pipeline:
     def __init__(self, services: Services) -> None:
         self.services = services
         self.to_writer: queue.Queue[_Batch | None] = queue.Queue(maxsize=1)
-        self.to_publisher: queue.Queue[tuple[_Batch, list[Segment]] | None] = queue.Queue(maxsize=1)
+        self.to_publisher: queue.Queue[tuple[int, int, list[Segment]] | None] = queue.Queue(maxsize=1)
         self.error: BaseException | None = None
         self.sealed = 0
 
     def run(self, max_batches: int | None) -> int:
-        with self.services.sessions() as session:
-            head = chain_head(session)
-            carry = _Carry(seq=head.seq, hash=head.hash, checkpoint=head.checkpoint)
+        """Plan here, commit and publish on two threads; raise the first error of any stage."""
+        carry = self._carry()
         threads = [threading.Thread(target=self._writer, args=(carry,), name="sealer-writer", daemon=True),
                    threading.Thread(target=self._publisher, name="sealer-publisher", daemon=True)]
         # The other stages come back from C and need the GIL from the planner; a short switch
@@ -225,6 +227,26 @@ class _Pipeline:
             raise self.error
         return self.sealed
 
+    def run_inline(self, max_batches: int | None) -> int:
+        """The same stages, one after another on this thread."""
+        carry = self._carry()
+        after_id, n = 0, 0
+        while max_batches is None or n < max_batches:
+            batch, after_id = _plan(self.services, carry, after_id, n)
+            if batch is None:
+                break
+            segments = _write(self.services, batch)
+            carry.committed.add(batch.no)
+            _publish(self.services, segments)
+            self.sealed += len(batch.records)
+            n += 1
+        return self.sealed
+
+    def _carry(self) -> _Carry:
+        with self.services.sessions() as session:
+            head = chain_head(session)
+            return _Carry(seq=head.seq, hash=head.hash, checkpoint=head.checkpoint)
+
     # After a failure each stage keeps draining its queue (skipping the work) until the end
     # marker, so no thread ever blocks on a queue nobody reads.
 
@@ -237,7 +259,8 @@ class _Pipeline:
                 segments = _write(self.services, batch)
                 with carry.lock:
                     carry.committed.add(batch.no)
-                self.to_publisher.put((batch, segments))
+                self.to_publisher.put((batch.parsed_rows, len(batch.records), segments))
+                del batch  # let the records go before waiting for the next one
             except BaseException as exc:  # noqa: BLE001 - re-raised on the planner's thread
                 self.error = exc
         self.to_publisher.put(None)
@@ -247,14 +270,14 @@ class _Pipeline:
         while (item := self.to_publisher.get()) is not None:
             if self.error is not None:
                 continue
-            batch, segments = item
+            journal_rows, records, segments = item
             try:
                 _publish(self.services, segments)
             except BaseException as exc:  # noqa: BLE001 - re-raised on the planner's thread
                 self.error = exc
                 continue
-            self.sealed += len(batch.records)
-            log.info("seal.stored journal_rows=%d records=%d", batch.parsed_rows, len(batch.records))
+            self.sealed += records
+            log.info("seal.stored journal_rows=%d records=%d", journal_rows, records)
 
 
 def _plan(services: Services, carry: _Carry, after_id: int, no: int,
@@ -263,7 +286,7 @@ def _plan(services: Services, carry: _Carry, after_id: int, no: int,
     carry.forget_committed()
     with services.sessions() as session:
         rows = session.execute(  # plain rows, not ORM objects: only these columns are read
-            select(Journal.id, Journal.source, Journal.body, Journal.meta)
+            select(Journal.id, Journal.source, Journal.body, type_coerce(Journal.meta, Text).label("meta"))
             .where(Journal.sealed.is_(False), Journal.id > after_id)
             .order_by(Journal.id).limit(limit or MAX_JOURNAL_ROWS)
         ).all()
@@ -284,6 +307,8 @@ def _write(services: Services, batch: _Batch) -> list[Segment]:
     Returns the committed outbox segments (detached, bytes loaded) for publishing.
     """
     blobs = [chain.encode_segment(run.lines) for run in batch.runs]  # zlib runs without the GIL
+    for run in batch.runs:
+        run.lines = []
     with services.sessions.begin() as session:
         head = chain_head(session)
         if head.seq != batch.first_seq - 1 or head.hash != batch.prev_hash:
@@ -344,12 +369,14 @@ class _Planner:
         self.data_keys: dict[str, bytes] = {}
         self.session: Session
         self.carried: dict[str, int] = {}
+        self._kids: dict[tuple[str | None, str], str] = {}
+        self._stamps = {"sealed_at": self.now.isoformat()}
 
     def add_journal_row(self, row: Journal) -> None:
         """1a. Parse one journal row into its own record and the items it carries."""
         body = row.body or b""
         if row.source == "audit":
-            own = Pending(kind="audit", plaintext=body, journal_id=row.id, type=row.meta.get("event"))
+            own = Pending(kind="audit", plaintext=body, journal_id=row.id, type=_meta(row).get("event"))
             found: list[items.Item] = []
         elif row.source == "media":
             own, found = _media_record(row, body), []
@@ -369,7 +396,10 @@ class _Planner:
 
     def kid(self, contact: str | None, kind: str) -> str:
         """Data key scope of a record: (contact, retention class, period)."""
-        return keys.scope_id(contact, retention_class(kind), self.period)
+        scope = (contact, retention_class(kind))
+        if (kid := self._kids.get(scope)) is None:
+            kid = self._kids[scope] = keys.scope_id(contact, scope[1], self.period)
+        return kid
 
     def plan(self, session: Session, carry: _Carry, no: int) -> _Batch:
         """1b-1e. De-duplicate, assign seqs, encrypt and chain; advance ``carry``."""
@@ -446,6 +476,7 @@ class _Planner:
         h = carry.hash
         for r in run:
             rec = self._record_dict(r, cls, retain_until, self.data_keys)
+            r.plaintext = b""  # sealed into rec; don't carry it down the pipeline
             body = chain.canonical(rec)
             h = chain.chain_hash(h, body)
             rec["hash"] = h
@@ -464,12 +495,17 @@ class _Planner:
         carry.seq, carry.hash, carry.checkpoint = last, h, cp.digest()
         return out
 
+    def _iso(self, when: datetime) -> str:
+        if (text := self._stamps.get(when)) is None:  # type: ignore[call-overload]
+            text = self._stamps[when] = when.isoformat()  # type: ignore[index]
+        return text
+
     def _record_dict(self, r: Pending, cls: str, retain_until: datetime, data_keys: dict[str, bytes]) -> dict[str, Any]:
         kid = r.clear.pop("kid")
         blob, commit = keys.seal_payload(data_keys[kid], r.plaintext, str(r.seq).encode())
         rec: dict[str, Any] = {
             "v": chain.FORMAT, "seq": r.seq, "kind": r.kind, "class": cls, "kid": kid,
-            "sealed_at": self.now.isoformat(), "retain_until": retain_until.isoformat(),
+            "sealed_at": self._stamps["sealed_at"], "retain_until": self._iso(retain_until),
             "ct": base64.b64encode(blob).decode(), "commit": commit, **r.clear,
         }
         r.clear["kid"] = kid
@@ -500,6 +536,16 @@ def _item_record(it: items.Item, digest: str, delivery: Pending) -> Pending:
         type=it.type, item_key=digest, wamid=it.wamid, occurred_at=it.occurred_at, delivery=delivery,
         media=it.media, state=it.state, links=dict(it.refs),
     )
+
+
+def _meta(row: Any) -> dict[str, Any]:
+    """A journal row's meta, read as text by the planner (only audit rows need it parsed).
+
+    Some drivers (psycopg) decode JSON columns themselves and hand over a dict anyway.
+    """
+    if isinstance(row.meta, dict):
+        return row.meta
+    return json.loads(row.meta) if row.meta else {}
 
 
 def _media_record(row: Journal, body: bytes) -> Pending:

@@ -45,9 +45,9 @@ WRK_THREADS, WRK_CONNECTIONS = 2, 16
 
 GOALS = {"accept_ratio": 0.5, "seal_local": 20_000, "seal_s3": 10_000, "verify": 100_000, "rss_growth": 1.25}
 
-FULL = {"wrk_seconds": 10, "warmup_seconds": 2, "seal_n": 20_000, "rss_small": 5_000, "rss_large": 40_000,
+FULL = {"wrk_seconds": 10, "warmup_seconds": 2, "seal_n": 20_000, "rss_small": 10_000, "rss_large": 80_000,
         "profile_n": 5_000}
-QUICK = {"wrk_seconds": 3, "warmup_seconds": 1, "seal_n": 2_000, "rss_small": 1_000, "rss_large": 4_000,
+QUICK = {"wrk_seconds": 3, "warmup_seconds": 1, "seal_n": 5_000, "rss_small": 2_000, "rss_large": 8_000,
          "profile_n": 1_000}
 
 _LOREM = ("Hi, following up on order 48213: the courier says the parcel left the depot this morning but the "
@@ -303,9 +303,9 @@ def bench_profile(work: Path, n: int) -> list[dict[str, Any]]:
 
     svc = open_services(archiver_env(work / "profile-home"))
     journal(svc, n)
-    prof = cProfile.Profile()
+    prof = cProfile.Profile()  # profiles one thread: run the pipeline's stages inline
     prof.enable()
-    sealer.seal_pending(svc)
+    sealer.seal_pending(svc, pipelined=False)
     prof.disable()
     svc.close()
     stats = pstats.Stats(prof)
@@ -317,7 +317,7 @@ def bench_profile(work: Path, n: int) -> list[dict[str, Any]]:
     return rows
 
 
-ENTRY_FRAMES = {"seal_pending", "plan_batch", "finish"}
+ENTRY_FRAMES = {"seal_pending", "run_inline", "_plan", "_write", "_publish"}
 
 
 def hotspots(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -476,9 +476,9 @@ def hotspot_lines(results: dict[str, Any]) -> list[str]:
         return []
     out = [f"Sealing hotspots: cProfile of step 2's workload with {p['deliveries']:,} deliveries, "
            f"`seal_pending` {p['total']:.2f} s under the profiler (which inflates everything). \"top 3\" = the "
-           "archiver functions with the most cumulative time below `seal_pending`/`plan_batch`/`finish` "
-           "(nested: `_add_segment` runs inside `_seal_run`); then the top 3 by own time and the SQLAlchemy "
-           "session totals.", ""]
+           "archiver functions with the most cumulative time below the stages `_plan`/`_write`/`_publish` "
+           "(run inline on one thread for the profile; nested: `_seal_run` runs inside `plan`); then the top 3 "
+           "by own time and the SQLAlchemy session totals.", ""]
     out.append("| by | function | own s | cumulative s | calls |")
     out.append("|---|---|---|---|---|")
     for kind, label in (("cumulative", "**top 3** cumulative"), ("own", "own time"), ("orm", "ORM")):
