@@ -86,6 +86,7 @@ class Settings:
         try:
             max_body = int(env.get("ARCHIVER_MAX_BODY_BYTES") or 16 * 1024 * 1024)
             seal_interval = float(env.get("ARCHIVER_SEAL_INTERVAL") or 1.0)
+            media_attempts = int(env.get("ARCHIVER_MEDIA_MAX_ATTEMPTS") or 8)
         except ValueError as exc:
             raise ConfigError(f"numeric setting is not a number: {exc}") from exc
         return cls(
@@ -104,6 +105,7 @@ class Settings:
             policies_dir=Path(env.get("ARCHIVER_POLICIES") or Path.cwd() / "policies"),
             allow_unlocked_store=_flag(env, "ARCHIVER_ALLOW_UNLOCKED_STORE"),
             seal_interval=seal_interval,
+            media_max_attempts=media_attempts,
         )
 
     @property

@@ -12,6 +12,7 @@ import requests
 
 from archiver import media
 from archiver.config import Settings
+from archiver.errors import ConfigError
 
 DATA = b"meter reading"
 RAW = hashlib.sha256(DATA).digest()
@@ -67,6 +68,13 @@ def test_default_retry_window_fits_well_inside_the_media_id_lifetime() -> None:
     assert window < timedelta(hours=2) < media.ID_LIFETIME
     # Even 160 attempts (all at the cap) would end inside 7 days; expiry ends any more.
     assert sum((media.retry_delay(n) for n in range(1, 160)), timedelta()) < media.ID_LIFETIME
+
+
+def test_max_attempts_comes_from_the_environment() -> None:
+    env = {"ARCHIVER_HOME": "/nonexistent", "ARCHIVER_MEDIA_MAX_ATTEMPTS": "3"}
+    assert Settings.from_env(env).media_max_attempts == 3
+    with pytest.raises(ConfigError):
+        Settings.from_env({**env, "ARCHIVER_MEDIA_MAX_ATTEMPTS": "many"})
 
 
 def _response(status: int, body: object) -> requests.Response:
