@@ -1,0 +1,386 @@
+"""The planner: journal rows -> chained, encrypted records, ready to commit (sealer step 1's
+Python half).
+
+It parses each journal row into its delivery record and the items it carries,
+de-duplicates items against the catalog and against batches planned but not committed yet
+(``Carry``), numbers them, resolves links, encrypts each payload under its scoped data key,
+chains the records and signs the checkpoint of each segment run. It writes nothing to the
+catalog except missing data keys; ``sealer`` commits and publishes what it plans.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import threading
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any, Iterable
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from archiver import chain, items, keys
+from archiver.catalog import DataKey, Journal, Record
+from archiver.services import Services
+
+
+@dataclass
+class Pending:
+    """A record planned in this batch, before its seq is known."""
+
+    kind: str
+    plaintext: bytes = field(repr=False)
+    contact: str | None = field(default=None, repr=False)
+    type: str | None = None
+    item_key: str | None = None
+    wamid: str | None = None
+    occurred_at: int | None = None
+    journal_id: int | None = None
+    delivery: "Pending | None" = None
+    links: dict[str, Any] = field(default_factory=dict)  # name -> seq, or Pending in this batch
+    clear: dict[str, Any] = field(default_factory=dict)  # extra clear fields (media object)
+    media: tuple[items.MediaRef, ...] = ()
+    state: str | None = None
+    seq: int = 0
+
+
+def key_digest(natural_key: str) -> str:
+    """What goes in the clear for a de-duplication key: its SHA-256."""
+    return hashlib.sha256(natural_key.encode("utf-8")).hexdigest()
+
+
+def retention_class(kind: str) -> str:
+    """Retention class of a record kind (the service's own records form their own stream)."""
+    return "audit" if kind in ("audit",) else "default"
+
+
+@dataclass
+class Carry:
+    """What the planner knows that the catalog may not show yet (batches not committed)."""
+
+    seq: int
+    hash: str
+    checkpoint: str  # digest of the last checkpoint planned
+    keys: dict[int, dict[str, int]] = field(default_factory=dict)  # batch no -> item digest -> seq
+    committed: set[int] = field(default_factory=set)  # batch nos the writer has committed
+    data_keys: dict[str, bytes] = field(default_factory=dict, repr=False)  # unwrapped, this run only
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def forget_committed(self) -> None:
+        """Drop keys of committed batches (call *before* reading the catalog, never after)."""
+        with self.lock:
+            for n in self.committed:
+                self.keys.pop(n, None)
+            self.committed.clear()
+
+    def known(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for batch in self.keys.values():
+            out.update(batch)
+        return out
+
+
+@dataclass
+class Run:
+    """One segment's worth of chained records, its signed checkpoint and catalog rows."""
+
+    cls: str
+    first: int
+    last: int
+    lines: list[bytes]
+    rows: list[dict[str, Any]]
+    retain_until: datetime
+    last_hash: str
+    checkpoint: chain.Checkpoint
+    prev_checkpoint: str
+
+
+@dataclass
+class Batch:
+    """One planned batch, handed from the planner to the writer."""
+
+    no: int
+    parsed_rows: int
+    journal: dict[int, int]  # journal id -> delivery seq
+    runs: list[Run]
+    records: list[Pending]
+    dups: list[tuple["Pending | int", Pending, str]]
+    first_seq: int
+    prev_hash: str
+
+
+class Planner:
+    """Builds one batch: parse, de-duplicate, assign seqs, encrypt, chain, frame."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.now = datetime.now(timezone.utc)
+        self.period = self.now.strftime("%Y-%m")
+        self.parsed: list[tuple[Journal, Pending, list[items.Item]]] = []
+        self.data_keys: dict[str, bytes] = {}
+        self.session: Session
+        self.carried: dict[str, int] = {}
+        self._kids: dict[tuple[str | None, str], str] = {}
+        self._stamps = {"sealed_at": self.now.isoformat()}
+
+    def add_journal_row(self, row: Journal) -> None:
+        """1a. Parse one journal row into its own record and the items it carries."""
+        body = row.body or b""
+        if row.source == "audit":
+            own = Pending(kind="audit", plaintext=body, journal_id=row.id, type=_meta(row).get("event"))
+            found: list[items.Item] = []
+        elif row.source == "media":
+            own, found = _media_record(row, body), []
+        else:
+            found = EXTRACT[row.source](body)
+            contact = next((i.contact for i in found if i.contact), None)
+            own = Pending(kind="delivery", plaintext=body, contact=contact, journal_id=row.id, type=row.source)
+        self.parsed.append((row, own, found))
+
+    def scopes(self) -> set[str]:
+        """Data key ids every parsed record may need (duplicates included: a superset)."""
+        out = set()
+        for _, own, found in self.parsed:
+            out.add(self.kid(own.contact, own.kind))
+            out.update(self.kid(it.contact or own.contact, it.kind) for it in found)
+        return out
+
+    def kid(self, contact: str | None, kind: str) -> str:
+        """Data key scope of a record: (contact, retention class, period)."""
+        scope = (contact, retention_class(kind))
+        if (kid := self._kids.get(scope)) is None:
+            kid = self._kids[scope] = keys.scope_id(contact, scope[1], self.period)
+        return kid
+
+    def plan(self, session: Session, carry: Carry, no: int) -> Batch:
+        """1b-1e. De-duplicate, assign seqs, encrypt and chain; advance ``carry``."""
+        self.session = session
+        self.carried = carry.known()
+        first_seq, prev_hash = carry.seq + 1, carry.hash
+        records, dups = self._dedupe()
+        by_class = _assign_seqs(records, carry.seq)
+        self._resolve_links(records)
+        for r in records:
+            r.clear["kid"] = self.kid(r.contact, r.kind)
+        runs = []
+        for cls in sorted(by_class):
+            for run in _runs(by_class[cls], self.services.settings.segment_max_records):
+                runs.append(self._seal_run(cls, run, carry))
+        with carry.lock:
+            carry.keys[no] = {r.item_key: r.seq for r in records if r.item_key}
+        return Batch(no=no, parsed_rows=len(self.parsed),
+                      journal={row.id: own.seq for row, own, _ in self.parsed},
+                      runs=runs, records=records, dups=dups, first_seq=first_seq, prev_hash=prev_hash)
+
+    # 1b. de-duplicate ------------------------------------------------------------------------
+    def _known(self, digests: set[str]) -> dict[str, int]:
+        """Item keys sealed earlier: committed (catalog) or planned in a batch not yet committed."""
+        known = _existing_keys(self.session, digests)
+        known.update({d: self.carried[d] for d in digests if d in self.carried})
+        return known
+
+    def _dedupe(self) -> tuple[list[Pending], list[tuple[Pending | int, Pending, str]]]:
+        """Keep the first copy of each item key; later copies become duplicate hits."""
+        digests = {key_digest(it.key) for _, _, found in self.parsed for it in found}
+        known = self._known(digests)
+        first: dict[str, Pending] = {}
+        records: list[Pending] = []
+        dups: list[tuple[Pending | int, Pending, str]] = []
+        for _, own, found in self.parsed:
+            records.append(own)
+            for it in found:
+                d = key_digest(it.key)
+                prior = first.get(d) or known.get(d)
+                if prior:
+                    dups.append((prior, own, it.kind))
+                    continue
+                first[d] = rec = _item_record(it, d, own)
+                records.append(rec)
+        return records, dups
+
+    # 1c. links ---------------------------------------------------------------------------------
+    def _resolve_links(self, records: list[Pending]) -> None:
+        """Turn wamid references into seqs where the referenced message is archived.
+
+        Unresolved references stay only inside the encrypted payload (wamids are personal).
+        """
+        wanted = {key_digest(f"msg:{w}") for r in records for k, w in r.links.items() if isinstance(w, str)}
+        known = self._known(wanted)
+        in_batch = {r.item_key: r.seq for r in records if r.item_key}
+        for r in records:
+            resolved: dict[str, Any] = {}
+            for name, ref in r.links.items():
+                if isinstance(ref, int):
+                    resolved[name] = ref
+                    continue
+                d = key_digest(f"msg:{ref}")
+                seq = in_batch.get(d) or known.get(d)
+                if seq:
+                    resolved[name] = seq if isinstance(seq, int) else seq.seq
+            r.links = resolved
+
+    # 1e. encrypt and chain ---------------------------------------------------------------------
+    def _seal_run(self, cls: str, run: list[Pending], carry: Carry) -> Run:
+        """Encrypt and chain one contiguous run of seqs and sign its checkpoint (the writer frames it)."""
+        retain_until = _retain_until(self.now, self.services.settings.retention_days)
+        lines, leaves, rows = [], [], []
+        h = carry.hash
+        for r in run:
+            rec = self._record_dict(r, cls, retain_until, self.data_keys)
+            r.plaintext = b""  # sealed into rec; don't carry it down the pipeline
+            body = chain.canonical(rec)
+            h = chain.chain_hash(h, body)
+            rec["hash"] = h
+            lines.append(chain.canonical(rec))
+            leaves.append(chain.leaf_hash(body))
+            rows.append(_catalog_row(r, cls, retain_until, h))
+        first, last = run[0].seq, run[-1].seq
+        key = self.services.signing_key
+        cp = chain.Checkpoint(
+            segment=chain.segment_key(cls, first, last), retention_class=cls, first_seq=first, last_seq=last,
+            merkle_root=chain.merkle_root(leaves), chain_hash=h, prev_checkpoint=carry.checkpoint,
+            created_at=datetime.now(timezone.utc).isoformat(), key_id=chain.key_id_of(key.public_key()),
+        ).signed(key)
+        out = Run(cls=cls, first=first, last=last, lines=lines, rows=rows, retain_until=retain_until,
+                   last_hash=h, checkpoint=cp, prev_checkpoint=carry.checkpoint)
+        carry.seq, carry.hash, carry.checkpoint = last, h, cp.digest()
+        return out
+
+    def _iso(self, when: datetime) -> str:
+        if (text := self._stamps.get(when)) is None:  # type: ignore[call-overload]
+            text = self._stamps[when] = when.isoformat()  # type: ignore[index]
+        return text
+
+    def _record_dict(self, r: Pending, cls: str, retain_until: datetime, data_keys: dict[str, bytes]) -> dict[str, Any]:
+        kid = r.clear.pop("kid")
+        blob, commit = keys.seal_payload(data_keys[kid], r.plaintext, str(r.seq).encode())
+        rec: dict[str, Any] = {
+            "v": chain.FORMAT, "seq": r.seq, "kind": r.kind, "class": cls, "kid": kid,
+            "sealed_at": self._stamps["sealed_at"], "retain_until": self._iso(retain_until),
+            "ct": base64.b64encode(blob).decode(), "commit": commit, **r.clear,
+        }
+        r.clear["kid"] = kid
+        if r.type:
+            rec["type"] = r.type
+        if r.item_key:
+            rec["key"] = r.item_key
+        if r.delivery is not None:
+            rec["delivery"] = r.delivery.seq
+        if r.journal_id is not None:
+            rec["journal"] = r.journal_id
+        if r.links:
+            rec["links"] = r.links
+        return rec
+
+
+EXTRACT = {
+    "webhook": items.extract_webhook,
+    "capture_message": items.extract_capture_message,
+    "consent": items.extract_consent,
+}
+
+
+def _item_record(it: items.Item, digest: str, delivery: Pending) -> Pending:
+    """The Pending record of a first-seen item."""
+    return Pending(
+        kind=it.kind, plaintext=items.canonical_json(it.payload), contact=it.contact or delivery.contact,
+        type=it.type, item_key=digest, wamid=it.wamid, occurred_at=it.occurred_at, delivery=delivery,
+        media=it.media, state=it.state, links=dict(it.refs),
+    )
+
+
+def _meta(row: Any) -> dict[str, Any]:
+    """A journal row's meta, read as text by the planner (only audit rows need it parsed).
+
+    Some drivers (psycopg) decode JSON columns themselves and hand over a dict anyway.
+    """
+    if isinstance(row.meta, dict):
+        return row.meta
+    return json.loads(row.meta) if row.meta else {}
+
+
+def _media_record(row: Journal, body: bytes) -> Pending:
+    """A stored attachment, linked to the record that named it."""
+    notice = json.loads(body)
+    return Pending(
+        kind="media", plaintext=body, contact=notice.get("contact"), journal_id=row.id,
+        type=notice.get("mime_type"), links={"message": int(notice["record_seq"])},
+        clear={"object": notice["object_key"], "object_sha256": notice["object_sha256"]},
+    )
+
+
+def _existing_keys(session: Session, digests: set[str]) -> dict[str, int]:
+    """Item keys already sealed in earlier batches: digest -> seq."""
+    found: dict[str, int] = {}
+    ordered = sorted(digests)
+    for i in range(0, len(ordered), 500):
+        chunk = ordered[i:i + 500]
+        found.update({k: s for k, s in session.execute(select(Record.item_key, Record.seq).where(Record.item_key.in_(chunk)))})
+    return found
+
+
+def _assign_seqs(records: list[Pending], last_seq: int) -> dict[str, list[Pending]]:
+    """Group by retention class and number each class contiguously (one segment run each)."""
+    by_class: dict[str, list[Pending]] = defaultdict(list)
+    for r in records:
+        by_class[retention_class(r.kind)].append(r)
+    seq = last_seq
+    for cls in sorted(by_class):
+        for r in by_class[cls]:
+            seq += 1
+            r.seq = seq
+    return by_class
+
+
+def _runs(records: list[Pending], size: int) -> Iterable[list[Pending]]:
+    """Split a class's records into segments of at most ``size``."""
+    for i in range(0, len(records), size):
+        yield records[i:i + size]
+
+
+def _retain_until(now: datetime, days: int) -> datetime:
+    """Retention end, rounded up to the next midnight UTC (whole days lock cleanly on S3)."""
+    end = now + timedelta(days=days + 1)
+    return end.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def _catalog_row(r: Pending, cls: str, retain_until: datetime, hash_hex: str) -> dict[str, Any]:
+    return dict(
+        seq=r.seq, kind=r.kind, type=r.type, item_key=r.item_key, wamid=r.wamid, contact=r.contact,
+        delivery_seq=r.delivery.seq if r.delivery else None, hash=hash_hex, retention_class=cls,
+        retain_until=retain_until, key_id=r.clear["kid"], occurred_at=r.occurred_at, links=r.links,
+    )
+
+
+def ensure_data_keys(services: Services, ids: set[str], cache: dict[str, bytes] | None = None) -> dict[str, bytes]:
+    """Return unwrapped data keys for ``ids``, creating (and committing) missing ones.
+
+    Reads first and takes the write lock only to create keys, so planning does not queue
+    behind the writer in the common case; ``cache`` carries unwrapped keys across batches.
+    """
+    cache = {} if cache is None else cache
+    wanted = ids - cache.keys()
+    if wanted:
+        with services.sessions() as session:
+            found = _wrapped_keys(session, wanted)
+        if missing := wanted - found.keys():
+            with services.sessions.begin() as session:
+                created = _wrapped_keys(session, missing)  # again, under the write lock
+                for kid in sorted(missing - created.keys()):
+                    created[kid] = services.kek.wrap(keys.new_data_key(), kid)
+                    session.add(DataKey(id=kid, wrapped=created[kid]))
+            found.update(created)
+        cache.update({kid: services.kek.unwrap(w, kid) for kid, w in found.items() if w})
+    return {kid: cache[kid] for kid in ids if kid in cache}
+
+
+def _wrapped_keys(session: Session, ids: set[str]) -> dict[str, bytes | None]:
+    ordered = sorted(ids)
+    out: dict[str, bytes | None] = {}
+    for i in range(0, len(ordered), 500):
+        rows = session.execute(select(DataKey.id, DataKey.wrapped).where(DataKey.id.in_(ordered[i:i + 500])))
+        out.update((kid, wrapped) for kid, wrapped in rows)
+    return out
