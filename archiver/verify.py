@@ -14,14 +14,28 @@ Checklist (the step numbers appear in the code):
 
 Errors are IntegrityError naming the first bad seq or object; ``audit`` turns the first one
 into a report. See chain.py for the format.
+
+Steps 3-5 of a segment need only its bytes and its checkpoint, so for a large archive they run
+in worker processes (:func:`check_segment`, pure). The main process reads the segments, then
+takes the findings back strictly in seq order and does what needs the store or the catalog
+(3b and 6) segment by segment, so the first error named is the one a single process finds.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import multiprocessing as mp
+import os
 import re
+import threading
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from typing import Any, Iterator
+from multiprocessing.context import BaseContext
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import select
@@ -29,10 +43,25 @@ from sqlalchemy.orm import Session
 
 from archiver import chain
 from archiver.catalog import Record, Segment, chain_head
-from archiver.errors import IntegrityError, NotFound
+from archiver.errors import ArchiverError, IntegrityError, NotFound
 from archiver.store import WormStore
 
+_fast_loads: Callable[[bytes], Any] | None
+try:
+    from orjson import loads as _fast_loads
+except ImportError:  # a dependency; without it verification is slower, never different
+    _fast_loads = None
+
+log = logging.getLogger(__name__)
+
 _HASH_FIELD = re.compile(rb'"hash":"[0-9a-f]{64}",?')
+
+#: Below this many records, starting worker processes costs more than it saves.
+PARALLEL_MIN_RECORDS = 10_000
+MAX_WORKERS = 8
+
+#: (seq, hash, kind, retention class) of one sealed record.
+Sealed = tuple[int, str, str, str]
 
 
 @dataclass
@@ -51,20 +80,25 @@ class Report:
         return asdict(self)
 
 
-def audit(store: WormStore, public_key: Ed25519PublicKey, session: Session | None) -> Report:
-    """Run every step; return a report whose ``first_error`` names the first break."""
+def audit(store: WormStore, public_key: Ed25519PublicKey, session: Session | None, *,
+          workers: int | None = None) -> Report:
+    """Run every step; return a report whose ``first_error`` names the first break.
+
+    Steps 3-5 may run in ``workers`` processes (None: one per CPU for a large archive, when
+    this process can fork safely). Findings are still reported in seq order, so the report
+    is the same for any number of workers. Raises StoreError when the store cannot be read.
+    """
     report = Report(ok=True)
     try:
         checkpoints = load_checkpoints(store, public_key)
         report.checkpoints = len(checkpoints)
-        prev = chain.GENESIS
-        for cp in checkpoints:
-            sealed = verify_segment(store, cp, prev)
-            if session is not None:
-                verify_records(session, cp, sealed)
-            report.records += len(sealed)
-            report.segments += 1
-            prev = cp.chain_hash
+        with _segment_checks(store, checkpoints, workers) as checks:
+            for cp, check in zip(checkpoints, checks):
+                sealed = settle(store, check)
+                if session is not None:
+                    verify_records(session, cp, sealed)
+                report.records += len(sealed)
+                report.segments += 1
         if session is not None:
             report.pending_segments = verify_catalog(session, checkpoints)
     except IntegrityError as exc:
@@ -90,57 +124,178 @@ def load_checkpoints(store: WormStore, public_key: Ed25519PublicKey) -> list[cha
     return out
 
 
-def verify_segment(store: WormStore, cp: chain.Checkpoint, prev_hash: str) -> list[tuple[int, str, str, str]]:
+def verify_segment(store: WormStore, cp: chain.Checkpoint, prev_hash: str) -> list[Sealed]:
     """Steps 3-5 for one segment; return (seq, hash, kind, class) per record. Raises IntegrityError."""
+    return settle(store, check_segment(read_segment(store, cp), cp, prev_hash))
+
+
+def read_segment(store: WormStore, cp: chain.Checkpoint) -> bytes | None:
+    """The bytes of the checkpoint's segment, or None when the store has no such object. Raises StoreError."""
     try:
-        blob = store.get(cp.segment)
-    except NotFound as exc:
-        raise IntegrityError(cp.segment, "segment named by a checkpoint is missing") from exc
-    leaves, expected, h, seen = [], cp.first_seq, prev_hash, []
-    for line in _lines(blob, cp.segment):
+        return store.get(cp.segment)
+    except NotFound:
+        return None
+
+
+@dataclass(frozen=True)
+class SegmentCheck:
+    """What steps 3-5 found in one segment, before anything is reported (see :func:`settle`)."""
+
+    sealed: list[Sealed]
+    media: list[dict[str, Any]]  # media records met before the first break: step 3b needs the store
+    error: tuple[str, str] | None = None  # (where, reason) of the first break
+
+
+def check_segment(blob: bytes | None, cp: chain.Checkpoint, prev_hash: str) -> SegmentCheck:
+    """Steps 3-5 over a segment's bytes (None: missing). Pure, so it can run in a worker process.
+
+    Never raises IntegrityError: the first break is returned, with what was read before it.
+    """
+    sealed: list[Sealed] = []
+    media: list[dict[str, Any]] = []
+    try:
+        _check_records(blob, cp, prev_hash, sealed, media)
+    except IntegrityError as exc:
+        return SegmentCheck(sealed, media, (exc.where, str(exc).removeprefix(f"{exc.where}: ")))
+    return SegmentCheck(sealed, media)
+
+
+def settle(store: WormStore, check: SegmentCheck) -> list[Sealed]:
+    """Step 3b for the segment's media records, then its first break, in seq order. Raises IntegrityError."""
+    for rec in check.media:
+        verify_media_object(store, rec)
+    if check.error is not None:
+        raise IntegrityError(*check.error)
+    return check.sealed
+
+
+def _check_records(blob: bytes | None, cp: chain.Checkpoint, prev_hash: str,
+                   sealed: list[Sealed], media: list[dict[str, Any]]) -> None:
+    """Steps 3-5, filling ``sealed`` and ``media`` as it goes. Raises IntegrityError."""
+    if blob is None:
+        raise IntegrityError(cp.segment, "segment named by a checkpoint is missing")
+    leaves, h = [], prev_hash
+    for expected, line in enumerate(chain.segment_lines(blob, cp.segment), cp.first_seq):  # 3
         seq, stated, kind, cls, rec = _fields(line, expected, cp.segment)
-        seen.append((seq, stated, kind, cls))
+        sealed.append((seq, stated, kind, cls))
         if kind == "media":
-            verify_media_object(store, rec)
+            media.append({k: rec.get(k) for k in ("seq", "object", "object_sha256")})
         body = _HASH_FIELD.sub(b"", line, count=1)  # canonical bytes minus "hash" (sorted keys)
         h = chain.chain_hash(h, body)  # 4
         if h != stated:
             raise IntegrityError(f"seq {seq}", f"hash {stated[:16]}... does not recompute (expected {h[:16]}...)")
         leaves.append(chain.leaf_hash(body))
-        expected += 1
-    if expected - 1 != cp.last_seq:
-        raise IntegrityError(f"seq {expected}", f"segment {cp.segment} ends before the checkpoint's last seq")
+    end = cp.first_seq + len(leaves)
+    if end - 1 != cp.last_seq:
+        raise IntegrityError(f"seq {end}", f"segment {cp.segment} ends before the checkpoint's last seq")
     if chain.merkle_root(leaves) != cp.merkle_root:  # 5
         raise IntegrityError(cp.segment, "Merkle root differs from the checkpoint")
     if h != cp.chain_hash:
         raise IntegrityError(f"seq {cp.last_seq}", "chain hash differs from the checkpoint")
-    return seen
-
-
-def _lines(blob: bytes, where: str) -> Iterator[bytes]:
-    """Step 3: the segment's record lines (framing checked by gzip's CRC)."""
-    import gzip
-    import zlib
-
-    try:
-        text = gzip.decompress(blob)
-    except (OSError, EOFError, zlib.error) as exc:
-        raise IntegrityError(where, f"segment cannot be decoded ({exc.__class__.__name__})") from exc
-    lines = [ln for ln in text.split(b"\n") if ln]
-    if not lines:
-        raise IntegrityError(where, "segment holds no records")
-    return iter(lines)
 
 
 def _fields(line: bytes, expected: int, where: str) -> tuple[int, str, str, str, dict[str, Any]]:
     try:
-        rec = json.loads(line)
+        rec = _record(line)
         seq, stated, kind, cls = int(rec["seq"]), str(rec["hash"]), str(rec["kind"]), str(rec["class"])
     except (ValueError, KeyError, TypeError) as exc:
         raise IntegrityError(f"seq {expected}", f"record in {where} is malformed") from exc
     if seq != expected:
         raise IntegrityError(f"seq {expected}", f"found seq {seq} where {expected} belongs in {where}")
     return seq, stated, kind, cls, rec
+
+
+def _record(line: bytes) -> Any:
+    """``json.loads(line)`` as far as verification reads it, parsed by orjson where that is the same.
+
+    orjson parses about twice as fast, but it refuses some JSON the json module accepts (NaN,
+    lone surrogates, a BOM) and reads integers beyond 64 bits as floats. So json.loads decides
+    any line orjson refuses, any record whose seq, hash, kind or class is not of its plain type,
+    and media records, whose other fields are read too.
+    """
+    try:
+        rec = _fast_loads(line) if _fast_loads is not None else None
+    except ValueError:
+        rec = None
+    if (type(rec) is dict and type(rec.get("seq")) is int and type(rec.get("hash")) is str
+            and type(rec.get("class")) is str and type(rec.get("kind")) is str and rec["kind"] != "media"):
+        return rec
+    return json.loads(line)
+
+
+# --- segments in worker processes -----------------------------------------------------
+
+
+@contextmanager
+def _segment_checks(store: WormStore, checkpoints: list[chain.Checkpoint],
+                    workers: int | None) -> Iterator[Iterator[SegmentCheck]]:
+    """The checks of every checkpoint's segment, in checkpoint order, from ``workers`` processes."""
+    jobs = list(zip(checkpoints, [chain.GENESIS] + [cp.chain_hash for cp in checkpoints[:-1]]))
+    count = _worker_count(workers, checkpoints)
+    pool = _pool(count) if count > 1 else None
+    if pool is None:
+        yield (check_segment(read_segment(store, cp), cp, prev) for cp, prev in jobs)
+        return
+    try:
+        yield _in_order(pool, store, jobs, ahead=2 * count)
+    finally:
+        pool.shutdown(cancel_futures=True)
+
+
+def _pool(count: int) -> Executor | None:
+    """``count`` worker processes, or None where this platform cannot run them (then: one process)."""
+    try:
+        return ProcessPoolExecutor(count, mp_context=_mp_context())
+    except (ImportError, NotImplementedError, OSError) as exc:  # e.g. no POSIX semaphores in a sandbox
+        log.warning("verify.no_workers workers=%d reason=%s", count, exc.__class__.__name__)
+        return None
+
+
+def _in_order(pool: Executor, store: WormStore, jobs: list[tuple[chain.Checkpoint, str]],
+              ahead: int) -> Iterator[SegmentCheck]:
+    """Read segments here and check them in ``pool``, at most ``ahead`` in flight; yield in order."""
+    queued: deque[Future[SegmentCheck]] = deque()
+    for cp, prev in jobs:
+        queued.append(_submit(pool, store, cp, prev))
+        if len(queued) >= ahead:
+            yield queued.popleft().result()
+    while queued:
+        yield queued.popleft().result()
+
+
+def _submit(pool: Executor, store: WormStore, cp: chain.Checkpoint, prev: str) -> Future[SegmentCheck]:
+    """Queue one segment's check; a store failure waits in the future until its turn to be reported."""
+    try:
+        blob = read_segment(store, cp)
+    except ArchiverError as exc:
+        failed: Future[SegmentCheck] = Future()
+        failed.set_exception(exc)
+        return failed
+    return pool.submit(check_segment, blob, cp, prev)
+
+
+def _worker_count(workers: int | None, checkpoints: list[chain.Checkpoint]) -> int:
+    """How many processes check segments: as asked, else one per CPU when it pays and forking is safe."""
+    if workers is not None:
+        return max(1, min(workers, len(checkpoints)))
+    records = checkpoints[-1].last_seq if checkpoints else 0
+    if records < PARALLEL_MIN_RECORDS or not _can_fork():
+        return 1
+    return min(_cpus(), len(checkpoints), MAX_WORKERS)
+
+
+def _cpus() -> int:
+    affinity = getattr(os, "sched_getaffinity", None)  # Linux: the CPUs this process may use
+    return len(affinity(0)) if affinity else os.cpu_count() or 1
+
+
+def _can_fork() -> bool:
+    # Forking a process with other threads can deadlock the child; spawning costs more than it saves.
+    return "fork" in mp.get_all_start_methods() and threading.active_count() == 1
+
+
+def _mp_context() -> BaseContext:
+    return mp.get_context("fork" if _can_fork() else "spawn")
 
 
 def verify_media_object(store: WormStore, rec: dict[str, Any]) -> None:
@@ -152,6 +307,8 @@ def verify_media_object(store: WormStore, rec: dict[str, Any]) -> None:
         raise IntegrityError(str(key), f"media object named by seq {rec['seq']} is missing") from exc
     if info.sha256 is not None and info.sha256 != want:
         raise IntegrityError(str(key), f"media object hash differs from seq {rec['seq']}")
+
+
 def verify_catalog(session: Session, checkpoints: list[chain.Checkpoint]) -> int:
     """Step 6: the catalog agrees with the store. Returns the number of outbox segments."""
     segs = session.scalars(select(Segment).order_by(Segment.first_seq)).all()
@@ -169,14 +326,15 @@ def verify_catalog(session: Session, checkpoints: list[chain.Checkpoint]) -> int
     return len(segs) - len(stored)
 
 
-def verify_records(session: Session, cp: chain.Checkpoint, sealed: list[tuple[int, str, str, str]]) -> None:
+def verify_records(session: Session, cp: chain.Checkpoint, sealed: list[Sealed]) -> None:
     """Step 6, record by record: catalog seq, hash, kind and class equal the sealed record's."""
-    rows = session.execute(
-        select(Record.seq, Record.hash, Record.kind, Record.retention_class)
-        .where(Record.seq.between(cp.first_seq, cp.last_seq)).order_by(Record.seq)
-    ).all()
+    query = (select(Record.seq, Record.hash, Record.kind, Record.retention_class)
+             .where(Record.seq.between(cp.first_seq, cp.last_seq)).order_by(Record.seq))
+    rows = [tuple(row) for row in session.connection().execute(query)]  # Core: no ORM row loading
+    if rows == sealed:
+        return
     for row, rec in zip(rows, sealed):
-        if tuple(row) != rec:
+        if row != rec:
             raise IntegrityError(f"seq {rec[0]}", "catalog row differs from the sealed record")
-    if len(rows) != len(sealed):
-        raise IntegrityError(f"seq {cp.first_seq}", f"catalog has {len(rows)} rows for {cp.segment}, store has {len(sealed)}")
+    raise IntegrityError(f"seq {cp.first_seq}",
+                         f"catalog has {len(rows)} rows for {cp.segment}, store has {len(sealed)}")

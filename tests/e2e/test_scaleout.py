@@ -8,10 +8,12 @@ from typing import Any
 
 import botocore.exceptions
 import pytest
+from sqlalchemy import select
 
 from archiver import sealer, stats
 from archiver import verify as verifier
 from archiver.app import create_app
+from archiver.catalog import Record, Segment
 from archiver.config import Settings
 from archiver.errors import StoreError
 from archiver.services import Services
@@ -85,3 +87,28 @@ def test_s3_unreachable_webhooks_keep_200_and_sealing_resumes(scaled: Any) -> No
     assert counts["pending"] == 0 and counts["items"]["message"] == 7
     report = _report(services)
     assert report.ok, report.first_error
+
+
+def test_parallel_verify_on_postgres_and_s3_reports_like_one_process(scaled: Any) -> None:
+    services, _ = scaled
+    client = create_app(services=services).test_client()
+    for run in range(3):
+        for i in range(3):
+            body = msg_body(f"wamid.P{run}{i}", f"text {run}{i}")
+            assert client.post("/webhooks/whatsapp", data=body, headers=sign(body)).status_code == 200
+        sealer.seal_pending(services)
+
+    def both() -> tuple[verifier.Report, verifier.Report]:
+        with services.sessions() as session:
+            key = services.signing_key.public_key()
+            return (verifier.audit(services.store, key, session, workers=1),
+                    verifier.audit(services.store, key, session, workers=2))
+
+    alone, parallel = both()
+    assert alone.ok and alone.segments >= 3 and parallel == alone
+    with services.sessions.begin() as session:
+        middle = session.scalars(select(Segment).order_by(Segment.first_seq)).all()[1]
+        session.get(Record, middle.first_seq + 1).kind = "echo"
+    alone, parallel = both()
+    assert alone.first_error == f"seq {middle.first_seq + 1}: catalog row differs from the sealed record"
+    assert parallel == alone

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import select
 
-from archiver import chain
+from archiver import chain, verify
 from archiver.catalog import Record, Segment
 from archiver.cli import main
 from tests.conftest import make_env
@@ -128,3 +128,36 @@ def test_cli_verify_exit_codes_and_json(sealed: Any, settings: Any, monkeypatch:
     bad = runner.invoke(main, ["verify", "--json"])
     assert bad.exit_code == 1
     assert seg.key in json.loads(bad.output)["first_error"]
+
+
+def report_with(services: Any, workers: int) -> Any:
+    with services.sessions() as session:
+        return verify.audit(services.store, services.signing_key.public_key(), session, workers=workers)
+
+
+def test_parallel_verify_names_the_lower_of_two_broken_segments(sealed: Any) -> None:
+    first, _, last = segments(sealed)
+    for seg, index in ((last, 0), (first, 2)):
+        path = objects(sealed) / seg.key
+        lines = lines_of(path)
+        lines[index] = lines[index].replace(b'"ct":"', b'"ct":"A', 1)
+        rewrite(path, chain.encode_segment(lines))
+    alone = report_with(sealed, 1)
+    assert not alone.ok and alone.first_error.startswith(f"seq {first.first_seq + 2}:")
+    for _ in range(3):
+        assert report_with(sealed, 2) == report_with(sealed, 3) == alone
+
+
+def test_parallel_verify_reports_a_catalog_break_before_a_later_store_break(sealed: Any) -> None:
+    first, _, last = segments(sealed)
+    (objects(sealed) / last.key).unlink()
+    with sealed.sessions.begin() as session:
+        session.get(Record, first.first_seq + 1).hash = "0" * 64
+    alone = report_with(sealed, 1)
+    assert alone.first_error == f"seq {first.first_seq + 1}: catalog row differs from the sealed record"
+    assert report_with(sealed, 2) == alone
+
+
+def test_parallel_verify_of_an_intact_archive_matches(sealed: Any) -> None:
+    alone = report_with(sealed, 1)
+    assert alone.ok and report_with(sealed, 2) == alone

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import re
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -60,3 +62,28 @@ def test_checkpoint_sign_verify_and_forgery() -> None:
         forged.verify(key.public_key(), "cp")
     with pytest.raises(IntegrityError, match="malformed"):
         chain.Checkpoint.from_bytes(b"{not json", "cp")
+
+
+def test_segment_lines_are_the_stored_line_bytes() -> None:
+    lines = [chain.canonical({"seq": 1, "t": "é"}), chain.canonical({"seq": 2})]
+    blob = chain.encode_segment(lines)
+    assert chain.segment_lines(blob, "seg") == lines
+    assert chain.decode_segment(blob, "seg") == [{"seq": 1, "t": "é"}, {"seq": 2}]
+
+
+@pytest.mark.parametrize(("blob", "reason"), [
+    (b"not gzip", "segment cannot be decoded (BadGzipFile)"),
+    (chain.encode_segment([b'{"seq":1}'])[:-12], "segment cannot be decoded (EOFError)"),
+    (gzip.compress(b"", mtime=0)[:10] + b"\x07" + bytes(8),  # deflate block type 3 does not exist
+     "segment cannot be decoded (error)"),  # zlib.error
+    (chain.encode_segment([b""]), "segment holds no records"),
+])
+def test_segment_lines_and_decode_segment_name_an_undecodable_segment(blob: bytes, reason: str) -> None:
+    for read in (chain.segment_lines, chain.decode_segment):
+        with pytest.raises(IntegrityError, match=rf"^seg: {re.escape(reason)}$"):
+            read(blob, "seg")
+
+
+def test_decode_segment_names_a_line_that_is_not_json() -> None:
+    with pytest.raises(IntegrityError, match=r"^seg: segment cannot be decoded \(JSONDecodeError\)$"):
+        chain.decode_segment(chain.encode_segment([b'{"seq":1}', b"{"]), "seg")
