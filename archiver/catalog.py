@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import fcntl
 import os
 import threading
@@ -391,10 +392,25 @@ def insert_rows(conn: Connection, table: Table, rows: list[dict[str, Any]], chun
     head = f"INSERT INTO {prep.format_table(table)} ({', '.join(prep.quote(c) for c in cols)}) VALUES "
     group = "(" + ", ".join([marker] * len(cols)) + ")"
     for part in chunked(rows, chunk):
-        params: list[Any] = []
-        for row in part:
-            params.extend(p(row[c]) if p else row[c] for c, p in zip(cols, procs))
-        conn.exec_driver_sql(head + ", ".join([group] * len(part)), tuple(params))
+        columns = [_processed([row[c] for row in part], p) for c, p in zip(cols, procs)]
+        params = tuple(itertools.chain.from_iterable(zip(*columns)))
+        conn.exec_driver_sql(head + ", ".join([group] * len(part)), params)
+
+
+def _processed(values: list[Any], proc: Any) -> list[Any]:
+    """Apply a bind processor to a column's values, once per distinct hashable value."""
+    if proc is None:
+        return values
+    memo: dict[Any, Any] = {}
+    out = []
+    for v in values:
+        if isinstance(v, (dict, list)):
+            out.append(proc(v))
+        elif (hit := memo.get(v, memo)) is not memo:
+            out.append(hit)
+        else:
+            out.append(memo.setdefault(v, proc(v)))
+    return out
 
 
 def chain_head(session: Session) -> ChainHead:

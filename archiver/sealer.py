@@ -32,12 +32,12 @@ import sys
 import threading
 from typing import Any, Iterable
 
-from sqlalchemy import Text, insert, select, type_coerce, update
+from sqlalchemy import Text, bindparam, insert, select, type_coerce, update
 from sqlalchemy.orm import Session
 
 from archiver import chain, items
 from archiver.catalog import (
-    DuplicateHit, Journal, Media, MessageState, Record, Segment, chain_head, insert_rows, leader_lock,
+    DuplicateHit, Journal, Media, MessageState, Record, Segment, chain_head, chunked, insert_rows, leader_lock,
 )
 from archiver.journal import mark_sealed
 from archiver.planner import Batch, Carry, Pending, Planner, Run, ensure_data_keys
@@ -257,25 +257,32 @@ def _side_tables(session: Session, records: list[Pending], dups: list[tuple[Pend
         session.connection().execute(insert(DuplicateHit.__table__), [
             {"record_seq": prior if isinstance(prior, int) else prior.seq, "delivery_seq": delivery.seq, "kind": kind}
             for prior, delivery, kind in dups])
-    statuses = [r for r in records if r.kind == "status" and r.wamid and r.state]
-    known = {m.wamid: m for m in session.scalars(
-        select(MessageState).where(MessageState.wamid.in_(sorted({r.wamid for r in statuses if r.wamid}))))}
-    for r in statuses:
-        _raise_state(session, known, r)
+    _raise_states(session, [r for r in records if r.kind == "status" and r.wamid and r.state])
     media = [{"record_seq": r.seq, "media_id": m.media_id, "expected_sha256": m.sha256, "mime_type": m.mime_type,
               "key_id": r.clear["kid"]} for r in records for m in r.media]
     if media:
         session.connection().execute(insert(Media.__table__), media)
 
 
-def _raise_state(session: Session, known: dict[str, MessageState], r: Pending) -> None:
-    """Record a status, never downgrading the highest state reached (``known`` is preloaded)."""
-    assert r.wamid is not None and r.state is not None
-    row = known.get(r.wamid)
-    if row is None:
-        known[r.wamid] = MessageState(wamid=r.wamid, state=r.state, status_seq=r.seq)
-        session.add(known[r.wamid])
-    elif items.status_supersedes(r.state, row.state):
-        row.state, row.status_seq = r.state, r.seq
-
-
+def _raise_states(session: Session, statuses: list[Pending]) -> None:
+    """Record the highest state each wamid reached; a later or repeated lower one never downgrades it."""
+    if not statuses:
+        return
+    mt = MessageState.__table__
+    conn = session.connection()
+    known: dict[str, tuple[str, int]] = {}
+    for part in chunked(sorted({r.wamid for r in statuses if r.wamid}), 500):
+        known.update((w, (st, seq)) for w, st, seq in conn.execute(
+            select(mt.c.wamid, mt.c.state, mt.c.status_seq).where(mt.c.wamid.in_(part))))
+    best = dict(known)
+    for r in statuses:
+        assert r.wamid is not None and r.state is not None
+        current = best.get(r.wamid)
+        if current is None or items.status_supersedes(r.state, current[0]):
+            best[r.wamid] = (r.state, r.seq)
+    new = [{"wamid": w, "state": st, "status_seq": seq} for w, (st, seq) in best.items() if w not in known]
+    raised = [{"w": w, "st": st, "sq": seq} for w, (st, seq) in best.items() if w in known and known[w] != (st, seq)]
+    insert_rows(conn, mt, new)
+    if raised:
+        conn.execute(update(mt).where(mt.c.wamid == bindparam("w")).values(state=bindparam("st"), status_seq=bindparam("sq")),
+                     raised)

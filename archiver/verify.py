@@ -198,7 +198,7 @@ def _fields(line: bytes, expected: int, where: str) -> tuple[int, str, str, str,
     try:
         rec = _record(line)
         seq, stated, kind, cls = int(rec["seq"]), str(rec["hash"]), str(rec["kind"]), str(rec["class"])
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, OverflowError) as exc:  # Overflow: "seq": Infinity
         raise IntegrityError(f"seq {expected}", f"record in {where} is malformed") from exc
     if seq != expected:
         raise IntegrityError(f"seq {expected}", f"found seq {seq} where {expected} belongs in {where}")

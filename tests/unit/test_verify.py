@@ -252,3 +252,9 @@ def test_records_read_the_same_as_with_json_alone(rec: dict[str, Any], ascii_onl
 ]))
 def test_any_bytes_read_the_same_as_with_json_alone(line: bytes) -> None:
     same_with_json_alone(line)
+
+
+def test_a_non_finite_seq_is_an_integrity_error_not_a_crash() -> None:
+    line = b'{"seq": Infinity, "hash": "ab", "kind": "message", "class": "default"}'
+    with pytest.raises(IntegrityError, match="malformed"):
+        verify._fields(line, 1, "seg")
