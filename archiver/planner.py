@@ -4,7 +4,7 @@ Python half).
 It parses each journal row into its delivery record and the items it carries,
 de-duplicates items against the catalog and against batches planned but not committed yet
 (``Carry``), numbers them, resolves links, encrypts each payload under its scoped data key,
-chains the records and signs the checkpoint of each segment run. It writes nothing to the
+and chains the records of each segment run. It writes nothing to the
 catalog except missing data keys; ``sealer`` commits and publishes what it plans.
 """
 
@@ -63,7 +63,6 @@ class Carry:
 
     seq: int
     hash: str
-    checkpoint: str  # digest of the last checkpoint planned
     keys: dict[int, dict[str, int]] = field(default_factory=dict)  # batch no -> item digest -> seq
     committed: set[int] = field(default_factory=set)  # batch nos the writer has committed
     data_keys: dict[str, bytes] = field(default_factory=dict, repr=False)  # unwrapped, this run only
@@ -85,17 +84,16 @@ class Carry:
 
 @dataclass
 class Run:
-    """One segment's worth of chained records, its signed checkpoint and catalog rows."""
+    """One segment's worth of chained records (with their canonical bytes) and catalog rows."""
 
     cls: str
     first: int
     last: int
-    lines: list[bytes]
+    recs: list[dict[str, Any]]  # each with its "hash"
+    bodies: list[bytes]  # canonical bytes without the hash (what the hash and Merkle leaf cover)
     rows: list[dict[str, Any]]
     retain_until: datetime
     last_hash: str
-    checkpoint: chain.Checkpoint
-    prev_checkpoint: str
 
 
 @dataclass
@@ -224,9 +222,9 @@ class Planner:
 
     # 1e. encrypt and chain ---------------------------------------------------------------------
     def _seal_run(self, cls: str, run: list[Pending], carry: Carry) -> Run:
-        """Encrypt and chain one contiguous run of seqs and sign its checkpoint (the writer frames it)."""
+        """Encrypt and chain one contiguous run of seqs (the writer frames, roots and signs it)."""
         retain_until = _retain_until(self.now, self.services.settings.retention_days)
-        lines, leaves, rows = [], [], []
+        recs, bodies, rows = [], [], []
         h = carry.hash
         for r in run:
             rec = self._record_dict(r, cls, retain_until, self.data_keys)
@@ -234,20 +232,12 @@ class Planner:
             body = chain.canonical(rec)
             h = chain.chain_hash(h, body)
             rec["hash"] = h
-            lines.append(chain.canonical(rec))
-            leaves.append(chain.leaf_hash(body))
+            recs.append(rec)
+            bodies.append(body)
             rows.append(_catalog_row(r, cls, retain_until, h))
-        first, last = run[0].seq, run[-1].seq
-        key = self.services.signing_key
-        cp = chain.Checkpoint(
-            segment=chain.segment_key(cls, first, last), retention_class=cls, first_seq=first, last_seq=last,
-            merkle_root=chain.merkle_root(leaves), chain_hash=h, prev_checkpoint=carry.checkpoint,
-            created_at=datetime.now(timezone.utc).isoformat(), key_id=chain.key_id_of(key.public_key()),
-        ).signed(key)
-        out = Run(cls=cls, first=first, last=last, lines=lines, rows=rows, retain_until=retain_until,
-                   last_hash=h, checkpoint=cp, prev_checkpoint=carry.checkpoint)
-        carry.seq, carry.hash, carry.checkpoint = last, h, cp.digest()
-        return out
+        carry.seq, carry.hash = run[-1].seq, h
+        return Run(cls=cls, first=run[0].seq, last=run[-1].seq, recs=recs, bodies=bodies, rows=rows,
+                   retain_until=retain_until, last_hash=h)
 
     def _iso(self, when: datetime) -> str:
         if (text := self._stamps.get(when)) is None:  # type: ignore[call-overload]

@@ -30,6 +30,7 @@ import logging
 import queue
 import sys
 import threading
+from datetime import datetime, timezone
 from typing import Any, Iterable
 
 from sqlalchemy import Text, bindparam, insert, select, type_coerce, update
@@ -155,7 +156,7 @@ class _Pipeline:
     def _carry(self) -> Carry:
         with self.services.sessions() as session:
             head = chain_head(session)
-            return Carry(seq=head.seq, hash=head.hash, checkpoint=head.checkpoint)
+            return Carry(seq=head.seq, hash=head.hash)
 
     # After a failure each stage keeps draining its queue (skipping the work) until the end
     # marker, so no thread ever blocks on a queue nobody reads.
@@ -216,28 +217,37 @@ def _write(services: Services, batch: Batch) -> list[Segment]:
 
     Returns the committed outbox segments (detached, bytes loaded) for publishing.
     """
-    blobs = [chain.encode_segment(run.lines) for run in batch.runs]  # zlib runs without the GIL
-    for run in batch.runs:
-        run.lines = []
+    framed = [_frame(run) for run in batch.runs]  # outside the write lock; zlib runs without the GIL
     with services.sessions.begin() as session:
         head = chain_head(session)
         if head.seq != batch.first_seq - 1 or head.hash != batch.prev_hash:
             raise RuntimeError(f"chain head moved under the sealer (at {head.seq}, planned from {batch.first_seq - 1})")
-        segments = [_add_segment(session, run, blob, head) for run, blob in zip(batch.runs, blobs)]
+        segments = [_add_segment(services, session, run, blob, root, head) for run, (blob, root) in zip(batch.runs, framed)]
         # The bodies go now: from this commit on the outbox segment holds them (encrypted).
         mark_sealed(session.connection(), batch.journal)
         _side_tables(session, batch.records, batch.dups)
     return segments
 
 
-def _add_segment(session: Session, run: Run, blob: bytes, head: Any) -> Segment:
-    """Put one framed segment and its checkpoint in the outbox and insert its records."""
-    if head.checkpoint != run.prev_checkpoint:
-        raise RuntimeError(f"checkpoint chain moved under the sealer (before seq {run.first})")
-    cp = run.checkpoint
+def _frame(run: Run) -> tuple[bytes, str]:
+    """The segment blob (framed lines) and Merkle root of a run; frees the run's record bytes."""
+    blob = chain.encode_segment([chain.canonical(rec) for rec in run.recs])
+    root = chain.merkle_root([chain.leaf_hash(body) for body in run.bodies])
+    run.recs, run.bodies = [], []
+    return blob, root
+
+
+def _add_segment(services: Services, session: Session, run: Run, blob: bytes, root: str, head: Any) -> Segment:
+    """Sign the run's checkpoint, put segment and checkpoint in the outbox, insert its records."""
+    key = services.signing_key
+    cp = chain.Checkpoint(
+        segment=chain.segment_key(run.cls, run.first, run.last), retention_class=run.cls, first_seq=run.first,
+        last_seq=run.last, merkle_root=root, chain_hash=run.last_hash, prev_checkpoint=head.checkpoint,
+        created_at=datetime.now(timezone.utc).isoformat(), key_id=chain.key_id_of(key.public_key()),
+    ).signed(key)
     seg = Segment(
         key=cp.segment, retention_class=run.cls, first_seq=run.first, last_seq=run.last, records=len(run.rows),
-        merkle_root=cp.merkle_root, last_hash=run.last_hash, sha256=chain.sha256_hex(blob), size=len(blob),
+        merkle_root=root, last_hash=run.last_hash, sha256=chain.sha256_hex(blob), size=len(blob),
         retain_until=run.retain_until, checkpoint_key=chain.checkpoint_key(run.last), checkpoint_digest=cp.digest(),
         state="writing", blob=blob, checkpoint_blob=cp.to_bytes(),
     )
