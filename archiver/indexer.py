@@ -2,14 +2,39 @@
 
 It reads what the sealer sealed (decrypting with the data keys) and advances the catalog
 cursor ``index`` only after the search backend accepted the batch. The index is derived
-data: :func:`reindex` rebuilds it from the WORM store alone.
+data: :func:`reindex` rebuilds it from the WORM store alone. One indexer runs at a time
+(a lock like the sealer's), so a reindex never races an index run.
+
+Some fields of a message's document come from later records (``search.UPDATABLE``): the
+delivery state its statuses reached, the revoke that withdrew it, its latest edit. They
+are always computed the same way, from every record sealed up to the run's chain head H
+(:class:`_Facts`):
+
+- ``status``: the statuses of the message's wamid folded in seq order with
+  ``items.status_supersedes``, so a late or repeated lower state never downgrades it;
+- ``revoked``/``revoked_by``: the first revoke linked to the message; ``edited_by``: the
+  last edit linked to it.
+
+A document is built with the facts up to H. A status, edit or revoke whose message an
+earlier run indexed patches that document with its facts recomputed up to H
+(``SearchIndex.update``). The facts up to H' > H extend those up to H, so re-running any
+seq range, or a reindex, writes exactly the same documents.
+
+Edits and revokes reach their message through the seq the sealer resolved from the
+wamid (``links.original``), which it always does when the message was sealed first. An
+edit or revoke sealed in an earlier batch than its message stays unlinked.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
+import itertools
 import json
 import logging
+import time
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime
 from typing import Any
 
@@ -17,49 +42,95 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from archiver import items, records
-from archiver.catalog import MessageState, Record, chain_head, cursor_value, set_cursor
+from archiver.catalog import Record, chain_head, cursor_value, leader_lock, set_cursor
+from archiver.errors import SearchUnavailable
 from archiver.services import Services
 
 log = logging.getLogger(__name__)
 
 INDEXED = ("message", "echo", "outbound", "history_message", "edit", "revoke")
+CHANGES = ("status", "edit", "revoke")
+"""Kinds of records that change the document of the message they refer to."""
 CHANNEL = {"message": "customer", "echo": "app", "outbound": "api", "history_message": "history"}
 TEXT_KEYS = {"body", "caption", "filename", "title", "description", "text", "name", "formatted_name",
              "first_name", "last_name", "address", "emoji", "headline", "footer", "header"}
 MEDIA = ("image", "video", "audio", "document", "sticker")
-BATCH = 500
+BATCH = 2000
+LOCK = "indexer"
+LOCK_WAIT = 300.0
+"""Seconds a reindex waits for a running index run to finish."""
+_IN = 500  # values per SQL IN list
+
+Sealed = tuple[dict[str, Any], bytes | None]
 
 
 def index_pending(services: Services, *, batch: int = BATCH) -> int:
     """Index everything sealed after the cursor; return the number of documents indexed.
 
+    Returns 0 without work while another index run or a reindex holds the lock.
     Raises SearchUnavailable when the backend is down (the cursor stays; the lag grows).
     """
-    total = 0
-    with services.sessions() as session:
+    with leader_lock(services.engine, LOCK) as leader:
+        return _index_after_cursor(services, batch) if leader else 0
+
+
+def _index_after_cursor(services: Services, batch: int) -> int:
+    with services.sessions() as session, _Writer(services) as writer:
         after = cursor_value(session, "index")
         head = chain_head(session).seq
         if head <= after:
             return 0
-        context = _Context.load(session)
-        docs: list[dict[str, Any]] = []
-        last = after
-        for rec, plain in records.iter_decrypted(services, session, after):
-            doc = build_doc(rec, plain, context)
-            if doc:
-                docs.append(doc)
-            last = rec["seq"]
-            if len(docs) >= batch:
-                total += _flush(services, docs, last)
-                docs = []
-        total += _flush(services, docs, last)
-    return total
+        facts = _Facts.load(session, head)
+        for chunk, last in _chunks(_sealed(services, session, after, head), batch):
+            docs = facts.documents(chunk)
+            writer.put(docs, facts.patches(chunk, after), last)
+    return writer.count
 
 
-def _flush(services: Services, docs: list[dict[str, Any]], last: int) -> int:
-    """Index ``docs``, then move the cursor to ``last`` (never before the backend has them)."""
+class _Writer:
+    """Writes each batch to the backend while the next one is built.
+
+    The backend mostly waits on the network or on SQLite, which release the GIL. Batches
+    are written one at a time and in order, each moving the cursor only once the backend
+    has it, so a failure leaves the cursor after the last batch written. Leaving the
+    block waits for the write in flight, so the indexer lock outlives it.
+    """
+
+    def __init__(self, services: Services) -> None:
+        self.services, self.count = services, 0
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="index-write")
+        self._pending: Future[int] | None = None
+
+    def put(self, docs: list[dict[str, Any]], patches: list[dict[str, Any]], last: int) -> None:
+        """Write this batch after the previous one. Raises what writing the previous one raised."""
+        self.wait()
+        self._pending = self._pool.submit(_flush, self.services, docs, patches, last)
+
+    def wait(self) -> None:
+        """Wait for the batch in flight. Raises what writing it raised."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            self.count += pending.result()
+
+    def __enter__(self) -> "_Writer":
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *_: Any) -> None:
+        try:
+            if kind is None:
+                self.wait()
+            elif self._pending is not None:  # the block failed (its error goes on): let the write finish
+                concurrent.futures.wait([self._pending])
+        finally:
+            self._pool.shutdown(wait=True)
+
+
+def _flush(services: Services, docs: list[dict[str, Any]], patches: list[dict[str, Any]], last: int) -> int:
+    """Index ``docs``, apply ``patches``, then move the cursor to ``last`` (never before the backend has them)."""
     if docs:
         services.search.index(docs)
+    if patches:
+        services.search.update(patches)
     with services.sessions.begin() as session:
         if cursor_value(session, "index") < last:
             set_cursor(session, "index", last)
@@ -67,37 +138,161 @@ def _flush(services: Services, docs: list[dict[str, Any]], last: int) -> int:
 
 
 def reindex(services: Services) -> int:
-    """Rebuild the whole index from the WORM store; return the number of documents."""
-    with services.sessions() as session:
-        context = _Context.load(session)
-        last = chain_head(session).seq
-        docs = (d for rec, plain in records.iter_decrypted(services, session, 0) if (d := build_doc(rec, plain, context)))
-        count = services.search.rebuild(docs)
-    with services.sessions.begin() as session:
-        set_cursor(session, "index", last)
+    """Rebuild the whole index from the WORM store; return the number of documents.
+
+    Waits up to :data:`LOCK_WAIT` seconds for a running index run. Raises SearchUnavailable
+    when the backend fails (the old index stays) or the lock stays taken.
+    """
+    with _exclusive(services):
+        with services.sessions() as session:
+            head = chain_head(session).seq
+            facts = _Facts.load(session, head)
+            docs = (doc for chunk, _ in _chunks(_sealed(services, session, 0, head), BATCH)
+                    for doc in facts.documents(chunk))
+            count = services.search.rebuild(docs)
+        with services.sessions.begin() as session:
+            set_cursor(session, "index", head)
     return count
 
 
-class _Context:
-    """Catalog facts a document shows: contact ids, highest status, revoked originals."""
+@contextlib.contextmanager
+def _exclusive(services: Services) -> Iterator[None]:
+    """Hold the indexer lock, waiting for whoever has it. Raises SearchUnavailable after LOCK_WAIT."""
+    deadline = time.monotonic() + LOCK_WAIT
+    while True:
+        with leader_lock(services.engine, LOCK) as leader:
+            if leader:
+                yield
+                return
+        if time.monotonic() > deadline:
+            raise SearchUnavailable("another index run holds the indexer lock",
+                                    hint="wait for the running index or reindex to finish")
+        time.sleep(0.2)
 
-    def __init__(self, contacts: dict[int, str | None], states: dict[str, str], revoked: set[int]) -> None:
-        self.contacts, self.states, self.revoked = contacts, states, revoked
+
+def _sealed(services: Services, session: Session, after: int, head: int) -> Iterator[Sealed]:
+    """Sealed records in ``(after, head]`` with their plaintext (None for kinds never indexed)."""
+    stream = records.iter_decrypted(services, session, after, kinds=INDEXED)
+    return itertools.takewhile(lambda pair: pair[0]["seq"] <= head, stream)
+
+
+def _chunks(stream: Iterable[Sealed], size: int) -> Iterator[tuple[list[Sealed], int]]:
+    """Batches of about ``size`` records that matter to the index, each with the last seq read."""
+    chunk: list[Sealed] = []
+    last, unsent = 0, False
+    for pair in stream:
+        last, unsent = pair[0]["seq"], True
+        if pair[0]["kind"] in INDEXED or pair[0]["kind"] in CHANGES:
+            chunk.append(pair)
+            if len(chunk) >= size:
+                yield chunk, last
+                chunk, unsent = [], False
+    if unsent:  # the tail, or records that never make documents (the cursor passes them too)
+        yield chunk, last
+
+
+class _Facts:
+    """What documents show about other records, as of chain head ``head`` (module docstring).
+
+    ``revokes``/``edits`` map a message's seq to its first revoke / last edit; per chunk,
+    ``rows`` holds the catalog's (kind, contact, wamid) of its records and ``states`` the
+    folded status of the wamids it needs.
+    """
+
+    def __init__(self, session: Session, head: int, revokes: dict[int, int], edits: dict[int, int]) -> None:
+        self.session, self.head = session, head
+        self.revokes, self.edits = revokes, edits
+        self.rows: dict[int, tuple[str, str | None, str | None]] = {}
+        self.states: dict[str, str | None] = {}
 
     @classmethod
-    def load(cls, session: Session) -> "_Context":
-        contacts = dict(session.execute(select(Record.seq, Record.contact).where(Record.kind.in_(INDEXED))).all())
-        states = dict(session.execute(select(MessageState.wamid, MessageState.state)).all())
-        revoked = {int(links["original"]) for (links,) in session.execute(select(Record.links).where(Record.kind == "revoke"))
-                   if links and "original" in links}
-        return cls(contacts, states, revoked)
+    def load(cls, session: Session, head: int) -> "_Facts":
+        """Read the edit and revoke links sealed up to ``head``."""
+        revokes: dict[int, int] = {}
+        edits: dict[int, int] = {}
+        rows = session.execute(select(Record.seq, Record.kind, Record.links).where(
+            Record.kind.in_(("edit", "revoke")), Record.seq <= head).order_by(Record.seq))
+        for seq, kind, links in rows:
+            original = (links or {}).get("original")
+            if isinstance(original, int) and kind == "revoke":
+                revokes.setdefault(original, seq)
+            elif isinstance(original, int):
+                edits[original] = seq
+        return cls(session, head, revokes, edits)
+
+    def documents(self, chunk: list[Sealed]) -> list[dict[str, Any]]:
+        """The documents of the records in ``chunk`` (read in seq order)."""
+        if not chunk:
+            return []
+        found = self.session.execute(select(Record.seq, Record.kind, Record.contact, Record.wamid).where(
+            Record.seq.between(chunk[0][0]["seq"], chunk[-1][0]["seq"]), Record.kind.in_(INDEXED + CHANGES)))
+        self.rows = {seq: (kind, contact, wamid) for seq, kind, contact, wamid in found}
+        self._fold_states({self.rows[rec["seq"]][2] for rec, _ in chunk if rec["seq"] in self.rows})
+        return [doc for rec, plain in chunk if (doc := build_doc(rec, plain, self))]
+
+    def patches(self, chunk: list[Sealed], after: int) -> list[dict[str, Any]]:
+        """Patches for documents indexed before this run (seq <= ``after``) that ``chunk`` changes.
+
+        Call after :meth:`documents` of the same chunk.
+        """
+        targets = self._targets(chunk, after)
+        self._fold_states({wamid for _, wamid in targets.values() if wamid})
+        return [{"seq": seq, **self.derived(seq, kind, wamid)} for seq, (kind, wamid) in sorted(targets.items())]
+
+    def _targets(self, chunk: list[Sealed], after: int) -> dict[int, tuple[str, str | None]]:
+        """``{seq: (kind, wamid)}`` of the earlier documents the chunk's records refer to."""
+        wamids = {self.rows[rec["seq"]][2] for rec, _ in chunk if rec["kind"] == "status" and rec["seq"] in self.rows}
+        originals = {o for rec, _ in chunk if rec["kind"] in ("edit", "revoke")
+                     and isinstance(o := (rec.get("links") or {}).get("original"), int) and o <= after}
+        queries = [Record.wamid.in_(part) for part in _parts(sorted(w for w in wamids if w))]
+        queries += [Record.seq.in_(part) for part in _parts(sorted(originals))]
+        targets: dict[int, tuple[str, str | None]] = {}
+        for where in queries:
+            # Only the wamid (or seq) in SQL, the rest here: SQLite would otherwise pick
+            # the kind index and scan every record of those kinds.
+            found = self.session.execute(select(Record.seq, Record.kind, Record.wamid).where(where))
+            targets.update({seq: (kind, wamid) for seq, kind, wamid in found if kind in INDEXED and seq <= after})
+        return targets
+
+    def _fold_states(self, wamids: set[str | None]) -> None:
+        """Keep the state each of ``wamids`` reached with the statuses sealed up to ``head``."""
+        self.states = {wamid: None for wamid in wamids if wamid}
+        for part in _parts(sorted(self.states)):
+            found = self.session.execute(  # by wamid alone, as in _targets
+                select(Record.wamid, Record.kind, Record.type, Record.seq).where(Record.wamid.in_(part)))
+            for wamid, _, state, _ in sorted((row for row in found if row[1] == "status" and row[3] <= self.head),
+                                             key=lambda row: row[3]):
+                if items.status_supersedes(state, self.states[wamid]):
+                    self.states[wamid] = state
+
+    def contact(self, seq: int) -> str | None:
+        """The catalog's contact of record ``seq`` (of the current chunk)."""
+        row = self.rows.get(seq)
+        return row[1] if row else None
+
+    def wamid(self, seq: int) -> str | None:
+        """The catalog's wamid of record ``seq`` (of the current chunk)."""
+        row = self.rows.get(seq)
+        return row[2] if row else None
+
+    def derived(self, seq: int, kind: str, wamid: str | None) -> dict[str, Any]:
+        """The :data:`search.UPDATABLE` fields of document ``seq``."""
+        revoke = self.revokes.get(seq)
+        return {"status": self.states.get(wamid) if wamid else None, "revoked": kind == "revoke" or revoke is not None,
+                "revoked_by": revoke, "edited_by": self.edits.get(seq)}
 
 
-def build_doc(rec: dict[str, Any], plain: bytes | None, ctx: _Context) -> dict[str, Any] | None:
+def _parts(values: list[Any]) -> Iterator[list[Any]]:
+    """``values`` in lists short enough for one SQL IN."""
+    for i in range(0, len(values), _IN):
+        yield values[i:i + _IN]
+
+
+def build_doc(rec: dict[str, Any], plain: bytes | None, ctx: _Facts) -> dict[str, Any] | None:
     """The search document of a sealed record, or None if it is not searchable."""
     if rec["kind"] not in INDEXED or plain is None:
         return None
-    payload = json.loads(plain)
+    payload = json.loads(plain)  # not orjson: it would turn integers beyond 64 bits into floats
     if rec["kind"] == "outbound":
         return _outbound_doc(rec, payload, ctx)
     msg = payload.get("message") or {}
@@ -115,7 +310,7 @@ def build_doc(rec: dict[str, Any], plain: bytes | None, ctx: _Context) -> dict[s
     )
 
 
-def _outbound_doc(rec: dict[str, Any], payload: dict[str, Any], ctx: _Context) -> dict[str, Any]:
+def _outbound_doc(rec: dict[str, Any], payload: dict[str, Any], ctx: _Facts) -> dict[str, Any]:
     capture = payload.get("capture") or {}
     request = capture.get("request") or {}
     response = capture.get("response") or {}
@@ -128,7 +323,7 @@ def _outbound_doc(rec: dict[str, Any], payload: dict[str, Any], ctx: _Context) -
     )
 
 
-def _doc(rec: dict[str, Any], ctx: _Context, *, wamid: Any, type_: Any, outgoing: bool, channel: str,
+def _doc(rec: dict[str, Any], ctx: _Facts, *, wamid: Any, type_: Any, outgoing: bool, channel: str,
          time: int | None, sender: Any, recipient: Any, name: Any, number: Any, text: str,
          media: dict[str, Any] | None) -> dict[str, Any]:
     seq = rec["seq"]
@@ -137,11 +332,12 @@ def _doc(rec: dict[str, Any], ctx: _Context, *, wamid: Any, type_: Any, outgoing
         "seq": seq, "wamid": _s(wamid), "kind": rec["kind"], "type": _s(type_),
         "direction": "out" if outgoing else "in", "channel": channel,
         "time": time if time is not None else int(datetime.fromisoformat(rec["sealed_at"]).timestamp()),
-        "from": _s(sender), "to": _s(recipient), "contact": ctx.contacts.get(seq), "contact_name": _s(name),
+        "from": _s(sender), "to": _s(recipient), "contact": ctx.contact(seq), "contact_name": _s(name),
         "number": _s(number), "text": text, "has_media": media is not None,
-        "mime_type": _s((media or {}).get("mime_type")), "status": ctx.states.get(str(wamid)) if wamid else None,
-        "edit_of": links.get("original"), "revoked": rec["kind"] == "revoke" or seq in ctx.revoked,
+        "mime_type": _s((media or {}).get("mime_type")), "edit_of": links.get("original"),
         "retention_class": rec["class"],
+        # The catalog's wamid is the payload's; patches look statuses up by it too.
+        **ctx.derived(seq, rec["kind"], ctx.wamid(seq)),
     }
 
 
@@ -170,19 +366,19 @@ def _inner(msg: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
-def _texts(obj: Any, key: str = "") -> Iterator[str]:
+def _texts(obj: dict[str, Any] | list[Any], key: str = "") -> Iterator[str]:
     """Every human-readable string inside a message object (bodies, captions, names...)."""
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            if k == "response_json" and isinstance(v, str):
+    # Strings are tested here rather than one call deeper: this runs for every field of
+    # every message indexed.
+    pairs = obj.items() if isinstance(obj, dict) else ((key, v) for v in obj)
+    for k, v in pairs:
+        if isinstance(v, str):
+            if k in TEXT_KEYS and v:
+                yield v
+            elif k == "response_json":
                 yield from _flow_texts(v)
-            else:
-                yield from _texts(v, k)
-    elif isinstance(obj, list):
-        for v in obj:
-            yield from _texts(v, key)
-    elif isinstance(obj, str) and key in TEXT_KEYS and obj:
-        yield obj
+        elif isinstance(v, (dict, list)):
+            yield from _texts(v, k)
 
 
 def _flow_texts(raw: str) -> Iterable[str]:

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from typing import Any
 
+import orjson
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -23,7 +24,13 @@ from archiver.services import Services
 def segment_records(services: Services, seg: Segment) -> list[dict[str, Any]]:
     """The sealed records of ``seg`` as stored. Raises NotFound, IntegrityError."""
     blob = seg.blob if seg.state == "writing" and seg.blob else services.store.get(seg.key)
-    return chain.decode_segment(blob, seg.key)
+    # orjson reads a segment several times faster than json (the indexer reads them all).
+    # It is exact here: the clear part of a record holds only strings and small integers.
+    # Should a lone surrogate ever get there, orjson refuses it and json reads it.
+    try:
+        return [orjson.loads(line) for line in chain.segment_lines(blob, seg.key)]
+    except orjson.JSONDecodeError:
+        return chain.decode_segment(blob, seg.key)
 
 
 def decrypt(services: Services, session: Session, rec: dict[str, Any], cache: dict[str, bytes | None]) -> bytes | None:
@@ -39,14 +46,20 @@ def decrypt(services: Services, session: Session, rec: dict[str, Any], cache: di
     return plain
 
 
-def iter_decrypted(services: Services, session: Session, after_seq: int) -> Iterator[tuple[dict[str, Any], bytes | None]]:
-    """Every sealed record after ``after_seq`` in seq order, with its plaintext."""
+def iter_decrypted(services: Services, session: Session, after_seq: int,
+                   kinds: Collection[str] | None = None) -> Iterator[tuple[dict[str, Any], bytes | None]]:
+    """Every sealed record after ``after_seq`` in seq order, with its plaintext.
+
+    With ``kinds``, only records of those kinds are decrypted; the others come with None.
+    """
     cache: dict[str, bytes | None] = {}
     segs = session.scalars(select(Segment).where(Segment.last_seq > after_seq).order_by(Segment.first_seq)).all()
     for seg in segs:
         for rec in segment_records(services, seg):
-            if rec["seq"] > after_seq:
-                yield rec, decrypt(services, session, rec, cache)
+            if rec["seq"] <= after_seq:
+                continue
+            wanted = kinds is None or rec["kind"] in kinds
+            yield rec, decrypt(services, session, rec, cache) if wanted else None
 
 
 def read_record(services: Services, session: Session, seq: int) -> dict[str, Any]:

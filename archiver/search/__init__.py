@@ -1,9 +1,9 @@
 """The search index: derived from WORM, thrown away and rebuilt at will.
 
-``SearchIndex`` is shaped by its callers: the indexer (``index``, ``delete``, ``max_seq``,
-``rebuild``), the UI/API/CLI (``search``, ``conversation``), health checks (``ping``) and
-tests or operators (``reset``). Drivers are chosen by URL scheme in :func:`open_index`
-and imported lazily, so the embedded install never imports opensearch-py:
+``SearchIndex`` is shaped by its callers: the indexer (``index``, ``update``, ``delete``,
+``max_seq``, ``rebuild``), the UI/API/CLI (``search``, ``conversation``), health checks
+(``ping``) and tests or operators (``reset``). Drivers are chosen by URL scheme in
+:func:`open_index` and imported lazily, so the embedded install never imports opensearch-py:
 
 - ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``: SQLite FTS5 (fts5.py)
 - ``http(s)://[user:pass@]host:port[/alias][?timeout=5&shards=1&replicas=1]``: OpenSearch,
@@ -28,9 +28,16 @@ DOC_FIELDS: dict[str, type] = {
     "seq": int, "wamid": str, "kind": str, "type": str, "direction": str, "channel": str,
     "time": int, "from": str, "to": str, "contact": str, "contact_name": str, "number": str,
     "text": str, "has_media": bool, "mime_type": str, "status": str, "edit_of": int,
-    "revoked": bool, "retention_class": str,
+    "revoked": bool, "revoked_by": int, "edited_by": int, "retention_class": str,
 }
 """Every field a document may carry, and its type (all but ``seq`` and ``time`` may be None)."""
+
+_FIELD_TYPES = tuple(DOC_FIELDS.items())
+_REQUIRED = ("seq", "time")
+
+UPDATABLE = ("status", "revoked", "revoked_by", "edited_by")
+"""Fields that later records change on a document already indexed (see :meth:`SearchIndex.update`):
+the delivery state reached, and the links to the revoke and the latest edit of a message."""
 
 FACETS = ("direction", "channel", "type", "month")
 SORTS = ("newest", "oldest")
@@ -58,6 +65,12 @@ class Hit:
     has_media: bool
     revoked: bool
     edit_of: int | None
+    status: str | None
+    """Delivery state reached (sent, delivered, read, played, failed), for messages that have one."""
+    revoked_by: int | None
+    """Seq of the revoke of this message, once one is archived."""
+    edited_by: int | None
+    """Seq of the latest edit of this message, once one is archived."""
     snippet: str = field(repr=False)
     """HTML-escaped excerpt with ``<mark>`` around the matches."""
 
@@ -70,6 +83,7 @@ class Hit:
             sender=doc["from"], recipient=doc["to"], contact=doc["contact"],
             contact_name=doc["contact_name"], number=doc["number"],
             has_media=doc["has_media"], revoked=doc["revoked"], edit_of=doc["edit_of"],
+            status=doc["status"], revoked_by=doc["revoked_by"], edited_by=doc["edited_by"],
             snippet=snippet,
         )
 
@@ -101,6 +115,16 @@ class SearchIndex(Protocol):
 
         Raises ValueError for a document without an int ``seq``/``time`` or with a field
         of the wrong type, SearchUnavailable if the backend cannot take them.
+        """
+
+    def update(self, patches: Sequence[Mapping[str, Any]]) -> None:
+        """Change fields of documents already indexed; they are searchable when this returns.
+
+        Each patch names a ``seq`` and new values for some of :data:`UPDATABLE`; the other
+        fields, the text included, stay as they are. Several patches of one seq apply in
+        order. Seqs not in the index are ignored (a record never indexed, or deleted).
+        Raises ValueError for a patch without an int ``seq``, naming another field or with
+        a value of the wrong type; SearchUnavailable if the backend cannot take them.
         """
 
     def delete(self, seqs: Sequence[int]) -> None:
@@ -169,13 +193,29 @@ def open_index(url: str) -> SearchIndex:
 def normalize(doc: Mapping[str, Any]) -> dict[str, Any]:
     """Keep the known fields of ``doc`` with their defaults; ignore the rest.
 
+    A lone surrogate in a string (JSON allows it, UTF-8 does not, so neither backend could
+    store it) becomes U+FFFD; the original stays in the archive.
+
     Raises ValueError if ``seq`` or ``time`` is not an int or a field has the wrong type.
     """
     out = {name: doc.get(name) for name in DOC_FIELDS}
     out.update(text=out["text"] or "", has_media=bool(out["has_media"]), revoked=bool(out["revoked"]))
-    for name, value in out.items():
-        _check_field(name, value)
+    for name, kind in _FIELD_TYPES:
+        value = out[name]
+        if value.__class__ is not kind and (value is not None or name in _REQUIRED):  # the common cases first
+            _check_field(name, value)
+        elif kind is str and value is not None and not value.isascii():
+            out[name] = _encodable(value)
     return out
+
+
+def _encodable(value: str) -> str:
+    """``value`` with each lone surrogate (JSON can carry them; UTF-8 cannot) replaced by U+FFFD."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "".join("\ufffd" if "\ud800" <= c <= "\udfff" else c for c in value)
+    return value
 
 
 def unique(docs: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -186,10 +226,31 @@ def unique(docs: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return list({row["seq"]: row for row in map(normalize, docs)}.values())
 
 
+def merge_patches(patches: Iterable[Mapping[str, Any]]) -> dict[int, dict[str, Any]]:
+    """``{seq: {field: value}}`` of ``patches``, later patches of a seq overriding earlier ones.
+
+    Raises ValueError for a patch without an int ``seq``, with a field outside
+    :data:`UPDATABLE` or a value of the wrong type (``revoked`` may not be None).
+    """
+    merged: dict[int, dict[str, Any]] = {}
+    for patch in patches:
+        seq = patch.get("seq")
+        _check_field("seq", seq)
+        changes = {name: value for name, value in patch.items() if name != "seq"}
+        for name, value in changes.items():
+            if name not in UPDATABLE:
+                raise ValueError(f"document field {name!r} cannot be updated; only {', '.join(UPDATABLE)}")
+            _check_field(name, value)
+        if changes.get("revoked", False) is None:
+            raise ValueError("document field 'revoked' must be bool")
+        merged.setdefault(seq, {}).update(changes)
+    return merged
+
+
 def _check_field(name: str, value: Any) -> None:
     """Raise ValueError unless ``value`` suits document field ``name``."""
     kind = DOC_FIELDS[name]
-    if value is None and name not in ("seq", "time"):
+    if value is None and name not in _REQUIRED:
         return
     # bool is an int: a True seq would silently become 1.
     if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):

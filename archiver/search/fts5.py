@@ -33,6 +33,7 @@ from archiver.search import (
     check_page,
     check_size,
     empty_facets,
+    merge_patches,
     text,
     unique,
 )
@@ -47,9 +48,14 @@ _SCHEMA = (
         channel TEXT, time INTEGER NOT NULL, from_id TEXT, to_id TEXT, contact TEXT,
         contact_name TEXT, number TEXT, text TEXT NOT NULL, has_media INTEGER NOT NULL,
         mime_type TEXT, status TEXT, edit_of INTEGER, revoked INTEGER NOT NULL,
-        retention_class TEXT)""",
+        revoked_by INTEGER, edited_by INTEGER, retention_class TEXT)""",
     "CREATE INDEX IF NOT EXISTS docs_time ON docs(time, seq)",
     "CREATE INDEX IF NOT EXISTS docs_contact ON docs(contact, time, seq)",
+    # from:/to: are the other filters that pick few documents out of many. Low-cardinality
+    # filters (kind:, channel:, ...) stay scans: SQLite would take an index even for
+    # kind:message and read half the table through it.
+    "CREATE INDEX IF NOT EXISTS docs_from ON docs(from_id, time, seq)",
+    "CREATE INDEX IF NOT EXISTS docs_to ON docs(to_id, time, seq)",
     "CREATE VIRTUAL TABLE IF NOT EXISTS fts USING fts5(folded, tokenize='ascii')",
 )
 log = logging.getLogger(__name__)
@@ -57,12 +63,15 @@ log = logging.getLogger(__name__)
 _BATCH = 500
 _MATCH_SQL = "d.seq IN (SELECT rowid FROM fts WHERE fts MATCH ?)"
 _ORDER = {"newest": "d.time DESC, d.seq DESC", "oldest": "d.time ASC, d.seq ASC"}
-_FACET_SQL = """WITH m AS MATERIALIZED (SELECT d.direction, d.channel, d.type, d.time FROM docs d WHERE {cond})
+# One pass over the matches gives the total, the facets and the seqs of the page; the
+# page's documents are then read by seq (sorting whole rows, text included, costs more).
+_SEARCH_SQL = """WITH m AS MATERIALIZED (SELECT d.seq, d.direction, d.channel, d.type, d.time FROM docs d WHERE {cond})
     SELECT 'direction', direction, count(*) FROM m WHERE direction IS NOT NULL GROUP BY 2
     UNION ALL SELECT 'channel', channel, count(*) FROM m WHERE channel IS NOT NULL GROUP BY 2
     UNION ALL SELECT 'type', type, count(*) FROM m WHERE type IS NOT NULL GROUP BY 2
     UNION ALL SELECT 'month', strftime('%Y-%m', time, 'unixepoch'), count(*) FROM m GROUP BY 2
-    UNION ALL SELECT 'total', '', count(*) FROM m"""
+    UNION ALL SELECT 'total', '', count(*) FROM m
+    UNION ALL SELECT * FROM (SELECT 'page', seq, time FROM m d ORDER BY {order} LIMIT ? OFFSET ?)"""
 
 Sql = tuple[str, list[Any]]
 
@@ -90,6 +99,7 @@ class Fts5Index:
             with index._connect() as db:
                 db.execute("PRAGMA journal_mode=WAL")
                 _create(db)
+                _add_new_columns(db)
         except (OSError, SearchUnavailable) as exc:
             raise ConfigError(f"cannot open the search index at {path}") from exc
         return index
@@ -131,6 +141,19 @@ class Fts5Index:
             with self._transaction() as db:
                 _write(db, rows)
 
+    def update(self, patches: Sequence[Mapping[str, Any]]) -> None:
+        """Change fields of indexed documents (the text stays). Raises ValueError, SearchUnavailable."""
+        groups: dict[tuple[str, ...], list[list[Any]]] = {}
+        for seq, changes in merge_patches(patches).items():
+            if changes:
+                groups.setdefault(tuple(changes), []).append([*changes.values(), seq])
+        if not groups:
+            return
+        with self._transaction() as db:
+            for names, rows in groups.items():
+                sets = ", ".join(f"{_COLUMN[name]} = ?" for name in names)
+                db.executemany(f"UPDATE docs SET {sets} WHERE seq = ?", rows)  # noqa: S608
+
     def delete(self, seqs: Sequence[int]) -> None:
         """Remove documents by seq. Raises SearchUnavailable."""
         with self._transaction() as db:
@@ -163,13 +186,13 @@ class Fts5Index:
         cond, params = _where(tree)
         # One read transaction, so the total, facets and page come from one snapshot.
         with self._transaction("DEFERRED") as db:
-            total, facets = _facets(db.execute(_FACET_SQL.format(cond=cond), params))
-            rows = db.execute(
-                f"SELECT {_COLUMNS} FROM docs d WHERE {cond} ORDER BY {_ORDER[sort]} LIMIT ? OFFSET ?",  # noqa: S608
-                [*params, size, (page - 1) * size],
-            ).fetchall()
+            sql = _SEARCH_SQL.format(cond=cond, order=_ORDER[sort])
+            total, facets, seqs = _summary(db.execute(sql, [*params, size, (page - 1) * size]))
+            marks = ", ".join("?" * len(seqs))
+            found = db.execute(f"SELECT {_COLUMNS} FROM docs d WHERE d.seq IN ({marks})", seqs)  # noqa: S608
+            by_seq = {doc["seq"]: doc for doc in map(_doc, found)}
         patterns = ql.highlights(tree)
-        hits = [Hit.from_doc(doc, text.snippet(doc["text"], patterns)) for doc in map(_doc, rows)]
+        hits = [Hit.from_doc(by_seq[seq], text.snippet(by_seq[seq]["text"], patterns)) for seq in seqs]
         return SearchResult(total=total, hits=hits, facets=facets, page=page, size=size)
 
     def conversation(self, contact: str, around_seq: int | None = None, size: int = 50) -> list[dict[str, Any]]:
@@ -217,6 +240,15 @@ def _create(db: sqlite3.Connection) -> None:
         db.execute(statement)
 
 
+def _add_new_columns(db: sqlite3.Connection) -> None:
+    """Give a file written by an older version the columns added since (all nullable)."""
+    have = {row[1] for row in db.execute("PRAGMA table_info(docs)")}
+    for name, column in _COLUMN.items():
+        if column not in have:
+            kind = "TEXT" if DOC_FIELDS[name] is str else "INTEGER"
+            db.execute(f"ALTER TABLE docs ADD COLUMN {column} {kind}")
+
+
 def _write(db: sqlite3.Connection, rows: list[dict[str, Any]]) -> None:
     """Replace the documents of ``rows`` (normalized) in both tables."""
     _delete(db, [row["seq"] for row in rows])
@@ -246,15 +278,17 @@ def _doc(row: Sequence[Any]) -> dict[str, Any]:
     return doc
 
 
-def _facets(rows: Iterable[Sequence[Any]]) -> tuple[int, dict[str, dict[str, int]]]:
-    """The total and the facets from the rows of :data:`_FACET_SQL`."""
-    total, facets = 0, empty_facets()
+def _summary(rows: Iterable[Sequence[Any]]) -> tuple[int, dict[str, dict[str, int]], list[int]]:
+    """The total, the facets and the page's seqs (in order) from the rows of :data:`_SEARCH_SQL`."""
+    total, facets, seqs = 0, empty_facets(), []
     for facet, value, count in rows:
         if facet == "total":
             total = count
+        elif facet == "page":
+            seqs.append(value)
         else:
             facets[facet][value] = count
-    return total, {name: dict(sorted(counts.items())) for name, counts in facets.items()}
+    return total, {name: dict(sorted(counts.items())) for name, counts in facets.items()}, seqs
 
 
 # --- compiling the query tree ----------------------------------------------------------

@@ -37,6 +37,7 @@ from archiver.search import (
     check_page,
     check_size,
     empty_facets,
+    merge_patches,
     month,
     normalize,
     text,
@@ -49,7 +50,8 @@ log = logging.getLogger(__name__)
 DEFAULT_ALIAS = "archiver-messages"
 FIRST_GENERATION = "g0"  # fixed, so two processes starting on an empty cluster agree
 _ALIAS = re.compile(r"[a-z0-9][a-z0-9_.-]{0,200}")
-_BATCH = 500
+_BATCH = 500  # ids per lookup
+_BULK_DOCS = 2000  # documents per bulk request (a few MB): fewer round trips, same memory bound
 _BULK_TIMEOUT = 30  # seconds; searches keep the short default so they fail fast
 
 _KEYWORD = {"type": "keyword"}
@@ -67,6 +69,7 @@ MAPPINGS: dict[str, Any] = {
         "folded": {"type": "text", "analyzer": "whitespace", "norms": False, "index_options": "positions"},
         "has_media": {"type": "boolean"}, "revoked": {"type": "boolean"},
         "mime_type": _KEYWORD, "status": _KEYWORD, "edit_of": {"type": "long"},
+        "revoked_by": {"type": "long"}, "edited_by": {"type": "long"},
         "retention_class": _KEYWORD,
     },
 }
@@ -163,6 +166,9 @@ class OpenSearchIndex:
         self.client.indices.put_index_template(name=f"{self.alias}-template", body=self._template())
         if not self._generations():
             self._create(self._name(FIRST_GENERATION, "base"), live=True)
+        else:
+            # Indices created before a field was added get it now (adding fields is allowed).
+            self.client.indices.put_mapping(index=f"{self.alias}-g*", body={"properties": MAPPINGS["properties"]})
         self._ready = True
 
     def _members(self) -> list[str]:
@@ -215,6 +221,22 @@ class OpenSearchIndex:
         self.client.indices.refresh(index=",".join(sorted({*targets.values(), *(i for i, _ in stale)})))
 
     @_translated
+    def update(self, patches: Sequence[Mapping[str, Any]]) -> None:
+        """Change fields of indexed documents (the text stays). Raises ValueError, SearchUnavailable."""
+        merged = {seq: changes for seq, changes in merge_patches(patches).items() if changes}
+        if not merged:
+            return
+        # A partial update would rebuild the document from _source, which leaves out the
+        # folded terms: fetch the stored fields, change them and index the whole document.
+        found = self._fetch(self._live(), list(merged))
+        if not found:
+            return
+        rows = [normalize({**source, **merged[seq]}) for _, seq, source in found]
+        targets = {seq: index for index, seq, _ in found}
+        self._bulk(_index_actions(rows, targets))
+        self.client.indices.refresh(index=",".join(sorted(set(targets.values()))))
+
+    @_translated
     def delete(self, seqs: Sequence[int]) -> None:
         """Remove documents by seq. Raises SearchUnavailable."""
         generation = self._live()
@@ -225,18 +247,22 @@ class OpenSearchIndex:
 
     def _locate(self, generation: str, seqs: list[int]) -> list[tuple[str, int]]:
         """``(index, seq)`` of each of ``seqs`` stored in ``generation``."""
+        return [(index, seq) for index, seq, _ in self._fetch(generation, seqs, source=False)]
+
+    def _fetch(self, generation: str, seqs: list[int], *, source: bool = True) -> list[tuple[str, int, dict[str, Any]]]:
+        """``(index, seq, stored fields)`` of each of ``seqs`` stored in ``generation``."""
         found = []
         for i in range(0, len(seqs), _BATCH):
             chunk = seqs[i:i + _BATCH]
-            body = {"query": {"ids": {"values": [str(s) for s in chunk]}}, "_source": False, "size": len(chunk)}
+            body = {"query": {"ids": {"values": [str(s) for s in chunk]}}, "_source": source, "size": len(chunk)}
             resp = self._search(body, index=self._name(generation, "*"))
-            found += [(hit["_index"], int(hit["_id"])) for hit in resp["hits"]["hits"]]
+            found += [(hit["_index"], int(hit["_id"]), hit.get("_source", {})) for hit in resp["hits"]["hits"]]
         return found
 
     def _bulk(self, actions: list[dict[str, Any]]) -> None:
         """Send ``actions`` in chunks. Raises SearchUnavailable if OpenSearch refuses any."""
-        for i in range(0, len(actions), 2 * _BATCH):
-            resp = self.client.bulk(body=actions[i:i + 2 * _BATCH], request_timeout=_BULK_TIMEOUT)
+        for i in range(0, len(actions), 2 * _BULK_DOCS):
+            resp = self.client.bulk(body=actions[i:i + 2 * _BULK_DOCS], request_timeout=_BULK_TIMEOUT)
             if resp["errors"]:
                 failed = [item for entry in resp["items"] for item in entry.values() if item.get("error")]
                 if failed:
@@ -267,7 +293,7 @@ class OpenSearchIndex:
         """Index ``stream`` into ``generation`` (not yet in the alias) and refresh it once."""
         self._create(self._name(generation, "base"), live=False, bulk=True)
         count = 0
-        while rows := unique(islice(stream, _BATCH)):
+        while rows := unique(islice(stream, _BULK_DOCS)):
             targets = {row["seq"]: self._name(generation, month(row["time"])) for row in rows}
             for name in set(targets.values()):
                 self._create(name, live=False, bulk=True)

@@ -27,6 +27,7 @@ This module is pure: strings in, strings out.
 from __future__ import annotations
 
 import html
+import re
 import unicodedata
 from collections.abc import Sequence
 from functools import lru_cache
@@ -161,8 +162,44 @@ def nfc(text: str) -> str:
 
 
 def terms(text: str) -> list[str]:
-    """The folded terms of ``text``, in order."""
-    return [t.term for t in analyze(text)]
+    """The folded terms of ``text``, in order (what :func:`analyze` gives, without spans)."""
+    if text.isascii():
+        return _ASCII_TERM.findall(text.lower())
+    spaced = nfc(text).translate(_SPACED)
+    if _NEEDS_SPANS in spaced:  # a kana voicing mark to join to the character before it
+        return [t.term for t in analyze(text)]
+    return [word[i:i + MAX_TERM] for word in spaced.split() for i in range(0, len(word), MAX_TERM)]
+
+
+# Indexing folds every message, so terms() takes two shortcuts that give analyze()'s terms:
+# ASCII folds to lower case and only letters and digits make words; any other text is
+# translated character by character (each character's replacement computed once) into its
+# folded form with terms separated by spaces, then split.
+_ASCII_TERM = re.compile(f"[a-z0-9]{{1,{MAX_TERM}}}")
+_NEEDS_SPANS = "\uf8ff"  # private use: never a replacement of its own
+
+
+def _spaced(ch: str) -> str:
+    """What character ``ch`` (NFC) becomes in the spaced form: folded word characters, a
+    lone character between spaces, a space, nothing, or :data:`_NEEDS_SPANS`."""
+    out = []
+    for c in fold_char(ch):
+        role = _classify(c)
+        if role == MARK:
+            return _NEEDS_SPANS
+        out.append({WORD: c, SINGLE: f" {c} ", VANISH: "", SEPARATOR: " "}[role])
+    return "".join(out)
+
+
+class _SpacedTable(dict[int, str]):
+    """``str.translate`` table that fills itself: code point -> :func:`_spaced`."""
+
+    def __missing__(self, cp: int) -> str:
+        self[cp] = _spaced(chr(cp))
+        return self[cp]
+
+
+_SPACED = _SpacedTable()
 
 
 def folded(text: str) -> str:

@@ -314,7 +314,7 @@ def everything(index: SearchIndex, query: str, sort: str = "newest") -> SearchRe
 
 def test_every_protocol_method_exists(corpus: SearchIndex) -> None:
     assert isinstance(corpus, SearchIndex)
-    for name in ("index", "delete", "search", "conversation", "max_seq", "rebuild", "reset", "ping"):
+    for name in ("index", "update", "delete", "search", "conversation", "max_seq", "rebuild", "reset", "ping"):
         assert callable(getattr(corpus, name))
 
 
@@ -481,6 +481,14 @@ def test_reindexing_a_seq_replaces_it(backend: str, make_index: Callable[[str], 
     assert index.search("NOT nothingatall").total == 3
 
 
+def test_lone_surrogates_are_stored_as_replacement_characters(backend: str,
+                                                              make_index: Callable[[str], SearchIndex]) -> None:
+    index = make_index(backend)
+    index.index([doc(1, "2026-01-05T09:00:00Z", "broken \ud800 text hello", contact_name="A\udc00")])
+    (hit,) = index.search("hello").hits
+    assert hit.snippet == "broken \ufffd text <mark>hello</mark>" and hit.contact_name == "A\ufffd"
+
+
 def test_bad_documents_are_refused(backend: str, make_index: Callable[[str], SearchIndex]) -> None:
     index = make_index(backend)
     for bad in ({"text": "no seq", "time": 1}, {"seq": 1, "text": "no time"}, {"seq": "1", "time": 1},
@@ -488,6 +496,43 @@ def test_bad_documents_are_refused(backend: str, make_index: Callable[[str], Sea
         with pytest.raises(ValueError):
             index.index([bad])
     assert index.max_seq() == 0
+
+
+def test_update_changes_only_the_named_fields(backend: str, make_index: Callable[[str], SearchIndex]) -> None:
+    index = make_index(backend)
+    index.index(CORPUS[:5] + [CORPUS[17]])  # January, and one December document
+    before = {d["seq"]: d for d in index.conversation(ALICE)}
+    index.update([{"seq": 2, "status": "read"}, {"seq": 1, "revoked": True, "revoked_by": 16},
+                  {"seq": 1, "edited_by": 15}, {"seq": 18, "status": "failed"}, {"seq": 999, "status": "read"}])
+    after = {d["seq"]: d for d in index.conversation(ALICE)}
+    assert after[1] == {**before[1], "revoked": True, "revoked_by": 16, "edited_by": 15}
+    assert after[2] == {**before[2], "status": "read"}
+    assert after[18] == {**before[18], "status": "failed"}
+    assert after[3] == before[3]
+    # The text stays searchable, the facets and totals do not move, no document appears.
+    assert seqs(index.search('"order the blue widget"')) == [1]
+    assert seqs(index.search("invoice")) == [2, 18]
+    assert index.search("NOT zzz").total == 6 and index.max_seq() == 18
+    (hit,) = index.search("photo").hits
+    assert (hit.status, hit.revoked_by, hit.edited_by) == ("delivered", None, None)
+    (hit,) = index.search("blue widget kind:message").hits
+    assert (hit.revoked, hit.revoked_by, hit.edited_by) == (True, 16, 15)
+    # Patches of one seq apply in order; None clears a link.
+    index.update([{"seq": 2, "status": "played"}, {"seq": 2, "status": "sent"}, {"seq": 1, "edited_by": None}])
+    after = {d["seq"]: d for d in index.conversation(ALICE)}
+    assert (after[2]["status"], after[1]["edited_by"], after[1]["revoked_by"]) == ("sent", None, 16)
+    index.update([])
+
+
+@pytest.mark.parametrize("patch", [{"status": "read"}, {"seq": "1", "status": "read"}, {"seq": 1, "text": "new"},
+                                   {"seq": 1, "time": 5}, {"seq": 1, "revoked": None}, {"seq": 1, "edited_by": "3"},
+                                   {"seq": 1, "status": 3}])
+def test_bad_patches_are_refused(backend: str, make_index: Callable[[str], SearchIndex], patch: dict[str, Any]) -> None:
+    index = make_index(backend)
+    index.index(CORPUS[:1])
+    with pytest.raises(ValueError):
+        index.update([{"seq": 1, "status": "read"}, patch])
+    assert index.conversation(ALICE)[0]["status"] == "delivered"
 
 
 def test_delete(backend: str, make_index: Callable[[str], SearchIndex]) -> None:
@@ -602,7 +647,7 @@ def test_unreachable_opensearch_fails_fast_with_search_unavailable() -> None:
     start = time.monotonic()
     for call in (index.ping, lambda: index.search("x"), lambda: index.index([CORPUS[0]]),
                  index.max_seq, lambda: index.conversation(ALICE), lambda: index.delete([1]),
-                 lambda: index.rebuild([CORPUS[0]])):
+                 lambda: index.update([{"seq": 1, "status": "read"}]), lambda: index.rebuild([CORPUS[0]])):
         with pytest.raises(SearchUnavailable) as info:
             call()
         assert "opensearchpy" not in type(info.value).__module__
@@ -619,6 +664,38 @@ def test_opensearch_month_that_cannot_answer_fails_the_search(make_index: Callab
         index.search("february")
     with pytest.raises(SearchUnavailable):
         index.max_seq()
+
+
+@pytest.mark.opensearch
+def test_opensearch_indices_from_before_new_fields_get_them(make_index: Callable[[str], Any]) -> None:
+    from archiver.search.opensearch import MAPPINGS
+
+    index = make_index("opensearch")
+    old = {**MAPPINGS, "properties": {k: v for k, v in MAPPINGS["properties"].items()
+                                      if k not in ("revoked_by", "edited_by")}}
+    index.client.indices.create(index=f"{index.alias}-g0-2026-01",
+                                body={"mappings": old, "aliases": {index.alias: {}}})
+    index.index([{**CORPUS[0], "revoked_by": 16}])
+    index.update([{"seq": 1, "edited_by": 15}])
+    (hit,) = index.search("blue").hits
+    assert (hit.revoked_by, hit.edited_by) == (16, 15)
+
+
+def test_fts5_file_from_before_new_fields_gets_them(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as db:  # the schema before revoked_by/edited_by
+        db.execute("""CREATE TABLE docs (seq INTEGER PRIMARY KEY, wamid TEXT, kind TEXT, type TEXT,
+            direction TEXT, channel TEXT, time INTEGER NOT NULL, from_id TEXT, to_id TEXT, contact TEXT,
+            contact_name TEXT, number TEXT, text TEXT NOT NULL, has_media INTEGER NOT NULL, mime_type TEXT,
+            status TEXT, edit_of INTEGER, revoked INTEGER NOT NULL, retention_class TEXT)""")
+    db.close()
+    index = open_index(f"sqlite:///{path}")
+    index.index([{**CORPUS[0], "revoked_by": 16}])
+    index.update([{"seq": 1, "edited_by": 15}])
+    (hit,) = index.search("blue").hits
+    assert (hit.revoked_by, hit.edited_by) == (16, 15)
 
 
 def test_embedded_backend_does_not_import_opensearch(tmp_path: Path) -> None:

@@ -89,6 +89,19 @@ def test_reindex_rebuilds_from_worm(svc: Any) -> None:
     assert svc.search.search("refund").total == 2
 
 
+def test_lone_surrogates_in_a_webhook_do_not_stop_the_indexer(svc: Any) -> None:
+    # JSON may carry a lone surrogate; the sealed payload keeps it exactly, and the index
+    # stores U+FFFD in its place (UTF-8 has no lone surrogates).
+    body = msg_body("wamid.L1", "refund \ud83d please").replace(b'"name": "Ines"', b'"name": "In\\udc00s"')
+    client = create_app(services=svc).test_client()
+    assert client.post("/webhooks/whatsapp", data=body, headers=sign(body)).status_code == 200
+    sealer.seal_pending(svc)
+    assert indexer.index_pending(svc) == 1
+    (hit,) = svc.search.search("refund please").hits
+    assert (hit.wamid, hit.contact_name) == ("wamid.L1", "In\ufffds")
+    assert hit.snippet == "<mark>refund</mark> \ufffd <mark>please</mark>"
+
+
 @pytest.mark.opensearch
 def test_opensearch_down_capture_goes_on_and_indexer_catches_up(tmp_path: Path, token: Any) -> None:
     url = f"{backends.opensearch_url()}/fault-{uuid.uuid4().hex[:10]}"

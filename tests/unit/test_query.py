@@ -229,6 +229,22 @@ def test_long_words_are_cut_below_lucene_limit() -> None:
     assert [len(t) for t in text.terms("x" * 250)] == [text.MAX_TERM, text.MAX_TERM, 50]
 
 
+def _slow_terms(raw: str) -> list[str]:
+    return [t.term for t in text.analyze(raw)]
+
+
+@pytest.mark.parametrize("raw", ["plain ASCII, 42 words!", "x" * 250 + " é" * 120, "ｶﾞｷﾞ and ｶ ﾞ", "\u3099alone",
+                                 "a\u200db\u0640c ﾞ", "tab\tnew\nline\x1cfs\xa0nbsp", "ǅ ẞ İ ﬁ ¼"])
+def test_terms_shortcuts_give_what_analyze_gives(raw: str) -> None:
+    assert text.terms(raw) == _slow_terms(raw)
+
+
+@settings(max_examples=300)
+@given(st.text(max_size=60) | st.text(st.sampled_from("aé ｶﾞ東京🎉\u3099\u200d-ß"), max_size=30))
+def test_terms_shortcuts_agree_with_analyze_on_any_text(raw: str) -> None:
+    assert text.terms(raw) == _slow_terms(raw)
+
+
 def test_decomposed_input_folds_like_composed() -> None:
     assert text.terms("re\u0301sume\u0301") == text.terms("résumé") == ["resume"]
 
