@@ -43,12 +43,14 @@ def canonical(obj: Any) -> bytes:
     The definition is ``json.dumps(obj, sort_keys=True, separators=(",", ":"),
     ensure_ascii=False)`` in UTF-8. Records hold only strings, integers, booleans, null,
     lists and objects (never floats), for which orjson writes exactly those bytes, faster;
-    integers beyond 64 bits fall back to the json module.
+    integers beyond 64 bits fall back to the json module. A lone surrogate (which UTF-8
+    cannot encode) is written as its ``\\udXXX`` escape, which reads back as the same string.
     """
     try:
         return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
-    except TypeError:
-        return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    except TypeError:  # also: a lone surrogate, written as its \udXXX escape (valid UTF-8, same value)
+        text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return text.encode("utf-8", "backslashreplace")
 
 
 def sha256_hex(data: bytes) -> str:

@@ -168,12 +168,28 @@ def status_supersedes(new: str | None, old: str | None) -> bool:
 
 
 def _text(value: Any) -> str | None:
-    """A non-empty string, or an integer as text (ids are numbers in some samples)."""
+    """A non-empty string, or an integer as text (ids are numbers in some samples).
+
+    These strings leave the encrypted payload (keys, wamids, contacts, types go into the
+    clear part and the catalog), so a lone surrogate becomes its ``\\udXXX`` escape.
+    """
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
         return str(value)
-    return value if isinstance(value, str) and value else None
+    return clean_text(value) if isinstance(value, str) and value else None
+
+
+def clean_text(value: str) -> str:
+    """``value`` as valid Unicode text: a lone surrogate (legal as ``\\udXXX`` in JSON, not
+    encodable as UTF-8) is written as that escape. Other text is returned unchanged."""
+    if value.isascii():
+        return value
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return value
 
 
 def _dict(value: Any) -> dict[str, Any]:

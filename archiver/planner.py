@@ -292,12 +292,16 @@ def _meta(row: Any) -> dict[str, Any]:
     return json.loads(row.meta) if row.meta else {}
 
 
+def _clean(value: Any) -> str | None:
+    return items.clean_text(value) if isinstance(value, str) else None
+
+
 def _media_record(row: Journal, body: bytes) -> Pending:
     """A stored attachment, linked to the record that named it."""
     notice = json.loads(body)
     return Pending(
-        kind="media", plaintext=body, contact=notice.get("contact"), journal_id=row.id,
-        type=notice.get("mime_type"), links={"message": int(notice["record_seq"])},
+        kind="media", plaintext=body, contact=_clean(notice.get("contact")), journal_id=row.id,
+        type=_clean(notice.get("mime_type")), links={"message": int(notice["record_seq"])},
         clear={"object": notice["object_key"], "object_sha256": notice["object_sha256"]},
     )
 

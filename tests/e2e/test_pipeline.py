@@ -203,3 +203,23 @@ def test_capture_api_validation_and_journaling(client: Any, services: Any, token
     seal(services)
     with services.sessions() as session:
         assert session.get(MessageState, "wamid.OUT1").state == "delivered"
+
+
+def test_lone_surrogates_in_ids_and_types_seal_and_verify(client: Any, services: Any) -> None:
+    """JSON may escape a lone surrogate; UTF-8 cannot hold one. It must not stall the sealer."""
+    body = ('{"object":"whatsapp_business_account","entry":[{"id":"1","changes":[{"field":"messages","value":'
+            '{"messaging_product":"whatsapp","metadata":{"display_phone_number":"1555","phone_number_id":"10\\ud800"},'
+            '"contacts":[{"profile":{"name":"A\\udc00"},"wa_id":"44\\ud800"}],'
+            '"messages":[{"from":"44\\ud800","id":"wamid.\\udc00X","timestamp":"1780001000","type":"te\\ud800xt",'
+            '"text":{"body":"hi \\ud83d"}}]}}]}]}').encode()
+    assert post(client, body).status_code == 200
+    post(client, msg_body("wamid.AFTER"))  # and what comes after it is sealed too
+    seal(services)
+    c = counts(services)
+    assert c["pending"] == 0 and c["quarantined"] == 0
+    assert c["items"]["message"] == 2
+    with services.sessions() as session:
+        wamids = {r.wamid for r in session.query(Record).filter(Record.kind == "message")}
+    assert wamids == {"wamid.\\udc00X", "wamid.AFTER"}  # the escape, as text
+    r = report(services)
+    assert r.ok, r.first_error

@@ -32,3 +32,9 @@ def test_fast_path_writes_the_reference_bytes(obj: Any) -> None:
 def test_escapes_and_big_integers_match() -> None:
     obj = {"é": "\x00\x1f\x7f\u2028\"\\\n\t", "big": 2**64 + 1, "neg": -(2**63), "e": "😀", "\uffff": [True, None]}
     assert chain.canonical(obj) == reference(obj)
+
+
+def test_a_lone_surrogate_is_written_as_its_escape() -> None:
+    got = chain.canonical({"type": "te\ud800xt"})
+    assert got == b'{"type":"te\\ud800xt"}'
+    assert json.loads(got) == {"type": "te\ud800xt"}  # reads back as the same string
