@@ -141,6 +141,20 @@ class DuplicateHit(Base):
     kind: Mapped[str] = mapped_column(String(24))
 
 
+class PendingLink(Base):
+    """An edit or revoke sealed before the message it names: resolved when that message is sealed.
+
+    ``target_key`` is the digest of the message's de-duplication key (``msg:<wamid>``), the
+    same value its record will carry in the clear as ``key``.
+    """
+
+    __tablename__ = "pending_links"
+    id: Mapped[int] = mapped_column(SEQ, primary_key=True, autoincrement=True)
+    target_key: Mapped[str] = mapped_column(String(64), index=True)
+    record_seq: Mapped[int] = mapped_column(SEQ)
+    kind: Mapped[str] = mapped_column(String(24))  # edit | revoke
+
+
 class MessageState(Base):
     """Highest delivery state reached per outbound wamid (never downgraded)."""
 

@@ -20,9 +20,10 @@ earlier run indexed patches that document with its facts recomputed up to H
 (``SearchIndex.update``). The facts up to H' > H extend those up to H, so re-running any
 seq range, or a reindex, writes exactly the same documents.
 
-Edits and revokes reach their message through the seq the sealer resolved from the
-wamid (``links.original``), which it always does when the message was sealed first. An
-edit or revoke sealed in an earlier batch than its message stays unlinked.
+Edits and revokes reach their message through the catalog's ``links.original`` (a seq).
+The sealer resolves it from the wamid when the message was sealed first; an edit or
+revoke sealed before its message waits in ``pending_links`` and gets it when the message
+is sealed (whose own record then names them: ``edited_by``/``revoked_by``).
 """
 
 from __future__ import annotations

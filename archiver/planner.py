@@ -23,7 +23,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from archiver import chain, items, keys
-from archiver.catalog import DataKey, Journal, Record
+from archiver.catalog import DataKey, Journal, PendingLink, Record, chunked
 from archiver.services import Services
 
 
@@ -45,6 +45,7 @@ class Pending:
     media: tuple[items.MediaRef, ...] = ()
     state: str | None = None
     seq: int = 0
+    original_ref: str | None = field(default=None, repr=False)  # edits/revokes: the original's wamid
 
 
 def key_digest(natural_key: str) -> str:
@@ -64,6 +65,7 @@ class Carry:
     seq: int
     hash: str
     keys: dict[int, dict[str, int]] = field(default_factory=dict)  # batch no -> item digest -> seq
+    waiting: dict[int, list[tuple[str, int, str]]] = field(default_factory=dict)  # batch no -> unresolved links
     committed: set[int] = field(default_factory=set)  # batch nos the writer has committed
     data_keys: dict[str, bytes] = field(default_factory=dict, repr=False)  # unwrapped, this run only
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -73,6 +75,7 @@ class Carry:
         with self.lock:
             for n in self.committed:
                 self.keys.pop(n, None)
+                self.waiting.pop(n, None)
             self.committed.clear()
 
     def known(self) -> dict[str, int]:
@@ -108,6 +111,8 @@ class Batch:
     dups: list[tuple["Pending | int", Pending, str]]
     first_seq: int
     prev_hash: str
+    waiting: list[tuple[str, int, str]] = field(default_factory=list)  # (target key, edit/revoke seq, kind)
+    resolved: list[tuple[int, int, str]] = field(default_factory=list)  # (message seq, edit/revoke seq, kind)
 
 
 class Planner:
@@ -161,6 +166,7 @@ class Planner:
         records, dups = self._dedupe()
         by_class = _assign_seqs(records, carry.seq)
         self._resolve_links(records)
+        waiting, resolved = self._late_links(records, carry)
         for r in records:
             r.clear["kid"] = self.kid(r.contact, r.kind)
         runs = []
@@ -169,9 +175,11 @@ class Planner:
                 runs.append(self._seal_run(cls, run, carry))
         with carry.lock:
             carry.keys[no] = {r.item_key: r.seq for r in records if r.item_key}
+            carry.waiting[no] = waiting
         return Batch(no=no, parsed_rows=len(self.parsed),
-                      journal={row.id: own.seq for row, own, _ in self.parsed},
-                      runs=runs, records=records, dups=dups, first_seq=first_seq, prev_hash=prev_hash)
+                     journal={row.id: own.seq for row, own, _ in self.parsed},
+                     runs=runs, records=records, dups=dups, first_seq=first_seq, prev_hash=prev_hash,
+                     waiting=waiting, resolved=resolved)
 
     # 1b. de-duplicate ------------------------------------------------------------------------
     def _known(self, digests: set[str]) -> dict[str, int]:
@@ -219,6 +227,34 @@ class Planner:
                 if seq:
                     resolved[name] = seq if isinstance(seq, int) else seq.seq
             r.links = resolved
+
+    def _late_links(self, records: list[Pending], carry: Carry) -> tuple[list[tuple[str, int, str]],
+                                                                          list[tuple[int, int, str]]]:
+        """Edits and revokes sealed before their message.
+
+        An edit/revoke whose original is not archived yet waits (``pending_links``); when the
+        original is sealed, *its* record names them in the clear (``edited_by``: the latest
+        edit, ``revoked_by``: the first revoke), so whichever comes second carries the link.
+        Returns (new waiting links, resolved links).
+        """
+        waiting = [(key_digest(f"msg:{r.original_ref}"), r.seq, r.kind) for r in records
+                   if r.kind in ("edit", "revoke") and r.original_ref and "original" not in r.links]
+        targets = {r.item_key: r for r in records if r.item_key and r.kind in items.CONVERSATIONAL}
+        if not targets:
+            return waiting, []
+        found = [(key, seq, kind) for batch in carry.waiting.values() for key, seq, kind in batch if key in targets]
+        for part in chunked(sorted(targets), 500):
+            found += [(key, seq, kind) for key, seq, kind in self.session.execute(
+                select(PendingLink.target_key, PendingLink.record_seq, PendingLink.kind)
+                .where(PendingLink.target_key.in_(part)))]
+        resolved = []
+        for key, seq, kind in sorted(found, key=lambda f: f[1]):
+            message = targets[key]
+            name = "revoked_by" if kind == "revoke" else "edited_by"
+            if name == "edited_by" or name not in message.links:  # the latest edit, the first revoke
+                message.links[name] = seq
+            resolved.append((message.seq, seq, kind))
+        return waiting, resolved
 
     # 1e. encrypt and chain ---------------------------------------------------------------------
     def _seal_run(self, cls: str, run: list[Pending], carry: Carry) -> Run:
@@ -278,7 +314,7 @@ def _item_record(it: items.Item, digest: str, delivery: Pending) -> Pending:
     return Pending(
         kind=it.kind, plaintext=items.canonical_json(it.payload), contact=it.contact or delivery.contact,
         type=it.type, item_key=digest, wamid=it.wamid, occurred_at=it.occurred_at, delivery=delivery,
-        media=it.media, state=it.state, links=dict(it.refs),
+        media=it.media, state=it.state, links=dict(it.refs), original_ref=it.refs.get("original"),
     )
 
 

@@ -38,7 +38,8 @@ from sqlalchemy.orm import Session
 
 from archiver import chain, items
 from archiver.catalog import (
-    DuplicateHit, Journal, Media, MessageState, Record, Segment, chain_head, chunked, insert_rows, leader_lock,
+    DuplicateHit, Journal, Media, MessageState, PendingLink, Record, Segment, chain_head, chunked, insert_rows,
+    leader_lock,
 )
 from archiver.journal import mark_sealed
 from archiver.planner import Batch, Carry, Pending, Planner, Run, ensure_data_keys
@@ -226,6 +227,7 @@ def _write(services: Services, batch: Batch) -> list[Segment]:
         # The bodies go now: from this commit on the outbox segment holds them (encrypted).
         mark_sealed(session.connection(), batch.journal)
         _side_tables(session, batch.records, batch.dups)
+        _late_links(session, batch)
     return segments
 
 
@@ -272,6 +274,24 @@ def _side_tables(session: Session, records: list[Pending], dups: list[tuple[Pend
               "key_id": r.clear["kid"]} for r in records for m in r.media]
     if media:
         session.connection().execute(insert(Media.__table__), media)
+
+
+def _late_links(session: Session, batch: Batch) -> None:
+    """Keep unresolved edit/revoke links waiting; point resolved ones at their message.
+
+    The message's sealed record names the edit/revoke (see ``planner``); the catalog row of
+    the edit/revoke gets ``links.original`` as if it had been resolved when it was sealed.
+    """
+    conn = session.connection()
+    insert_rows(conn, PendingLink.__table__, [{"target_key": key, "record_seq": seq, "kind": kind}
+                                              for key, seq, kind in batch.waiting])
+    if not batch.resolved:
+        return
+    rt, pt = Record.__table__, PendingLink.__table__
+    original = {seq: message for message, seq, _ in batch.resolved}
+    for seq, links in conn.execute(select(rt.c.seq, rt.c.links).where(rt.c.seq.in_(sorted(original)))).all():
+        conn.execute(update(rt).where(rt.c.seq == seq).values(links={**(links or {}), "original": original[seq]}))
+    conn.execute(pt.delete().where(pt.c.record_seq.in_(sorted(original))))
 
 
 def _raise_states(session: Session, statuses: list[Pending]) -> None:

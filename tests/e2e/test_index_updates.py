@@ -171,6 +171,21 @@ def test_edits_after_the_message_is_indexed_link_the_latest(svc: Any) -> None:
     assert not docs(svc)["wamid.IN3"]["revoked"]
 
 
+def test_edit_and_revoke_sealed_before_their_message_are_linked_when_it_arrives(svc: Any) -> None:
+    """Out of order (a live edit of a message that only history sync delivers later)."""
+    deliver(svc, edit("wamid.EE1", "wamid.LATE", "fixed text", 1780001100))
+    deliver(svc, revoke("wamid.RR1", "wamid.LATE", 1780001200), edit("wamid.EE2", "wamid.LATE", "fixed again", 1780001150))
+    assert "wamid.LATE" not in docs(svc)
+    deliver(svc, inbound("wamid.LATE", "original text", 1780001000))
+    message = docs(svc)["wamid.LATE"]
+    assert message["edited_by"] == seq_of(svc, "wamid.EE2")  # the latest edit
+    assert (message["revoked"], message["revoked_by"]) == (True, seq_of(svc, "wamid.RR1"))
+    incremental = docs(svc)
+    svc.search.reset()
+    indexer.reindex(svc)
+    assert docs(svc) == incremental
+
+
 def test_reruns_and_reindex_give_the_incremental_documents(svc: Any) -> None:
     runs = [
         [echo("wamid.A", "alpha", 1780001000), status("wamid.B", "read", 1780001001)],

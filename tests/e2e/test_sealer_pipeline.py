@@ -6,13 +6,15 @@ happen across batches that are planned while earlier ones are still being commit
 
 from __future__ import annotations
 
+import json
 import threading
 from typing import Any
 
 import pytest
+from sqlalchemy import func, select
 
-from archiver import sealer
-from archiver.catalog import MessageState
+from archiver import records, sealer
+from archiver.catalog import MessageState, PendingLink, Record
 from archiver.errors import StoreError
 from tests.e2e.test_pipeline import counts, msg_body, post, report, status_body
 
@@ -113,3 +115,40 @@ def test_planning_failure_lets_planned_batches_finish(client: Any, services: Any
     monkeypatch.setattr(sealer, "_plan", real_plan)
     sealer.seal_pending(services)
     _assert_complete(services)
+
+
+def _edit(wamid: str, original: str) -> bytes:
+    body = json.loads(msg_body(wamid))
+    msg = body["entry"][0]["changes"][0]["value"]["messages"][0]
+    msg.update(type="edit", edit={"original_message_id": original, "message": {"type": "text", "text": {"body": "x"}}})
+    del msg["text"]
+    return json.dumps(body).encode()
+
+
+def _sealed(services: Any, wamid: str, kind: str) -> tuple[int, dict[str, Any]]:
+    """(seq, record as stored in WORM) of the record of ``kind`` for ``wamid``."""
+    with services.sessions() as session:
+        seq = session.scalar(select(Record.seq).where(Record.wamid == wamid, Record.kind == kind))
+        return seq, records.read_record(services, session, seq)  # "links" as sealed in WORM
+
+
+@pytest.mark.parametrize("apart", [True, False], ids=["separate-runs", "batches-in-flight"])
+def test_an_edit_sealed_before_its_message_is_linked_in_the_chain(client: Any, services: Any, apart: bool) -> None:
+    post(client, _edit("wamid.E1", "wamid.O1"))
+    post(client, _edit("wamid.E2", "wamid.O1"))
+    if apart:
+        sealer.seal_pending(services)
+    for i in range(4):  # other traffic, so the original lands in a later batch
+        post(client, msg_body(f"wamid.F{i}"))
+    post(client, msg_body("wamid.O1", "the original"))
+    sealer.seal_pending(services)
+    e1, _ = _sealed(services, "wamid.E1", "edit")
+    e2, _ = _sealed(services, "wamid.E2", "edit")
+    original, stored = _sealed(services, "wamid.O1", "message")
+    assert stored["links"]["edited_by"] == e2  # the WORM record names the latest edit sealed before it
+    with services.sessions() as session:
+        links = dict(session.execute(select(Record.seq, Record.links).where(Record.seq.in_([e1, e2]))).all())
+        assert session.scalar(select(func.count()).select_from(PendingLink)) == 0
+    assert links[e1]["original"] == original and links[e2]["original"] == original
+    r = report(services)
+    assert r.ok, r.first_error
