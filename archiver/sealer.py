@@ -26,6 +26,8 @@ committed are dropped and planned again next run.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
 import queue
 import sys
@@ -54,6 +56,30 @@ SWITCH_INTERVAL = 0.0005  # seconds; see _Pipeline.run
 # --- entry points ---------------------------------------------------------------------------
 
 
+def _steady_allocator() -> None:
+    """Keep big buffers (segments, blobs: megabytes each) out of the malloc heap.
+
+    glibc raises its mmap threshold after a large block is freed, so later segment buffers
+    come from the heap of whichever thread made them and fragment it: the sealer's memory
+    then creeps up with the size of the backlog. A fixed threshold gives each such buffer
+    its own mapping, returned to the system when freed. Elsewhere (not glibc): nothing.
+    """
+    global _ALLOCATOR_SET
+    if _ALLOCATOR_SET:
+        return
+    _ALLOCATOR_SET = True
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
+    except (OSError, AttributeError):
+        pass
+
+
+M_MMAP_THRESHOLD = -3  # glibc malloc.h
+MMAP_THRESHOLD_BYTES = 128 * 1024  # glibc's initial value, kept fixed
+_ALLOCATOR_SET = False
+
+
 def seal_pending(services: Services, *, max_batches: int | None = None, pipelined: bool = True) -> int:
     """Seal everything pending, batch by batch; return the number of records sealed.
 
@@ -66,6 +92,7 @@ def seal_pending(services: Services, *, max_batches: int | None = None, pipeline
         if not leader:
             return 0
         publish_outbox(services)
+        _steady_allocator()
         pipeline = _Pipeline(services)
         return pipeline.run(max_batches) if pipelined else pipeline.run_inline(max_batches)
 
