@@ -8,35 +8,16 @@ reindex from WORM give exactly the documents the incremental runs gave.
 from __future__ import annotations
 
 import json
-import uuid
-from pathlib import Path
 from typing import Any
 
-import pytest
 from sqlalchemy import select
 
 from archiver import indexer, sealer
 from archiver.app import create_app
 from archiver.catalog import Record, cursor_value, set_cursor
-from archiver.config import Settings
-from archiver.services import Services
-from tests import backends
-from tests.conftest import make_env, sign
+from tests.conftest import sign
 
 BUSINESS, CUSTOMER = "15550009999", "4479460001234"
-
-
-@pytest.fixture(params=["fts5", pytest.param("opensearch", marks=pytest.mark.opensearch)])
-def svc(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
-    extra = {}
-    if request.param == "opensearch":
-        extra["ARCHIVER_SEARCH_URL"] = f"{backends.opensearch_url()}/upd-{uuid.uuid4().hex[:10]}?replicas=0"
-    services = Services.open(Settings.from_env(make_env(tmp_path / "home", **extra)))
-    yield services
-    drop = getattr(services.search, "drop", None)
-    if drop is not None:
-        drop()
-    services.close()
 
 
 # --- webhook bodies ---------------------------------------------------------------------------

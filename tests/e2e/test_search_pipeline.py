@@ -29,17 +29,6 @@ def echo_body(wamid: str, text: str) -> bytes:
                        "entry": [{"id": "2099", "changes": [{"field": "smb_message_echoes", "value": value}]}]}).encode()
 
 
-@pytest.fixture(params=["fts5", pytest.param("opensearch", marks=pytest.mark.opensearch)])
-def svc(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
-    extra = {}
-    if request.param == "opensearch":
-        extra["ARCHIVER_SEARCH_URL"] = f"{backends.opensearch_url()}/e2e-{uuid.uuid4().hex[:10]}"
-    services = Services.open(Settings.from_env(make_env(tmp_path / "home", **extra)))
-    yield services
-    services.search.reset()
-    services.close()
-
-
 def feed(services: Any) -> Any:
     client = create_app(services=services).test_client()
     for body in (msg_body("wamid.S1", "I need a refund for the résumé service", ts="1780001000"),

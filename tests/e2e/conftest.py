@@ -1,0 +1,32 @@
+"""Fixtures shared by the end-to-end suites."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from archiver.config import Settings
+from archiver.services import Services
+from tests import backends
+from tests.conftest import make_env
+
+
+@pytest.fixture(params=["fts5", pytest.param("opensearch", marks=pytest.mark.opensearch)])
+def svc(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    """Services on the embedded default, searching with SQLite FTS5 or with the real OpenSearch
+    that scripts/test started (a fresh index alias per test, dropped afterwards)."""
+    extra = {}
+    if request.param == "opensearch":
+        extra["ARCHIVER_SEARCH_URL"] = f"{backends.opensearch_url()}/e2e-{uuid.uuid4().hex[:10]}?replicas=0"
+    services = Services.open(Settings.from_env(make_env(tmp_path / "home", **extra)))
+    yield services
+    drop = getattr(services.search, "drop", None)
+    if drop is not None:
+        drop()
+    else:
+        services.search.reset()
+    services.close()
