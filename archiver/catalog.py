@@ -428,12 +428,15 @@ def _processed(values: list[Any], proc: Any) -> list[Any]:
 
 
 def chain_head(session: Session) -> ChainHead:
-    """The chain tip row, created empty on first use."""
+    """The chain tip row. Before anything is sealed: an empty tip, written to the catalog
+    only by a writing session (``sessions.begin()``, which the sealer uses); a reading
+    session gets a detached one and never writes."""
     head = session.get(ChainHead, 1)
     if head is None:
         head = ChainHead(id=1, seq=0, hash="00" * 32, checkpoint="")
-        session.add(head)
-        session.flush()
+        if session.connection().get_execution_options().get("catalog_write", False):
+            session.add(head)
+            session.flush()
     return head
 
 

@@ -150,3 +150,18 @@ def test_mark_sealed_sets_each_rows_delivery_seq_and_drops_bodies(svc: Services)
             assert (row.sealed, row.delivery_seq, row.body) == (True, sealed[jid], None)
         else:
             assert (row.sealed, row.delivery_seq) == (False, None) and row.body
+
+
+def test_reading_the_chain_tip_of_a_fresh_archive_never_writes(svc: Services) -> None:
+    """The indexer and the sealer's planner read the tip in reading sessions; on a fresh
+    catalog that must not turn them into writers (SQLite: 'database is locked')."""
+    with svc.sessions.begin() as writer:  # another writer holds the lock meanwhile
+        writer.execute(text("SELECT 1"))
+        with svc.sessions() as session:
+            head = catalog.chain_head(session)
+            assert (head.seq, head.hash) == (0, "00" * 32)
+            assert session.execute(text("SELECT count(*) FROM chain_head")).scalar() == 0
+    with svc.sessions.begin() as session:
+        catalog.chain_head(session)
+    with svc.sessions() as session:
+        assert session.execute(text("SELECT count(*) FROM chain_head")).scalar() == 1
