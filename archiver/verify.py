@@ -160,6 +160,13 @@ def check_segment(blob: bytes | None, cp: chain.Checkpoint, prev_hash: str) -> S
     return SegmentCheck(sealed, media)
 
 
+def check_stored_segment(store: WormStore, cp: chain.Checkpoint, prev_hash: str) -> SegmentCheck:
+    """:func:`check_segment` reading the segment itself (in a worker, for stores that allow it).
+
+    Raises StoreError when the store cannot be read; it reaches the report in its turn."""
+    return check_segment(read_segment(store, cp), cp, prev_hash)
+
+
 def settle(store: WormStore, check: SegmentCheck) -> list[Sealed]:
     """Step 3b for the segment's media records, then its first break, in seq order. Raises IntegrityError."""
     for rec in check.media:
@@ -265,6 +272,8 @@ def _in_order(pool: Executor, store: WormStore, jobs: list[tuple[chain.Checkpoin
 
 def _submit(pool: Executor, store: WormStore, cp: chain.Checkpoint, prev: str) -> Future[SegmentCheck]:
     """Queue one segment's check; a store failure waits in the future until its turn to be reported."""
+    if getattr(store, "reads_in_workers", False):
+        return pool.submit(check_stored_segment, store, cp, prev)
     try:
         blob = read_segment(store, cp)
     except ArchiverError as exc:

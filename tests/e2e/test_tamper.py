@@ -16,6 +16,7 @@ from sqlalchemy import select
 from archiver import chain, verify
 from archiver.catalog import Record, Segment
 from archiver.cli import main
+from archiver.errors import StoreError
 from tests.conftest import make_env
 from tests.e2e.test_pipeline import msg_body, post, report, seal
 
@@ -161,3 +162,15 @@ def test_parallel_verify_reports_a_catalog_break_before_a_later_store_break(seal
 def test_parallel_verify_of_an_intact_archive_matches(sealed: Any) -> None:
     alone = report_with(sealed, 1)
     assert alone.ok and report_with(sealed, 2) == alone
+
+
+def test_an_unreadable_segment_is_a_store_error_in_one_process_and_with_workers(sealed: Any) -> None:
+    """Workers read segments themselves from a local store; a read failure still surfaces."""
+    _, middle, _ = segments(sealed)
+    path = objects(sealed) / middle.key
+    path.chmod(0o644)
+    path.unlink()
+    path.mkdir()  # reading it now fails with an OS error, not "missing"
+    for workers in (1, 2):
+        with pytest.raises(StoreError):
+            report_with(sealed, workers)
