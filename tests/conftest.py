@@ -14,9 +14,10 @@ import pytest
 
 from archiver.config import Settings
 
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "pywa-updates"
-if not FIXTURES.is_dir():  # CI lays shared/ beside the clone
-    FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "pywa-updates"
+# The pywa payloads live outside the repo: ../shared/fixtures/pywa-updates beside the clone
+# (as CI lays it out), or wherever ARCHIVER_TEST_FIXTURES points.
+FIXTURES = Path(os.environ.get("ARCHIVER_TEST_FIXTURES")
+                or Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "pywa-updates")
 SECRET = "test-app-secret"
 OLD_SECRET = "rotated-out-secret"
 
@@ -98,6 +99,8 @@ def all_fixture_bodies() -> list[tuple[str, bytes]]:
     for path in sorted(FIXTURES.glob("*.json")):
         for case, body in json.loads(path.read_text(encoding="utf-8")).items():
             out.append((f"{path.stem}:{case}", json.dumps(body).encode()))
+    if not out:  # never let "every fixture" pass over no fixture at all
+        raise RuntimeError(f"no pywa fixture cases under {FIXTURES}; set ARCHIVER_TEST_FIXTURES to their folder")
     return out
 
 

@@ -25,7 +25,7 @@ from archiver.items import (
     validate_consent,
 )
 
-FIXTURES = Path("/work/shared/fixtures/pywa-updates")
+from tests.conftest import FIXTURES  # noqa: E402 - one place knows where the pywa payloads are
 
 BIZ_DISPLAY = "15550009999"
 BIZ_ID = "109900000000000"
@@ -119,6 +119,8 @@ def fixture_cases() -> list[tuple[str, str, dict]]:
     for path in sorted(FIXTURES.glob("*.json")):
         for name, body in json.loads(path.read_text("utf-8")).items():
             cases.append((path.name, name, body))
+    if not cases:  # an empty parametrization would pass silently
+        raise RuntimeError(f"no pywa fixture cases under {FIXTURES}; set ARCHIVER_TEST_FIXTURES to their folder")
     return cases
 
 
