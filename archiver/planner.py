@@ -4,8 +4,8 @@ Python half).
 It parses each journal row into its delivery record and the items it carries,
 de-duplicates items against the catalog and against batches planned but not committed yet
 (``Carry``), numbers them, resolves links, encrypts each payload under its scoped data key,
-and chains the records of each segment run. It writes nothing to the
-catalog except missing data keys; ``sealer`` commits and publishes what it plans.
+and chains the records of each segment run. It writes nothing to the catalog except
+missing data keys; ``sealer`` frames, signs, commits and publishes what it plans.
 """
 
 from __future__ import annotations
@@ -116,7 +116,7 @@ class Batch:
 
 
 class Planner:
-    """Builds one batch: parse, de-duplicate, assign seqs, encrypt, chain, frame."""
+    """Builds one batch: parse, de-duplicate, assign seqs, resolve links, encrypt, chain."""
 
     def __init__(self, services: Services) -> None:
         self.services = services
