@@ -45,9 +45,9 @@ WRK_THREADS, WRK_CONNECTIONS = 2, 16
 
 GOALS = {"accept_ratio": 0.5, "seal_local": 20_000, "seal_s3": 10_000, "verify": 100_000, "rss_growth": 1.25}
 
-FULL = {"wrk_seconds": 10, "warmup_seconds": 2, "seal_n": 20_000, "rss_small": 10_000, "rss_large": 80_000,
+FULL = {"wrk_seconds": 10, "warmup_seconds": 2, "accept_rounds": 3, "seal_n": 20_000, "rss_small": 10_000, "rss_large": 80_000,
         "profile_n": 5_000}
-QUICK = {"wrk_seconds": 3, "warmup_seconds": 1, "seal_n": 5_000, "rss_small": 2_000, "rss_large": 8_000,
+QUICK = {"wrk_seconds": 3, "warmup_seconds": 1, "accept_rounds": 1, "seal_n": 5_000, "rss_small": 2_000, "rss_large": 8_000,
          "profile_n": 1_000}
 
 _LOREM = ("Hi, following up on order 48213: the courier says the parcel left the depot this morning but the "
@@ -230,9 +230,15 @@ def bench_accept(work: Path, cfg: dict[str, Any]) -> dict[str, Any]:
     svc.close()
     base_env = {k: v for k, v in os.environ.items() if not k.startswith("ARCHIVER_")}
     pypath = os.pathsep.join(filter(None, [str(ROOT), base_env.get("PYTHONPATH", "")]))
-    noop = serve_and_load("noop", "noop_app:app", HERE, base_env, cfg, body_path, sig, work)
-    arch = serve_and_load("archiver", "archiver.app:create_app()", ROOT,
-                          {**base_env, **aenv, "PYTHONPATH": pypath}, cfg, body_path, sig, work)
+    # Rounds of (noop, archiver) back to back; each side keeps its best round. Interference
+    # on this shared VM only ever slows a run down, and both sides get the same chances.
+    rounds: list[tuple[dict[str, Any], dict[str, Any]]] = []
+    for _ in range(cfg["accept_rounds"]):
+        rounds.append((serve_and_load("noop", "noop_app:app", HERE, base_env, cfg, body_path, sig, work),
+                       serve_and_load("archiver", "archiver.app:create_app()", ROOT,
+                                      {**base_env, **aenv, "PYTHONPATH": pypath}, cfg, body_path, sig, work)))
+    noop = max((n for n, _ in rounds), key=lambda r: r["rps"])
+    arch = max((a for _, a in rounds), key=lambda r: r["rps"])
     svc = open_services(aenv)
     from sqlalchemy import func, select
 
@@ -240,10 +246,12 @@ def bench_accept(work: Path, cfg: dict[str, Any]) -> dict[str, Any]:
     with svc.sessions() as session:
         journaled = session.scalar(select(func.count()).select_from(Journal).where(Journal.source == "webhook"))
     svc.close()
-    for r in (noop, arch):
-        r.pop("raw")
+    for n, a in rounds:
+        n.pop("raw", None)
+        a.pop("raw", None)
     return {"noop": noop, "archiver": arch, "ratio": arch["rps"] / noop["rps"] if noop["rps"] else 0.0,
-            "body_bytes": len(body), "journal_rows": journaled}
+            "body_bytes": len(body), "journal_rows": journaled,
+            "rounds": [[round(n["rps"]), round(a["rps"])] for n, a in rounds]}
 
 
 # --- 2/4/5. sealing, verification, memory -------------------------------------------------------
@@ -438,8 +446,10 @@ def table(results: dict[str, Any]) -> list[str]:
             extra = f"; non-2xx no-op {n['non2xx']} / archiver {r['non2xx']}; socket errors {n['socket_errors'] or 0} / {r['socket_errors'] or 0}"
         rows.append(f"| 1a | Acceptance, no-op Flask baseline | {n['rps']:,.0f} req/s (p50 {n['p50']}, p99 {n['p99']}) | baseline | - |")
         rows.append(f"| 1b | Acceptance, archiver webhook (HMAC + journal commit) | {r['rps']:,.0f} req/s "
-                    f"(p50 {r['p50']}, p99 {r['p99']}; {a['journal_rows']:,} journal rows incl. warm-up{extra}) | - | - |")
-        rows.append(f"| 1c | Acceptance ratio archiver / no-op | {a['ratio']:.2f} x | >= {GOALS['accept_ratio']} x | "
+                    f"(p50 {r['p50']}, p99 {r['p99']}; {a['journal_rows']:,} journal rows over all rounds incl. warm-ups{extra}) | - | - |")
+        runs = "; ".join(f"{n:,} / {r:,}" for n, r in a.get("rounds", []))
+        rows.append(f"| 1c | Acceptance ratio archiver / no-op (best round of each; rounds no-op / archiver req/s: "
+                    f"{runs}) | {a['ratio']:.2f} x | >= {GOALS['accept_ratio']} x | "
                     f"{_met(a['ratio'] >= GOALS['accept_ratio'] and r['non2xx'] == 0)} |")
     for num, key, label in (("2", "seal_local", "Sealing into local store"), ("3", "seal_s3", "Sealing into SeaweedFS (S3 Object Lock)")):
         s = results.get(key)
