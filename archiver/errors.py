@@ -112,6 +112,14 @@ class WormNotEnforced(StoreError):
             "ARCHIVER_ALLOW_UNLOCKED_STORE=1 allows it for development only")
 
 
+class JournalUnavailable(ArchiverError):
+    """The catalog could not take a delivery: nothing was accepted, the sender should retry."""
+
+    code = "journal-unavailable"
+    http_status = 503
+    hint = "the catalog database refused the write (down, full or locked); Meta retries webhooks that get no 200"
+
+
 class SearchUnavailable(ArchiverError):
     code = "search-unavailable"
     http_status = 503

@@ -14,11 +14,12 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import bindparam, insert, update
+from sqlalchemy import bindparam, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from archiver.catalog import CatalogSessions, Journal, chunked, positional_marker, utcnow
+from archiver.errors import ArchiverError, JournalUnavailable
 
 SOURCES = ("webhook", "capture_message", "consent", "audit", "media")
 
@@ -146,8 +147,13 @@ class JournalWriter:
                 finally:
                     raw.close()  # back to the pool
         except BaseException as exc:  # every waiter learns its row was not journaled
+            error: BaseException = exc
+            if isinstance(exc, Exception) and not isinstance(exc, ArchiverError):
+                # The DBAPI's own error (driver-specific): name the failure, not the values.
+                error = JournalUnavailable(f"journal write failed ({exc.__class__.__name__})")
+                error.__cause__ = exc
             for p in batch:
-                p.error, p.done = exc, True
-            raise
+                p.error, p.done = error, True
+            raise error from exc
         for p, jid in zip(batch, ids):
             p.id, p.done = jid, True

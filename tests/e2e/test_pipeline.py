@@ -223,3 +223,22 @@ def test_lone_surrogates_in_ids_and_types_seal_and_verify(client: Any, services:
     assert wamids == {"wamid.\\udc00X", "wamid.AFTER"}  # the escape, as text
     r = report(services)
     assert r.ok, r.first_error
+
+
+def test_a_catalog_that_refuses_the_write_gets_503_and_nothing_is_accepted(client: Any, services: Any,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import sqlite3
+
+    def refuse() -> Any:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    body = msg_body("wamid.DOWN")
+    monkeypatch.setattr(services.journal._engine, "raw_connection", refuse)
+    resp = post(client, body)
+    assert resp.status_code == 503
+    assert resp.get_json()["error"] == "journal-unavailable"
+    monkeypatch.undo()
+    assert counts(services)["pending"] == 0
+    assert post(client, body).status_code == 200  # Meta's retry is accepted once the catalog is back
+    seal(services)
+    assert counts(services)["items"]["message"] == 1
