@@ -335,7 +335,7 @@ def _raise_states(session: Session, statuses: list[Pending]) -> None:
     for r in statuses:
         assert r.wamid is not None and r.state is not None
         current = best.get(r.wamid)
-        if current is None or items.status_supersedes(r.state, current[0]):
+        if items.status_supersedes(r.state, current[0] if current else None):  # unknown names never count
             best[r.wamid] = (r.state, r.seq)
     new = [{"wamid": w, "state": st, "status_seq": seq} for w, (st, seq) in best.items() if w not in known]
     raised = [{"w": w, "st": st, "sq": seq} for w, (st, seq) in best.items() if w in known and known[w] != (st, seq)]

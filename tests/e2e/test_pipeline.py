@@ -242,3 +242,15 @@ def test_a_catalog_that_refuses_the_write_gets_503_and_nothing_is_accepted(clien
     assert post(client, body).status_code == 200  # Meta's retry is accepted once the catalog is back
     seal(services)
     assert counts(services)["items"]["message"] == 1
+
+
+def test_an_unknown_status_name_is_archived_but_never_becomes_the_state(client: Any, services: Any) -> None:
+    post(client, status_body("wamid.S9", "mystery"))
+    seal(services)
+    with services.sessions() as session:
+        assert session.get(MessageState, "wamid.S9") is None  # as the search index sees it
+    post(client, status_body("wamid.S9", "delivered"))
+    seal(services)
+    with services.sessions() as session:
+        assert session.get(MessageState, "wamid.S9").state == "delivered"
+    assert counts(services)["items"]["status"] == 2
