@@ -30,7 +30,6 @@ import ctypes
 import ctypes.util
 import logging
 import queue
-import sys
 import threading
 from datetime import datetime, timezone
 from typing import Any, Iterable
@@ -50,7 +49,6 @@ from archiver.services import Services
 log = logging.getLogger(__name__)
 
 MAX_JOURNAL_ROWS = 1000
-SWITCH_INTERVAL = 0.0005  # seconds; see _Pipeline.run
 
 
 # --- entry points ---------------------------------------------------------------------------
@@ -143,10 +141,6 @@ class _Pipeline:
         carry = self._carry()
         threads = [threading.Thread(target=self._writer, args=(carry,), name="sealer-writer", daemon=True),
                    threading.Thread(target=self._publisher, name="sealer-publisher", daemon=True)]
-        # The other stages come back from C and need the GIL from the planner; a short switch
-        # interval keeps each from idling up to 5 ms per call.
-        switch = sys.getswitchinterval()
-        sys.setswitchinterval(min(switch, SWITCH_INTERVAL))
         for t in threads:
             t.start()
         try:
@@ -161,7 +155,6 @@ class _Pipeline:
             self.to_writer.put(None)
             for t in threads:
                 t.join()
-            sys.setswitchinterval(switch)
         if self.error is not None:
             raise self.error
         return self.sealed
