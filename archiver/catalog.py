@@ -396,19 +396,35 @@ def insert_rows(conn: Connection, table: Table, rows: list[dict[str, Any]], chun
     if not rows:
         return
     dialect = conn.dialect
-    marker = positional_marker(dialect)
-    if marker is None:  # an unusual driver: SQLAlchemy's own executemany
+    if positional_marker(dialect) is None:  # an unusual driver: SQLAlchemy's own executemany
         conn.execute(table.insert(), rows)
         return
     cols = list(rows[0])
-    procs = [table.c[c].type.dialect_impl(dialect).bind_processor(dialect) for c in cols]
-    prep = dialect.identifier_preparer
-    head = f"INSERT INTO {prep.format_table(table)} ({', '.join(prep.quote(c) for c in cols)}) VALUES "
-    group = "(" + ", ".join([marker] * len(cols)) + ")"
+    procs = bind_processors(dialect, table, cols)
     for part in chunked(rows, chunk):
         columns = [_processed([row[c] for row in part], p) for c, p in zip(cols, procs)]
         params = tuple(itertools.chain.from_iterable(zip(*columns)))
-        conn.exec_driver_sql(head + ", ".join([group] * len(part)), params)
+        conn.exec_driver_sql(insert_sql(dialect, table, cols, len(part)), params)
+
+
+def bind_processors(dialect: Any, table: Table, cols: list[str] | tuple[str, ...]) -> list[Any]:
+    """Each column's bind processor (None where values pass as they are), as SQLAlchemy applies them."""
+    return [table.c[c].type.dialect_impl(dialect).bind_processor(dialect) for c in cols]
+
+
+def insert_sql(dialect: Any, table: Table, cols: list[str] | tuple[str, ...], rows: int = 1) -> str:
+    """``INSERT INTO table (cols) VALUES (...), ...`` for ``rows`` rows, with positional markers.
+
+    Raises ConfigError for a driver whose parameter style :func:`positional_marker` does not know.
+    """
+    marker = positional_marker(dialect)
+    if marker is None:
+        raise ConfigError(f"catalog driver {dialect.driver} uses the {dialect.paramstyle!r} parameter style; "
+                          "use SQLite or PostgreSQL (psycopg)")
+    prep = dialect.identifier_preparer
+    group = "(" + ", ".join([marker] * len(cols)) + ")"
+    return (f"INSERT INTO {prep.format_table(table)} ({', '.join(prep.quote(c) for c in cols)}) VALUES "
+            + ", ".join([group] * rows))
 
 
 def _processed(values: list[Any], proc: Any) -> list[Any]:

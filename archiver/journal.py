@@ -18,7 +18,9 @@ from sqlalchemy import bindparam, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
-from archiver.catalog import CatalogSessions, Journal, chunked, positional_marker, utcnow
+from archiver.catalog import (
+    CatalogSessions, Journal, bind_processors, chunked, insert_sql, positional_marker, utcnow,
+)
 from archiver.errors import ArchiverError, JournalUnavailable
 
 SOURCES = ("webhook", "capture_message", "consent", "audit", "media")
@@ -103,12 +105,9 @@ class JournalWriter:
         self._queue_lock = threading.Lock()
         self._commit_lock = threading.Lock()
         dialect = self._engine.dialect
-        marker = positional_marker(dialect) or "?"
-        table = Journal.__table__
-        self._procs = [table.c[c].type.dialect_impl(dialect).bind_processor(dialect) for c in self.COLUMNS]
+        self._procs = bind_processors(dialect, Journal.__table__, self.COLUMNS)
         self._sqlite = dialect.name == "sqlite"
-        self._sql = (f"INSERT INTO journal ({', '.join(self.COLUMNS)}) VALUES ({', '.join([marker] * len(self.COLUMNS))})"
-                     + ("" if self._sqlite else " RETURNING id"))
+        self._sql = insert_sql(dialect, Journal.__table__, self.COLUMNS) + ("" if self._sqlite else " RETURNING id")
 
     def append(self, source: str, body: bytes, meta: dict[str, Any]) -> int:
         """Journal a raw delivery durably; return its journal id. Raises what the commit raised."""

@@ -345,10 +345,8 @@ def _media_record(row: Journal, body: bytes) -> Pending:
 def _existing_keys(session: Session, digests: set[str]) -> dict[str, int]:
     """Item keys already sealed in earlier batches: digest -> seq."""
     found: dict[str, int] = {}
-    ordered = sorted(digests)
-    for i in range(0, len(ordered), 500):
-        chunk = ordered[i:i + 500]
-        found.update({k: s for k, s in session.execute(select(Record.item_key, Record.seq).where(Record.item_key.in_(chunk)))})
+    for part in chunked(sorted(digests), 500):
+        found.update((k, s) for k, s in session.execute(select(Record.item_key, Record.seq).where(Record.item_key.in_(part))))
     return found
 
 
@@ -408,9 +406,8 @@ def ensure_data_keys(services: Services, ids: set[str], cache: dict[str, bytes] 
 
 
 def _wrapped_keys(session: Session, ids: set[str]) -> dict[str, bytes | None]:
-    ordered = sorted(ids)
     out: dict[str, bytes | None] = {}
-    for i in range(0, len(ordered), 500):
-        rows = session.execute(select(DataKey.id, DataKey.wrapped).where(DataKey.id.in_(ordered[i:i + 500])))
-        out.update((kid, wrapped) for kid, wrapped in rows)
+    for part in chunked(sorted(ids), 500):
+        out.update((kid, wrapped) for kid, wrapped in session.execute(
+            select(DataKey.id, DataKey.wrapped).where(DataKey.id.in_(part))))
     return out
