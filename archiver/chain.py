@@ -28,6 +28,11 @@ from typing import Any
 
 import orjson
 
+try:  # ISA-L's deflate: smaller segments than zlib's fastest mode, several times faster
+    from isal import isal_zlib as _isal
+except ImportError:  # a platform without its wheels: the standard library (same format)
+    _isal = None
+
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
@@ -131,11 +136,18 @@ def verify_inclusion(leaf: bytes, index: int, size: int, path: list[str], root_h
 
 
 def encode_segment(lines: list[bytes]) -> bytes:
-    """Frame sealed record lines (canonical JSON incl. hash) as one gzip'd JSON Lines blob."""
-    # Huffman-only deflate: records are mostly base64 ciphertext, where string matching
-    # finds nothing; entropy coding alone recovers most of base64's overhead ~3x faster.
-    deflate = zlib.compressobj(1, zlib.DEFLATED, 31, 9, zlib.Z_HUFFMAN_ONLY)  # wbits 31: gzip framing
-    return deflate.compress(b"\n".join(lines) + b"\n") + deflate.flush()
+    """Frame sealed record lines (canonical JSON incl. hash) as one gzip'd JSON Lines blob.
+
+    Any gzip reader reads it (``segment_lines`` uses the standard library's). Records are
+    mostly base64 ciphertext, where deflate mainly recovers base64's overhead: ISA-L level 1
+    does that (to about 66%) at over 600 MB/s; without ISA-L, zlib's Huffman-only mode
+    (about 76%, 3x slower). Both release the GIL while they compress.
+    """
+    data = b"\n".join(lines) + b"\n"
+    if _isal is not None:
+        return _isal.compress(data, 1, 31)  # wbits 31: gzip framing
+    deflate = zlib.compressobj(1, zlib.DEFLATED, 31, 9, zlib.Z_HUFFMAN_ONLY)
+    return deflate.compress(data) + deflate.flush()
 
 
 def segment_lines(blob: bytes, where: str) -> list[bytes]:

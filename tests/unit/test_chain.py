@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import gzip
 import hashlib
+import os
 import re
 
 import pytest
@@ -87,3 +89,15 @@ def test_segment_lines_and_decode_segment_name_an_undecodable_segment(blob: byte
 def test_decode_segment_names_a_line_that_is_not_json() -> None:
     with pytest.raises(IntegrityError, match=r"^seg: segment cannot be decoded \(JSONDecodeError\)$"):
         chain.decode_segment(chain.encode_segment([b'{"seq":1}', b"{"]), "seg")
+
+
+@pytest.mark.parametrize("deflater", ["isal", "zlib"])
+def test_segments_are_plain_gzip_whichever_deflater_wrote_them(deflater: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert chain._isal is not None, "isal is a dependency: the fast deflater must be the one in use"
+    if deflater == "zlib":
+        monkeypatch.setattr(chain, "_isal", None)
+    lines = [b'{"ct":"%s","seq":%d}' % (base64.b64encode(os.urandom(700)), i) for i in range(1, 200)]
+    blob = chain.encode_segment(lines)
+    assert gzip.decompress(blob) == b"\n".join(lines) + b"\n"  # any gzip reader
+    assert chain.segment_lines(blob, "seg") == lines
+    assert len(blob) < 0.8 * len(b"\n".join(lines))  # base64's overhead is recovered either way
