@@ -87,13 +87,13 @@ class Carry:
 
 @dataclass
 class Run:
-    """One segment's worth of chained records (with their canonical bytes) and catalog rows."""
+    """One segment's worth of chained records (their stored lines and leaf hashes) and catalog rows."""
 
     cls: str
     first: int
     last: int
-    recs: list[dict[str, Any]]  # each with its "hash"
-    bodies: list[bytes]  # canonical bytes without the hash (what the hash and Merkle leaf cover)
+    lines: list[bytes]  # each record's stored line: its canonical bytes with its "hash"
+    leaves: list[bytes]  # Merkle leaf hashes (of the canonical bytes without the hash)
     rows: list[dict[str, Any]]
     retain_until: datetime
     last_hash: str
@@ -101,16 +101,19 @@ class Run:
 
 @dataclass
 class Batch:
-    """One planned batch, handed from the planner to the writer."""
+    """One planned batch, handed from the planner to the writer (plain data: it may cross a pipe)."""
 
     no: int
     parsed_rows: int
     journal: dict[int, int]  # journal id -> delivery seq
     runs: list[Run]
-    records: list[Pending]
-    dups: list[tuple["Pending | int", Pending, str]]
+    record_count: int
     first_seq: int
     prev_hash: str
+    # Side tables, as rows: duplicate hits, statuses (wamid, state, seq), media to fetch.
+    dup_rows: list[dict[str, Any]] = field(default_factory=list)
+    statuses: list[tuple[str, str, int]] = field(default_factory=list)
+    media_rows: list[dict[str, Any]] = field(default_factory=list)
     waiting: list[tuple[str, int, str]] = field(default_factory=list)  # (target key, edit/revoke seq, kind)
     resolved: list[tuple[int, int, str]] = field(default_factory=list)  # (message seq, edit/revoke seq, kind)
 
@@ -178,7 +181,12 @@ class Planner:
             carry.waiting[no] = waiting
         return Batch(no=no, parsed_rows=len(self.parsed),
                      journal={row.id: own.seq for row, own, _ in self.parsed},
-                     runs=runs, records=records, dups=dups, first_seq=first_seq, prev_hash=prev_hash,
+                     runs=runs, record_count=len(records), first_seq=first_seq, prev_hash=prev_hash,
+                     dup_rows=[{"record_seq": prior if isinstance(prior, int) else prior.seq,
+                                "delivery_seq": delivery.seq, "kind": kind} for prior, delivery, kind in dups],
+                     statuses=[(r.wamid, r.state, r.seq) for r in records if r.kind == "status" and r.wamid and r.state],
+                     media_rows=[{"record_seq": r.seq, "media_id": m.media_id, "expected_sha256": m.sha256,
+                                  "mime_type": m.mime_type, "key_id": r.clear["kid"]} for r in records for m in r.media],
                      waiting=waiting, resolved=resolved)
 
     # 1b. de-duplicate ------------------------------------------------------------------------
@@ -260,7 +268,7 @@ class Planner:
     def _seal_run(self, cls: str, run: list[Pending], carry: Carry) -> Run:
         """Encrypt and chain one contiguous run of seqs (the writer frames, roots and signs it)."""
         retain_until = _retain_until(self.now, self.services.settings.retention_days)
-        recs, bodies, rows = [], [], []
+        lines, leaves, rows = [], [], []
         h = carry.hash
         for r in run:
             rec = self._record_dict(r, cls, retain_until, self.data_keys)
@@ -268,11 +276,11 @@ class Planner:
             body = chain.canonical(rec)
             h = chain.chain_hash(h, body)
             rec["hash"] = h
-            recs.append(rec)
-            bodies.append(body)
+            lines.append(chain.canonical(rec))
+            leaves.append(chain.leaf_hash(body))
             rows.append(_catalog_row(r, cls, retain_until, h))
         carry.seq, carry.hash = run[-1].seq, h
-        return Run(cls=cls, first=run[0].seq, last=run[-1].seq, recs=recs, bodies=bodies, rows=rows,
+        return Run(cls=cls, first=run[0].seq, last=run[-1].seq, lines=lines, leaves=leaves, rows=rows,
                    retain_until=retain_until, last_hash=h)
 
     def _iso(self, when: datetime) -> str:

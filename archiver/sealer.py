@@ -22,6 +22,12 @@ file and network I/O). Batches are still committed strictly in order, each in it
 transaction; the planner carries the chain tip and the item keys of batches not yet
 committed, so de-duplication sees them. Any error stops all three; batches planned but not
 committed are dropped and planned again next run.
+
+With a backlog of several batches and a store other processes may use (the local folder),
+the writer and publisher run in a forked child process instead of threads, so the planner
+no longer shares its interpreter's GIL with their Python work: the batches go over a pipe
+(stored lines and catalog rows, a few MB each) and the child reports each commit back.
+Everything else, order and crash safety included, is the same.
 """
 
 from __future__ import annotations
@@ -29,10 +35,15 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import logging
+import multiprocessing
+import os
+import pickle
 import queue
+import signal
 import threading
+from multiprocessing.connection import Connection
 from datetime import datetime, timezone
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from sqlalchemy import Text, bindparam, insert, select, type_coerce, update
 from sqlalchemy.orm import Session
@@ -40,15 +51,16 @@ from sqlalchemy.orm import Session
 from archiver import chain, items
 from archiver.catalog import (
     DuplicateHit, Journal, Media, MessageState, PendingLink, Record, Segment, chain_head, chunked, insert_rows,
-    leader_lock,
+    leader_lock, unsealed_count,
 )
 from archiver.journal import mark_sealed
-from archiver.planner import Batch, Carry, Pending, Planner, Run, ensure_data_keys
+from archiver.planner import Batch, Carry, Planner, Run, ensure_data_keys
 from archiver.services import Services
 
 log = logging.getLogger(__name__)
 
 MAX_JOURNAL_ROWS = 1000
+FORK_BACKLOG = 4 * MAX_JOURNAL_ROWS  # from this many journal rows on, the writer gets its own process
 
 
 # --- entry points ---------------------------------------------------------------------------
@@ -138,8 +150,16 @@ class _Pipeline:
 
     def run(self, max_batches: int | None) -> int:
         """Plan here, commit and publish on two threads; raise the first error of any stage."""
+        if _forkable(self.services, max_batches):
+            return _ForkedWriter(self.services).run(max_batches)
         carry = self._carry()
-        threads = [threading.Thread(target=self._writer, args=(carry,), name="sealer-writer", daemon=True),
+
+        def committed(no: int) -> None:
+            with carry.lock:
+                carry.committed.add(no)
+
+        threads = [threading.Thread(target=self._writer, args=(self.to_writer.get, committed), name="sealer-writer",
+                                    daemon=True),
                    threading.Thread(target=self._publisher, name="sealer-publisher", daemon=True)]
         for t in threads:
             t.start()
@@ -170,7 +190,7 @@ class _Pipeline:
             segments = _write(self.services, batch)
             carry.committed.add(batch.no)
             _publish(self.services, segments)
-            self.sealed += len(batch.records)
+            self.sealed += batch.record_count
             n += 1
         return self.sealed
 
@@ -182,16 +202,15 @@ class _Pipeline:
     # After a failure each stage keeps draining its queue (skipping the work) until the end
     # marker, so no thread ever blocks on a queue nobody reads.
 
-    def _writer(self, carry: Carry) -> None:
-        """Commit batches in order."""
-        while (batch := self.to_writer.get()) is not None:
+    def _writer(self, batches: Callable[[], Batch | None], committed: Callable[[int], None]) -> None:
+        """Commit batches in order, telling ``committed`` each batch number once it is committed."""
+        while (batch := batches()) is not None:
             if self.error is not None:
                 continue
             try:
                 segments = _write(self.services, batch)
-                with carry.lock:
-                    carry.committed.add(batch.no)
-                self.to_publisher.put((batch.parsed_rows, len(batch.records), segments))
+                committed(batch.no)
+                self.to_publisher.put((batch.parsed_rows, batch.record_count, segments))
                 del batch  # let the records go before waiting for the next one
             except BaseException as exc:  # noqa: BLE001 - re-raised on the planner's thread
                 self.error = exc
@@ -210,6 +229,140 @@ class _Pipeline:
                 continue
             self.sealed += records
             log.info("seal.stored journal_rows=%d records=%d", journal_rows, records)
+
+
+class _ForkedWriter:
+    """The pipeline with its writer and publisher in a forked child process.
+
+    The parent plans and sends each batch down a pipe; the child commits and publishes
+    them in order on its own interpreter (the same ``_Pipeline`` stages) and reports each
+    commit (the planner's ``Carry`` then forgets that batch's keys), an early error, and
+    at the end the number of records sealed and the first error of any stage.
+    """
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.done: tuple[int, BaseException | None] | None = None
+        self.failed = False
+
+    def run(self, max_batches: int | None) -> int:
+        ctx = multiprocessing.get_context("fork")
+        reports, child_out = ctx.Pipe(duplex=False)
+        child_in, batches = ctx.Pipe(duplex=False)
+        child = ctx.Process(target=_writer_process, args=(self.services, child_in, child_out),
+                            name="sealer-writer", daemon=True)
+        pipeline = _Pipeline(self.services)
+        carry = pipeline._carry()
+        child.start()
+        child_in.close()
+        child_out.close()
+        try:
+            after_id, n = 0, 0
+            while (max_batches is None or n < max_batches) and not self.failed:
+                self._collect(reports, carry, block=False)
+                if self.failed:
+                    break
+                batch, after_id = _plan(self.services, carry, after_id, n)
+                if batch is None:
+                    break
+                batches.send(batch)  # blocks while the child is busy: at most one batch in the pipe
+                n += 1
+        finally:
+            try:
+                batches.send(None)
+            except OSError:  # the child is gone; its end report (or EOF) says why
+                pass
+            batches.close()
+            self._collect(reports, carry, block=True)
+            child.join()
+            reports.close()
+        assert self.done is not None
+        sealed, error = self.done
+        if error is not None:
+            raise error
+        return sealed
+
+    def _collect(self, reports: Connection, carry: Carry, *, block: bool) -> None:
+        """Take the child's reports: commits now, and (blocking) until its end report."""
+        while self.done is None and (block or reports.poll()):
+            try:
+                what, *rest = reports.recv()
+            except EOFError:
+                self.done = (0, RuntimeError("the sealer's writer process exited without reporting"))
+                return
+            if what == "committed":
+                with carry.lock:
+                    carry.committed.add(rest[0])
+            elif what == "failed":
+                self.failed = True
+            else:
+                self.done = (rest[0], rest[1])
+
+
+def _forkable(services: Services, max_batches: int | None) -> bool:
+    """A writer process pays off for a backlog of several batches, where ``fork`` exists, with a
+    catalog a child can open (not in-memory SQLite) and a store it may use (``process_safe``)."""
+    if not hasattr(os, "fork") or not getattr(services.store, "process_safe", False):
+        return False
+    if max_batches is not None and max_batches * MAX_JOURNAL_ROWS < FORK_BACKLOG:
+        return False
+    if services.engine.dialect.name == "sqlite" and (services.engine.url.database or ":memory:") == ":memory:":
+        return False
+    with services.sessions() as session:
+        return unsealed_count(session) >= FORK_BACKLOG
+
+
+def _writer_process(services: Services, batches: Connection, reports: Connection) -> None:
+    """The child of ``_ForkedWriter``: commit and publish what arrives, report back, exit."""
+    _die_with_parent()
+    services.after_fork()
+    pipeline = _Pipeline(services)
+    publisher = threading.Thread(target=pipeline._publisher, name="sealer-publisher", daemon=True)
+    publisher.start()
+    told = False
+
+    def receive() -> Batch | None:
+        nonlocal told
+        if pipeline.error is not None and not told:
+            reports.send(("failed",))  # the planner stops; this side drains what is in the pipe
+            told = True
+        try:
+            return batches.recv()
+        except EOFError:  # the planner went away without its end marker: commit nothing more
+            pipeline.error = pipeline.error or RuntimeError("the sealer's planner went away")
+            return None
+
+    pipeline._writer(receive, lambda no: reports.send(("committed", no)))
+    publisher.join()
+    reports.send(("done", pipeline.sealed, _portable(pipeline.error)))
+
+
+def _portable(exc: BaseException | None) -> BaseException | None:
+    """``exc`` if it survives pickling (to be raised in the parent), else a RuntimeError naming it."""
+    if exc is None:
+        return None
+    try:
+        return pickle.loads(pickle.dumps(exc))
+    except Exception:  # noqa: BLE001 - any unpicklable exception becomes a plain one
+        return RuntimeError(f"{exc.__class__.__name__} in the sealer's writer process")
+
+
+def _die_with_parent() -> None:
+    """Linux: end this child if the sealer that forked it dies (``kill -9``); elsewhere nothing.
+
+    Not needed for safety (each batch commits atomically, in order, checked against the chain
+    head), but an orphan would keep the sealer's lock file and finish its batches alone.
+    """
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the parent's (gunicorn's arbiter) handlers
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
+
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def _plan(services: Services, carry: Carry, after_id: int, no: int,
@@ -246,16 +399,16 @@ def _write(services: Services, batch: Batch) -> list[Segment]:
         segments = [_add_segment(services, session, run, blob, root, head) for run, (blob, root) in zip(batch.runs, framed)]
         # The bodies go now: from this commit on the outbox segment holds them (encrypted).
         mark_sealed(session.connection(), batch.journal)
-        _side_tables(session, batch.records, batch.dups)
+        _side_tables(session, batch)
         _late_links(session, batch)
     return segments
 
 
 def _frame(run: Run) -> tuple[bytes, str]:
     """The segment blob (framed lines) and Merkle root of a run; frees the run's record bytes."""
-    blob = chain.encode_segment([chain.canonical(rec) for rec in run.recs])
-    root = chain.merkle_root([chain.leaf_hash(body) for body in run.bodies])
-    run.recs, run.bodies = [], []
+    blob = chain.encode_segment(run.lines)
+    root = chain.merkle_root(run.leaves)
+    run.lines, run.leaves = [], []
     return blob, root
 
 
@@ -283,17 +436,14 @@ def _add_segment(services: Services, session: Session, run: Run, blob: bytes, ro
     return seg
 
 
-def _side_tables(session: Session, records: list[Pending], dups: list[tuple[Pending | int, Pending, str]]) -> None:
+def _side_tables(session: Session, batch: Batch) -> None:
     """Duplicate hits, highest status per wamid, and the media fetch queue."""
-    if dups:
-        session.connection().execute(insert(DuplicateHit.__table__), [
-            {"record_seq": prior if isinstance(prior, int) else prior.seq, "delivery_seq": delivery.seq, "kind": kind}
-            for prior, delivery, kind in dups])
-    _raise_states(session, [r for r in records if r.kind == "status" and r.wamid and r.state])
-    media = [{"record_seq": r.seq, "media_id": m.media_id, "expected_sha256": m.sha256, "mime_type": m.mime_type,
-              "key_id": r.clear["kid"]} for r in records for m in r.media]
-    if media:
-        session.connection().execute(insert(Media.__table__), media)
+    conn = session.connection()
+    if batch.dup_rows:
+        conn.execute(insert(DuplicateHit.__table__), batch.dup_rows)
+    _raise_states(session, batch.statuses)
+    if batch.media_rows:
+        conn.execute(insert(Media.__table__), batch.media_rows)
 
 
 def _late_links(session: Session, batch: Batch) -> None:
@@ -314,22 +464,21 @@ def _late_links(session: Session, batch: Batch) -> None:
     conn.execute(pt.delete().where(pt.c.record_seq.in_(sorted(original))))
 
 
-def _raise_states(session: Session, statuses: list[Pending]) -> None:
+def _raise_states(session: Session, statuses: list[tuple[str, str, int]]) -> None:
     """Record the highest state each wamid reached; a later or repeated lower one never downgrades it."""
     if not statuses:
         return
     mt = MessageState.__table__
     conn = session.connection()
     known: dict[str, tuple[str, int]] = {}
-    for part in chunked(sorted({r.wamid for r in statuses if r.wamid}), 500):
+    for part in chunked(sorted({wamid for wamid, _, _ in statuses}), 500):
         known.update((w, (st, seq)) for w, st, seq in conn.execute(
             select(mt.c.wamid, mt.c.state, mt.c.status_seq).where(mt.c.wamid.in_(part))))
     best = dict(known)
-    for r in statuses:
-        assert r.wamid is not None and r.state is not None
-        current = best.get(r.wamid)
-        if items.status_supersedes(r.state, current[0] if current else None):  # unknown names never count
-            best[r.wamid] = (r.state, r.seq)
+    for wamid, state, seq in statuses:
+        current = best.get(wamid)
+        if items.status_supersedes(state, current[0] if current else None):  # unknown names never count
+            best[wamid] = (state, seq)
     new = [{"wamid": w, "state": st, "status_seq": seq} for w, (st, seq) in best.items() if w not in known]
     raised = [{"w": w, "st": st, "sq": seq} for w, (st, seq) in best.items() if w in known and known[w] != (st, seq)]
     insert_rows(conn, mt, new)

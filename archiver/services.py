@@ -61,6 +61,12 @@ class Services:
             self._journal = JournalWriter(self.sessions)
         return self._journal
 
+    def after_fork(self) -> None:
+        """In a forked child: drop the parent's pooled connections (unclosed: they are the
+        parent's) and its write gate, whose thread lock another parent thread may have held."""
+        self.engine.dispose(close=False)
+        self.sessions.gate = catalog.WriteGate(self.sessions.gate.path)
+
     def close(self) -> None:
         """Release pooled connections and the catalog's write-gate file."""
         self.engine.dispose()

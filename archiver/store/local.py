@@ -69,9 +69,10 @@ class _Lock:
 class LocalStore:
     """Software-WORM store on a local folder; see the module docstring."""
 
-    # Reads are plain file reads of a picklable (root, url) pair: verification's worker
-    # processes may read segments themselves rather than have them piped over.
-    reads_in_workers = True
+    # Plain files under a picklable (root, url) pair, no connections: other processes may
+    # use it themselves (verification's workers read segments rather than have them piped
+    # over; the sealer's writer process publishes).
+    process_safe = True
 
     def __init__(self, root: Path, url: str) -> None:
         self.root = root

@@ -1,13 +1,18 @@
-"""The sealer's pipeline (plan -> commit -> publish on three threads) with small batches.
+"""The sealer's pipeline (plan -> commit -> publish) with small batches.
 
 Batches here hold three journal rows, so de-duplication, status ordering and failures all
-happen across batches that are planned while earlier ones are still being committed.
+happen across batches that are planned while earlier ones are still being committed. Every
+test runs twice: with the writer and publisher on threads, and in a forked writer process
+(what a large backlog on the local store gets).
 """
 
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -19,13 +24,25 @@ from archiver.errors import StoreError
 from tests.e2e.test_pipeline import counts, msg_body, post, report, status_body
 
 
-@pytest.fixture(autouse=True)
-def small_batches(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture(autouse=True, params=["threads", "process"])
+def small_batches(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setattr(sealer, "MAX_JOURNAL_ROWS", 3)
+    forked = request.param == "process"
+    monkeypatch.setattr(sealer, "FORK_BACKLOG", 1 if forked else 10**9)
+    real_run, runs = sealer._ForkedWriter.run, []
+
+    def counted(self: Any, max_batches: Any) -> int:
+        runs.append(max_batches)
+        return real_run(self, max_batches)
+
+    monkeypatch.setattr(sealer._ForkedWriter, "run", counted)
+    yield
+    assert bool(runs) == forked, f"the {request.param} pipeline was not the one that ran"
 
 
 def _no_sealer_threads() -> bool:
-    return not [t for t in threading.enumerate() if t.name.startswith("sealer-")]
+    """No sealer thread or writer process is left behind."""
+    return not [t for t in threading.enumerate() if t.name.startswith("sealer-")] and not multiprocessing.active_children()
 
 
 def _post_mixed(client: Any) -> None:
@@ -152,3 +169,26 @@ def test_an_edit_sealed_before_its_message_is_linked_in_the_chain(client: Any, s
     assert links[e1]["original"] == original and links[e2]["original"] == original
     r = report(services)
     assert r.ok, r.first_error
+
+
+def test_a_writer_process_that_dies_is_reported_and_its_batches_are_sealed_next_run(
+        client: Any, services: Any, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
+    if request.node.callspec.params["small_batches"] != "process":
+        pytest.skip("only a writer process can die on its own; threads are covered by the other tests")
+    _post_mixed(client)
+    real_write, calls = sealer._write, []
+
+    def dying_write(svc: Any, batch: Any) -> Any:
+        calls.append(batch.no)
+        if len(calls) == 2:
+            os._exit(1)  # as if the OOM killer took the writer process mid-run
+        return real_write(svc, batch)
+
+    monkeypatch.setattr(sealer, "_write", dying_write)
+    with pytest.raises(RuntimeError, match="writer process exited"):
+        sealer.seal_pending(services)
+    assert _no_sealer_threads()
+    assert counts(services)["pending"] == 12  # the first batch committed; nothing half-sealed
+    monkeypatch.setattr(sealer, "_write", real_write)
+    sealer.seal_pending(services)
+    _assert_complete(services)
