@@ -198,15 +198,14 @@ class Planner:
 
     def _dedupe(self) -> tuple[list[Pending], list[tuple[Pending | int, Pending, str]]]:
         """Keep the first copy of each item key; later copies become duplicate hits."""
-        digests = {key_digest(it.key) for _, _, found in self.parsed for it in found}
-        known = self._known(digests)
+        digests = [[key_digest(it.key) for it in found] for _, _, found in self.parsed]
+        known = self._known({d for ds in digests for d in ds})
         first: dict[str, Pending] = {}
         records: list[Pending] = []
         dups: list[tuple[Pending | int, Pending, str]] = []
-        for _, own, found in self.parsed:
+        for (_, own, found), ds in zip(self.parsed, digests):
             records.append(own)
-            for it in found:
-                d = key_digest(it.key)
+            for it, d in zip(found, ds):
                 prior = first.get(d) or known.get(d)
                 if prior:
                     dups.append((prior, own, it.kind))
