@@ -33,7 +33,6 @@ Everything else, order and crash safety included, is the same.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 import multiprocessing
 import os
@@ -79,10 +78,15 @@ def _steady_allocator() -> None:
         return
     _ALLOCATOR_SET = True
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
+        _libc().mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
     except (OSError, AttributeError):
         pass
+
+
+def _libc() -> ctypes.CDLL:
+    """The C library this process runs on (its global symbols; no ``find_library``, which
+    spawns ``ldconfig``). Raises OSError where there is none to load."""
+    return ctypes.CDLL(None)
 
 
 M_MMAP_THRESHOLD = -3  # glibc malloc.h
@@ -356,8 +360,7 @@ def _die_with_parent() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the parent's (gunicorn's arbiter) handlers
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        _libc().prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     except (OSError, AttributeError):
         pass
 

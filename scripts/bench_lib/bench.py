@@ -47,7 +47,7 @@ GOALS = {"accept_ratio": 0.5, "seal_local": 20_000, "seal_s3": 10_000, "verify":
 
 FULL = {"wrk_seconds": 10, "warmup_seconds": 2, "accept_rounds": 3, "seal_n": 20_000, "rss_small": 10_000, "rss_large": 80_000,
         "profile_n": 5_000}
-QUICK = {"wrk_seconds": 3, "warmup_seconds": 1, "accept_rounds": 1, "seal_n": 5_000, "rss_small": 2_000, "rss_large": 8_000,
+QUICK = {"wrk_seconds": 3, "warmup_seconds": 1, "accept_rounds": 1, "seal_n": 5_000, "rss_small": 4_000, "rss_large": 8_000,
          "profile_n": 1_000}
 
 _LOREM = ("Hi, following up on order 48213: the courier says the parcel left the depot this morning but the "
@@ -303,7 +303,11 @@ def _rss_child(home: str) -> None:
     res = seal_timed(svc)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     hwm = int(Path("/proc/self/status").read_text().split("VmHWM:")[1].split()[0])  # cross-check, KiB
-    print(json.dumps({"before_kib": before, "peak_kib": peak, "vmhwm_kib": hwm, **res}))
+    # The sealer's forked writer process (large backlogs): its peak counts too. Pages it
+    # still shares with this process are counted twice, so the sum is an upper bound.
+    writer = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    print(json.dumps({"before_kib": before, "planner_kib": peak, "writer_kib": writer, "peak_kib": peak + writer,
+                      "vmhwm_kib": hwm, **res}))
 
 
 def bench_profile(work: Path, n: int) -> list[dict[str, Any]]:
@@ -472,8 +476,12 @@ def table(results: dict[str, Any]) -> list[str]:
         small, large = rss
         growth = large["peak_kib"] / small["peak_kib"]
         grow = [(r["peak_kib"] - r["before_kib"]) / 1024 for r in rss]
-        rows.append(f"| 5 | Sealer peak RSS (fresh process; ru_maxrss) | {small['deliveries']:,} deliveries: "
+        parts = "; ".join(f"{r['deliveries']:,}: planner {r.get('planner_kib', r['peak_kib']) / 1024:.0f} + writer "
+                          f"process {r.get('writer_kib', 0) / 1024:.0f}" for r in rss)
+        rows.append(f"| 5 | Sealer peak RSS (fresh process; ru_maxrss, planner + forked writer) | "
+                    f"{small['deliveries']:,} deliveries: "
                     f"{small['peak_kib'] / 1024:.0f} MiB; {large['deliveries']:,}: {large['peak_kib'] / 1024:.0f} MiB "
+                    f"[{parts}] "
                     f"(x{growth:.2f}; +{grow[0]:.0f} / +{grow[1]:.0f} MiB over the {small['before_kib'] / 1024:.0f} MiB "
                     f"after imports and open) | flat (<= x{GOALS['rss_growth']}) | "
                     f"{_met(growth <= GOALS['rss_growth'])} |")
