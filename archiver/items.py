@@ -94,6 +94,18 @@ def canonical_json(obj: Any) -> bytes:
     return text.encode("utf-8", "backslashreplace")
 
 
+class JsonFloat(float):
+    """A number with a fraction or exponent, as parsed from a body.
+
+    It is a float in every respect, and ``json`` writes it as one. orjson refuses it (it
+    accepts only exact floats), so ``chain.canonical``, which the sealer uses for payloads,
+    hands any payload holding one to ``json``: orjson would write ``1e16`` where ``json``
+    writes ``1e+16``, and payload bytes are defined as ``canonical_json``'s.
+    """
+
+    __slots__ = ()
+
+
 def sha256_hex(data: bytes) -> str:
     """Hex SHA-256 of ``data``. Never raises."""
     return hashlib.sha256(data).hexdigest()
@@ -232,7 +244,7 @@ def _parse(raw: bytes) -> tuple[Any, str | None]:
     except UnicodeDecodeError:
         return None, "body is not UTF-8"
     try:
-        return json.loads(text, parse_constant=_reject_constant), None
+        return json.loads(text, parse_constant=_reject_constant, parse_float=JsonFloat), None
     except (ValueError, RecursionError):
         return None, "invalid JSON"
 

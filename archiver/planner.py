@@ -319,7 +319,8 @@ EXTRACT = {
 def _item_record(it: items.Item, digest: str, delivery: Pending) -> Pending:
     """The Pending record of a first-seen item."""
     return Pending(
-        kind=it.kind, plaintext=items.canonical_json(it.payload), contact=it.contact or delivery.contact,
+        # canonical_json's bytes (payloads hold parsed values: floats are JsonFloat), by orjson.
+        kind=it.kind, plaintext=chain.canonical(it.payload), contact=it.contact or delivery.contact,
         type=it.type, item_key=digest, wamid=it.wamid, occurred_at=it.occurred_at, delivery=delivery,
         media=it.media, state=it.state, links=dict(it.refs), original_ref=it.refs.get("original"),
     )

@@ -9,7 +9,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from archiver import chain
+from archiver import chain, items
 
 
 def reference(obj: Any) -> bytes:
@@ -38,3 +38,24 @@ def test_a_lone_surrogate_is_written_as_its_escape() -> None:
     got = chain.canonical({"type": "te\ud800xt"})
     assert got == b'{"type":"te\\ud800xt"}'
     assert json.loads(got) == {"type": "te\ud800xt"}  # reads back as the same string
+
+
+# The sealer writes payloads (parts of bodies items' parser read) with chain.canonical: for
+# whatever JSON text arrives, the bytes must be items.canonical_json's (floats included).
+numbers = st.integers(min_value=-(2**70), max_value=2**70) | st.floats(allow_nan=False, allow_infinity=False)
+bodies = st.recursive(st.none() | st.booleans() | numbers | texts,
+                      lambda inner: st.lists(inner, max_size=5) | st.dictionaries(texts, inner, max_size=5),
+                      max_leaves=30)
+
+
+@settings(max_examples=400, deadline=None)
+@given(bodies)
+def test_payloads_from_parsed_bodies_get_the_reference_bytes(obj: Any) -> None:
+    parsed, reason = items._parse(json.dumps(obj).encode())
+    assert reason is None
+    assert chain.canonical(parsed) == items.canonical_json(parsed) == reference(json.loads(json.dumps(obj)))
+
+
+def test_exponent_floats_are_written_as_json_writes_them() -> None:
+    parsed, _ = items._parse(b'{"lat": 1e16, "tiny": 1e-07, "x": [0.1, 2.5e+20], "n": 10}')
+    assert chain.canonical(parsed) == b'{"lat":1e+16,"n":10,"tiny":1e-07,"x":[0.1,2.5e+20]}'
