@@ -50,13 +50,48 @@ def main(verbose: bool) -> None:
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8080, show_default=True, type=int)
-@click.option("--workers", default=2, show_default=True, type=int, help="Web worker processes.")
+@click.option("--workers", default=None, type=int,
+              help="Web worker processes (gevent). Default: 1 on SQLite, one per core on PostgreSQL.")
 @handled
-def serve(host: str, port: int, workers: int) -> None:
-    """Run the web service and the background jobs (sealer, media, indexer)."""
+def serve(host: str, port: int, workers: int | None) -> None:
+    """Run the web service, and the background jobs (sealer, media, indexer) in a child process."""
     from archiver import server
 
     server.run(Settings.from_env(), host, port, workers)
+
+
+@main.command()
+@click.option("--die-with-parent", is_flag=True, hidden=True)
+@handled
+def jobs(die_with_parent: bool) -> None:
+    """Run the background jobs (sealer, media, indexer, WORM self-test) until stopped.
+
+    ``serve`` runs this in a child process; run it alone to keep the jobs apart from the web
+    tier (another container, say). Stops on SIGTERM or Ctrl-C after the running jobs finish.
+    """
+    import signal
+    import threading
+
+    from archiver import processes, server
+
+    if die_with_parent:
+        processes.die_with_parent()
+    services = _services()
+    server.self_test(services)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    server.run_jobs(services, stop)
+
+
+@main.command()
+@handled
+def selftest() -> None:
+    """Check the catalog, the keys and that the store enforces WORM (exit 0), or say why not (exit 2)."""
+    from archiver import server
+
+    server.self_test(_services())
+    click.echo("ok: catalog, keys and a WORM-enforcing store")
 
 
 @main.command()

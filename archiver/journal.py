@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 import threading
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
@@ -75,21 +77,39 @@ def mark_sealed(conn: Connection, delivery_seqs: dict[int, int], chunk: int = 40
             f"WHERE id IN ({', '.join([marker] * len(part))})", tuple([True] + params))
 
 
+def _let_ready_requests_queue() -> None:
+    """Before a group commit: let requests that are ready to append queue their rows.
+
+    Under gevent (``serve``'s workers), wait until the event loop has run every greenlet
+    whose socket became readable meanwhile (``sleep(0)`` would only run those already
+    scheduled); with threads, give up the GIL once.
+    """
+    gevent = sys.modules.get("gevent")
+    if gevent is not None and gevent.monkey.is_module_patched("threading"):
+        gevent.idle()
+    else:
+        time.sleep(0)
+
+
 @dataclass
 class _Pending:
     row: tuple[Any, ...]
     done: bool = False
     id: int | None = None
     error: BaseException | None = None
+    lead: bool = False  # this request commits the queue (its own row included)
+    woken: threading.Event = field(default_factory=threading.Event)
 
 
 class JournalWriter:
     """Group commit for intake: requests arriving together share one transaction.
 
     ``append`` returns only after the row is committed (durable), exactly like a
-    transaction of its own; but while one thread commits, the rows queued behind it are
-    committed together by the next thread to get the lock, so a burst costs one fsync
-    instead of one per request. One writer per process (threads share it).
+    transaction of its own. One request at a time leads: it lets the requests that are
+    ready queue their rows, commits the whole queue in one transaction (one fsync) and
+    hands the lead to the first request that queued meanwhile. The others wait on their
+    own event, never on a lock they would only take to learn they are done (with gevent's
+    barging locks, that made every commit a batch of one). One writer per process.
 
     This is intake's hot path, so it talks to the pooled DBAPI connection directly with a
     statement built once; every value still goes through its column type's bind processor,
@@ -102,8 +122,8 @@ class JournalWriter:
         self._sessions = sessions
         self._engine = sessions.kw["bind"]
         self._queue: list[_Pending] = []
-        self._queue_lock = threading.Lock()
-        self._commit_lock = threading.Lock()
+        self._lock = threading.Lock()  # guards _queue and _leading, held only briefly
+        self._leading = False
         dialect = self._engine.dialect
         self._procs = bind_processors(dialect, Journal.__table__, self.COLUMNS)
         self._sqlite = dialect.name == "sqlite"
@@ -115,17 +135,39 @@ class JournalWriter:
             raise ValueError(f"unknown journal source {source!r}")
         values = (source, utcnow(), body, hashlib.sha256(body).hexdigest(), meta, False)
         mine = _Pending(tuple(p(v) if p else v for p, v in zip(self._procs, values)))
-        with self._queue_lock:
+        with self._lock:
             self._queue.append(mine)
-        with self._commit_lock:
-            if not mine.done:
-                with self._queue_lock:
-                    batch, self._queue = self._queue, []
-                self._commit(batch)
+            if not self._leading:
+                self._leading = mine.lead = True
+        if not mine.lead:
+            mine.woken.wait()  # committed by the leader, or handed the lead
+        if not mine.done:
+            self._lead()
         if mine.error is not None:
             raise mine.error
         assert mine.id is not None
         return mine.id
+
+    def _lead(self) -> None:
+        """Commit the queue as one transaction, then wake its requests and hand on the lead."""
+        _let_ready_requests_queue()
+        with self._lock:
+            batch, self._queue = self._queue, []
+        try:
+            self._commit(batch)
+        except BaseException:  # noqa: BLE001 - each request of the batch raises its own error
+            pass
+        finally:
+            with self._lock:
+                successor = self._queue[0] if self._queue else None
+                if successor is not None:
+                    successor.lead = True
+                else:
+                    self._leading = False
+            for p in batch:
+                p.woken.set()
+            if successor is not None:
+                successor.woken.set()
 
     def _commit(self, batch: list[_Pending]) -> None:
         try:

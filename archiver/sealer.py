@@ -32,13 +32,11 @@ Everything else, order and crash safety included, is the same.
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import multiprocessing
 import os
 import pickle
 import queue
-import signal
 import threading
 from multiprocessing.connection import Connection
 from datetime import datetime, timezone
@@ -47,7 +45,7 @@ from typing import Any, Callable, Iterable
 from sqlalchemy import Text, bindparam, insert, select, type_coerce, update
 from sqlalchemy.orm import Session
 
-from archiver import chain, items
+from archiver import chain, items, processes
 from archiver.catalog import (
     DuplicateHit, Journal, Media, MessageState, PendingLink, Record, Segment, chain_head, chunked, insert_rows,
     leader_lock, unsealed_count,
@@ -78,15 +76,9 @@ def _steady_allocator() -> None:
         return
     _ALLOCATOR_SET = True
     try:
-        _libc().mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
+        processes.libc().mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
     except (OSError, AttributeError):
         pass
-
-
-def _libc() -> ctypes.CDLL:
-    """The C library this process runs on (its global symbols; no ``find_library``, which
-    spawns ``ldconfig``). Raises OSError where there is none to load."""
-    return ctypes.CDLL(None)
 
 
 M_MMAP_THRESHOLD = -3  # glibc malloc.h
@@ -318,7 +310,9 @@ def _forkable(services: Services, max_batches: int | None) -> bool:
 
 def _writer_process(services: Services, batches: Connection, reports: Connection) -> None:
     """The child of ``_ForkedWriter``: commit and publish what arrives, report back, exit."""
-    _die_with_parent()
+    # Not needed for safety (each batch commits atomically, in order, checked against the
+    # chain head), but an orphan would keep the sealer's lock file and finish its batches alone.
+    processes.die_with_parent()
     services.after_fork()
     pipeline = _Pipeline(services)
     publisher = threading.Thread(target=pipeline._publisher, name="sealer-publisher", daemon=True)
@@ -349,23 +343,6 @@ def _portable(exc: BaseException | None) -> BaseException | None:
         return pickle.loads(pickle.dumps(exc))
     except Exception:  # noqa: BLE001 - any unpicklable exception becomes a plain one
         return RuntimeError(f"{exc.__class__.__name__} in the sealer's writer process")
-
-
-def _die_with_parent() -> None:
-    """Linux: end this child if the sealer that forked it dies (``kill -9``); elsewhere nothing.
-
-    Not needed for safety (each batch commits atomically, in order, checked against the chain
-    head), but an orphan would keep the sealer's lock file and finish its batches alone.
-    """
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the parent's (gunicorn's arbiter) handlers
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    try:
-        _libc().prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):
-        pass
-
-
-PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def _plan(services: Services, carry: Carry, after_id: int, no: int,

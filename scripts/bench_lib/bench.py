@@ -40,7 +40,13 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 SECRET = "bench-app-secret"
-GUNICORN_ARGS = ["-w", "2", "--threads", "4", "-k", "gthread", "--log-level", "warning", "--timeout", "60"]
+from archiver.server import WORKER_CLASS, default_workers  # noqa: E402 - after the path setup
+
+# Both apps run as `archiver serve` runs the webhook on the embedded default (SQLite catalog).
+SERVE_ARGS = ["-w", str(default_workers("sqlite://")), "-k", WORKER_CLASS]
+# For reference, one more round of both under the server settings used before 2026-11-27.
+REFERENCE_ARGS = ["-w", "2", "--threads", "4", "-k", "gthread"]
+COMMON_ARGS = ["--log-level", "warning", "--timeout", "60"]
 WRK_THREADS, WRK_CONNECTIONS = 2, 16
 
 GOALS = {"accept_ratio": 0.5, "seal_local": 20_000, "seal_s3": 10_000, "verify": 100_000, "rss_growth": 1.25}
@@ -196,11 +202,11 @@ def run_wrk(url: str, seconds: int, body_path: Path, sig: str) -> dict[str, Any]
 
 
 def serve_and_load(label: str, app_spec: str, cwd: Path, env: dict[str, str], cfg: dict[str, Any],
-                   body_path: Path, sig: str, work: Path) -> dict[str, Any]:
+                   body_path: Path, sig: str, work: Path, server_args: list[str] = SERVE_ARGS) -> dict[str, Any]:
     port = free_port()
     url = f"http://127.0.0.1:{port}/webhooks/whatsapp"
     log = open(work / f"gunicorn-{label}.log", "w")
-    cmd = [sys.executable, "-m", "gunicorn", *GUNICORN_ARGS, "-b", f"127.0.0.1:{port}", app_spec]
+    cmd = [sys.executable, "-m", "gunicorn", *server_args, *COMMON_ARGS, "-b", f"127.0.0.1:{port}", app_spec]
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         wait_http(url, proc)
@@ -233,10 +239,14 @@ def bench_accept(work: Path, cfg: dict[str, Any]) -> dict[str, Any]:
     # Rounds of (noop, archiver) back to back; each side keeps its best round. Interference
     # on this shared VM only ever slows a run down, and both sides get the same chances.
     rounds: list[tuple[dict[str, Any], dict[str, Any]]] = []
+    arch_env = {**base_env, **aenv, "PYTHONPATH": pypath}
     for _ in range(cfg["accept_rounds"]):
         rounds.append((serve_and_load("noop", "noop_app:app", HERE, base_env, cfg, body_path, sig, work),
-                       serve_and_load("archiver", "archiver.app:create_app()", ROOT,
-                                      {**base_env, **aenv, "PYTHONPATH": pypath}, cfg, body_path, sig, work)))
+                       serve_and_load("archiver", "archiver.app:create_app()", ROOT, arch_env, cfg, body_path, sig,
+                                      work)))
+    reference = [serve_and_load(f"{label}-reference", spec, cwd, env, cfg, body_path, sig, work, REFERENCE_ARGS)
+                 for label, spec, cwd, env in (("noop", "noop_app:app", HERE, base_env),
+                                               ("archiver", "archiver.app:create_app()", ROOT, arch_env))]
     noop = max((n for n, _ in rounds), key=lambda r: r["rps"])
     arch = max((a for _, a in rounds), key=lambda r: r["rps"])
     svc = open_services(aenv)
@@ -251,7 +261,8 @@ def bench_accept(work: Path, cfg: dict[str, Any]) -> dict[str, Any]:
         a.pop("raw", None)
     return {"noop": noop, "archiver": arch, "ratio": arch["rps"] / noop["rps"] if noop["rps"] else 0.0,
             "body_bytes": len(body), "journal_rows": journaled,
-            "rounds": [[round(n["rps"]), round(a["rps"])] for n, a in rounds]}
+            "rounds": [[round(n["rps"]), round(a["rps"])] for n, a in rounds],
+            "reference": [round(r["rps"]) for r in reference]}
 
 
 # --- 2/4/5. sealing, verification, memory -------------------------------------------------------
@@ -455,6 +466,10 @@ def table(results: dict[str, Any]) -> list[str]:
         rows.append(f"| 1c | Acceptance ratio archiver / no-op (best round of each; rounds no-op / archiver req/s: "
                     f"{runs}) | {a['ratio']:.2f} x | >= {GOALS['accept_ratio']} x | "
                     f"{_met(a['ratio'] >= GOALS['accept_ratio'] and r['non2xx'] == 0)} |")
+        if ref := a.get("reference"):
+            rows.append(f"| 1d | For reference: one round of each under `{' '.join(REFERENCE_ARGS)}` (the server "
+                        f"before 2026-11-27), no-op / archiver | {ref[0]:,} / {ref[1]:,} req/s "
+                        f"({ref[1] / ref[0]:.2f} x) | - | - |")
     for num, key, label in (("2", "seal_local", "Sealing into local store"), ("3", "seal_s3", "Sealing into SeaweedFS (S3 Object Lock)")):
         s = results.get(key)
         goal = GOALS[key]
@@ -514,7 +529,7 @@ def cmd_report(work: Path, doc: Path | None) -> None:
              f"- machine: `{m['uname']}`", f"- nproc: {m['nproc']}; CPU: {m['cpu']}",
              f"- python: {m['python']}; {m['wrk']}; commit {m['git']}"
              f"{' plus uncommitted changes under archiver/' if m['dirty'] else ''}",
-             f"- load: gunicorn `{' '.join(GUNICORN_ARGS[:6])}`, wrk `-t{WRK_THREADS} -c{WRK_CONNECTIONS} "
+             f"- load: gunicorn `{' '.join(SERVE_ARGS)}` (as `archiver serve` on SQLite), wrk `-t{WRK_THREADS} -c{WRK_CONNECTIONS} "
              f"-d{cfg.get('wrk_seconds')}s` after a {cfg.get('warmup_seconds')} s warm-up, one "
              f"{results.get('accept', {}).get('body_bytes', '?')}-byte signed body; catalog SQLite (WAL, synchronous=FULL)",
              f"- sealing workload: {cfg.get('seal_n', 0):,} webhook deliveries (3 of 4 inbound ~1 KB text messages, "

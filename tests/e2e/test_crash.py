@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import requests
 from sqlalchemy import func, select
 
@@ -32,8 +33,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_service(env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
-    cmd = [sys.executable, "-m", "archiver.cli", "serve", "--port", str(port), "--workers", "2"]
+def start_service(env: dict[str, str], port: int, log: Path, workers: int | None = None) -> subprocess.Popen[bytes]:
+    cmd = [sys.executable, "-m", "archiver.cli", "serve", "--port", str(port),
+           *(["--workers", str(workers)] if workers else [])]
     with log.open("ab") as out:  # the child keeps its own copy of the descriptor
         proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **env}, stdout=out,
                                 stderr=subprocess.STDOUT, start_new_session=True)
@@ -46,6 +48,18 @@ def start_service(env: dict[str, str], port: int, log: Path) -> subprocess.Popen
             time.sleep(0.2)
     proc.kill()
     raise AssertionError(f"service did not start: {log.read_text()[-2000:]}")
+
+
+def wait_group_gone(pgid: int, timeout: float = 20) -> None:
+    """Wait until every process of the killed service's group has exited."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"processes of group {pgid} outlived SIGKILL by {timeout}s")
 
 
 def load(port: int, acked: list[str], stop: threading.Event, limit: int = 3000) -> None:
@@ -64,10 +78,11 @@ def load(port: int, acked: list[str], stop: threading.Event, limit: int = 3000) 
             acked.append(wamid)
 
 
-def test_kill_9_under_load_loses_nothing_and_seals_nothing_twice(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [None, 2], ids=["default-workers", "2-workers"])
+def test_kill_9_under_load_loses_nothing_and_seals_nothing_twice(tmp_path: Path, workers: int | None) -> None:
     env = make_env(tmp_path / "home")
     port = free_port()
-    proc = start_service(env, port, tmp_path / "serve.log")
+    proc = start_service(env, port, tmp_path / "serve.log", workers)
     acked: list[str] = []
     stop = threading.Event()
     threads = [threading.Thread(target=load, args=(port, acked, stop)) for _ in range(2)]
@@ -76,6 +91,7 @@ def test_kill_9_under_load_loses_nothing_and_seals_nothing_twice(tmp_path: Path)
     time.sleep(3)  # the in-process sealer runs meanwhile, so the kill lands mid-sealing
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=10)
+    wait_group_gone(proc.pid)  # the jobs process too: one caught in an fsync dies when it returns
     stop.set()
     for t in threads:
         t.join(timeout=10)

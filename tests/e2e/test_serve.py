@@ -1,0 +1,101 @@
+"""``archiver serve`` as an operator runs it: gevent web workers, the jobs in a child process
+that the arbiter restarts, and the WORM self-test before anything is served."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+from sqlalchemy import select
+
+from archiver.catalog import Record
+from archiver.config import Settings
+from archiver.services import Services
+from tests import backends
+from tests.conftest import make_env, sign
+from tests.e2e.test_crash import ROOT, free_port, start_service, wait_group_gone
+from tests.e2e.test_pipeline import msg_body
+
+
+def _children(pid: int) -> dict[int, str]:
+    """Direct children of ``pid``: pid -> command line."""
+    out = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == pid:
+            out[int(entry.name)] = cmd
+    return out
+
+
+def _jobs_pid(arbiter: int) -> int:
+    (pid,) = [p for p, cmd in _children(arbiter).items() if " jobs " in f"{cmd} "]
+    return pid
+
+
+def _sealed(env: dict[str, str], wamid: str, timeout: float = 20) -> bool:
+    services = Services.open(Settings.from_env(env))
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with services.sessions() as session:
+                if session.scalar(select(Record.seq).where(Record.wamid == wamid, Record.kind == "message")):
+                    return True
+            time.sleep(0.2)
+        return False
+    finally:
+        services.close()
+
+
+def _post(port: int, wamid: str) -> None:
+    body = msg_body(wamid, "hello")
+    r = requests.post(f"http://127.0.0.1:{port}/webhooks/whatsapp", data=body, headers=sign(body), timeout=10)
+    assert r.status_code == 200, r.text
+
+
+def test_serve_seals_in_its_jobs_process_and_restarts_it_when_it_dies(tmp_path: Path) -> None:
+    env = make_env(tmp_path / "home", ARCHIVER_SEAL_INTERVAL="0.5")
+    port = free_port()
+    log = tmp_path / "serve.log"
+    proc = start_service(env, port, log)
+    try:
+        first = _jobs_pid(proc.pid)
+        _post(port, "wamid.S1")
+        assert _sealed(env, "wamid.S1"), "the jobs process did not seal the webhook"
+        os.kill(first, signal.SIGKILL)
+        _post(port, "wamid.S2")  # intake does not depend on the jobs
+        assert _sealed(env, "wamid.S2"), "the jobs process was not restarted"
+        assert _jobs_pid(proc.pid) != first
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=60)
+        wait_group_gone(proc.pid)
+    text = log.read_text()
+    assert "Using worker: gevent" in text
+    # gunicorn's arbiter imported no TLS client before the workers patched the stdlib.
+    assert "MonkeyPatchWarning" not in text and "RecursionError" not in text
+
+
+@pytest.mark.s3
+def test_serve_refuses_a_bucket_without_object_lock_before_serving(tmp_path: Path) -> None:
+    settings = backends.s3_settings()
+    bucket = backends.new_bucket(locked=False)
+    env = make_env(tmp_path / "home", ARCHIVER_STORE_URL=(
+        f"s3://{bucket}?endpoint_url={settings.endpoint_url}&region={settings.region}"),
+        AWS_ACCESS_KEY_ID=settings.access_key, AWS_SECRET_ACCESS_KEY=settings.secret_key)
+    out = subprocess.run([sys.executable, "-m", "archiver.cli", "serve", "--port", str(free_port())], cwd=ROOT,
+                         env={**os.environ, **env}, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "error[worm-not-enforced]" in out.stderr
+    assert "listening" not in out.stdout
