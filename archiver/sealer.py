@@ -261,7 +261,10 @@ class _ForkedWriter:
                 batch, after_id = _plan(self.services, carry, after_id, n)
                 if batch is None:
                     break
-                batches.send(batch)  # blocks while the child is busy: at most one batch in the pipe
+                try:
+                    batches.send(batch)  # blocks while the child is busy: at most one batch in the pipe
+                except OSError:  # the child is gone; its end report (or EOF) says why
+                    break
                 n += 1
         finally:
             try:

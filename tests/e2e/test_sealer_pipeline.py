@@ -12,6 +12,7 @@ import json
 import multiprocessing
 import os
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -171,12 +172,16 @@ def test_an_edit_sealed_before_its_message_is_linked_in_the_chain(client: Any, s
     assert r.ok, r.first_error
 
 
+@pytest.mark.parametrize("planner", ["done-planning", "still-planning"])
 def test_a_writer_process_that_dies_is_reported_and_its_batches_are_sealed_next_run(
-        client: Any, services: Any, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
+        client: Any, services: Any, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest,
+        planner: str) -> None:
     if request.node.callspec.params["small_batches"] != "process":
         pytest.skip("only a writer process can die on its own; threads are covered by the other tests")
     _post_mixed(client)
-    real_write, calls = sealer._write, []
+    real_write, real_plan, calls = sealer._write, sealer._plan, []
+    if planner == "still-planning":  # the planner's next send then meets a closed pipe
+        monkeypatch.setattr(sealer, "_plan", lambda *a, **k: (time.sleep(0.3), real_plan(*a, **k))[1])
 
     def dying_write(svc: Any, batch: Any) -> Any:
         calls.append(batch.no)
@@ -190,5 +195,6 @@ def test_a_writer_process_that_dies_is_reported_and_its_batches_are_sealed_next_
     assert _no_sealer_threads()
     assert counts(services)["pending"] == 12  # the first batch committed; nothing half-sealed
     monkeypatch.setattr(sealer, "_write", real_write)
+    monkeypatch.setattr(sealer, "_plan", real_plan)
     sealer.seal_pending(services)
     _assert_complete(services)
