@@ -82,13 +82,18 @@ def _let_ready_requests_queue() -> None:
 
     Under gevent (``serve``'s workers), wait until the event loop has run every greenlet
     whose socket became readable meanwhile (``sleep(0)`` would only run those already
-    scheduled); with threads, give up the GIL once.
+    scheduled), but no longer than ``GATHER_SECONDS``: under a flood of new connections
+    the loop may not fall idle for a while. With threads, give up the GIL once.
     """
     gevent = sys.modules.get("gevent")
     if gevent is not None and gevent.monkey.is_module_patched("threading"):
-        gevent.idle()
+        with gevent.Timeout(GATHER_SECONDS, False):
+            gevent.idle()
     else:
         time.sleep(0)
+
+
+GATHER_SECONDS = 0.002
 
 
 @dataclass

@@ -104,3 +104,31 @@ def test_under_gevent_waiting_requests_join_one_commit(tmp_path: Path) -> None:
     got = json.loads(out.stdout.strip().splitlines()[-1])
     assert got["ids"] == got["rows"] == 320
     assert got["commits"] <= 320 / 4, got  # 16 greenlets: commits of many rows, not of one
+
+
+BUSY_LOOP_SCRIPT = """
+from gevent import monkey
+monkey.patch_all()
+import json, sys, time
+import gevent
+from archiver.config import Settings
+from archiver.services import Services
+
+svc = Services.open(Settings.from_env(json.loads(sys.argv[1])))
+def busy():  # an event loop that never falls idle (a flood of connections, say)
+    while True:
+        gevent.sleep(0)
+gevent.spawn(busy)
+start = time.monotonic()
+append = gevent.spawn(svc.journal.append, "webhook", b"{}", {})
+append.join(timeout=5)
+print(json.dumps({"done": append.successful(), "seconds": time.monotonic() - start}))
+"""
+
+
+def test_under_gevent_a_busy_event_loop_delays_a_commit_only_briefly(tmp_path: Path) -> None:
+    out = subprocess.run([sys.executable, "-c", BUSY_LOOP_SCRIPT, json.dumps(make_env(tmp_path / "home"))], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["done"] and got["seconds"] < 1, got  # waits at most GATHER_SECONDS for the loop to idle
