@@ -131,10 +131,12 @@ def _confirm(services: Services, segment_id: int) -> None:
 
 
 class _Pipeline:
-    """Three threads in order: plan (caller) -> commit (writer) -> put to WORM (publisher).
+    """Three stages in order: plan (caller) -> commit (writer) -> put to WORM (publisher).
 
     Planning is Python work and holds the GIL; the other two mostly wait in C (zlib, SQLite,
-    file and network I/O), so they overlap with it. Queues of one keep memory bounded.
+    file and network I/O), so on threads they overlap with it. For a large backlog the
+    writer and publisher move to a child process (``_ForkedWriter``), where their Python
+    work no longer takes the planner's GIL. Queues of one keep memory bounded.
     """
 
     def __init__(self, services: Services) -> None:
@@ -145,10 +147,11 @@ class _Pipeline:
         self.sealed = 0
 
     def run(self, max_batches: int | None) -> int:
-        """Plan here, commit and publish on two threads; raise the first error of any stage."""
+        """Plan here, commit and publish on two threads (or in a writer process); raise the
+        first error of any stage."""
         if _forkable(self.services, max_batches):
             return _ForkedWriter(self.services).run(max_batches)
-        carry = self._carry()
+        carry = _carry(self.services)
 
         def committed(no: int) -> None:
             with carry.lock:
@@ -177,7 +180,7 @@ class _Pipeline:
 
     def run_inline(self, max_batches: int | None) -> int:
         """The same stages, one after another on this thread."""
-        carry = self._carry()
+        carry = _carry(self.services)
         after_id, n = 0, 0
         while max_batches is None or n < max_batches:
             batch, after_id = _plan(self.services, carry, after_id, n)
@@ -189,11 +192,6 @@ class _Pipeline:
             self.sealed += batch.record_count
             n += 1
         return self.sealed
-
-    def _carry(self) -> Carry:
-        with self.services.sessions() as session:
-            head = chain_head(session)
-            return Carry(seq=head.seq, hash=head.hash)
 
     # After a failure each stage keeps draining its queue (skipping the work) until the end
     # marker, so no thread ever blocks on a queue nobody reads.
@@ -247,25 +245,12 @@ class _ForkedWriter:
         child_in, batches = ctx.Pipe(duplex=False)
         child = ctx.Process(target=_writer_process, args=(self.services, child_in, child_out),
                             name="sealer-writer", daemon=True)
-        pipeline = _Pipeline(self.services)
-        carry = pipeline._carry()
+        carry = _carry(self.services)
         child.start()
         child_in.close()
         child_out.close()
         try:
-            after_id, n = 0, 0
-            while (max_batches is None or n < max_batches) and not self.failed:
-                self._collect(reports, carry, block=False)
-                if self.failed:
-                    break
-                batch, after_id = _plan(self.services, carry, after_id, n)
-                if batch is None:
-                    break
-                try:
-                    batches.send(batch)  # blocks while the child is busy: at most one batch in the pipe
-                except OSError:  # the child is gone; its end report (or EOF) says why
-                    break
-                n += 1
+            self._feed(batches, reports, carry, max_batches)
         finally:
             try:
                 batches.send(None)
@@ -280,6 +265,22 @@ class _ForkedWriter:
         if error is not None:
             raise error
         return sealed
+
+    def _feed(self, batches: Connection, reports: Connection, carry: Carry, max_batches: int | None) -> None:
+        """Plan batches and send them to the child until the journal is done or the child fails."""
+        after_id, n = 0, 0
+        while (max_batches is None or n < max_batches) and not self.failed:
+            self._collect(reports, carry, block=False)
+            if self.failed:
+                return
+            batch, after_id = _plan(self.services, carry, after_id, n)
+            if batch is None:
+                return
+            try:
+                batches.send(batch)  # blocks while the child is busy: at most one batch in the pipe
+            except OSError:  # the child is gone; its end report (or EOF) says why
+                return
+            n += 1
 
     def _collect(self, reports: Connection, carry: Carry, *, block: bool) -> None:
         """Take the child's reports: commits now, and (blocking) until its end report."""
@@ -296,6 +297,13 @@ class _ForkedWriter:
                 self.failed = True
             else:
                 self.done = (rest[0], rest[1])
+
+
+def _carry(services: Services) -> Carry:
+    """What the planner carries across batches, starting from the chain head."""
+    with services.sessions() as session:
+        head = chain_head(session)
+        return Carry(seq=head.seq, hash=head.hash)
 
 
 def _forkable(services: Services, max_batches: int | None) -> bool:
