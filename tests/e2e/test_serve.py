@@ -14,6 +14,7 @@ import pytest
 import requests
 from sqlalchemy import select
 
+from archiver.auth import create_token
 from archiver.catalog import Record
 from archiver.config import Settings
 from archiver.services import Services
@@ -64,6 +65,24 @@ def _post(port: int, wamid: str) -> None:
     assert r.status_code == 200, r.text
 
 
+def _read_api_through_the_worker(env: dict[str, str], port: int) -> None:
+    """Authenticated routes that use the catalog, the store and search work in a gevent worker."""
+    services = Services.open(Settings.from_env(env))
+    try:
+        with services.sessions.begin() as session:
+            headers = {"Authorization": f"Bearer {create_token(session, 'compliance', 'serve-test')}"}
+        with services.sessions() as session:
+            seq = session.scalar(select(Record.seq).where(Record.wamid == "wamid.S1", Record.kind == "message"))
+    finally:
+        services.close()
+    base = f"http://127.0.0.1:{port}/api/v1"
+    stats = requests.get(f"{base}/stats", headers=headers, timeout=10)
+    assert stats.status_code == 200 and stats.json()["chain"]["seq"] >= seq
+    record = requests.get(f"{base}/records/{seq}", headers=headers, timeout=10)
+    assert record.status_code == 200 and record.json()["kind"] == "message"
+    assert requests.get(f"{base}/stats", timeout=10).status_code == 401
+
+
 def test_serve_seals_in_its_jobs_process_and_restarts_it_when_it_dies(tmp_path: Path) -> None:
     env = make_env(tmp_path / "home", ARCHIVER_SEAL_INTERVAL="0.5")
     port = free_port()
@@ -73,6 +92,7 @@ def test_serve_seals_in_its_jobs_process_and_restarts_it_when_it_dies(tmp_path: 
         first = _jobs_pid(proc.pid)
         _post(port, "wamid.S1")
         assert _sealed(env, "wamid.S1"), "the jobs process did not seal the webhook"
+        _read_api_through_the_worker(env, port)
         os.kill(first, signal.SIGKILL)
         _post(port, "wamid.S2")  # intake does not depend on the jobs
         assert _sealed(env, "wamid.S2"), "the jobs process was not restarted"
