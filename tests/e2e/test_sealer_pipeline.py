@@ -8,6 +8,7 @@ test runs twice: with the writer and publisher on threads, and in a forked write
 
 from __future__ import annotations
 
+import gc
 import json
 import multiprocessing
 import os
@@ -66,11 +67,16 @@ def _assert_complete(services: Any) -> None:
     assert r.records == 15 + 4 + 3 and r.segments == 5
 
 
-def test_duplicates_across_batches_in_flight_are_caught(client: Any, services: Any) -> None:
+def test_duplicates_across_batches_in_flight_are_caught(client: Any, services: Any,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     _post_mixed(client)
+    before, during = gc.get_threshold(), []
+    real_plan = sealer._plan
+    monkeypatch.setattr(sealer, "_plan", lambda *a, **k: (during.append(gc.get_threshold()), real_plan(*a, **k))[1])
     assert sealer.seal_pending(services) == 15 + 4 + 3
     _assert_complete(services)
     assert _no_sealer_threads()
+    assert during[0][0] == sealer.GC_THRESHOLD and gc.get_threshold() == before  # raised for the run only
 
 
 def test_store_failure_mid_run_keeps_the_outbox_and_resumes(client: Any, services: Any,
@@ -126,9 +132,11 @@ def test_planning_failure_lets_planned_batches_finish(client: Any, services: Any
         return real_plan(*args, **kwargs)
 
     monkeypatch.setattr(sealer, "_plan", failing_plan)
+    before = gc.get_threshold()
     with pytest.raises(RuntimeError, match="parser bug"):
         sealer.seal_pending(services)
     assert _no_sealer_threads()
+    assert gc.get_threshold() == before
     assert counts(services)["pending"] == 15 - 6  # the two batches planned before it were sealed
     monkeypatch.setattr(sealer, "_plan", real_plan)
     sealer.seal_pending(services)
