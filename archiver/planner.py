@@ -182,12 +182,7 @@ class Planner:
         return Batch(no=no, parsed_rows=len(self.parsed),
                      journal={row.id: own.seq for row, own, _ in self.parsed},
                      runs=runs, record_count=len(records), first_seq=first_seq, prev_hash=prev_hash,
-                     dup_rows=[{"record_seq": prior if isinstance(prior, int) else prior.seq,
-                                "delivery_seq": delivery.seq, "kind": kind} for prior, delivery, kind in dups],
-                     statuses=[(r.wamid, r.state, r.seq) for r in records if r.kind == "status" and r.wamid and r.state],
-                     media_rows=[{"record_seq": r.seq, "media_id": m.media_id, "expected_sha256": m.sha256,
-                                  "mime_type": m.mime_type, "key_id": r.clear["kid"]} for r in records for m in r.media],
-                     waiting=waiting, resolved=resolved)
+                     **_side_rows(records, dups), waiting=waiting, resolved=resolved)
 
     # 1b. de-duplicate ------------------------------------------------------------------------
     def _known(self, digests: set[str]) -> dict[str, int]:
@@ -324,6 +319,17 @@ def _item_record(it: items.Item, digest: str, delivery: Pending) -> Pending:
         type=it.type, item_key=digest, wamid=it.wamid, occurred_at=it.occurred_at, delivery=delivery,
         media=it.media, state=it.state, links=dict(it.refs), original_ref=it.refs.get("original"),
     )
+
+
+def _side_rows(records: list[Pending], dups: list[tuple[Pending | int, Pending, str]]) -> dict[str, Any]:
+    """The batch's duplicate hits, statuses and media to fetch, as plain rows for the writer."""
+    return {
+        "dup_rows": [{"record_seq": prior if isinstance(prior, int) else prior.seq, "delivery_seq": delivery.seq,
+                      "kind": kind} for prior, delivery, kind in dups],
+        "statuses": [(r.wamid, r.state, r.seq) for r in records if r.kind == "status" and r.wamid and r.state],
+        "media_rows": [{"record_seq": r.seq, "media_id": m.media_id, "expected_sha256": m.sha256,
+                        "mime_type": m.mime_type, "key_id": r.clear["kid"]} for r in records for m in r.media],
+    }
 
 
 def _meta(row: Any) -> dict[str, Any]:
