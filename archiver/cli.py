@@ -72,6 +72,7 @@ def jobs(die_with_parent: bool) -> None:
     import signal
     import threading
 
+    from archiver import jobs as background
     from archiver import processes, server
 
     if die_with_parent:
@@ -81,7 +82,7 @@ def jobs(die_with_parent: bool) -> None:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    server.run_jobs(services, stop)
+    background.run(services, stop)
 
 
 @main.command()

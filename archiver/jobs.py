@@ -7,6 +7,7 @@ retried on the next tick, from what the catalog says is done.
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any, Callable
 
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -59,3 +60,12 @@ def start(services: Services) -> BackgroundScheduler:
                           max_instances=1, coalesce=True, misfire_grace_time=None)
     scheduler.start()
     return scheduler
+
+
+def run(services: Services, stop: threading.Event) -> None:
+    """Run every job until ``stop`` is set, then let running jobs finish (``archiver jobs``)."""
+    scheduler = start(services)
+    try:
+        stop.wait()
+    finally:
+        scheduler.shutdown(wait=True)

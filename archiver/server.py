@@ -128,14 +128,3 @@ def self_test(services: Any) -> None:
         if not services.settings.allow_unlocked_store or getattr(exc, "code", "") != "worm-not-enforced":
             raise
         log.error("worm.selftest.failed allowed_by=ARCHIVER_ALLOW_UNLOCKED_STORE")
-
-
-def run_jobs(services: Any, stop: threading.Event) -> None:
-    """Run every background job until ``stop`` is set, then let running jobs finish."""
-    from archiver import jobs
-
-    scheduler = jobs.start(services)
-    try:
-        stop.wait()
-    finally:
-        scheduler.shutdown(wait=True)

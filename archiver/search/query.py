@@ -53,39 +53,30 @@ MAX_LEAVES = 64
 
 
 @dataclass(frozen=True)
-class Word:
+class _Typed:
+    """Text as typed, matched by its folded terms (the three text leaves below)."""
+
+    text: str
+
+    @property
+    def terms(self) -> tuple[str, ...]:
+        """The folded terms (see :mod:`archiver.search.text`)."""
+        return tuple(text.terms(self.text))
+
+
+@dataclass(frozen=True)
+class Word(_Typed):
     """A word as typed; it matches its folded terms next to each other."""
 
-    text: str
-
-    @property
-    def terms(self) -> tuple[str, ...]:
-        """The folded terms (see :mod:`archiver.search.text`)."""
-        return tuple(text.terms(self.text))
-
 
 @dataclass(frozen=True)
-class Prefix:
+class Prefix(_Typed):
     """``word*``: the folded terms next to each other, the last one as a prefix."""
 
-    text: str
-
-    @property
-    def terms(self) -> tuple[str, ...]:
-        """The folded terms (see :mod:`archiver.search.text`)."""
-        return tuple(text.terms(self.text))
-
 
 @dataclass(frozen=True)
-class Phrase:
+class Phrase(_Typed):
     """``"a phrase"``: the folded terms next to each other, in order."""
-
-    text: str
-
-    @property
-    def terms(self) -> tuple[str, ...]:
-        """The folded terms (see :mod:`archiver.search.text`)."""
-        return tuple(text.terms(self.text))
 
 
 @dataclass(frozen=True)

@@ -180,12 +180,10 @@ def test_an_edit_sealed_before_its_message_is_linked_in_the_chain(client: Any, s
     assert r.ok, r.first_error
 
 
+@pytest.mark.parametrize("small_batches", ["process"], indirect=True)  # only a process can die on its own
 @pytest.mark.parametrize("planner", ["done-planning", "still-planning"])
 def test_a_writer_process_that_dies_is_reported_and_its_batches_are_sealed_next_run(
-        client: Any, services: Any, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest,
-        planner: str) -> None:
-    if request.node.callspec.params["small_batches"] != "process":
-        pytest.skip("only a writer process can die on its own; threads are covered by the other tests")
+        client: Any, services: Any, monkeypatch: pytest.MonkeyPatch, planner: str) -> None:
     _post_mixed(client)
     real_write, real_plan, calls = sealer._write, sealer._plan, []
     if planner == "still-planning":  # the planner's next send then meets a closed pipe
