@@ -8,7 +8,7 @@ from typing import Any
 from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
-from archiver import api, auth, intake
+from archiver import api, auth, intake, search_api
 from archiver.config import Settings
 from archiver.errors import ArchiverError
 from archiver.services import Services
@@ -23,21 +23,12 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.extensions["archiver"] = services or Services.open(settings)
     app.register_blueprint(intake.bp)
     app.register_blueprint(api.bp)
-    _register_search(app)
+    app.register_blueprint(search_api.bp)
     app.register_error_handler(ArchiverError, _archiver_error)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected)
     auth.check_route_table(app)
     return app
-
-
-def _register_search(app: Flask) -> None:
-    """Search routes live with the search feature; absent until it is installed."""
-    try:
-        from archiver import search_api
-    except ImportError:
-        return
-    app.register_blueprint(search_api.bp)
 
 
 def _archiver_error(exc: ArchiverError) -> tuple[Response, int]:

@@ -4,7 +4,7 @@ framing, the object key layout and signed checkpoints.
 This is the module an external verifier ports. It imports no Flask, SQLAlchemy or boto3.
 
 Format (version 1):
-- A record is a JSON object; its *canonical bytes* are ``json.dumps(sort_keys=True,
+- A record is a JSON object; its *canonical bytes* (``archiver.canonical``) are ``json.dumps(sort_keys=True,
   separators=(",", ":"), ensure_ascii=False)`` in UTF-8, without its ``hash`` field.
 - ``hash(seq) = SHA-256(bytes.fromhex(hash(seq-1)) || canonical(record))``; the hash before
   seq 1 is 32 zero bytes (``GENESIS``).
@@ -26,8 +26,6 @@ import zlib
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-import orjson
-
 try:  # ISA-L's deflate: smaller segments than zlib's fastest mode, several times faster
     from isal import isal_zlib as _isal
 except ImportError:  # a platform without its wheels: the standard library (same format)
@@ -36,31 +34,11 @@ except ImportError:  # a platform without its wheels: the standard library (same
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from archiver.canonical import canonical, sha256_hex
 from archiver.errors import IntegrityError
 
 FORMAT = 1
 GENESIS = "00" * 32
-
-
-def canonical(obj: Any) -> bytes:
-    """Deterministic JSON: sorted keys, no spaces, UTF-8.
-
-    The definition is ``json.dumps(obj, sort_keys=True, separators=(",", ":"),
-    ensure_ascii=False)`` in UTF-8. Records hold only strings, integers, booleans, null,
-    lists and objects (never floats), for which orjson writes exactly those bytes, faster;
-    integers beyond 64 bits fall back to the json module. A lone surrogate (which UTF-8
-    cannot encode) is written as its ``\\udXXX`` escape, which reads back as the same string.
-    """
-    try:
-        return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
-    except TypeError:  # also: a lone surrogate, written as its \udXXX escape (valid UTF-8, same value)
-        text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-        return text.encode("utf-8", "backslashreplace")
-
-
-def sha256_hex(data: bytes) -> str:
-    """Hex SHA-256 of ``data``."""
-    return hashlib.sha256(data).hexdigest()
 
 
 def chain_hash(prev_hex: str, record_bytes: bytes) -> str:

@@ -55,7 +55,6 @@ CHANGES = ("status", "edit", "revoke")
 CHANNEL = {"message": "customer", "echo": "app", "outbound": "api", "history_message": "history"}
 TEXT_KEYS = {"body", "caption", "filename", "title", "description", "text", "name", "formatted_name",
              "first_name", "last_name", "address", "emoji", "headline", "footer", "header"}
-MEDIA = ("image", "video", "audio", "document", "sticker")
 BATCH = 2000
 LOCK = "indexer"
 LOCK_WAIT = 300.0
@@ -361,7 +360,7 @@ def _channel(kind: str, payload: dict[str, Any]) -> str:
 def _inner(msg: dict[str, Any]) -> dict[str, Any] | None:
     """The media object of a message (or of the message an edit carries)."""
     for source in (msg, (msg.get("edit") or {}).get("message") or {}):
-        for kind in MEDIA:
+        for kind in items.MEDIA_TYPES:
             if isinstance(source.get(kind), dict):
                 return source[kind]
     return None

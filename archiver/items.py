@@ -18,7 +18,6 @@ object kept exactly as parsed, and the envelope context (``metadata``, the match
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import re
@@ -27,6 +26,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
+from archiver.canonical import canonical, sha256_hex
 from archiver.errors import ValidationError
 
 # Item kinds the sealer writes for a delivery's content (architecture.md decision 2).
@@ -40,7 +40,7 @@ KINDS = CONVERSATIONAL + (
 STATUS_RANK = {"sent": 1, "delivered": 2, "read": 3, "played": 4}
 FAILED = "failed"
 
-MEDIA_TYPES = frozenset({"image", "video", "audio", "document", "sticker"})
+MEDIA_TYPES = ("image", "video", "audio", "document", "sticker")  # the one list: intake, sealer, indexer
 CONSENT_ACTIONS = frozenset({"opt_in", "opt_out"})
 
 
@@ -81,34 +81,16 @@ class Item:
 # --------------------------------------------------------------------------- helpers
 
 
-def canonical_json(obj: Any) -> bytes:
-    """Deterministic JSON bytes: sorted keys, no spaces, UTF-8.
-
-    A lone surrogate (legal in JSON text as ``\\udXXX`` but not encodable as UTF-8)
-    is written back as its ``\\udXXX`` escape, so the output is always valid UTF-8 and
-    parses back to the same value. Raises ``TypeError`` for values JSON cannot hold
-    and ``ValueError`` for NaN/Infinity (they are not JSON).
-    """
-    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      allow_nan=False)
-    return text.encode("utf-8", "backslashreplace")
-
-
 class JsonFloat(float):
     """A number with a fraction or exponent, as parsed from a body.
 
     It is a float in every respect, and ``json`` writes it as one. orjson refuses it (it
-    accepts only exact floats), so ``chain.canonical``, which the sealer uses for payloads,
-    hands any payload holding one to ``json``: orjson would write ``1e16`` where ``json``
-    writes ``1e+16``, and payload bytes are defined as ``canonical_json``'s.
+    accepts only exact floats), so ``canonical.canonical`` hands any payload holding one to
+    ``json``: orjson would write ``1e16`` where ``json`` writes ``1e+16``, and canonical
+    bytes are defined as ``json``'s.
     """
 
     __slots__ = ()
-
-
-def sha256_hex(data: bytes) -> str:
-    """Hex SHA-256 of ``data``. Never raises."""
-    return hashlib.sha256(data).hexdigest()
 
 
 # Epochs outside [1970, 10000) are garbage, and would overflow datetime elsewhere.
@@ -367,7 +349,7 @@ def _unknown_item(fld: str | None, whole: Any, entry_id: Any, entry_time: Any,
     """An unrecognised part, kept whole, keyed by the hash of its canonical JSON."""
     metadata = _dict(_dict(value).get("metadata"))
     payload = {"field": fld, "change": whole, "entry_id": entry_id, "entry_time": entry_time}
-    return Item(kind="unknown", key=f"unknown:{sha256_hex(canonical_json(whole))}",
+    return Item(kind="unknown", key=f"unknown:{sha256_hex(canonical(whole))}",
                 payload=payload, type=fld,
                 business=_text(metadata.get("phone_number_id")) or _text(entry_id),
                 occurred_at=parse_time(entry_time))
@@ -515,7 +497,7 @@ def _status(ctx: _Change, el: Any) -> Item:
 
 def _value_errors(ctx: _Change) -> list[Item | None]:
     """``value.errors[]`` with nothing else: operational events (no wamid to key by)."""
-    digest = sha256_hex(canonical_json(ctx.value))
+    digest = sha256_hex(canonical(ctx.value))
     return [r for err in _array(ctx.value, "errors")
             for r in _guard(_value_error, ctx, err, digest)]
 
@@ -611,7 +593,7 @@ def _preference(ctx: _Change, el: Any) -> Item:
 
 def _time_part(ctx: _Change) -> str:
     """entry.time for a key; if absent, the change's hash, so distinct events never merge."""
-    return _text(ctx.entry_time) or f"h{sha256_hex(canonical_json(ctx.change))}"
+    return _text(ctx.entry_time) or f"h{sha256_hex(canonical(ctx.change))}"
 
 
 def _ledger_item(ctx: _Change, kind: str, key: str, type_: str) -> Item:
@@ -637,7 +619,7 @@ def _template(ctx: _Change) -> list[Item | None]:
 def _template_item(ctx: _Change, prefix: str, event_key: str | None) -> Item:
     template_id = _need(ctx.value, "message_template_id")
     if event_key is None:  # the approved wording itself: its hash tells versions apart
-        event, type_ = sha256_hex(canonical_json(ctx.value)), "components"
+        event, type_ = sha256_hex(canonical(ctx.value)), "components"
     else:
         event = type_ = _need(ctx.value, event_key)
     # The value's hash tells apart distinct events that share id, event and second.
@@ -647,7 +629,7 @@ def _template_item(ctx: _Change, prefix: str, event_key: str | None) -> Item:
 
 def _value_tag(ctx: _Change) -> str:
     """Short hash of a change's value: a redelivery matches, a different event does not."""
-    return sha256_hex(canonical_json(ctx.value))[:16]
+    return sha256_hex(canonical(ctx.value))[:16]
 
 
 def _account(ctx: _Change) -> list[Item | None]:
@@ -840,7 +822,7 @@ def _consent_item(raw: bytes, body: dict[str, Any]) -> Item:
 
 __all__ = [
     "CONVERSATIONAL", "KINDS", "STATUS_RANK", "MEDIA_TYPES", "MediaRef", "Item",
-    "canonical_json", "sha256_hex", "parse_time", "status_supersedes",
+    "canonical", "sha256_hex", "parse_time", "status_supersedes",
     "extract_webhook", "extract_capture_message", "validate_capture_message",
     "extract_consent", "validate_consent",
 ]

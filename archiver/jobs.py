@@ -32,24 +32,15 @@ def _guarded(name: str, fn: Callable[[Services], Any], services: Services) -> Ca
 
 def job_table(services: Services) -> list[tuple[str, Callable[[Services], Any], float]]:
     """(name, function, interval seconds) of every job."""
-    from archiver import sealer
-
-    table: list[tuple[str, Callable[[Services], Any], float]] = [
-        ("seal", sealer.seal_pending, services.settings.seal_interval),
-    ]
-    try:
-        from archiver import media
-        table.append(("media", media.fetch_due, 5.0))
-    except ImportError:
-        pass
-    try:
-        from archiver import indexer
-        table.append(("index", indexer.index_pending, services.settings.index_interval))
-    except ImportError:
-        pass
+    from archiver import indexer, media, sealer
     from archiver.store import assert_worm
-    table.append(("worm-selftest", lambda s: assert_worm(s.store), 6 * 3600.0))
-    return table
+
+    return [
+        ("seal", sealer.seal_pending, services.settings.seal_interval),
+        ("media", media.fetch_due, 5.0),
+        ("index", indexer.index_pending, services.settings.index_interval),
+        ("worm-selftest", lambda s: assert_worm(s.store), 6 * 3600.0),
+    ]
 
 
 def start(services: Services) -> BackgroundScheduler:

@@ -7,8 +7,6 @@ sealer turns journal rows into sealed records later.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import sys
 import threading
 import time
@@ -23,6 +21,7 @@ from sqlalchemy.orm import Session
 from archiver.catalog import (
     CatalogSessions, Journal, bind_processors, chunked, insert_sql, positional_marker, utcnow,
 )
+from archiver.canonical import canonical, sha256_hex
 from archiver.errors import ArchiverError, JournalUnavailable
 
 SOURCES = ("webhook", "capture_message", "consent", "audit", "media")
@@ -36,7 +35,7 @@ def append_delivery(session: Session, source: str, body: bytes, meta: dict[str, 
     """
     if source not in SOURCES:
         raise ValueError(f"unknown journal source {source!r}")
-    row = Journal(source=source, body=body, body_sha256=hashlib.sha256(body).hexdigest(), meta=meta)
+    row = Journal(source=source, body=body, body_sha256=sha256_hex(body), meta=meta)
     session.add(row)
     session.flush()
     return row.id
@@ -45,14 +44,12 @@ def append_delivery(session: Session, source: str, body: bytes, meta: dict[str, 
 def append_audit(session: Session, event: str, actor: str | None, **details: Any) -> int:
     """Journal an audit event (who did what); it is sealed in the chain like a message."""
     body = {"event": event, "actor": actor, "at": datetime.now(timezone.utc).isoformat(), **details}
-    raw = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-    return append_delivery(session, "audit", raw, {"event": event})
+    return append_delivery(session, "audit", canonical(body), {"event": event})
 
 
 def append_media(session: Session, notice: dict[str, Any]) -> int:
     """Journal a stored attachment so the sealer links it to its message in the chain."""
-    raw = json.dumps(notice, sort_keys=True, separators=(",", ":")).encode()
-    return append_delivery(session, "media", raw, {})
+    return append_delivery(session, "media", canonical(notice), {})
 
 
 def mark_sealed(conn: Connection, delivery_seqs: dict[int, int], chunk: int = 400) -> None:
@@ -138,7 +135,7 @@ class JournalWriter:
         """Journal a raw delivery durably; return its journal id. Raises what the commit raised."""
         if source not in SOURCES:
             raise ValueError(f"unknown journal source {source!r}")
-        values = (source, utcnow(), body, hashlib.sha256(body).hexdigest(), meta, False)
+        values = (source, utcnow(), body, sha256_hex(body), meta, False)
         mine = _Pending(tuple(p(v) if p else v for p, v in zip(self._procs, values)))
         with self._lock:
             self._queue.append(mine)

@@ -8,7 +8,6 @@ every record under it while the hash chain (over ciphertext) stays verifiable.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import secrets
 from pathlib import Path
@@ -18,6 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from archiver.canonical import sha256_hex
 from archiver.errors import ConfigError, IntegrityError
 
 NONCE = 12
@@ -75,7 +75,7 @@ def new_data_key() -> bytes:
 
 def scope_id(contact: str | None, retention_class: str, period: str) -> str:
     """Data key id for (contact, class, period); the contact appears only as a digest."""
-    who = hashlib.sha256((contact or "_service").encode()).hexdigest()[:20]
+    who = sha256_hex((contact or "_service").encode())[:20]
     return f"{retention_class}/{period}/{who}"
 
 
@@ -102,7 +102,7 @@ def open_payload(data_key: bytes, blob: bytes, aad: bytes, where: str) -> tuple[
 
 def commitment(salt: bytes, plaintext: bytes) -> str:
     """Salted commitment of a plaintext."""
-    return hashlib.sha256(salt + plaintext).hexdigest()
+    return sha256_hex(salt + plaintext)
 
 
 def load_signing_key(path: Path, *, create: bool = True) -> Ed25519PrivateKey:

@@ -46,6 +46,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from archiver import chain, journal, keys
+from archiver.canonical import sha256_hex
 from archiver.catalog import DataKey, Media, Record, Segment, leader_lock, utcnow
 from archiver.config import Settings
 from archiver.errors import IntegrityError, Locked
@@ -371,7 +372,7 @@ def _put(store: WormStore, due: _Due, data: bytes, sha_hex: str, data_key: bytes
     blob, _ = keys.seal_payload(data_key, data, aad=key.encode())
     try:
         store.put_locked(key, blob, due.retain_until)
-        return key, chain.sha256_hex(blob)
+        return key, sha256_hex(blob)
     except Locked:
         return key, _already_stored(store, due, key, sha_hex, data_key)
 
@@ -392,9 +393,9 @@ def _already_stored(store: WormStore, due: _Due, key: str, sha_hex: str, data_ke
         log.warning("media.retention_short row=%d record=%d", due.id, due.record_seq)
     blob = store.get(key)
     _, plain = keys.open_payload(data_key, blob, key.encode(), key)
-    if hashlib.sha256(plain).hexdigest() != sha_hex:
+    if sha256_hex(plain) != sha_hex:
         raise IntegrityError(key, "existing media object holds other content than its key names")
-    return chain.sha256_hex(blob)
+    return sha256_hex(blob)
 
 
 def _commit_stored(services: Services, due: _Due, notice: dict[str, Any]) -> bool:
@@ -417,7 +418,7 @@ def _store_one(services: Services, graph: Graph, due: _Due, key_cache: dict[str,
     """Fetch, verify, lock and journal one attachment. Raises _Failed, StoreError, IntegrityError."""
     data_key = _data_key(services, due.key_id, key_cache)
     data, endpoint_mime = _fetch(graph, due)
-    sha_hex = hashlib.sha256(data).hexdigest()
+    sha_hex = sha256_hex(data)
     object_key, object_sha = _put(services.store, due, data, sha_hex, data_key)
     notice = {
         "record_seq": due.record_seq, "object_key": object_key, "object_sha256": object_sha,

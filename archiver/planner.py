@@ -11,7 +11,6 @@ missing data keys; ``sealer`` frames, signs, commits and publishes what it plans
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import threading
 from collections import defaultdict
@@ -23,6 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from archiver import chain, items, keys
+from archiver.canonical import sha256_hex
 from archiver.catalog import DataKey, Journal, PendingLink, Record, chunked
 from archiver.services import Services
 
@@ -50,7 +50,7 @@ class Pending:
 
 def key_digest(natural_key: str) -> str:
     """What goes in the clear for a de-duplication key: its SHA-256."""
-    return hashlib.sha256(natural_key.encode("utf-8")).hexdigest()
+    return sha256_hex(natural_key.encode("utf-8"))
 
 
 def retention_class(kind: str) -> str:
@@ -314,7 +314,7 @@ EXTRACT = {
 def _item_record(it: items.Item, digest: str, delivery: Pending) -> Pending:
     """The Pending record of a first-seen item."""
     return Pending(
-        # canonical_json's bytes (payloads hold parsed values: floats are JsonFloat), by orjson.
+        # canonical bytes (payloads hold parsed values: floats are JsonFloat), by orjson.
         kind=it.kind, plaintext=chain.canonical(it.payload), contact=it.contact or delivery.contact,
         type=it.type, item_key=digest, wamid=it.wamid, occurred_at=it.occurred_at, delivery=delivery,
         media=it.media, state=it.state, links=dict(it.refs), original_ref=it.refs.get("original"),

@@ -272,7 +272,7 @@ def _in_order(pool: Executor, store: WormStore, jobs: list[tuple[chain.Checkpoin
 
 def _submit(pool: Executor, store: WormStore, cp: chain.Checkpoint, prev: str) -> Future[SegmentCheck]:
     """Queue one segment's check; a store failure waits in the future until its turn to be reported."""
-    if getattr(store, "process_safe", False):
+    if store.process_safe:
         return pool.submit(check_stored_segment, store, cp, prev)
     try:
         blob = read_segment(store, cp)

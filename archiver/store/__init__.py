@@ -52,6 +52,11 @@ class WormStore(Protocol):
     """Write-once object store with retention and legal holds."""
 
     url: str
+    #: a forked child process may use this object itself (plain files: yes; a client
+    #: holding connections: no)
+    process_safe: bool
+    #: opened for development with a store that fails the WORM self-test (see assert_worm)
+    allow_unlocked: bool
 
     def put_locked(self, key: str, data: bytes, retain_until: datetime, *, legal_hold: bool = False) -> None:
         """Write ``data`` once under ``key``, locked until ``retain_until`` (UTC, aware).
@@ -81,6 +86,15 @@ class WormStore(Protocol):
 
     def ping(self) -> None:
         """Cheap reachability check. Raises StoreError."""
+
+    def check_lock_enabled(self) -> None:
+        """Decision 9, step 1: raises WormNotEnforced unless the backend's own lock feature is on
+        (S3: the bucket's Object Lock); StoreError. Nothing to check where the driver's own
+        code is the lock (the local store)."""
+
+    def canary_delete(self, key: str) -> None:
+        """Decision 9, step 4: try to delete the self-test canary ``key`` through the backend
+        itself, skipping any client-side retention check. Raises Locked when refused."""
 
 
 def open_store(url: str, *, allow_unlocked: bool = False) -> WormStore:
@@ -139,12 +153,12 @@ def check_retain_until(retain_until: datetime, now: datetime | None = None) -> d
 def assert_worm(store: WormStore) -> None:
     """Decision 9: prove the store refuses to delete a locked object before trusting it.
 
-    1. an S3 bucket must report Object Lock enabled (drivers with ``_check_lock_enabled``);
+    1. the backend must report its lock feature on (``check_lock_enabled``: S3 Object Lock);
     2. a canary ``selftest/<time>-<random>`` is put under COMPLIANCE retention of one day;
     3. the store must report that retention back;
-    4. deleting the canary must be refused: through the backend itself where the driver
-       offers ``_canary_delete`` (S3: delete the version, skipping the client-side check),
-       else through ``delete_expired`` (the local store, whose check *is* the enforcement).
+    4. deleting the canary must be refused through the backend itself (``canary_delete``;
+       S3: delete the version, skipping the client-side check; the local store: its
+       ``delete_expired``, whose check *is* the enforcement).
 
     Raises WormNotEnforced if any step shows the lock is not enforced, StoreError if the
     store cannot be reached. A store opened with ``allow_unlocked=True`` turns
@@ -153,7 +167,7 @@ def assert_worm(store: WormStore) -> None:
     try:
         _run_canary(store)
     except WormNotEnforced as exc:
-        if not getattr(store, "allow_unlocked", False):
+        if not store.allow_unlocked:
             raise
         logger.error("store.worm_not_enforced url=%s allow_unlocked=1 reason=%s", store.url, exc)
         warnings.warn(f"{exc}; continuing only because allow_unlocked is set (development only)",
@@ -162,9 +176,7 @@ def assert_worm(store: WormStore) -> None:
 
 def _run_canary(store: WormStore) -> None:
     """Steps 1-4 of :func:`assert_worm`, then sweep old canaries. Raises WormNotEnforced, StoreError."""
-    check_lock = getattr(store, "_check_lock_enabled", None)
-    if check_lock is not None:
-        check_lock()
+    store.check_lock_enabled()
     now = datetime.now(timezone.utc)
     key = canary_key(now)
     store.put_locked(key, b"worm canary " + key.encode(), now + CANARY_RETENTION)
@@ -189,9 +201,8 @@ def _check_canary_retained(store: WormStore, key: str, wanted: datetime) -> None
 
 def _check_delete_refused(store: WormStore, key: str) -> None:
     """Raises WormNotEnforced if the canary, still under retention, can be deleted."""
-    delete = getattr(store, "_canary_delete", store.delete_expired)
     try:
-        delete(key)
+        store.canary_delete(key)
     except Locked:
         return
     raise WormNotEnforced(f"{store.url}: canary {key} under COMPLIANCE retention was deleted")

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import hashlib
 import json
 import os
 import secrets
@@ -36,6 +35,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from archiver.canonical import sha256_hex
 from archiver.errors import ConfigError, InsecureStoreWarning, Locked, NotFound, StoreError
 from archiver.store import ObjectInfo, check_key, check_prefix, check_retain_until
 
@@ -73,6 +73,7 @@ class LocalStore:
     # use it themselves (verification's workers read segments rather than have them piped
     # over; the sealer's writer process publishes).
     process_safe = True
+    allow_unlocked = False  # this driver's own checks are the lock: it cannot fail the self-test
 
     def __init__(self, root: Path, url: str) -> None:
         self.root = root
@@ -100,7 +101,7 @@ class LocalStore:
     def put_locked(self, key: str, data: bytes, retain_until: datetime, *, legal_hold: bool = False) -> None:
         """Write ``data`` once under ``key``; see WormStore.put_locked. Raises Locked, StoreError."""
         check_key(key)
-        wanted = _Lock(check_retain_until(retain_until), legal_hold, hashlib.sha256(data).hexdigest())
+        wanted = _Lock(check_retain_until(retain_until), legal_hold, sha256_hex(data))
         path = self._object(key)
         with self._mutex(), _os_errors(key, missing=StoreError):
             if path.exists():
@@ -137,6 +138,13 @@ class LocalStore:
             self._object(key).stat()  # NotFound before touching the lock record
             lock = self._read_lock(key)
             self._write_lock(key, _Lock(lock.retain_until, on, lock.sha256))
+
+    def check_lock_enabled(self) -> None:
+        """Nothing to ask: this driver's refusal to overwrite or delete early is the lock."""
+
+    def canary_delete(self, key: str) -> None:
+        """The self-test's delete goes through ``delete_expired``, whose check is the enforcement."""
+        self.delete_expired(key)
 
     def delete_expired(self, key: str) -> None:
         """Delete an object past its retention and not held. Raises Locked, NotFound, StoreError."""

@@ -32,6 +32,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
+from archiver.canonical import sha256_hex
 from archiver.errors import ConfigError, Locked, NotFound, StoreError, WormNotEnforced
 from archiver.store import ObjectInfo, check_key, check_prefix, check_retain_until
 
@@ -51,6 +52,8 @@ _PERMISSIONS_HINT = ("the S3 identity needs Read, Write, List plus PutObjectRete
 
 class S3Store:
     """WORM store on an S3 bucket with Object Lock; see the module docstring."""
+
+    process_safe = False  # a boto3 client's connections belong to the process that made them
 
     def __init__(self, url: str, client: Any, bucket: str, prefix: str = "", *, allow_unlocked: bool = False) -> None:
         self.url = url
@@ -141,12 +144,12 @@ class S3Store:
 
     # -- decision 9 hooks, used by archiver.store.assert_worm --------------------------
 
-    def _check_lock_enabled(self) -> None:
+    def check_lock_enabled(self) -> None:
         """Raises WormNotEnforced unless the bucket reports Object Lock enabled; StoreError."""
         if not self._bucket_locked():
             raise WormNotEnforced(f"bucket {self.bucket} at {self.url} does not have Object Lock enabled")
 
-    def _canary_delete(self, key: str) -> None:
+    def canary_delete(self, key: str) -> None:
         """Delete ``key``'s version with no client-side check. Raises Locked if the server refuses."""
         self._delete_version(key, self._head(check_key(key)).get("VersionId"))
 
@@ -170,7 +173,7 @@ class S3Store:
         """Return if the stored object has sha256 ``digest``. Raises Locked otherwise, StoreError."""
         stored = _sha256_of(meta)
         if stored is None:  # written by something else: compare the bytes themselves
-            stored = hashlib.sha256(self.get(key)).hexdigest()
+            stored = sha256_hex(self.get(key))
         if stored != digest.hex():
             raise Locked(f"{key} already exists with different bytes")
 

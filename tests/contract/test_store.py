@@ -27,7 +27,9 @@ from archiver.store import CANARY_PREFIX, WormStore, assert_worm, open_store
 SEGMENT = "segments/default/000000000001-000000000100-" + "ab" * 16 + ".jsonl.gz"
 MEDIA = "media/" + hashlib.sha256(b"photo").hexdigest()
 CHECKPOINT = "checkpoints/000000000100.json"
-PROTOCOL_METHODS = {"put_locked", "get", "head", "list", "set_legal_hold", "delete_expired", "ping"}
+PROTOCOL_METHODS = {"put_locked", "get", "head", "list", "set_legal_hold", "delete_expired", "ping",
+                    "check_lock_enabled", "canary_delete"}
+PROTOCOL_FLAGS = {"process_safe", "allow_unlocked"}
 
 
 def later(**delta: float) -> datetime:
@@ -67,6 +69,8 @@ def test_implements_every_protocol_method(store: WormStore) -> None:
     assert declared == PROTOCOL_METHODS
     assert isinstance(store, WormStore)
     assert all(callable(getattr(store, name)) for name in PROTOCOL_METHODS)
+    assert set(WormStore.__annotations__) - {"url"} == PROTOCOL_FLAGS
+    assert all(isinstance(getattr(store, name), bool) for name in PROTOCOL_FLAGS)
     assert store.url.startswith(("file://", "s3://"))
 
 

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from archiver import records, sealer
+from archiver import pipeline, records, sealer
 from archiver.catalog import MessageState, PendingLink, Record
 from archiver.errors import StoreError
 from tests.e2e.test_pipeline import counts, msg_body, post, report, status_body
@@ -30,14 +30,14 @@ from tests.e2e.test_pipeline import counts, msg_body, post, report, status_body
 def small_batches(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setattr(sealer, "MAX_JOURNAL_ROWS", 3)
     forked = request.param == "process"
-    monkeypatch.setattr(sealer, "FORK_BACKLOG", 1 if forked else 10**9)
-    real_run, runs = sealer._ForkedWriter.run, []
+    monkeypatch.setattr(pipeline, "FORK_BACKLOG", 1 if forked else 10**9)
+    real_run, runs = pipeline.ForkedWriter.run, []
 
     def counted(self: Any, max_batches: Any) -> int:
         runs.append(max_batches)
         return real_run(self, max_batches)
 
-    monkeypatch.setattr(sealer._ForkedWriter, "run", counted)
+    monkeypatch.setattr(pipeline.ForkedWriter, "run", counted)
     yield
     assert bool(runs) == forked, f"the {request.param} pipeline was not the one that ran"
 
@@ -76,7 +76,7 @@ def test_duplicates_across_batches_in_flight_are_caught(client: Any, services: A
     assert sealer.seal_pending(services) == 15 + 4 + 3
     _assert_complete(services)
     assert _no_sealer_threads()
-    assert during[0][0] == sealer.GC_THRESHOLD and gc.get_threshold() == before  # raised for the run only
+    assert during[0][0] == pipeline.GC_THRESHOLD and gc.get_threshold() == before  # raised for the run only
 
 
 def test_store_failure_mid_run_keeps_the_outbox_and_resumes(client: Any, services: Any,

@@ -1,5 +1,6 @@
-"""chain.canonical is defined as json.dumps(sort_keys, compact, ensure_ascii=False); the orjson
-fast path must write exactly those bytes for every value a record can hold."""
+"""canonical.canonical (the one definition; chain and items use it) is defined as
+json.dumps(sort_keys, compact, ensure_ascii=False); the orjson fast path must write exactly
+those bytes for every value a record can hold."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from archiver import chain, items
+from archiver import canonical, chain, items
 
 
 def reference(obj: Any) -> bytes:
@@ -41,7 +42,7 @@ def test_a_lone_surrogate_is_written_as_its_escape() -> None:
 
 
 # The sealer writes payloads (parts of bodies items' parser read) with chain.canonical: for
-# whatever JSON text arrives, the bytes must be items.canonical_json's (floats included).
+# whatever JSON text arrives, the bytes must be json's (floats included).
 numbers = st.integers(min_value=-(2**70), max_value=2**70) | st.floats(allow_nan=False, allow_infinity=False)
 bodies = st.recursive(st.none() | st.booleans() | numbers | texts,
                       lambda inner: st.lists(inner, max_size=5) | st.dictionaries(texts, inner, max_size=5),
@@ -53,7 +54,8 @@ bodies = st.recursive(st.none() | st.booleans() | numbers | texts,
 def test_payloads_from_parsed_bodies_get_the_reference_bytes(obj: Any) -> None:
     parsed, reason = items._parse(json.dumps(obj).encode())
     assert reason is None
-    assert chain.canonical(parsed) == items.canonical_json(parsed) == reference(json.loads(json.dumps(obj)))
+    assert chain.canonical(parsed) == reference(json.loads(json.dumps(obj)))
+    assert chain.canonical is canonical.canonical and items.canonical is canonical.canonical  # one definition
 
 
 def test_exponent_floats_are_written_as_json_writes_them() -> None:

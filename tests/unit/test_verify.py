@@ -25,6 +25,7 @@ class MemoryStore:
     """Just enough of a WormStore for the verifier (get, head, list); keys in ``failing`` error."""
 
     url = "memory://"
+    process_safe = False  # verification's workers would need the objects piped to them
 
     def __init__(self) -> None:
         self.objects: dict[str, bytes] = {}
