@@ -64,13 +64,13 @@ def healthy(port: int, request_timeout: float = POLL_REQUEST_TIMEOUT) -> bool:
 
 
 def start_service(env: dict[str, str], port: int, log: Path, workers: int | None = None,
-                  timeout: float = START_TIMEOUT) -> subprocess.Popen[bytes]:
+                  timeout: float = START_TIMEOUT, verbose: bool = False) -> subprocess.Popen[bytes]:
     """Start ``archiver serve`` on ``port`` in its own process group and return once /healthz answers 200.
 
-    stdout and stderr go to ``log``. Raises AssertionError (with the log's tail) when the
+    stdout and stderr go to ``log`` (``verbose``: ``archiver -v``, INFO logs). Raises AssertionError (with the log's tail) when the
     service exits or does not become healthy within ``timeout`` seconds; it is killed then.
     """
-    cmd = [sys.executable, "-m", "archiver.cli", "serve", "--port", str(port),
+    cmd = [sys.executable, "-m", "archiver.cli", *(["-v"] if verbose else []), "serve", "--port", str(port),
            *(["--workers", str(workers)] if workers else [])]
     with log.open("ab") as out:  # the child keeps its own copy of the descriptor
         proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **env}, stdout=out,

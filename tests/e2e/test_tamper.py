@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +16,12 @@ from sqlalchemy import select
 
 from archiver import chain, verify
 from archiver.catalog import ChainHead, Record, Segment
+from archiver.app import create_app
 from archiver.cli import main
+from archiver.config import Settings
 from archiver.errors import StoreError
+from archiver.services import Services
+from tests import backends
 from tests.conftest import make_env
 from tests.e2e.test_pipeline import msg_body, post, report, seal
 
@@ -198,15 +203,22 @@ def resign(services: Any, seg: Segment, key: Ed25519PrivateKey | None = None, **
     return signed
 
 
-def reencode(services: Any, seg: Segment, prev_hash: str) -> list[dict[str, Any]]:
-    """Rewrite one record's ciphertext in ``seg`` and recompute every chain hash: a segment
-    consistent in itself. Returns the new records."""
-    recs = [json.loads(line) for line in lines_of(objects(services) / seg.key)]
+def reencoded(blob: bytes, where: str, prev_hash: str) -> tuple[bytes, list[dict[str, Any]]]:
+    """The segment ``blob`` with its second record's ciphertext changed and every chain hash
+    recomputed from ``prev_hash``: a segment consistent in itself. Returns its bytes and records."""
+    recs = chain.decode_segment(blob, where)
     recs[1]["ct"] = ("A" if recs[1]["ct"][0] != "A" else "B") + recs[1]["ct"][1:]
     h = prev_hash
     for rec in recs:
         h = rec["hash"] = chain.chain_hash(h, chain.record_bytes(rec))
-    rewrite(objects(services) / seg.key, chain.encode_segment([chain.canonical(rec) for rec in recs]))
+    return chain.encode_segment([chain.canonical(rec) for rec in recs]), recs
+
+
+def reencode(services: Any, seg: Segment, prev_hash: str) -> list[dict[str, Any]]:
+    """Rewrite ``seg`` in the local store as :func:`reencoded` does. Returns the new records."""
+    path = objects(services) / seg.key
+    blob, recs = reencoded(path.read_bytes(), seg.key, prev_hash)
+    rewrite(path, blob)
     return recs
 
 
@@ -328,3 +340,73 @@ def test_chain_head_edit(sealed: Any, field: str) -> None:
         seq = head.seq
     r = report(sealed)
     assert r.first_error == f"seq {seq}: catalog chain head differs from the last checkpoint"
+
+
+# --- on S3 with Object Lock: the attacker cannot delete a version, but can hide or stack one ---
+
+
+@pytest.fixture
+def sealed_s3(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Services, str]]:
+    """Three seal runs of three messages each into a real SeaweedFS bucket with Object Lock."""
+    s3 = backends.s3_settings()
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3.secret_key)
+    bucket = backends.new_bucket(locked=True)
+    env = make_env(tmp_path / "home",
+                   ARCHIVER_STORE_URL=f"s3://{bucket}/archive?endpoint_url={s3.endpoint_url}&region={s3.region}")
+    services = Services.open(Settings.from_env(env))
+    client = create_app(services=services).test_client()
+    for run in range(3):
+        for i in range(3):
+            post(client, msg_body(f"wamid.T{run}{i}", f"text {run}{i}"))
+        seal(services)
+    assert report(services).ok
+    yield services, bucket
+    services.close()
+
+
+def versions(bucket: str, key: str) -> list[dict[str, Any]]:
+    """Every version and delete marker of ``key`` (under the store's ``archive/`` prefix)."""
+    got = backends.s3_client().list_object_versions(Bucket=bucket, Prefix=f"archive/{key}")
+    return [v for v in [*got.get("Versions", []), *got.get("DeleteMarkers", [])] if v["Key"] == f"archive/{key}"]
+
+
+@pytest.mark.s3
+def test_s3_delete_marker_on_a_segment(sealed_s3: tuple[Services, str]) -> None:
+    services, bucket = sealed_s3
+    seg = segments(services)[1]
+    backends.s3_client().delete_object(Bucket=bucket, Key=f"archive/{seg.key}")  # no VersionId: a marker
+    assert len(versions(bucket, seg.key)) == 2  # the locked version is still there, hidden
+    assert report(services).first_error == f"{seg.key}: segment named by a checkpoint is missing"
+
+
+@pytest.mark.s3
+def test_s3_delete_marker_on_a_checkpoint(sealed_s3: tuple[Services, str]) -> None:
+    services, bucket = sealed_s3
+    seg, after = segments(services)[1:]
+    backends.s3_client().delete_object(Bucket=bucket, Key=f"archive/{seg.checkpoint_key}")
+    assert report(services).first_error == (f"seq {seg.first_seq}: no checkpoint covers it "
+                                            f"({after.checkpoint_key} starts at {after.first_seq})")
+
+
+@pytest.mark.s3
+def test_s3_stacked_version_of_a_segment(sealed_s3: tuple[Services, str]) -> None:
+    services, bucket = sealed_s3
+    before, seg, _ = segments(services)
+    blob, _ = reencoded(services.store.get(seg.key), seg.key, before.last_hash)
+    backends.s3_client().put_object(Bucket=bucket, Key=f"archive/{seg.key}", Body=blob)
+    assert len(versions(bucket, seg.key)) == 2  # stacked on the locked original, which stays
+    assert services.store.get(seg.key) == blob
+    assert report(services).first_error == f"{seg.key}: Merkle root differs from the checkpoint"
+
+
+@pytest.mark.s3
+def test_s3_stacked_version_of_a_checkpoint(sealed_s3: tuple[Services, str]) -> None:
+    services, bucket = sealed_s3
+    seg = segments(services)[-1]
+    cp = chain.Checkpoint.from_bytes(services.store.get(seg.checkpoint_key), seg.checkpoint_key)
+    forged = chain.Checkpoint(**{**cp.__dict__, "created_at": "2020-01-01T00:00:00Z", "signature": ""})
+    body = forged.signed(Ed25519PrivateKey.generate()).to_bytes()
+    backends.s3_client().put_object(Bucket=bucket, Key=f"archive/{seg.checkpoint_key}", Body=body)
+    assert len(versions(bucket, seg.checkpoint_key)) == 2
+    assert report(services).first_error == f"{seg.checkpoint_key}: checkpoint signature does not verify"
