@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 import requests
-from sqlalchemy import func, select, text
+from sqlalchemy import event, func, select, text
 
 from archiver import records, sealer
 from archiver import verify as verifier
@@ -139,7 +139,13 @@ def test_kill_9_under_load_loses_nothing_and_seals_nothing_twice(tmp_path: Path,
 
 
 def test_the_sqlite_catalog_syncs_every_commit_to_disk(services: Any) -> None:
-    """A 200 means the body is on disk: every catalog connection runs with synchronous=FULL in WAL mode."""
+    """A 200 means the body is on disk: every catalog connection runs with synchronous=FULL in WAL mode,
+    also where SQLite was built to default to NORMAL in WAL mode (SQLITE_DEFAULT_WAL_SYNCHRONOUS=1)."""
+    def build_default_normal(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.execute("PRAGMA synchronous=NORMAL")
+
+    services.engine.dispose()  # every connection from now on is a new one
+    event.listen(services.engine, "connect", build_default_normal, insert=True)  # runs before the catalog's own
     conns = [services.engine.connect() for _ in range(3)]  # three pooled connections, each set up on connect
     try:
         for conn in conns:
