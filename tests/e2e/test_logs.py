@@ -125,7 +125,8 @@ def test_serve_and_its_jobs_log_no_content_number_wamid_or_token(tmp_path: Path,
         stop_service(proc)
         services.close()
     out = log.read_text(errors="replace")
-    assert "Using worker: gevent" in out and "archiver listening" in out  # the log is the service's
+    assert "Using worker: gevent" in out and "archiver listening" in out  # the log is the service's...
+    assert "seal.stored" in out and "media.stored" in out  # ...and the jobs child's, at INFO
     assert graph.hits, "the jobs never fetched the media"
     assert_clean(out, sentinels(secret), "archiver serve's output")
 
