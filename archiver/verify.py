@@ -34,7 +34,6 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from contextlib import contextmanager
-from itertools import zip_longest
 from dataclasses import asdict, dataclass
 from multiprocessing.context import BaseContext
 from typing import Any
@@ -328,14 +327,16 @@ def verify_catalog(session: Session, checkpoints: list[chain.Checkpoint]) -> int
     """
     segs = session.scalars(select(Segment).order_by(Segment.first_seq)).all()
     stored = [s for s in segs if s.state == "stored"]
-    for seg, cp in zip_longest(stored, checkpoints):  # 6a: one stored segment row per checkpoint
-        if cp is None:
-            raise IntegrityError(seg.checkpoint_key, f"checkpoint of catalog segment {seg.key} is missing from the store")
-        if seg is None:
-            raise IntegrityError(chain.checkpoint_key(cp.last_seq), f"no catalog segment row for {cp.segment}")
+    for seg, cp in zip(stored, checkpoints):  # 6a: one stored segment row per checkpoint
         if (seg.key, seg.first_seq, seg.last_seq, seg.merkle_root, seg.checkpoint_digest) != (
                 cp.segment, cp.first_seq, cp.last_seq, cp.merkle_root, cp.digest()):
             raise IntegrityError(seg.key, "catalog segment row differs from the store's checkpoint")
+    if len(stored) > len(checkpoints):
+        seg = stored[len(checkpoints)]
+        raise IntegrityError(seg.checkpoint_key, f"checkpoint of catalog segment {seg.key} is missing from the store")
+    if len(checkpoints) > len(stored):
+        cp = checkpoints[len(stored)]
+        raise IntegrityError(chain.checkpoint_key(cp.last_seq), f"no catalog segment row for {cp.segment}")
     covered = segs[-1].last_seq if segs else 0
     stray = session.scalar(select(Record.seq).where((Record.seq > covered) | (Record.seq < 1))
                            .order_by(Record.seq).limit(1))
@@ -359,13 +360,15 @@ def verify_records(session: Session, cp: chain.Checkpoint, sealed: list[Sealed])
         return
     # Seqs are the catalog's primary key and the sealed ones run first..last without a gap,
     # so a row whose seq is not the sealed record's at the same position means a missing row.
-    for row, rec in zip_longest(rows, sealed):
-        if rec is None:
-            raise IntegrityError(f"seq {row[0]}", f"catalog row has no sealed record in {cp.segment}")
-        if row is None or row[0] != rec[0]:
+    for row, rec in zip(rows, sealed):
+        if row[0] != rec[0]:
             raise IntegrityError(f"seq {rec[0]}", f"sealed record in {cp.segment} has no catalog row")
         if row != rec:
             raise IntegrityError(f"seq {rec[0]}", "catalog row differs from the sealed record")
+    if len(rows) < len(sealed):
+        raise IntegrityError(f"seq {sealed[len(rows)][0]}", f"sealed record in {cp.segment} has no catalog row")
+    if len(rows) > len(sealed):
+        raise IntegrityError(f"seq {rows[len(sealed)][0]}", f"catalog row has no sealed record in {cp.segment}")
 
 
 def _catalog_rows(session: Session, first: int, last: int) -> list[Sealed]:
