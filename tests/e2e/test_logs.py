@@ -25,7 +25,7 @@ from archiver.auth import create_token
 from archiver.catalog import Media, Record
 from archiver.config import Settings
 from archiver.services import Services
-from tests.conftest import make_env, sign
+from tests.conftest import OLD_SECRET, SECRET, make_env, sign
 from tests.fakegraph import FakeGraph, serve
 from tests.serving import free_port, start_service, stop_service, wait_until
 
@@ -60,7 +60,12 @@ def bodies(graph: FakeGraph) -> tuple[bytes, bytes]:
 
 
 def sentinels(*tokens: str) -> list[str]:
-    return [WORD, CONTACT, NUMBER, WAMID, IMAGE_WAMID, MEDIA_ID, NAME, GRAPH_TOKEN, REFUSED_TOKEN, *tokens]
+    """Every value no log may hold: content, numbers, ids, and every secret (the app secrets too)."""
+    return [WORD, CONTACT, NUMBER, WAMID, IMAGE_WAMID, MEDIA_ID, NAME, GRAPH_TOKEN, REFUSED_TOKEN, SECRET, OLD_SECRET,
+            "verify-me", *tokens]
+
+
+HANDSHAKE = {"hub.mode": "subscribe", "hub.verify_token": REFUSED_TOKEN, "hub.challenge": NUMBER}
 
 
 def assert_clean(log: str, values: list[str], where: str) -> None:
@@ -118,6 +123,7 @@ def test_serve_and_its_jobs_log_no_content_number_wamid_or_token(tmp_path: Path,
             assert requests.post(hook, data=b, headers=sign(b), timeout=10).status_code == 200
         bad = {**sign(text), "X-Hub-Signature-256": "sha256=" + "0" * 64}
         assert requests.post(hook, data=text, headers=bad, timeout=10).status_code == 401
+        assert requests.get(hook, params=HANDSHAKE, timeout=10).status_code == 403
         seq = wait_until(lambda: _seq(services, WAMID), 30, "the sentinel message sealed")
         wait_until(lambda: _media_stored(services), 60, "the sentinel image fetched and stored")
         _exercise(f"http://127.0.0.1:{port}", auth, seq)
@@ -144,6 +150,7 @@ def test_in_process_stages_log_no_content_number_wamid_or_token(tmp_path: Path, 
         for b in (text, image):
             assert client.post("/webhooks/whatsapp", data=b, headers=sign(b)).status_code == 200
         assert client.post("/webhooks/whatsapp", data=text, headers={"X-Hub-Signature-256": "sha256=00"}).status_code == 401
+        assert client.get("/webhooks/whatsapp", query_string=HANDSHAKE).status_code == 403
         assert client.post("/webhooks/whatsapp", data=b"{" + WORD.encode(), headers=sign(b"{" + WORD.encode())
                            ).status_code == 200  # quarantined, not parsed
         sealer.seal_pending(services)
