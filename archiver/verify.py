@@ -9,8 +9,9 @@ Checklist (the step numbers appear in the code):
 4. Every record's chain hash recomputes from its predecessor's (architecture.md decision 3).
 5. The segment's RFC 6962 Merkle root and its final chain hash match the checkpoint.
 6. The catalog agrees with the store: same segments and checkpoints, same hash, kind and
-   class for every seq, and the chain head is the last checkpoint (or an outbox segment
-   still being published follows it).
+   class for every seq, (6a) one segment row per checkpoint, (6b) no record row outside
+   every segment, and (6c) the chain head is the last checkpoint, its seq, hash and digest
+   (or an outbox segment still being published follows it).
 
 Errors are IntegrityError naming the first bad seq or object; ``audit`` turns the first one
 into a report. See chain.py for the format.
@@ -319,32 +320,55 @@ def verify_media_object(store: WormStore, rec: dict[str, Any]) -> None:
 
 
 def verify_catalog(session: Session, checkpoints: list[chain.Checkpoint]) -> int:
-    """Step 6: the catalog agrees with the store. Returns the number of outbox segments."""
+    """Step 6: the catalog agrees with the store. Returns the number of outbox segments.
+
+    Raises IntegrityError naming the first segment whose row and checkpoint disagree (or
+    that has only one of the two), a catalog record beyond every segment, or the chain head.
+    """
     segs = session.scalars(select(Segment).order_by(Segment.first_seq)).all()
     stored = [s for s in segs if s.state == "stored"]
-    if len(stored) != len(checkpoints):
-        raise IntegrityError("catalog", f"{len(stored)} stored segments in the catalog, {len(checkpoints)} checkpoints in the store")
-    for seg, cp in zip(stored, checkpoints):
+    for seg, cp in zip(stored, checkpoints):  # 6a: one stored segment row per checkpoint
         if (seg.key, seg.first_seq, seg.last_seq, seg.merkle_root, seg.checkpoint_digest) != (
                 cp.segment, cp.first_seq, cp.last_seq, cp.merkle_root, cp.digest()):
             raise IntegrityError(seg.key, "catalog segment row differs from the store's checkpoint")
+    if len(stored) > len(checkpoints):
+        seg = stored[len(checkpoints)]
+        raise IntegrityError(seg.checkpoint_key, f"checkpoint of catalog segment {seg.key} is missing from the store")
+    if len(checkpoints) > len(stored):
+        cp = checkpoints[len(stored)]
+        raise IntegrityError(chain.checkpoint_key(cp.last_seq), f"no catalog segment row for {cp.segment}")
+    covered = segs[-1].last_seq if segs else 0
+    stray = session.scalar(select(Record.seq).where((Record.seq > covered) | (Record.seq < 1))
+                           .order_by(Record.seq).limit(1))
+    if stray is not None:  # 6b: rows inside a segment's range were compared record by record
+        raise IntegrityError(f"seq {stray}", "catalog row has no sealed record (beyond every segment)")
     head = chain_head(session)
     last = checkpoints[-1] if checkpoints else None
-    if last and len(segs) == len(stored) and (head.seq, head.hash) != (last.last_seq, last.chain_hash):
+    if last and len(segs) == len(stored) and (head.seq, head.hash, head.checkpoint) != (
+            last.last_seq, last.chain_hash, last.digest()):  # 6c
         raise IntegrityError(f"seq {head.seq}", "catalog chain head differs from the last checkpoint")
     return len(segs) - len(stored)
 
 
 def verify_records(session: Session, cp: chain.Checkpoint, sealed: list[Sealed]) -> None:
-    """Step 6, record by record: catalog seq, hash, kind and class equal the sealed record's."""
+    """Step 6, record by record: catalog seq, hash, kind and class equal the sealed record's.
+
+    Raises IntegrityError naming the first sealed seq whose catalog row differs or is missing.
+    """
     rows = _catalog_rows(session, cp.first_seq, cp.last_seq)
     if rows == sealed:
         return
+    # Seqs are the catalog's primary key and the sealed ones run first..last without a gap,
+    # so a row whose seq is not the sealed record's at the same position means a missing row.
     for row, rec in zip(rows, sealed):
+        if row[0] != rec[0]:
+            raise IntegrityError(f"seq {rec[0]}", f"sealed record in {cp.segment} has no catalog row")
         if row != rec:
             raise IntegrityError(f"seq {rec[0]}", "catalog row differs from the sealed record")
-    raise IntegrityError(f"seq {cp.first_seq}",
-                         f"catalog has {len(rows)} rows for {cp.segment}, store has {len(sealed)}")
+    if len(rows) < len(sealed):
+        raise IntegrityError(f"seq {sealed[len(rows)][0]}", f"sealed record in {cp.segment} has no catalog row")
+    if len(rows) > len(sealed):
+        raise IntegrityError(f"seq {rows[len(sealed)][0]}", f"catalog row has no sealed record in {cp.segment}")
 
 
 def _catalog_rows(session: Session, first: int, last: int) -> list[Sealed]:

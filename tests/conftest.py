@@ -11,8 +11,14 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from archiver.config import Settings
+
+# No per-example deadline for property tests: a wall-clock bound in a test fails on a loaded
+# machine and proves nothing about speed; scripts/bench measures speed.
+hypothesis_settings.register_profile("archiver", deadline=None)
+hypothesis_settings.load_profile("archiver")
 
 # The pywa payloads live outside the repo: ../shared/fixtures/pywa-updates beside the clone
 # (as CI lays it out), or wherever ARCHIVER_TEST_FIXTURES points.

@@ -392,6 +392,11 @@ def cmd_local(work: Path, quick: bool) -> None:
     rows = bench_profile(work, cfg["profile_n"])
     results["profile"] = {"deliveries": cfg["profile_n"], **hotspots(rows)}
     save(work, results)
+    print("bench: fail-fast timings (unreachable S3 and OpenSearch, a never-idle gevent loop)", file=sys.stderr)
+    import failfast  # beside this file
+
+    results["failfast"] = failfast.measure(ROOT, archiver_env(work / "failfast"))
+    save(work, results)
 
 
 def cmd_s3(work: Path, quick: bool) -> None:
@@ -538,6 +543,10 @@ def cmd_report(work: Path, doc: Path | None) -> None:
     lines += table(results)
     lines.append("")
     lines += hotspot_lines(results)
+    import failfast  # beside this file
+
+    if rows := failfast.lines(results):
+        lines += ["", *rows]
     text = "\n".join(lines) + "\n"
     print(text)
     if doc is not None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import itertools
 import os
 import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -614,7 +613,7 @@ _TREES = st.recursive(_LEAF, lambda inner: st.one_of(
 
 
 @pytest.mark.opensearch
-@settings(max_examples=50, deadline=None)
+@settings(max_examples=50)
 @given(tree=_TREES, sort=st.sampled_from(["newest", "oldest"]))
 def test_backends_agree_on_generated_queries(fts5_corpus: SearchIndex, opensearch_corpus: SearchIndex,
                                              tree: ql.Node, sort: str) -> None:
@@ -641,17 +640,16 @@ def test_missing_opensearch_extra_names_it(monkeypatch: pytest.MonkeyPatch) -> N
         open_index("http://localhost:9200/messages")
 
 
-def test_unreachable_opensearch_fails_fast_with_search_unavailable() -> None:
-    # A real refused connection (nothing listens on port 9), no mock.
+def test_unreachable_opensearch_is_search_unavailable() -> None:
+    # A real refused connection (nothing listens on port 9), no mock. How fast each call
+    # fails is measured by scripts/bench (fail-fast table), not here.
     index = open_index("http://127.0.0.1:9/archiver-unreachable")
-    start = time.monotonic()
     for call in (index.ping, lambda: index.search("x"), lambda: index.index([CORPUS[0]]),
                  index.max_seq, lambda: index.conversation(ALICE), lambda: index.delete([1]),
                  lambda: index.update([{"seq": 1, "status": "read"}]), lambda: index.rebuild([CORPUS[0]])):
         with pytest.raises(SearchUnavailable) as info:
             call()
         assert "opensearchpy" not in type(info.value).__module__
-    assert time.monotonic() - start < 10
 
 
 @pytest.mark.opensearch

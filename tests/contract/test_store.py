@@ -12,7 +12,6 @@ import hashlib
 import logging
 import os
 import random
-import time
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
@@ -23,6 +22,7 @@ import pytest
 
 from archiver.errors import ConfigError, InsecureStoreWarning, Locked, NotFound, StoreError, WormNotEnforced
 from archiver.store import CANARY_PREFIX, WormStore, assert_worm, open_store
+from tests.serving import wait_until
 
 SEGMENT = "segments/default/000000000001-000000000100-" + "ab" * 16 + ".jsonl.gz"
 MEDIA = "media/" + hashlib.sha256(b"photo").hexdigest()
@@ -38,9 +38,10 @@ def later(**delta: float) -> datetime:
 
 
 def wait_past(when: datetime | None) -> None:
-    """Sleep until ``when`` (a retain-until the store reported) has passed."""
+    """Wait until ``when`` (a retain-until the store reported) has passed, with 0.3 s for the server's clock."""
     assert when is not None
-    time.sleep(max(0.0, (when - datetime.now(timezone.utc)).total_seconds()) + 0.3)
+    margin = when + timedelta(seconds=0.3)
+    wait_until(lambda: datetime.now(timezone.utc) > margin, 30, f"the clock to pass {when.isoformat()}", interval=0.02)
 
 
 def open_local(root: Any) -> WormStore:
@@ -311,7 +312,8 @@ def test_s3_allow_unlocked_warns_loudly_and_still_works(s3_credentials: Any, cap
 
 
 @pytest.mark.s3
-def test_s3_unreachable_endpoint_fails_fast(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_s3_unreachable_endpoint_is_a_store_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every call raises StoreError itself (no botocore error leaks); how fast is measured by scripts/bench."""
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "unused")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "unused")
     monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
@@ -321,11 +323,9 @@ def test_s3_unreachable_endpoint_fails_fast(monkeypatch: pytest.MonkeyPatch) -> 
         lambda: list(store.list("")), lambda: assert_worm(store),
     ]
     for call in calls:
-        started = time.monotonic()
         with pytest.raises(StoreError) as caught:
             call()
         assert type(caught.value) is StoreError
-        assert time.monotonic() - started < 10
 
 
 @pytest.mark.s3

@@ -1,110 +1,163 @@
-"""kill -9 of the running service under load: every delivery that got a 200 is sealed once."""
+"""kill -9 of the running service under load: every delivery that got a 200 is sealed once.
+
+Each post carries a body of its own, so "sealed" is checked delivery by delivery: the SHA-256
+of every acknowledged body must be the SHA-256 of exactly one sealed delivery's plaintext.
+The kill lands once sealing has started (a segment is stored) while acknowledged rows are
+still waiting in the journal, on the embedded SQLite catalog and on the real PostgreSQL.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
-import socket
-import subprocess
-import sys
 import threading
-import time
+from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select, text
 
-from archiver import sealer
+from archiver import records, sealer
 from archiver import verify as verifier
-from archiver.catalog import Journal, Record
+from archiver.catalog import Journal, Record, Segment
 from archiver.config import Settings
 from archiver.services import Services
 from tests.conftest import make_env, sign
+from tests.contract.test_catalog import _pg_schema_url
 from tests.e2e.test_pipeline import msg_body
+from tests.serving import ROOT, free_port, start_service, wait_group_gone, wait_until
 
-ROOT = Path(__file__).resolve().parents[2]
+__all__ = ["ROOT", "free_port", "start_service", "wait_group_gone"]  # older imports of these names
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+THREADS = 2
 
 
-def start_service(env: dict[str, str], port: int, log: Path, workers: int | None = None) -> subprocess.Popen[bytes]:
-    cmd = [sys.executable, "-m", "archiver.cli", "serve", "--port", str(port),
-           *(["--workers", str(workers)] if workers else [])]
-    with log.open("ab") as out:  # the child keeps its own copy of the descriptor
-        proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **env}, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return proc
-        except requests.ConnectionError:
-            time.sleep(0.2)
-    proc.kill()
-    raise AssertionError(f"service did not start: {log.read_text()[-2000:]}")
-
-
-def wait_group_gone(pgid: int, timeout: float = 20) -> None:
-    """Wait until every process of the killed service's group has exited."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"processes of group {pgid} outlived SIGKILL by {timeout}s")
-
-
-def load(port: int, acked: list[str], stop: threading.Event, limit: int = 3000) -> None:
-    """Post signed webhooks until told to stop (bounded); remember which got a 200."""
+def load(port: int, thread: int, acked: list[tuple[str, bytes]], stop: threading.Event, limit: int = 3000) -> None:
+    """Post signed webhooks, each body distinct, until told to stop (bounded); keep the bodies that got a 200."""
     session = requests.Session()
     for i in range(limit):
         if stop.is_set():
             return
-        wamid = f"wamid.K{i}"
-        body = msg_body(wamid, f"load {i}")
+        wamid = f"wamid.K{thread}-{i}"
+        body = msg_body(wamid, f"load from thread {thread}, post {i}")
         try:
-            r = session.post(f"http://127.0.0.1:{port}/webhooks/whatsapp", data=body, headers=sign(body), timeout=5)
+            r = session.post(f"http://127.0.0.1:{port}/webhooks/whatsapp", data=body, headers=sign(body), timeout=10)
         except requests.RequestException:
             return  # the service is gone
         if r.status_code == 200:
-            acked.append(wamid)
+            acked.append((wamid, body))
+
+
+def stored_segments(services: Services) -> int:
+    with services.sessions() as session:
+        return int(session.scalar(select(func.count()).select_from(Segment).where(Segment.state == "stored")) or 0)
+
+
+def journal_state(services: Services) -> dict[str, bool]:
+    """body_sha256 -> sealed, for every webhook row of the journal."""
+    with services.sessions() as session:
+        rows = session.execute(select(Journal.body_sha256, Journal.sealed).where(Journal.source == "webhook")).all()
+    return {sha: bool(sealed) for sha, sealed in rows}
+
+
+def sealed_delivery_hashes(services: Services) -> Counter[str]:
+    """SHA-256 of every sealed delivery's decrypted plaintext, counted."""
+    with services.sessions() as session:
+        return Counter(hashlib.sha256(plain).hexdigest()
+                       for rec, plain in records.iter_decrypted(services, session, 0, kinds={"delivery"})
+                       if rec["kind"] == "delivery" and plain is not None)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def catalog_env(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, str]]:
+    """ARCHIVER_* of an instance on the embedded SQLite catalog or on the real PostgreSQL."""
+    if request.param == "sqlite":
+        yield make_env(tmp_path / "home")
+    else:
+        for url in _pg_schema_url():
+            yield make_env(tmp_path / "home", ARCHIVER_CATALOG_URL=url)
 
 
 @pytest.mark.parametrize("workers", [None, 2], ids=["default-workers", "2-workers"])
-def test_kill_9_under_load_loses_nothing_and_seals_nothing_twice(tmp_path: Path, workers: int | None) -> None:
-    env = make_env(tmp_path / "home")
+def test_kill_9_under_load_loses_nothing_and_seals_nothing_twice(tmp_path: Path, catalog_env: dict[str, str],
+                                                                 workers: int | None) -> None:
+    env = catalog_env
     port = free_port()
     proc = start_service(env, port, tmp_path / "serve.log", workers)
-    acked: list[str] = []
+    acked: list[list[tuple[str, bytes]]] = [[] for _ in range(THREADS)]
     stop = threading.Event()
-    threads = [threading.Thread(target=load, args=(port, acked, stop)) for _ in range(2)]
+    threads = [threading.Thread(target=load, args=(port, n, acked[n], stop)) for n in range(THREADS)]
     for t in threads:
         t.start()
-    time.sleep(3)  # the in-process sealer runs meanwhile, so the kill lands mid-sealing
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=10)
-    wait_group_gone(proc.pid)  # the jobs process too: one caught in an fsync dies when it returns
-    stop.set()
-    for t in threads:
-        t.join(timeout=10)
-    assert len(acked) > 50, "the load generator got too few answers to prove anything"
+    watcher = Services.open(Settings.from_env(env))
+    try:
+        # The in-process sealer has stored a segment and load goes on: the kill lands mid-sealing.
+        wait_until(lambda: stored_segments(watcher) >= 1 and sum(map(len, acked)) > 50, 60,
+                   "a stored segment and 50 acknowledged posts")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+        wait_group_gone(proc.pid)  # the jobs process too: one caught in an fsync dies when it returns
+        stop.set()
+        for t in threads:
+            t.join(timeout=30)
+    all_acked = [body for posts in acked for _, body in posts]
+    assert all(acked), "a load thread got no 200 at all"
+    assert len(all_acked) > 50, "the load generator got too few answers to prove anything"
+    acked_sha = [hashlib.sha256(body).hexdigest() for body in all_acked]
+    assert len(set(acked_sha)) == len(acked_sha), "two posts carried the same body"
+
+    at_kill = journal_state(watcher)
+    assert stored_segments(watcher) >= 1, "nothing was sealed before the kill"
+    assert any(at_kill.get(sha) for sha in acked_sha), "no acknowledged delivery was sealed before the kill"
+    assert not all(at_kill.get(sha) for sha in acked_sha), "the kill did not land while acknowledged rows were pending"
+    watcher.close()
 
     services = Services.open(Settings.from_env(env))
-    sealer.seal_pending(services)
-    with services.sessions() as session:
-        sealed = set(session.scalars(select(Record.wamid).where(Record.kind == "message")))
-        journal = session.scalar(select(func.count()).select_from(Journal).where(Journal.source == "webhook"))
-        deliveries = session.scalar(select(func.count()).select_from(Record).where(Record.kind == "delivery"))
-        unsealed = session.scalar(select(func.count()).select_from(Journal).where(Journal.sealed.is_(False)))
-        report = verifier.audit(services.store, services.signing_key.public_key(), session)
-    assert set(acked) <= sealed  # every 200 is sealed
-    assert deliveries == journal and unsealed == 0  # each journaled body sealed exactly once
-    assert report.ok, report.first_error
-    services.close()
+    try:
+        sealer.seal_pending(services)
+        sealed = sealed_delivery_hashes(services)
+        missing = [sha for sha in acked_sha if sealed[sha] == 0]
+        twice = [sha for sha in acked_sha if sealed[sha] > 1]
+        assert not missing, f"{len(missing)} acknowledged deliveries were never sealed"
+        assert not twice, f"{len(twice)} acknowledged deliveries were sealed more than once"
+        with services.sessions() as session:
+            wamids = set(session.scalars(select(Record.wamid).where(Record.kind == "message")))
+            journal = session.scalar(select(func.count()).select_from(Journal).where(Journal.source == "webhook"))
+            unsealed = session.scalar(select(func.count()).select_from(Journal).where(Journal.sealed.is_(False)))
+            report = verifier.audit(services.store, services.signing_key.public_key(), session)
+        assert sum(sealed.values()) == journal and unsealed == 0  # each journaled body sealed exactly once
+        assert all(count == 1 for count in sealed.values())
+        assert {wamid for posts in acked for wamid, _ in posts} <= wamids  # and each one's message item
+        assert report.ok, report.first_error
+    finally:
+        services.close()
+
+
+def test_the_sqlite_catalog_syncs_every_commit_to_disk(services: Any) -> None:
+    """A 200 means the body is on disk: every catalog connection runs with synchronous=FULL in WAL mode,
+    also where SQLite was built to default to NORMAL in WAL mode (SQLITE_DEFAULT_WAL_SYNCHRONOUS=1)."""
+    def build_default_normal(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.execute("PRAGMA synchronous=NORMAL")
+
+    services.engine.dispose()  # every connection from now on is a new one
+    event.listen(services.engine, "connect", build_default_normal, insert=True)  # runs before the catalog's own
+    conns = [services.engine.connect() for _ in range(3)]  # three pooled connections, each set up on connect
+    try:
+        for conn in conns:
+            assert conn.execute(text("PRAGMA synchronous")).scalar() == 2  # 2 = FULL (1 = NORMAL, 0 = OFF)
+            assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+    finally:
+        for conn in conns:
+            conn.close()
+    raw = services.journal._engine.raw_connection()  # the connection intake's group commit writes on
+    try:
+        cur = raw.cursor()
+        cur.execute("PRAGMA synchronous")
+        assert cur.fetchone()[0] == 2
+    finally:
+        raw.close()

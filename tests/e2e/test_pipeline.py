@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
+from sqlalchemy import select
 
-from archiver import sealer, stats
+from archiver import records, sealer, stats
 from archiver import verify as verifier
-from archiver.catalog import MessageState, Record
-from tests.conftest import OLD_SECRET, all_fixture_bodies, sign
+from archiver.catalog import Journal, MessageState, Record
+from archiver.cli import main
+from tests.conftest import OLD_SECRET, all_fixture_bodies, make_env, sign
 
 
 def seal(services: Any) -> int:
@@ -95,16 +99,24 @@ def test_bad_bodies_are_quarantined_not_dropped(client: Any, services: Any) -> N
 
 
 def test_escaped_unicode_and_pretty_printed_bodies_keep_their_bytes(client: Any, services: Any, token: Any) -> None:
-    escaped = msg_body("wamid.U1", "caf\u00e9 \U0001f64f").replace(b"\\u00e9", b"\\u00e9")
+    # Upper-case escapes and indentation parse to the same JSON as other bytes would: only a
+    # byte-exact archive gives back exactly these.
+    escaped = msg_body("wamid.U1", "caf\u00e9 \U0001f64f").replace(b"\\u00e9", b"\\u00E9")
     pretty = json.dumps(json.loads(msg_body("wamid.U2", "r\u00e9sum\u00e9")), indent=2, ensure_ascii=False).encode()
-    assert b"\\ud83d\\ude4f" in escaped
+    assert b"caf\\u00E9" in escaped and b"\\ud83d\\ude4f" in escaped and "r\u00e9sum\u00e9".encode() in pretty
     assert post(client, escaped).status_code == 200 and post(client, pretty).status_code == 200
     seal(services)
     with services.sessions() as session:
-        seqs = session.scalars(Record.__table__.select().with_only_columns(Record.seq).where(Record.kind == "delivery")).all()
+        sealed = [plain for rec, plain in records.iter_decrypted(services, session, 0, kinds={"delivery"})
+                  if rec["kind"] == "delivery"]
+        journal = session.scalars(select(Journal.body_sha256).where(Journal.source == "webhook").order_by(Journal.id)).all()
+        seqs = session.scalars(select(Record.seq).where(Record.kind == "delivery").order_by(Record.seq)).all()
+    assert sealed == [escaped, pretty]  # the sealed plaintext is the posted bytes, not a re-serialisation
+    assert journal == [hashlib.sha256(escaped).hexdigest(), hashlib.sha256(pretty).hexdigest()]
     auth = token("auditor")
-    raw = [client.get(f"/api/v1/records/{s}", headers=auth).get_json()["content"] for s in seqs]
-    assert raw[0] == json.loads(escaped) and raw[1] == json.loads(pretty)
+    got = [client.get(f"/api/v1/records/{s}", headers=auth).get_json() for s in seqs]
+    assert [g["delivery"]["body_sha256"] for g in got] == journal
+    assert got[0]["content"] == json.loads(escaped) and got[1]["content"] == json.loads(pretty)
 
 
 def test_redelivery_and_history_overlap_dedupe(client: Any, services: Any) -> None:
@@ -161,10 +173,22 @@ def test_record_read_is_audited_and_role_checked(client: Any, services: Any, tok
 
 
 @pytest.mark.parametrize("role", ["compliance", "auditor", "legal", "admin"])
-def test_stats_api_matches_cli_shape(client: Any, services: Any, token: Any, role: str) -> None:
-    got = client.get("/api/v1/stats", headers=token(role)).get_json()
+def test_stats_api_matches_cli(client: Any, services: Any, token: Any, role: str,
+                               monkeypatch: pytest.MonkeyPatch) -> None:
+    post(client, msg_body("wamid.ST1"))
+    post(client, status_body("wamid.ST1", "read"))
+    seal(services)
+    auth = token(role)  # the token's own journal rows are sealed too, so both read the same archive
+    seal(services)
+    got = client.get("/api/v1/stats", headers=auth).get_json()
     assert set(got) >= {"deliveries", "items", "duplicates", "quarantined", "pending", "media", "chain"}
     assert set(got["media"]) == {"stored", "pending", "failed"}
+    assert got["deliveries"] == 2 and got["items"]["message"] == 1 and got["items"]["status"] == 1
+    for k, v in make_env(services.settings.home).items():
+        monkeypatch.setenv(k, v)
+    cli = CliRunner().invoke(main, ["stats", "--json"])
+    assert cli.exit_code == 0, cli.output
+    assert json.loads(cli.stdout) == got
 
 
 def test_every_route_but_webhook_and_health_refuses_without_token(app: Any, client: Any) -> None:

@@ -13,8 +13,8 @@ import json
 import multiprocessing
 import os
 import threading
-import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,6 +24,7 @@ from archiver import pipeline, records, sealer
 from archiver.catalog import MessageState, PendingLink, Record
 from archiver.errors import StoreError
 from tests.e2e.test_pipeline import counts, msg_body, post, report, status_body
+from tests.serving import wait_until
 
 
 @pytest.fixture(autouse=True, params=["threads", "process"])
@@ -45,6 +46,14 @@ def small_batches(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatc
 def _no_sealer_threads() -> bool:
     """No sealer thread or writer process is left behind."""
     return not [t for t in threading.enumerate() if t.name.startswith("sealer-")] and not multiprocessing.active_children()
+
+
+def _dead(pid: int) -> bool:
+    """True once process ``pid`` has exited (a zombie not yet reaped counts as exited)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return True
 
 
 def _post_mixed(client: Any) -> None:
@@ -183,21 +192,30 @@ def test_an_edit_sealed_before_its_message_is_linked_in_the_chain(client: Any, s
 @pytest.mark.parametrize("small_batches", ["process"], indirect=True)  # only a process can die on its own
 @pytest.mark.parametrize("planner", ["done-planning", "still-planning"])
 def test_a_writer_process_that_dies_is_reported_and_its_batches_are_sealed_next_run(
-        client: Any, services: Any, monkeypatch: pytest.MonkeyPatch, planner: str) -> None:
+        client: Any, services: Any, monkeypatch: pytest.MonkeyPatch, planner: str, tmp_path: Path) -> None:
     _post_mixed(client)
-    real_write, real_plan, calls = sealer._write, sealer._plan, []
+    real_write, real_plan, calls, waited = sealer._write, sealer._plan, [], []
+    died = tmp_path / "writer-died"  # the writer's pid, written just before it dies
     if planner == "still-planning":  # the planner's next send then meets a closed pipe
-        monkeypatch.setattr(sealer, "_plan", lambda *a, **k: (time.sleep(0.3), real_plan(*a, **k))[1])
+        def slow_plan(*args: Any, **kwargs: Any) -> Any:
+            if args[3] == 2:  # batches 0 and 1 are with the writer, which dies on batch 1
+                wait_until(lambda: died.exists() and _dead(int(died.read_text())), 30, "the writer process to die")
+                waited.append(True)
+            return real_plan(*args, **kwargs)
+        monkeypatch.setattr(sealer, "_plan", slow_plan)
 
     def dying_write(svc: Any, batch: Any) -> Any:
         calls.append(batch.no)
         if len(calls) == 2:
+            (tmp_path / "pid").write_text(str(os.getpid()))
+            (tmp_path / "pid").rename(died)
             os._exit(1)  # as if the OOM killer took the writer process mid-run
         return real_write(svc, batch)
 
     monkeypatch.setattr(sealer, "_write", dying_write)
     with pytest.raises(RuntimeError, match="writer process exited"):
         sealer.seal_pending(services)
+    assert waited == ([True] if planner == "still-planning" else [])  # the planner was mid-plan when it died
     assert _no_sealer_threads()
     assert counts(services)["pending"] == 12  # the first batch committed; nothing half-sealed
     monkeypatch.setattr(sealer, "_write", real_write)

@@ -62,7 +62,14 @@ def test_search_api_finds_sealed_messages_and_audits(svc: Any, token: Any) -> No
     bad = client.get("/api/v1/search", query_string={"q": "refund AND (resume"}, headers=auth)
     assert bad.status_code == 400 and "position" in bad.get_json()
     thread = client.get("/api/v1/conversations/4479460001234", headers=auth).get_json()
-    assert [m["wamid"] for m in thread["messages"]] == ["wamid.S1", "wamid.S2", "wamid.S3"] or thread["messages"]
+    # oldest first, by the time each message was sent (1780001000, 1780001600, 1780002000)
+    assert [m["wamid"] for m in thread["messages"]] == ["wamid.S1", "wamid.S2", "wamid.S3"]
+    late = msg_body("wamid.S0", "sent before the others, delivered after them", ts="1780000500")
+    assert client.post("/webhooks/whatsapp", data=late, headers=sign(late)).status_code == 200
+    sealer.seal_pending(svc)
+    assert indexer.index_pending(svc) == 1
+    thread = client.get("/api/v1/conversations/4479460001234", headers=auth).get_json()
+    assert [m["wamid"] for m in thread["messages"]] == ["wamid.S0", "wamid.S1", "wamid.S2", "wamid.S3"]  # time, not seq
     sealer.seal_pending(svc)
     with svc.sessions() as session:
         audits = session.scalars(select(Record.type).where(Record.kind == "audit")).all()

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -20,7 +19,7 @@ from archiver.config import Settings
 from archiver.services import Services
 from tests import backends
 from tests.conftest import make_env, sign
-from tests.e2e.test_crash import ROOT, free_port, start_service, wait_group_gone
+from tests.serving import ROOT, free_port, start_service, stop_service, wait_until
 from tests.e2e.test_pipeline import msg_body
 
 
@@ -46,14 +45,16 @@ def _jobs_pid(arbiter: int) -> int:
 
 
 def _sealed(env: dict[str, str], wamid: str, timeout: float = 20) -> bool:
+    """True once the message ``wamid`` is sealed; False when ``timeout`` seconds pass first."""
     services = Services.open(Settings.from_env(env))
+
+    def sealed() -> bool:
+        with services.sessions() as session:
+            return bool(session.scalar(select(Record.seq).where(Record.wamid == wamid, Record.kind == "message")))
     try:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with services.sessions() as session:
-                if session.scalar(select(Record.seq).where(Record.wamid == wamid, Record.kind == "message")):
-                    return True
-            time.sleep(0.2)
+        wait_until(sealed, timeout, f"{wamid} sealed", interval=0.2)
+        return True
+    except AssertionError:
         return False
     finally:
         services.close()
@@ -98,9 +99,7 @@ def test_serve_seals_in_its_jobs_process_and_restarts_it_when_it_dies(tmp_path: 
         assert _sealed(env, "wamid.S2"), "the jobs process was not restarted"
         assert _jobs_pid(proc.pid) != first
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=60)
-        wait_group_gone(proc.pid)
+        stop_service(proc)
     text = log.read_text()
     assert "Using worker: gevent" in text
     # gunicorn's arbiter imported no TLS client before the workers patched the stdlib.

@@ -5,6 +5,8 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +16,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import select
 
 from archiver import chain, verify
-from archiver.catalog import Record, Segment
+from archiver.catalog import ChainHead, Record, Segment
+from archiver.app import create_app
 from archiver.cli import main
+from archiver.config import Settings
 from archiver.errors import StoreError
+from archiver.services import Services
+from tests import backends
 from tests.conftest import make_env
 from tests.e2e.test_pipeline import msg_body, post, report, seal
 
@@ -57,7 +63,7 @@ def test_flipped_byte_in_a_segment(sealed: Any) -> None:
     data[len(data) // 2] ^= 0x01
     rewrite(path, bytes(data))
     r = report(sealed)
-    assert not r.ok and seg.key in r.first_error
+    assert not r.ok and r.first_error.startswith(f"{seg.key}: ")  # gzip's CRC (or inflate) names the object
 
 
 def test_flipped_byte_inside_a_record_names_its_seq(sealed: Any) -> None:
@@ -69,14 +75,15 @@ def test_flipped_byte_inside_a_record_names_its_seq(sealed: Any) -> None:
     lines[1] = chain.canonical(rec)
     rewrite(path, chain.encode_segment(lines))
     r = report(sealed)
-    assert not r.ok and r.first_error.startswith(f"seq {seg.first_seq + 1}:")
+    assert re.fullmatch(rf"seq {seg.first_seq + 1}: hash [0-9a-f]{{16}}\.\.\. does not recompute "
+                        rf"\(expected [0-9a-f]{{16}}\.\.\.\)", r.first_error or ""), r.first_error
 
 
 def test_deleted_segment(sealed: Any) -> None:
     seg = segments(sealed)[0]
     (objects(sealed) / seg.key).unlink()
     r = report(sealed)
-    assert not r.ok and seg.key in r.first_error and "missing" in r.first_error
+    assert r.first_error == f"{seg.key}: segment named by a checkpoint is missing"
 
 
 def test_swapped_pair_of_records(sealed: Any) -> None:
@@ -89,13 +96,20 @@ def test_swapped_pair_of_records(sealed: Any) -> None:
     assert not r.ok and r.first_error.startswith(f"seq {seg.first_seq}:")
 
 
-@pytest.mark.parametrize("which", [0, 1, -1])
-def test_removed_checkpoint(sealed: Any, which: int) -> None:
-    seg = segments(sealed)[which]
+@pytest.mark.parametrize("which", [0, 1])
+def test_removed_checkpoint_leaves_its_seqs_uncovered(sealed: Any, which: int) -> None:
+    seg, after = segments(sealed)[which:which + 2]
     (objects(sealed) / seg.checkpoint_key).unlink()
     r = report(sealed)
-    assert not r.ok
-    assert f"seq {seg.first_seq}" in r.first_error or "checkpoint" in r.first_error
+    assert r.first_error == (f"seq {seg.first_seq}: no checkpoint covers it "
+                             f"({after.checkpoint_key} starts at {after.first_seq})")
+
+
+def test_removed_last_checkpoint_is_named_by_the_catalog(sealed: Any) -> None:
+    seg = segments(sealed)[-1]
+    (objects(sealed) / seg.checkpoint_key).unlink()
+    r = report(sealed)
+    assert r.first_error == f"{seg.checkpoint_key}: checkpoint of catalog segment {seg.key} is missing from the store"
 
 
 def test_forged_checkpoint(sealed: Any) -> None:
@@ -105,7 +119,7 @@ def test_forged_checkpoint(sealed: Any) -> None:
     forged = chain.Checkpoint(**{**cp.__dict__, "signature": ""}).signed(Ed25519PrivateKey.generate())
     rewrite(path, forged.to_bytes())
     r = report(sealed)
-    assert not r.ok and seg.checkpoint_key in r.first_error and "signature" in r.first_error
+    assert r.first_error == f"{seg.checkpoint_key}: checkpoint signature does not verify"
 
 
 def test_catalog_row_changed_behind_the_stores_back(sealed: Any) -> None:
@@ -113,7 +127,7 @@ def test_catalog_row_changed_behind_the_stores_back(sealed: Any) -> None:
     with sealed.sessions.begin() as session:
         session.get(Record, seg.first_seq + 2).kind = "echo"
     r = report(sealed)
-    assert not r.ok and r.first_error.startswith(f"seq {seg.first_seq + 2}:")
+    assert r.first_error == f"seq {seg.first_seq + 2}: catalog row differs from the sealed record"
 
 
 def test_cli_verify_exit_codes_and_json(sealed: Any, settings: Any, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -122,13 +136,13 @@ def test_cli_verify_exit_codes_and_json(sealed: Any, settings: Any, monkeypatch:
     runner = CliRunner()
     ok = runner.invoke(main, ["verify", "--json"])
     assert ok.exit_code == 0, ok.output
-    got = json.loads(ok.output)
+    got = json.loads(ok.stdout)
     assert got["ok"] is True and got["records"] > 9 and got["segments"] == got["checkpoints"] >= 3
     seg = segments(sealed)[0]
     (objects(sealed) / seg.key).unlink()
     bad = runner.invoke(main, ["verify", "--json"])
     assert bad.exit_code == 1
-    assert seg.key in json.loads(bad.output)["first_error"]
+    assert json.loads(bad.stdout)["first_error"] == f"{seg.key}: segment named by a checkpoint is missing"
 
 
 def report_with(services: Any, workers: int) -> Any:
@@ -174,3 +188,227 @@ def test_an_unreadable_segment_is_a_store_error_in_one_process_and_with_workers(
     for workers in (1, 2):
         with pytest.raises(StoreError):
             report_with(sealed, workers)
+
+
+# --- every branch of the verifier, each named exactly -------------------------------------
+
+
+def stored_checkpoint(services: Any, seg: Segment) -> chain.Checkpoint:
+    return chain.Checkpoint.from_bytes((objects(services) / seg.checkpoint_key).read_bytes(), seg.checkpoint_key)
+
+
+def resign(services: Any, seg: Segment, key: Ed25519PrivateKey | None = None, **changes: Any) -> chain.Checkpoint:
+    """Rewrite ``seg``'s checkpoint with ``changes``, signed with the archive's own key (or ``key``)."""
+    cp = chain.Checkpoint(**{**stored_checkpoint(services, seg).__dict__, **changes, "signature": ""})
+    signed = cp.signed(key or services.signing_key)
+    rewrite(objects(services) / seg.checkpoint_key, signed.to_bytes())
+    return signed
+
+
+def reencoded(blob: bytes, where: str, prev_hash: str) -> tuple[bytes, list[dict[str, Any]]]:
+    """The segment ``blob`` with its second record's ciphertext changed and every chain hash
+    recomputed from ``prev_hash``: a segment consistent in itself. Returns its bytes and records."""
+    recs = chain.decode_segment(blob, where)
+    recs[1]["ct"] = ("A" if recs[1]["ct"][0] != "A" else "B") + recs[1]["ct"][1:]
+    h = prev_hash
+    for rec in recs:
+        h = rec["hash"] = chain.chain_hash(h, chain.record_bytes(rec))
+    return chain.encode_segment([chain.canonical(rec) for rec in recs]), recs
+
+
+def reencode(services: Any, seg: Segment, prev_hash: str) -> list[dict[str, Any]]:
+    """Rewrite ``seg`` in the local store as :func:`reencoded` does. Returns the new records."""
+    path = objects(services) / seg.key
+    blob, recs = reencoded(path.read_bytes(), seg.key, prev_hash)
+    rewrite(path, blob)
+    return recs
+
+
+@pytest.mark.parametrize("wrong", ["moved", "copied"])
+def test_checkpoint_under_the_wrong_key(sealed: Any, wrong: str) -> None:
+    segs = segments(sealed)
+    seg = segs[-1] if wrong == "moved" else segs[1]
+    source = objects(sealed) / seg.checkpoint_key
+    # moved: the last checkpoint as if it sealed one seq more; copied: a second copy listed last
+    key = chain.checkpoint_key(seg.last_seq + 1) if wrong == "moved" else "checkpoints/zz-copy.json"
+    (objects(sealed) / key).write_bytes(source.read_bytes())
+    if wrong == "moved":
+        source.chmod(0o644)
+        source.unlink()
+    r = report(sealed)
+    assert r.first_error == f"{key}: checkpoint for seq {seg.last_seq} stored under the wrong key"
+
+
+@pytest.mark.parametrize("which", [0, 1])
+def test_broken_prev_checkpoint_link(sealed: Any, which: int) -> None:
+    seg = segments(sealed)[which]
+    resign(sealed, seg, prev_checkpoint="ab" * 32)
+    r = report(sealed)
+    assert r.first_error == f"{seg.checkpoint_key}: checkpoint does not name the previous checkpoint"
+
+
+def test_merkle_root_differing_from_the_checkpoint(sealed: Any) -> None:
+    seg = segments(sealed)[-1]  # the last: no later checkpoint names its digest
+    resign(sealed, seg, merkle_root="cd" * 32)
+    r = report(sealed)
+    assert r.first_error == f"{seg.key}: Merkle root differs from the checkpoint"
+
+
+def test_chain_hash_differing_from_the_checkpoint(sealed: Any) -> None:
+    seg = segments(sealed)[-1]
+    resign(sealed, seg, chain_hash="ef" * 32)
+    r = report(sealed)
+    assert r.first_error == f"seq {seg.last_seq}: chain hash differs from the checkpoint"
+
+
+def test_consistent_segment_rewrite_is_caught_by_its_checkpoint(sealed: Any) -> None:
+    before, seg, _ = segments(sealed)
+    recs = reencode(sealed, seg, before.last_hash)
+    r = report(sealed)
+    assert r.first_error == f"{seg.key}: Merkle root differs from the checkpoint"
+    # Recomputing the checkpoint too needs the signing key: a foreign one fails the signature...
+    leaves = [chain.leaf_hash(chain.record_bytes(rec)) for rec in recs]
+    forged = {"merkle_root": chain.merkle_root(leaves), "chain_hash": recs[-1]["hash"]}
+    resign(sealed, seg, Ed25519PrivateKey.generate(), **forged)
+    assert report(sealed).first_error == f"{seg.checkpoint_key}: checkpoint signature does not verify"
+
+
+def test_consistent_rewrite_resigned_with_the_archive_key_breaks_the_next_link(sealed: Any) -> None:
+    before, seg, after = segments(sealed)
+    recs = reencode(sealed, seg, before.last_hash)
+    leaves = [chain.leaf_hash(chain.record_bytes(rec)) for rec in recs]
+    resign(sealed, seg, merkle_root=chain.merkle_root(leaves), chain_hash=recs[-1]["hash"])
+    assert report(sealed).first_error == f"{after.checkpoint_key}: checkpoint does not name the previous checkpoint"
+
+
+def test_consistent_rewrite_of_the_last_segment_resigned_is_caught_by_the_catalog(sealed: Any) -> None:
+    before, seg = segments(sealed)[-2:]
+    recs = reencode(sealed, seg, before.last_hash)
+    leaves = [chain.leaf_hash(chain.record_bytes(rec)) for rec in recs]
+    resign(sealed, seg, merkle_root=chain.merkle_root(leaves), chain_hash=recs[-1]["hash"])
+    # every record from the changed one on has a new chain hash; the first of them is named
+    assert report(sealed).first_error == f"seq {seg.first_seq + 1}: catalog row differs from the sealed record"
+
+
+@pytest.mark.parametrize("where", ["inside", "last"])
+def test_deleted_catalog_record_row(sealed: Any, where: str) -> None:
+    seg = segments(sealed)[1]
+    seq = seg.first_seq + 1 if where == "inside" else seg.last_seq
+    with sealed.sessions.begin() as session:
+        session.delete(session.get(Record, seq))
+    r = report(sealed)
+    assert r.first_error == f"seq {seq}: sealed record in {seg.key} has no catalog row"
+
+
+def test_extra_catalog_record_row(sealed: Any) -> None:
+    last = segments(sealed)[-1]
+    with sealed.sessions.begin() as session:
+        row = session.get(Record, last.last_seq)
+        extra = {c.key: getattr(row, c.key) for c in Record.__table__.columns if c.key not in ("seq", "item_key")}
+        session.add(Record(seq=last.last_seq + 1, **extra))
+    r = report(sealed)
+    assert r.first_error == f"seq {last.last_seq + 1}: catalog row has no sealed record (beyond every segment)"
+
+
+def test_extra_catalog_segment_row(sealed: Any) -> None:
+    last = segments(sealed)[-1]
+    first, end = last.last_seq + 1, last.last_seq + 3
+    with sealed.sessions.begin() as session:
+        row = session.get(Segment, last.id)
+        copy = {c.key: getattr(row, c.key) for c in Segment.__table__.columns if c.key != "id"}
+        copy.update(key=chain.segment_key(last.retention_class, first, end), first_seq=first, last_seq=end,
+                    checkpoint_key=chain.checkpoint_key(end))
+        session.add(Segment(**copy))
+    r = report(sealed)
+    assert r.first_error == (f"{chain.checkpoint_key(end)}: checkpoint of catalog segment "
+                             f"{chain.segment_key(last.retention_class, first, end)} is missing from the store")
+
+
+@pytest.mark.parametrize("field", ["merkle_root", "checkpoint_digest", "last_seq"])
+def test_segment_row_edit(sealed: Any, field: str) -> None:
+    seg = segments(sealed)[1]
+    with sealed.sessions.begin() as session:
+        row = session.get(Segment, seg.id)
+        setattr(row, field, row.last_seq - 1 if field == "last_seq" else "0" * 64)
+    r = report(sealed)
+    assert r.first_error == f"{seg.key}: catalog segment row differs from the store's checkpoint"
+
+
+@pytest.mark.parametrize("field", ["seq", "hash", "checkpoint"])
+def test_chain_head_edit(sealed: Any, field: str) -> None:
+    with sealed.sessions.begin() as session:
+        head = session.get(ChainHead, 1)
+        setattr(head, field, head.seq - 1 if field == "seq" else "0" * 64)
+        seq = head.seq
+    r = report(sealed)
+    assert r.first_error == f"seq {seq}: catalog chain head differs from the last checkpoint"
+
+
+# --- on S3 with Object Lock: the attacker cannot delete a version, but can hide or stack one ---
+
+
+@pytest.fixture
+def sealed_s3(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Services, str]]:
+    """Three seal runs of three messages each into a real SeaweedFS bucket with Object Lock."""
+    s3 = backends.s3_settings()
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3.secret_key)
+    bucket = backends.new_bucket(locked=True)
+    env = make_env(tmp_path / "home",
+                   ARCHIVER_STORE_URL=f"s3://{bucket}/archive?endpoint_url={s3.endpoint_url}&region={s3.region}")
+    services = Services.open(Settings.from_env(env))
+    client = create_app(services=services).test_client()
+    for run in range(3):
+        for i in range(3):
+            post(client, msg_body(f"wamid.T{run}{i}", f"text {run}{i}"))
+        seal(services)
+    assert report(services).ok
+    yield services, bucket
+    services.close()
+
+
+def versions(bucket: str, key: str) -> list[dict[str, Any]]:
+    """Every version and delete marker of ``key`` (under the store's ``archive/`` prefix)."""
+    got = backends.s3_client().list_object_versions(Bucket=bucket, Prefix=f"archive/{key}")
+    return [v for v in [*got.get("Versions", []), *got.get("DeleteMarkers", [])] if v["Key"] == f"archive/{key}"]
+
+
+@pytest.mark.s3
+def test_s3_delete_marker_on_a_segment(sealed_s3: tuple[Services, str]) -> None:
+    services, bucket = sealed_s3
+    seg = segments(services)[1]
+    backends.s3_client().delete_object(Bucket=bucket, Key=f"archive/{seg.key}")  # no VersionId: a marker
+    assert len(versions(bucket, seg.key)) == 2  # the locked version is still there, hidden
+    assert report(services).first_error == f"{seg.key}: segment named by a checkpoint is missing"
+
+
+@pytest.mark.s3
+def test_s3_delete_marker_on_a_checkpoint(sealed_s3: tuple[Services, str]) -> None:
+    services, bucket = sealed_s3
+    seg, after = segments(services)[1:]
+    backends.s3_client().delete_object(Bucket=bucket, Key=f"archive/{seg.checkpoint_key}")
+    assert report(services).first_error == (f"seq {seg.first_seq}: no checkpoint covers it "
+                                            f"({after.checkpoint_key} starts at {after.first_seq})")
+
+
+@pytest.mark.s3
+def test_s3_stacked_version_of_a_segment(sealed_s3: tuple[Services, str]) -> None:
+    services, bucket = sealed_s3
+    before, seg, _ = segments(services)
+    blob, _ = reencoded(services.store.get(seg.key), seg.key, before.last_hash)
+    backends.s3_client().put_object(Bucket=bucket, Key=f"archive/{seg.key}", Body=blob)
+    assert len(versions(bucket, seg.key)) == 2  # stacked on the locked original, which stays
+    assert services.store.get(seg.key) == blob
+    assert report(services).first_error == f"{seg.key}: Merkle root differs from the checkpoint"
+
+
+@pytest.mark.s3
+def test_s3_stacked_version_of_a_checkpoint(sealed_s3: tuple[Services, str]) -> None:
+    services, bucket = sealed_s3
+    seg = segments(services)[-1]
+    cp = chain.Checkpoint.from_bytes(services.store.get(seg.checkpoint_key), seg.checkpoint_key)
+    forged = chain.Checkpoint(**{**cp.__dict__, "created_at": "2020-01-01T00:00:00Z", "signature": ""})
+    body = forged.signed(Ed25519PrivateKey.generate()).to_bytes()
+    backends.s3_client().put_object(Bucket=bucket, Key=f"archive/{seg.checkpoint_key}", Body=body)
+    assert len(versions(bucket, seg.checkpoint_key)) == 2
+    assert report(services).first_error == f"{seg.checkpoint_key}: checkpoint signature does not verify"

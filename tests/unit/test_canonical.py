@@ -24,7 +24,7 @@ values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=5) | st.di
                       max_leaves=30)
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=400)
 @given(values)
 def test_fast_path_writes_the_reference_bytes(obj: Any) -> None:
     assert chain.canonical(obj) == reference(obj)
@@ -49,7 +49,7 @@ bodies = st.recursive(st.none() | st.booleans() | numbers | texts,
                       max_leaves=30)
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=400)
 @given(bodies)
 def test_payloads_from_parsed_bodies_get_the_reference_bytes(obj: Any) -> None:
     parsed, reason = items._parse(json.dumps(obj).encode())

@@ -847,7 +847,7 @@ def check_items(items: list) -> None:
         canonical(item.payload)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300)
 @given(st.binary(max_size=300))
 def test_arbitrary_bytes_never_raise(raw: bytes) -> None:
     check_items(extract_webhook(raw))
@@ -855,7 +855,7 @@ def test_arbitrary_bytes_never_raise(raw: bytes) -> None:
     check_items(extract_consent(raw))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300)
 @given(json_values)
 def test_arbitrary_json_never_raises(value: Any) -> None:
     raw = json.dumps(value).encode()
@@ -866,7 +866,7 @@ def test_arbitrary_json_never_raises(value: Any) -> None:
     check_items(extract_consent(raw))
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=400)
 @given(FIELDS, st.dictionaries(ARRAY_KEYS, json_values | st.lists(
     st.dictionaries(st.sampled_from(["id", "type", "from", "to", "status", "timestamp",
                                      "threads", "messages", "errors", "edit", "image",

@@ -190,7 +190,7 @@ def nesting(node: ql.Node) -> int:
     return 0
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200)
 @given(TREES)
 def test_round_trip_generated(tree: ql.Node) -> None:
     assume(nesting(tree) <= ql.MAX_DEPTH)

@@ -7,7 +7,6 @@ import json
 import os
 import stat
 import threading
-import time
 import warnings
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -17,6 +16,7 @@ import pytest
 from archiver.errors import ConfigError, InsecureStoreWarning, Locked, NotFound, StoreError, WormNotEnforced
 from archiver.store import CANARY_PREFIX, ObjectInfo, assert_worm, open_store
 from archiver.store.local import LocalStore, _Lock
+from tests.serving import wait_until
 
 KEY = "segments/default/000000000001-000000000100-ab.jsonl.gz"
 
@@ -24,6 +24,11 @@ KEY = "segments/default/000000000001-000000000100-ab.jsonl.gz"
 def later(**delta: float) -> datetime:
     """Now (UTC) plus ``delta``."""
     return datetime.now(timezone.utc) + timedelta(**delta)
+
+
+def wait_past(when: datetime) -> None:
+    """Wait until the clock has passed ``when`` (a retain-until): the store compares with the clock."""
+    wait_until(lambda: datetime.now(timezone.utc) > when, 10, f"the clock to pass {when.isoformat()}", interval=0.02)
 
 
 @pytest.fixture
@@ -77,9 +82,10 @@ def test_put_after_a_crash_keeps_the_longer_retention(store: LocalStore) -> None
 
 
 def test_missing_lock_record_fails_closed(store: LocalStore) -> None:
-    store.put_locked(KEY, b"evidence", later(seconds=0.2))
+    until = later(seconds=0.2)
+    store.put_locked(KEY, b"evidence", until)
     (store.root / "locks" / f"{KEY}.json").unlink()
-    time.sleep(0.3)
+    wait_past(until)
     with pytest.raises(StoreError, match="missing"):
         store.delete_expired(KEY)
     with pytest.raises(StoreError, match="missing"):
@@ -195,9 +201,10 @@ def test_assert_worm_catches_a_store_that_does_not_report_retention(tmp_path: Pa
 def test_assert_worm_sweeps_expired_canaries_only(store: LocalStore) -> None:
     stale = f"{CANARY_PREFIX}20000101T000000Z-000000000000"
     held = f"{CANARY_PREFIX}20000101T000000Z-111111111111"
-    store.put_locked(stale, b"old canary", later(seconds=0.2))
+    until = later(seconds=0.2)
+    store.put_locked(stale, b"old canary", until)
     store.put_locked(held, b"old canary", later(days=1))  # retention extended: must survive
-    time.sleep(0.3)
+    wait_past(until)
     assert_worm(store)
     canaries = list(store.list(CANARY_PREFIX))
     assert stale not in canaries and held in canaries and len(canaries) == 2
