@@ -884,3 +884,12 @@ def test_distinct_account_events_in_the_same_second_keep_distinct_keys() -> None
     (a,) = extract(fixture("account_update.json", "partner_removed"))
     (b,) = extract(fixture("account_update.json", "partner_removed_wa_app_disconnection"))
     assert a.key != b.key
+
+
+def test_a_message_type_that_is_not_a_string_is_no_extractor_error() -> None:
+    # Found by hypothesis: a list as "type" made the media-type lookup raise (an unhashable
+    # value in a frozenset), and the whole delivery was quarantined as an extractor error.
+    (item,) = extract({"object": "whatsapp_business_account",
+                       "entry": [{"id": WABA, "time": None,
+                                  "changes": [{"field": "messages", "value": {"messages": [{"id": 0, "type": []}]}}]}]})
+    assert item.kind == "message" and item.type is None and item.media == ()
