@@ -78,6 +78,16 @@ def s3_client() -> Any:
     )
 
 
+def locked_store_url(monkeypatch: Any) -> tuple[str, str]:
+    """A new Object Lock bucket on SeaweedFS and the store URL of its ``archive/`` prefix,
+    with the AWS credentials set in the environment through ``monkeypatch``."""
+    s3 = s3_settings()
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3.secret_key)
+    bucket = new_bucket(locked=True)
+    return bucket, f"s3://{bucket}/archive?endpoint_url={s3.endpoint_url}&region={s3.region}"
+
+
 def new_bucket(locked: bool = True) -> str:
     """Create a uniquely named bucket and return its name.
 

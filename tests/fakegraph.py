@@ -17,6 +17,7 @@ serves other bytes than the stated sha256), and ``hits`` counts requests per pat
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import secrets
@@ -131,13 +132,19 @@ def serve(fake: FakeGraph) -> BaseWSGIServer:
     return server
 
 
-@pytest.fixture
-def fake_graph() -> Iterator[FakeGraph]:
-    """A running fake Graph API; point ARCHIVER_GRAPH_URL at ``fake_graph.url``."""
-    fake = FakeGraph()
+@contextlib.contextmanager
+def running(fake: FakeGraph) -> Iterator[FakeGraph]:
+    """``fake`` served (see :func:`serve`) for the block, stopped afterwards."""
     server = serve(fake)
     try:
         yield fake
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture
+def fake_graph() -> Iterator[FakeGraph]:
+    """A running fake Graph API; point ARCHIVER_GRAPH_URL at ``fake_graph.url``."""
+    with running(FakeGraph()) as fake:
+        yield fake

@@ -26,7 +26,7 @@ from archiver.catalog import Media, Record
 from archiver.config import Settings
 from archiver.services import Services
 from tests.conftest import OLD_SECRET, SECRET, make_env, sign
-from tests.fakegraph import FakeGraph, serve
+from tests.fakegraph import FakeGraph, running
 from tests.serving import free_port, start_service, stop_service, wait_until
 
 WORD = "quuxvelopterine"
@@ -75,13 +75,8 @@ def assert_clean(log: str, values: list[str], where: str) -> None:
 
 @pytest.fixture
 def graph() -> Iterator[FakeGraph]:
-    fake = FakeGraph(token=GRAPH_TOKEN)
-    server = serve(fake)
-    try:
+    with running(FakeGraph(token=GRAPH_TOKEN)) as fake:
         yield fake
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def _seq(services: Services, wamid: str) -> int | None:

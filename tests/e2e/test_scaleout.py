@@ -27,11 +27,7 @@ pytestmark = [pytest.mark.s3, pytest.mark.postgres]
 
 @pytest.fixture
 def scaled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Services, str]]:
-    s3 = backends.s3_settings()
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3.access_key)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3.secret_key)
-    bucket = backends.new_bucket(locked=True)
-    store_url = f"s3://{bucket}/archive?endpoint_url={s3.endpoint_url}&region={s3.region}"
+    bucket, store_url = backends.locked_store_url(monkeypatch)
     for catalog_url in _pg_schema_url():
         env = make_env(tmp_path / "home", ARCHIVER_CATALOG_URL=catalog_url, ARCHIVER_STORE_URL=store_url)
         services = Services.open(Settings.from_env(env))

@@ -350,12 +350,8 @@ def test_chain_head_edit(sealed: Any, field: str) -> None:
 @pytest.fixture
 def sealed_s3(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Services, str]]:
     """Three seal runs of three messages each into a real SeaweedFS bucket with Object Lock."""
-    s3 = backends.s3_settings()
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3.access_key)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3.secret_key)
-    bucket = backends.new_bucket(locked=True)
-    env = make_env(tmp_path / "home",
-                   ARCHIVER_STORE_URL=f"s3://{bucket}/archive?endpoint_url={s3.endpoint_url}&region={s3.region}")
+    bucket, store_url = backends.locked_store_url(monkeypatch)
+    env = make_env(tmp_path / "home", ARCHIVER_STORE_URL=store_url)
     services = Services.open(Settings.from_env(env))
     client = create_app(services=services).test_client()
     for run in range(3):
