@@ -367,7 +367,7 @@ def _writer_process(services: Services, batches: Connection, reports: Connection
             reports.send(("failed",))  # the planner stops; this side drains what is in the pipe
             told = True
         try:
-            return batches.recv()
+            return batches.recv()  # type: ignore[no-any-return]  # the planner sends Batch objects
         except EOFError:  # the planner went away without its end marker: commit nothing more
             pipeline.error = pipeline.error or RuntimeError("the sealer's planner went away")
             return None
@@ -382,7 +382,7 @@ def _portable(exc: BaseException | None) -> BaseException | None:
     if exc is None:
         return None
     try:
-        return pickle.loads(pickle.dumps(exc))
+        return pickle.loads(pickle.dumps(exc))  # type: ignore[no-any-return]  # noqa: S301 - our own exception, not input
     except Exception:  # noqa: BLE001 - any unpicklable exception becomes a plain one
         return RuntimeError(f"{exc.__class__.__name__} in the sealer's writer process")
 
@@ -401,7 +401,7 @@ def _plan(services: Services, carry: Carry, after_id: int, no: int,
         return None, after_id
     planner = Planner(services)
     for row in rows:
-        planner.add_journal_row(row)
+        planner.add_journal_row(row)  # type: ignore[arg-type]  # a Row of the Journal columns it reads
     planner.data_keys = ensure_data_keys(services, planner.scopes(), carry.data_keys)
     with services.sessions() as session:
         batch = planner.plan(session, carry, no)
