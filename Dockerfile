@@ -17,8 +17,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /app
 # Every dependency (and the build backend) from the hashed lock written by
 # scripts/lock, then the project itself without resolving anything.
-COPY requirements/serve.txt ./requirements/serve.txt
-RUN pip install --require-hashes -r requirements/serve.txt
+COPY requirements/pip.txt requirements/serve.txt ./requirements/
+RUN pip install --require-hashes -r requirements/pip.txt \
+ && pip install --require-hashes -r requirements/serve.txt
 COPY pyproject.toml ./
 COPY archiver ./archiver
 RUN pip install --no-deps --no-build-isolation .

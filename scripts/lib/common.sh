@@ -38,10 +38,11 @@ lock_for_extras() {
 # ensure_venv EXTRAS [EXECUTABLE...]: create $VENV if absent, install the lock
 # file holding EXTRAS (see lock_for_extras) with `pip install --require-hashes`,
 # then the project itself (editable, --no-deps, no build isolation: its build
-# backend is in the lock too). Skipped when a stamp proves this lock (by its
-# sha256) and this pyproject.toml were installed and the named executables exist
+# backend is in the lock too); requirements/pip.txt's pip before all that.
+# Skipped when a stamp proves this lock, pip.txt and pyproject.toml (by their
+# sha256) were installed and the named executables exist
 # in $VENV/bin. test.txt holds serve.txt's pins (scripts/lock), so a venv may
-# carry both stamps. The no-change path costs two sha256sums.
+# carry both stamps. The no-change path costs one sha256sum of three files.
 ensure_venv() {
   local extras=$1; shift
   local lock name want exe missing=0 py
@@ -54,7 +55,7 @@ ensure_venv() {
     rm -rf "$VENV"
     "$py" -m venv "$VENV"
   fi
-  want="$(sha256sum "$lock" | cut -d' ' -f1) $(sha256sum "$ARCHIVER_ROOT/pyproject.toml" | cut -d' ' -f1)"
+  want=$(cd "$ARCHIVER_ROOT" && sha256sum "$lock" requirements/pip.txt pyproject.toml | cut -d' ' -f1 | tr '\n' ' ')
   for exe in archiver "$@"; do
     [[ -x $VENV/bin/$exe ]] || missing=1
   done
@@ -63,6 +64,9 @@ ensure_venv() {
   fi
   log "installing ${lock#"$ARCHIVER_ROOT"/} and the project into $VENV (lock or pyproject.toml changed, or packages missing)"
   rm -f "$VENV/.archiver-stamp.$name"
+  # the pinned pip first: faster than the one venv bundles, and the same everywhere
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check --require-hashes \
+    -r "$ARCHIVER_ROOT/requirements/pip.txt" >&2 || die "pip install -r requirements/pip.txt failed"
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check --require-hashes -r "$lock" >&2 \
     || die "pip install --require-hashes -r ${lock#"$ARCHIVER_ROOT"/} failed"
   (cd "$ARCHIVER_ROOT" && "$VENV/bin/python" -m pip install -q --disable-pip-version-check \

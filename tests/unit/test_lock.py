@@ -74,6 +74,11 @@ def test_test_lock_is_the_serve_lock_plus_test_and_dev_tools() -> None:
     assert {n: test.get(n, ("missing", 0))[0] for n in serve} == {n: v for n, (v, _) in serve.items()}
 
 
+def test_pip_lock_pins_pip_with_hashes() -> None:
+    pins = _assert_covers(ROOT / "requirements" / "pip.txt", [Requirement("pip>=24")])
+    assert set(pins) == {"pip"}
+
+
 def test_pin_parser_counts_hashes_and_refuses_stray_lines(tmp_path: Path) -> None:
     lock = tmp_path / "x.txt"
     lock.write_text("# c\na==1 ; sys_platform == 'win32' \\\n    --hash=sha256:00 \\\n    --hash=sha256:11\n"
