@@ -15,9 +15,14 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 WORKDIR /app
+# Every dependency (and the build backend) from the hashed lock written by
+# scripts/lock, then the project itself without resolving anything.
+COPY requirements/pip.txt requirements/serve.txt ./requirements/
+RUN pip install --require-hashes -r requirements/pip.txt \
+ && pip install --require-hashes -r requirements/serve.txt
 COPY pyproject.toml ./
 COPY archiver ./archiver
-RUN pip install '.[all]'
+RUN pip install --no-deps --no-build-isolation .
 COPY policies ./policies
 COPY templates ./templates
 

@@ -29,7 +29,7 @@ from typing import Any
 try:  # ISA-L's deflate: smaller segments than zlib's fastest mode, several times faster
     from isal import isal_zlib as _isal
 except ImportError:  # a platform without its wheels: the standard library (same format)
-    _isal = None
+    _isal = None  # type: ignore[assignment]  # checked before each use
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey

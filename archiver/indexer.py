@@ -149,7 +149,7 @@ def reindex(services: Services) -> int:
             facts = _Facts.load(session, head)
             docs = (doc for chunk, _ in _chunks(_sealed(services, session, 0, head), BATCH)
                     for doc in facts.documents(chunk))
-            count = services.search.rebuild(docs)
+            count: int = services.search.rebuild(docs)
         with services.sessions.begin() as session:
             set_cursor(session, "index", head)
     return count
@@ -262,8 +262,8 @@ class _Facts:
                 select(Record.wamid, Record.kind, Record.type, Record.seq).where(Record.wamid.in_(part)))
             for wamid, _, state, _ in sorted((row for row in found if row[1] == "status" and row[3] <= self.head),
                                              key=lambda row: row[3]):
-                if items.status_supersedes(state, self.states[wamid]):
-                    self.states[wamid] = state
+                if items.status_supersedes(state, self.states[wamid]):  # type: ignore[index]  # in_(part): never None
+                    self.states[wamid] = state  # type: ignore[index]
 
     def contact(self, seq: int) -> str | None:
         """The catalog's contact of record ``seq`` (of the current chunk)."""
@@ -362,7 +362,7 @@ def _inner(msg: dict[str, Any]) -> dict[str, Any] | None:
     for source in (msg, (msg.get("edit") or {}).get("message") or {}):
         for kind in items.MEDIA_TYPES:
             if isinstance(source.get(kind), dict):
-                return source[kind]
+                return source[kind]  # type: ignore[no-any-return]  # a dict, checked above
     return None
 
 

@@ -376,7 +376,7 @@ def _array(obj: dict[str, Any], key: str) -> list[Any]:
 _PASSIVE_KEYS = frozenset({"messaging_product", "metadata", "contacts", "errors"})
 
 
-def _array_field(handlers: dict[str, Callable[..., Any]]) -> Callable[[_Change], list]:
+def _array_field(handlers: dict[str, Callable[..., Any]]) -> Callable[[_Change], list[Any]]:
     """A mapper that walks the value's arrays in document order, one handler each."""
     def mapper(ctx: _Change) -> list[Item | None]:
         out: list[Item | None] = []

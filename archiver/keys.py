@@ -118,10 +118,10 @@ def load_signing_key(path: Path, *, create: bool = True) -> Ed25519PrivateKey:
                                 serialization.NoEncryption())
         _write_private(path, pem)
         _write_public(path.with_suffix(".pub"), key.public_key())
-    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    if not isinstance(key, Ed25519PrivateKey):
+    loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    if not isinstance(loaded, Ed25519PrivateKey):
         raise ConfigError(f"signing key {path} is not an Ed25519 key")
-    return key
+    return loaded
 
 
 def _write_public(path: Path, public: Ed25519PublicKey) -> None:

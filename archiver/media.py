@@ -134,7 +134,7 @@ def retry_delay(attempts: int) -> timedelta:
     7 days a media id lives; a larger ``media_max_attempts`` is still bounded by that expiry.
     """
     exponent = min(max(attempts, 1) - 1, 16)  # 30 s * 2**16 is already far beyond the cap
-    return min(BASE_DELAY * 2**exponent, MAX_DELAY)
+    return min(BASE_DELAY * (1 << exponent), MAX_DELAY)
 
 
 # --- the queue -------------------------------------------------------------------------------

@@ -315,7 +315,7 @@ def _writer_process(stages: Stages, batches: Connection, reports: Connection) ->
             reports.send(("failed",))  # the planner stops; this side drains what is in the pipe
             told = True
         try:
-            return batches.recv()
+            return batches.recv()  # type: ignore[no-any-return]  # the planner sends Batch objects
         except EOFError:  # the planner went away without its end marker: commit nothing more
             pipeline.error = pipeline.error or RuntimeError("the sealer's planner went away")
             return None
@@ -330,7 +330,7 @@ def _portable(exc: BaseException | None) -> BaseException | None:
     if exc is None:
         return None
     try:
-        return pickle.loads(pickle.dumps(exc))
+        return pickle.loads(pickle.dumps(exc))  # type: ignore[no-any-return]  # noqa: S301 - our own exception, not input
     except Exception:  # noqa: BLE001 - any unpicklable exception becomes a plain one
         return RuntimeError(f"{exc.__class__.__name__} in the sealer's writer process")
 

@@ -130,7 +130,7 @@ class Planner:
         self.session: Session
         self.carried: dict[str, int] = {}
         self._kids: dict[tuple[str | None, str], str] = {}
-        self._stamps = {"sealed_at": self.now.isoformat()}
+        self._stamps: dict[str | datetime, str] = {"sealed_at": self.now.isoformat()}
 
     def add_journal_row(self, row: Journal) -> None:
         """1a. Parse one journal row into its own record and the items it carries."""
@@ -278,8 +278,8 @@ class Planner:
                    retain_until=retain_until, last_hash=h)
 
     def _iso(self, when: datetime) -> str:
-        if (text := self._stamps.get(when)) is None:  # type: ignore[call-overload]
-            text = self._stamps[when] = when.isoformat()  # type: ignore[index]
+        if (text := self._stamps.get(when)) is None:
+            text = self._stamps[when] = when.isoformat()
         return text
 
     def _record_dict(self, r: Pending, cls: str, retain_until: datetime, data_keys: dict[str, bytes]) -> dict[str, Any]:
@@ -360,7 +360,7 @@ def _existing_keys(session: Session, digests: set[str]) -> dict[str, int]:
     """Item keys already sealed in earlier batches: digest -> seq."""
     found: dict[str, int] = {}
     for part in chunked(sorted(digests), 500):
-        found.update((k, s) for k, s in session.execute(select(Record.item_key, Record.seq).where(Record.item_key.in_(part))))
+        found.update((k, s) for k, s in session.execute(select(Record.item_key, Record.seq).where(Record.item_key.in_(part))))  # type: ignore[misc]  # in_(part): never None
     return found
 
 

@@ -120,7 +120,7 @@ def _plan(services: Services, carry: Carry, after_id: int, no: int,
         return None, after_id
     planner = Planner(services)
     for row in rows:
-        planner.add_journal_row(row)
+        planner.add_journal_row(row)  # type: ignore[arg-type]  # a Row of the Journal columns it reads
     planner.data_keys = ensure_data_keys(services, planner.scopes(), carry.data_keys)
     with services.sessions() as session:
         batch = planner.plan(session, carry, no)

@@ -204,7 +204,7 @@ def normalize(doc: Mapping[str, Any]) -> dict[str, Any]:
         value = out[name]
         if value.__class__ is not kind and (value is not None or name in _REQUIRED):  # the common cases first
             _check_field(name, value)
-        elif kind is str and value is not None and not value.isascii():
+        elif kind is str and isinstance(value, str) and not value.isascii():
             out[name] = _encodable(value)
     return out
 
@@ -243,7 +243,7 @@ def merge_patches(patches: Iterable[Mapping[str, Any]]) -> dict[int, dict[str, A
             _check_field(name, value)
         if changes.get("revoked", False) is None:
             raise ValueError("document field 'revoked' must be bool")
-        merged.setdefault(seq, {}).update(changes)
+        merged.setdefault(seq, {}).update(changes)  # type: ignore[arg-type]  # _check_field: an int
     return merged
 
 

@@ -1,0 +1,57 @@
+"""The folders the Docker image copies exist, and their starter files say only what is true."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import jinja2
+import yaml
+
+from archiver.config import retention_days
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _copy_sources(dockerfile: Path) -> list[str]:
+    """The source paths of every COPY instruction (without --from) in ``dockerfile``."""
+    sources: list[str] = []
+    for line in dockerfile.read_text().splitlines():
+        words = line.split()
+        if words[:1] == ["COPY"] and not any(w.startswith("--from") for w in words):
+            sources += [w for w in words[1:-1] if not w.startswith("--")]
+    return sources
+
+
+def test_every_path_the_dockerfile_copies_is_in_the_repository() -> None:
+    sources = _copy_sources(ROOT / "Dockerfile")
+    assert {"policies", "templates", "archiver", "requirements/serve.txt"} <= set(sources)
+    missing = [s for s in sources if not (ROOT / s).exists()]
+    assert missing == []
+
+
+def test_retention_starter_has_only_a_default_class_matching_the_service_default() -> None:
+    text = (ROOT / "policies" / "retention.yaml").read_text()
+    doc = yaml.safe_load(text)
+    assert doc == {"classes": {"default": "7y"}}  # every other example stays commented out
+    assert retention_days(doc["classes"]["default"]) == retention_days("7y")
+    assert "does not read this file yet" in text
+
+
+def test_schedule_starter_is_a_valid_five_field_cron_line() -> None:
+    text = (ROOT / "policies" / "schedule.yaml").read_text()
+    cron = yaml.safe_load(text)["disposition"]["cron"]
+    assert re.fullmatch(r"(\S+ ){4}\S+", cron)
+    assert "does not read this file yet" in text
+
+
+def test_base_template_renders_blocks_of_a_child_without_external_assets() -> None:
+    env = jinja2.Environment(loader=jinja2.DictLoader({
+        "base.html": (ROOT / "templates" / "base.html").read_text(),
+        "child.html": '{% extends "base.html" %}{% block title %}T{% endblock %}'
+                      "{% block content %}{{ text }}{% endblock %}",
+    }), autoescape=True, undefined=jinja2.StrictUndefined)
+    html = env.get_template("child.html").render(text="<b>x</b>", lang="en")
+    assert "<title>T</title>" in html
+    assert "<main>&lt;b&gt;x&lt;/b&gt;</main>" in html
+    assert not re.search(r"(src|href)=|https?://|//cdn", (ROOT / "templates" / "base.html").read_text())
