@@ -29,7 +29,7 @@ import pickle
 import queue
 import threading
 from multiprocessing.connection import Connection
-from typing import Any, Callable, Iterator, Protocol
+from typing import Callable, Iterator, Protocol
 
 from archiver import processes
 from archiver.catalog import Segment, chain_head, unsealed_count

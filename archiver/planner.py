@@ -22,7 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from archiver import chain, items, keys
-from archiver.canonical import sha256_hex
+from archiver.canonical import canonical, sha256_hex
 from archiver.catalog import DataKey, Journal, PendingLink, Record, chunked
 from archiver.services import Services
 
@@ -267,10 +267,10 @@ class Planner:
         for r in run:
             rec = self._record_dict(r, cls, retain_until, self.data_keys)
             r.plaintext = b""  # sealed into rec; don't carry it down the pipeline
-            body = chain.canonical(rec)
+            body = canonical(rec)
             h = chain.chain_hash(h, body)
             rec["hash"] = h
-            lines.append(chain.canonical(rec))
+            lines.append(canonical(rec))
             leaves.append(chain.leaf_hash(body))
             rows.append(_catalog_row(r, cls, retain_until, h))
         carry.seq, carry.hash = run[-1].seq, h
@@ -315,7 +315,7 @@ def _item_record(it: items.Item, digest: str, delivery: Pending) -> Pending:
     """The Pending record of a first-seen item."""
     return Pending(
         # canonical bytes (payloads hold parsed values: floats are JsonFloat), by orjson.
-        kind=it.kind, plaintext=chain.canonical(it.payload), contact=it.contact or delivery.contact,
+        kind=it.kind, plaintext=canonical(it.payload), contact=it.contact or delivery.contact,
         type=it.type, item_key=digest, wamid=it.wamid, occurred_at=it.occurred_at, delivery=delivery,
         media=it.media, state=it.state, links=dict(it.refs), original_ref=it.refs.get("original"),
     )

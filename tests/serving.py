@@ -78,9 +78,9 @@ def start_service(env: dict[str, str], port: int, log: Path, workers: int | None
     try:
         wait_until(lambda: proc.poll() is not None or healthy(port), timeout, "archiver serve to answer /healthz",
                    interval=0.2)
-    except AssertionError:
+    except AssertionError as exc:
         _kill_group(proc)
-        raise AssertionError(f"service did not start in {timeout:g}s: {log.read_text(errors='replace')[-2000:]}")
+        raise AssertionError(f"service did not start in {timeout:g}s: {log.read_text(errors='replace')[-2000:]}") from exc
     if proc.poll() is not None:
         raise AssertionError(f"service exited ({proc.returncode}) before serving: "
                              f"{log.read_text(errors='replace')[-2000:]}")
