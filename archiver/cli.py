@@ -1,37 +1,57 @@
-"""The ``archiver`` command line (click). Errors render once, with their code and hint."""
+"""The ``archiver`` command line (click). Errors render once, with their code and hint.
+
+Every command names the archive it uses (``ARCHIVER_HOME``, one line on stderr). Commands
+that read an archive (:func:`needs_archive`) refuse a folder that holds none instead of
+creating one; ``init`` and ``serve`` create it. Human output goes through
+``archiver.terminal``, which escapes every control character of archived text.
+"""
 
 from __future__ import annotations
 
 import functools
 import getpass
-import json
 import logging
 import sys
+import warnings
 from typing import Any, Callable
 
 import click
 
-from archiver.config import Settings
-from archiver.errors import ArchiverError
+from archiver import home
+from archiver.auth import ROLES
+from archiver.config import Settings, home_from_env
+from archiver.errors import ArchiverError, InsecureStoreWarning
+from archiver.terminal import plural, say, say_json
 
 
-def _services() -> Any:
+def _services(*, create: bool = False) -> Any:
+    """The archive's services; ``create`` makes the archive if missing (``init``, ``serve``)."""
     from archiver.services import Services
 
-    return Services.open(Settings.from_env())
+    return Services.open(Settings.from_env(), create=create)
 
 
 def handled(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Render ArchiverError as ``error[code]: message`` + hint, exit 2."""
+    """Render ArchiverError as ``error[code]: message`` + hint; exit with its ``exit_status`` (2)."""
     @functools.wraps(fn)
     def inner(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except ArchiverError as exc:
-            click.echo(f"error[{exc.code}]: {exc}", err=True)
+            say(f"error[{exc.code}]: {exc}", err=True)
             if exc.hint:
-                click.echo(f"hint: {exc.hint}", err=True)
-            sys.exit(2)
+                say(f"hint: {exc.hint}", err=True)
+            sys.exit(getattr(exc, "exit_status", 2))
+    return inner
+
+
+def needs_archive(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """For commands that read an archive: refuse (NoArchive, exit 2, nothing created) unless
+    ``ARCHIVER_HOME`` holds one. Place under :func:`handled`."""
+    @functools.wraps(fn)
+    def inner(*args: Any, **kwargs: Any) -> Any:
+        home.require_archive(Settings.from_env())
+        return fn(*args, **kwargs)
     return inner
 
 
@@ -45,19 +65,35 @@ def main(verbose: bool) -> None:
     """WhatsApp Business compliance archive."""
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    home.private_umask()
+    # The local store's warning is said once, by `serve` (see there), not by every command.
+    warnings.simplefilter("ignore", InsecureStoreWarning)
+    say(f"archiver: ARCHIVER_HOME={home_from_env()}", err=True)
+
+
+@main.command()
+@handled
+def init() -> None:
+    """Create an archive in ARCHIVER_HOME (keys, catalog, store), or check the one there."""
+    existed = home.exists(Settings.from_env())
+    services = _services(create=True)
+    services.close()
+    say(f"{'archive already there' if existed else 'created an archive'} in {services.settings.home}")
 
 
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8080, show_default=True, type=int)
+@click.option("--port", default=None, type=int, help="Default: ARCHIVER_PORT, else 8080.")
 @click.option("--workers", default=None, type=int,
               help="Web worker processes (gevent). Default: 1 on SQLite, one per core on PostgreSQL.")
 @handled
-def serve(host: str, port: int, workers: int | None) -> None:
+def serve(host: str, port: int | None, workers: int | None) -> None:
     """Run the web service, and the background jobs (sealer, media, indexer) in a child process."""
     from archiver import server
 
-    server.run(Settings.from_env(), host, port, workers)
+    settings = Settings.from_env()
+    server.warn_insecure_store(settings)
+    server.run(settings, host, port or settings.port, workers)
 
 
 @main.command()
@@ -77,7 +113,7 @@ def jobs(die_with_parent: bool) -> None:
 
     if die_with_parent:
         processes.die_with_parent()
-    services = _services()
+    services = _services(create=True)
     server.self_test(services)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -91,12 +127,13 @@ def selftest() -> None:
     """Check the catalog, the keys and that the store enforces WORM (exit 0), or say why not (exit 2)."""
     from archiver import server
 
-    server.self_test(_services())
-    click.echo("ok: catalog, keys and a WORM-enforcing store")
+    server.self_test(_services(create=True))
+    say("ok: catalog, keys and a WORM-enforcing store")
 
 
 @main.command()
 @handled
+@needs_archive
 def seal() -> None:
     """Seal everything pending, then exit."""
     from archiver import sealer
@@ -105,31 +142,38 @@ def seal() -> None:
     services = _services()
     assert_worm(services.store)
     n = sealer.seal_pending(services)
-    click.echo(f"sealed {n} records")
+    say(f"sealed {plural(n, 'record')}")
 
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @handled
+@needs_archive
 def verify(as_json: bool) -> None:
-    """Prove the archive is intact by re-reading the store; exit 1 on any break."""
+    """Prove the archive is intact by re-reading the store; exit 1 on any break, 3 when it is empty."""
     from archiver import verify as verifier
 
     services = _services()
     with services.sessions() as session:
         report = verifier.audit(services.store, services.signing_key.public_key(), session)
+    empty = report.ok and report.records == 0
     if as_json:
-        click.echo(json.dumps({k: report.as_dict()[k] for k in ("ok", "records", "segments", "checkpoints", "first_error")}))
+        out = {k: report.as_dict()[k] for k in ("ok", "records", "segments", "checkpoints", "first_error")}
+        say_json({**out, "empty": empty})
+    elif empty:
+        say(f"empty: no record sealed in {services.settings.home} yet, so nothing was verified", err=True)
     elif report.ok:
-        click.echo(f"ok: {report.records} records in {report.segments} segments, {report.checkpoints} checkpoints verified")
+        say(f"ok: {plural(report.records, 'record')} in {plural(report.segments, 'segment')}, "
+            f"{plural(report.checkpoints, 'checkpoint')} verified")
     else:
-        click.echo(f"BROKEN: {report.first_error}", err=True)
-    sys.exit(0 if report.ok else 1)
+        say(f"BROKEN: {report.first_error}", err=True)
+    sys.exit(3 if empty else 0 if report.ok else 1)
 
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @handled
+@needs_archive
 def stats(as_json: bool) -> None:
     """Counts of deliveries, items, duplicates, media and the chain tip."""
     from archiver import stats as counts
@@ -137,12 +181,13 @@ def stats(as_json: bool) -> None:
     services = _services()
     with services.sessions.begin() as session:
         data = counts.collect(session)
-    click.echo(json.dumps(data, indent=None if as_json else 2))
+    say_json(data, indent=None if as_json else 2)
 
 
 @main.command()
 @click.argument("seq", type=int)
 @handled
+@needs_archive
 def show(seq: int) -> None:
     """Print one decrypted record with its delivery, links and proof (audited)."""
     from archiver import records
@@ -152,25 +197,27 @@ def show(seq: int) -> None:
     with services.sessions.begin() as session:
         append_audit(session, "record_viewed", _actor(), seq=seq)
     with services.sessions() as session:
-        click.echo(json.dumps(records.read_record(services, session, seq), indent=2, ensure_ascii=False))
+        say_json(records.read_record(services, session, seq), indent=2)
 
 
 @main.command()
 @handled
+@needs_archive
 def index() -> None:
     """Index everything sealed and not yet indexed, then exit."""
     from archiver import indexer
 
-    click.echo(f"indexed {indexer.index_pending(_services())} documents")
+    say(f"indexed {plural(indexer.index_pending(_services()), 'document')}")
 
 
 @main.command()
 @handled
+@needs_archive
 def reindex() -> None:
     """Rebuild the search index from the WORM store alone."""
     from archiver import indexer
 
-    click.echo(f"rebuilt the index with {indexer.reindex(_services())} documents")
+    say(f"rebuilt the index with {plural(indexer.reindex(_services()), 'document')}")
 
 
 @main.command()
@@ -180,17 +227,49 @@ def reindex() -> None:
 @click.option("--sort", default="newest", type=click.Choice(["newest", "oldest"]))
 @click.option("--json", "as_json", is_flag=True, help="Print the API's JSON.")
 @handled
+@needs_archive
 def search(query: str, page: int, size: int, sort: str, as_json: bool) -> None:
     """Search the archive (audited), e.g. 'refund AND from:33612345678 after:2026-01-01'."""
     from archiver.search_api import run_search
+    from archiver.terminal import is_tty, snippet, table
 
     out = run_search(_services(), _actor(), query, page, size, sort)
     if as_json:
-        click.echo(json.dumps(out, ensure_ascii=False))
+        say_json(out)
         return
-    click.echo(f"{out['total']} results")
-    for hit in out["hits"]:
-        click.echo(f"#{hit['seq']} {hit['time_iso']} {hit['kind']}/{hit['channel']} {hit['snippet']}")
+    hits = out["hits"]
+    shown = f", showing {out['size'] * (out['page'] - 1) + 1}-{out['size'] * (out['page'] - 1) + len(hits)}" \
+        if hits and len(hits) < out["total"] else ""
+    say(f"{plural(out['total'], 'result')}{shown}")
+    if not hits:
+        return
+    tty = is_tty()
+    rows = [(f"#{hit['seq']}", hit["time_iso"][:19].replace("T", " "), _direction(hit),
+             str(hit.get("contact") or "-"), snippet(hit.get("snippet") or "", tty)) for hit in hits]
+    table(("seq", "time (UTC)", "dir", "contact", "snippet"), rows, raw_last=True)
+
+
+def _direction(hit: dict[str, Any]) -> str:
+    """``in`` / ``out``, or ``-`` for a record without a direction."""
+    return str(hit.get("direction") or "-")
+
+
+@main.command("sample-webhook")
+@click.option("--url", default=None, help="Default: http://127.0.0.1:$ARCHIVER_PORT/webhooks/whatsapp.")
+@click.option("--text", default=None, help="The sample message's text.")
+@click.option("--wait", is_flag=True, help="Wait (for the service to answer, then) until the message is sealed and indexed.")
+@click.option("--timeout", default=300.0, show_default=True, help="Seconds --wait waits at most.")
+@handled
+def sample_webhook(url: str | None, text: str | None, wait: bool, timeout: float) -> None:
+    """Send a signed sample WhatsApp webhook to the running service (with the configured app secret)."""
+    from archiver import sample
+
+    settings = Settings.from_env()
+    wamid = sample.send(settings, url=url, text=text, retry_for=timeout if wait else 0.0)
+    say(f"sent sample message {wamid}")
+    if wait:
+        seq = sample.wait_searchable(settings, wamid, timeout)
+        say(f"sealed and indexed as #{seq}")
 
 
 @main.group()
@@ -199,11 +278,12 @@ def token() -> None:
 
 
 @token.command("create")
-@click.option("--role", required=True, type=click.Choice(["admin", "ingest", "compliance", "auditor", "legal"]))
-@click.option("--name", required=True)
+@click.option("--role", required=True, type=click.Choice(ROLES))
+@click.option("--name", required=True, help="Unique, for good: a revoked token's name is not reused.")
 @handled
+@needs_archive
 def token_create(role: str, name: str) -> None:
-    """Create a token; it is printed once, on the last line."""
+    """Create a token; the secret alone goes to stdout (TOKEN=$(archiver token create ...)), once."""
     from archiver import auth
     from archiver.journal import append_audit
 
@@ -211,15 +291,37 @@ def token_create(role: str, name: str) -> None:
     with services.sessions.begin() as session:
         secret = auth.create_token(session, role, name)
         append_audit(session, "token_created", _actor(), name=name, role=role)
-    click.echo(f"token for {name} ({role}); store it now, it is not shown again:")
+    say(f"token for {name} ({role}) on stdout; store it now, it is not shown again", err=True)
     click.echo(secret)
+
+
+@token.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@handled
+@needs_archive
+def token_list(as_json: bool) -> None:
+    """Every token: name, role, created, revoked (never the secret)."""
+    from archiver import auth
+    from archiver.terminal import table
+
+    with _services().sessions() as session:
+        rows = auth.list_tokens(session)
+    if as_json:
+        say_json(rows)
+        return
+    say(plural(len(rows), "token"))
+    if rows:
+        table(("name", "role", "created", "revoked"),
+              [(r["name"], r["role"], r["created"][:19].replace("T", " ") if r["created"] else "-",
+                r["revoked"][:19].replace("T", " ") if r["revoked"] else "-") for r in rows])
 
 
 @token.command("revoke")
 @click.option("--name", required=True)
 @handled
+@needs_archive
 def token_revoke(name: str) -> None:
-    """Revoke every live token with this name."""
+    """Revoke the live token with this name; exit 1 if there is none."""
     from archiver import auth
     from archiver.journal import append_audit
 
@@ -227,7 +329,7 @@ def token_revoke(name: str) -> None:
     with services.sessions.begin() as session:
         n = auth.revoke_token(session, name)
         append_audit(session, "token_revoked", _actor(), name=name, count=n)
-    click.echo(f"revoked {n} token(s)")
+    say(f"revoked {plural(n, 'token')} named {name}")
 
 
 if __name__ == "__main__":

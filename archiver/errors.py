@@ -149,5 +149,19 @@ class PolicyError(ArchiverError):
     code = "policy-invalid"
 
 
+class NoArchive(ConfigError):
+    """A command that reads the archive was pointed at a folder that holds none."""
+
+    code = "no-archive"
+
+
+class TokenNameError(ArchiverError):
+    """``token create`` with a name already used, or ``token revoke`` of a name with no live token."""
+
+    code = "token-name"
+    http_status = 409
+    exit_status = 1
+
+
 class InsecureStoreWarning(UserWarning):
     """A development-only, weaker store mode is in use (e.g. local WORM cannot stop root)."""

@@ -21,11 +21,13 @@ import os
 import subprocess
 import sys
 import threading
+import warnings
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
 from archiver.config import Settings
+from archiver.errors import InsecureStoreWarning
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +121,21 @@ class _JobsProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+
+
+def warn_insecure_store(settings: Settings) -> None:
+    """Say once per ``serve``, in the arbiter, what the local store cannot promise.
+
+    The CLI ignores InsecureStoreWarning (so ``selftest``, ``jobs`` and every other command
+    stay quiet); this shows it once, before the children start.
+    """
+    if not settings.store_url.startswith("file:") or os.geteuid() != 0:
+        return
+    from archiver.store import local
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", InsecureStoreWarning)
+        local.warn_if_root(settings.store_url)
 
 
 def self_test(services: Any) -> None:
