@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import getpass
 import logging
+import os
 import sys
 import warnings
 from typing import Any, Callable
@@ -55,6 +56,10 @@ def needs_archive(fn: Callable[..., Any]) -> Callable[..., Any]:
     return inner
 
 
+#: Set by ``serve`` for the commands it starts itself, which then do not name the archive again.
+ANNOUNCED = "ARCHIVER_HOME_ANNOUNCED"
+
+
 def _actor() -> str:
     return f"cli:{getpass.getuser()}"
 
@@ -68,7 +73,9 @@ def main(verbose: bool) -> None:
     home.private_umask()
     # The local store's warning is said once, by `serve` (see there), not by every command.
     warnings.simplefilter("ignore", InsecureStoreWarning)
-    say(f"archiver: ARCHIVER_HOME={home_from_env()}", err=True)
+    where = str(home_from_env())
+    if os.environ.get(ANNOUNCED) != where:  # serve's own children (selftest, jobs) stay quiet
+        say(f"archiver: ARCHIVER_HOME={where}", err=True)
 
 
 @main.command()

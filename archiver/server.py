@@ -64,10 +64,12 @@ def run(settings: Settings, host: str, port: int, workers: int | None = None) ->
     has printed why.
     """
     verbose = ["-v"] if logging.getLogger().getEffectiveLevel() <= logging.INFO else []
-    checked = subprocess.run([sys.executable, "-m", "archiver.cli", *verbose, "selftest"])
+    # The children are part of this command, which has named its archive already.
+    env = {**os.environ, "ARCHIVER_HOME_ANNOUNCED": str(settings.home)}
+    checked = subprocess.run([sys.executable, "-m", "archiver.cli", *verbose, "selftest"], env=env)
     if checked.returncode != 0:
         raise SystemExit(checked.returncode)
-    jobs = _JobsProcess([sys.executable, "-m", "archiver.cli", *verbose, "jobs", "--die-with-parent"])
+    jobs = _JobsProcess([sys.executable, "-m", "archiver.cli", *verbose, "jobs", "--die-with-parent"], env)
 
     def when_ready(_server: Any) -> None:
         jobs.start()
@@ -92,13 +94,14 @@ class _JobsProcess:
 
     RESTART_PAUSE = 2.0
 
-    def __init__(self, cmd: list[str]) -> None:
+    def __init__(self, cmd: list[str], env: dict[str, str] | None = None) -> None:
         self.cmd = cmd
+        self.env = env
         self.proc: subprocess.Popen[bytes] | None = None
         self.stopping = threading.Event()
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(self.cmd)
+        self.proc = subprocess.Popen(self.cmd, env=self.env)
         threading.Thread(target=self._watch, name="jobs-watch", daemon=True).start()
 
     def _watch(self) -> None:
@@ -108,7 +111,7 @@ class _JobsProcess:
             if self.stopping.wait(self.RESTART_PAUSE):
                 return
             log.error("jobs.exited code=%s restarting", code)
-            self.proc = subprocess.Popen(self.cmd)
+            self.proc = subprocess.Popen(self.cmd, env=self.env)
 
     def stop(self) -> None:
         """Ask the jobs to finish what they are doing, then wait (kill after 60 s)."""
@@ -133,9 +136,11 @@ def warn_insecure_store(settings: Settings) -> None:
         return
     from archiver.store import local
 
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(record=True) as said:
         warnings.simplefilter("always", InsecureStoreWarning)
         local.warn_if_root(settings.store_url)
+    for warning in said:
+        print(f"warning: {warning.message}", file=sys.stderr, flush=True)
 
 
 def self_test(services: Any) -> None:
