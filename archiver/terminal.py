@@ -13,6 +13,7 @@ from __future__ import annotations
 import html
 import json
 import re
+import sys
 import unicodedata
 from collections.abc import Sequence
 from typing import Any
@@ -56,7 +57,7 @@ def say_json(data: Any, *, indent: int | None = None) -> None:
 
 def is_tty(err: bool = False) -> bool:
     """True when standard output (or error) is a terminal."""
-    stream = click.get_text_stream("stderr" if err else "stdout")
+    stream = sys.stderr if err else sys.stdout
     return bool(getattr(stream, "isatty", lambda: False)())
 
 
