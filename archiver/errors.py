@@ -163,5 +163,11 @@ class TokenNameError(ArchiverError):
     exit_status = 1
 
 
+class SampleFailed(ArchiverError):
+    """``archiver sample-webhook``: the service refused the sample, or it was not searchable in time."""
+
+    code = "sample-failed"
+
+
 class InsecureStoreWarning(UserWarning):
     """A development-only, weaker store mode is in use (e.g. local WORM cannot stop root)."""

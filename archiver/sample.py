@@ -18,17 +18,11 @@ from typing import Any
 import requests
 
 from archiver.config import Settings
-from archiver.errors import ArchiverError, ConfigError
+from archiver.errors import ConfigError, SampleFailed
 
 TEXT = "Hello, I would like a refund for order 1234 please"
 BUSINESS_NUMBER = "15550100001"
 CUSTOMER = "15550100002"
-
-
-class SampleFailed(ArchiverError):
-    """The service refused the sample webhook, or it did not become searchable in time."""
-
-    code = "sample-failed"
 
 
 def app_secret(settings: Settings) -> str:

@@ -52,7 +52,8 @@ def say_json(data: Any, *, indent: int | None = None) -> None:
     """Print ``data`` as JSON. JSON escapes C0 controls itself; C1 controls, line separators
     and bidi overrides (legal in a JSON string, live on a terminal) are escaped too."""
     text = json.dumps(data, ensure_ascii=False, indent=indent)
-    click.echo("".join(f"\\u{ord(ch):04x}" if _unsafe(ch) else ch for ch in text))
+    # A raw newline is indentation (json escapes those inside strings); any other is in a string.
+    click.echo("".join(f"\\u{ord(ch):04x}" if ch != "\n" and _unsafe(ch) else ch for ch in text))
 
 
 def is_tty(err: bool = False) -> bool:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -27,6 +28,8 @@ READ_COMMANDS = [["verify"], ["verify", "--json"], ["show", "1"], ["search", "re
                  ["index"], ["reindex"], ["seal"], ["token", "list"], ["token", "revoke", "--name", "x"],
                  ["token", "create", "--role", "admin", "--name", "x"]]
 OSC = "\x1b]0;pwned\x07"
+
+BASH = shutil.which("bash") or "/bin/bash"
 
 
 def cli(home: Path, *args: str, **extra: str) -> Result:
@@ -100,7 +103,7 @@ def test_everything_under_the_home_is_private_under_umask_022(tmp_path: Path) ->
     a = f"{sys.executable} -m archiver.cli"
     script = (f"umask 022; mkdir -p {home} && chmod 0755 {home} && {a} init && "
               f"{a} token create --role admin --name modes >/dev/null && {a} seal && {a} index && {a} search modes")
-    got = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    got = subprocess.run([BASH, "-c", script], env=env, capture_output=True, text=True, timeout=300)
     assert got.returncode == 0, got.stdout + got.stderr
     modes = _modes(home)
     assert {"catalog.db", "search.db", "keys/kek", "worm/objects"} <= set(modes)

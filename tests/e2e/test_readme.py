@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import re
 import subprocess
 import sys
@@ -16,6 +17,8 @@ from tests.serving import ROOT, free_port, healthy, stop_service, wait_until
 #: scripts/serve installs what is missing first; on a warm .venv that is a no-op.
 SERVE_TIMEOUT = 600.0
 _BLOCK = re.compile(r"<!-- readme-test: (\w+) -->\s*```bash\n(.*?)```", re.S)
+
+BASH = shutil.which("bash") or "/bin/bash"
 
 
 def readme_blocks() -> dict[str, str]:
@@ -34,13 +37,13 @@ def test_readme_steps_from_serve_to_a_searched_message(tmp_path: Path) -> None:
     env.update(ARCHIVER_HOME=str(tmp_path / "var"), ARCHIVER_PORT=str(port))
     log = tmp_path / "serve.log"
     with log.open("ab") as out:
-        serve = subprocess.Popen(["bash", "-e", "-c", blocks["serve"]], cwd=ROOT, env=env, stdout=out,
+        serve = subprocess.Popen([BASH, "-e", "-c", blocks["serve"]], cwd=ROOT, env=env, stdout=out,
                                  stderr=subprocess.STDOUT, start_new_session=True)
     try:
         wait_until(lambda: serve.poll() is not None or healthy(port), SERVE_TIMEOUT, "the README's scripts/serve",
                    interval=0.5)
         assert serve.poll() is None, log.read_text(errors="replace")[-3000:]
-        client = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", blocks["client"]], cwd=ROOT, env=env,
+        client = subprocess.run([BASH, "-e", "-o", "pipefail", "-c", blocks["client"]], cwd=ROOT, env=env,
                                 capture_output=True, text=True, timeout=600)
     finally:
         stop_service(serve)
