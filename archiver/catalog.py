@@ -334,6 +334,10 @@ def make_sessionmaker(engine: Engine) -> CatalogSessions:
     return sessions
 
 
+#: How long ``truncate_wal`` waits for readers of old WAL frames before leaving it to the next run.
+CHECKPOINT_BUSY_MS = 50
+
+
 def truncate_wal(sessions: CatalogSessions) -> bool:
     """SQLite: copy the WAL into the database and truncate it to zero bytes, so the frames of
     journal rows already sealed (and deleted, their pages zeroed by ``secure_delete``) do not
@@ -346,7 +350,13 @@ def truncate_wal(sessions: CatalogSessions) -> bool:
     with sessions.gate.held():
         raw = engine.raw_connection()  # autocommit (see _sqlite_pragmas): no transaction open
         try:
-            busy = raw.cursor().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            cur = raw.cursor()
+            # Writers wait on the gate meanwhile: wait for a lingering reader only briefly.
+            cur.execute(f"PRAGMA busy_timeout={CHECKPOINT_BUSY_MS}")
+            try:
+                busy = cur.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            finally:
+                cur.execute("PRAGMA busy_timeout=30000")
         finally:
             raw.close()
     return busy is not None and busy[0] == 0
