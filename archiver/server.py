@@ -74,7 +74,8 @@ def run(settings: Settings, host: str, port: int, workers: int | None = None) ->
     def when_ready(_server: Any) -> None:
         jobs.start()
         print(f"archiver listening on http://{host}:{port}  (webhook: /webhooks/whatsapp)", flush=True)
-        print("create an API token with: archiver token create --role compliance --name <who>", flush=True)
+        print(f"try it: ARCHIVER_PORT={port} archiver sample-webhook --wait; "
+              "TOKEN=$(archiver token create --role compliance --name <who>)", flush=True)
 
     def on_exit(_server: Any) -> None:
         jobs.stop()
