@@ -18,6 +18,7 @@ from archiver.config import Settings
 from archiver.errors import ConfigError
 from archiver.rejections import Buckets, Key, Rejections, Tally, client_address, limit_key
 from tests.conftest import make_env, sign
+from tests.serving import wait_until
 
 HOOK = "/webhooks/whatsapp"
 AT = datetime(2026, 12, 2, tzinfo=timezone.utc)
@@ -245,3 +246,16 @@ def test_a_failed_write_keeps_its_windows_for_the_next_flush(limited: tuple[Any,
     monkeypatch.setattr(services.sessions, "begin", real)
     assert services.rejections.flush() == 1
     assert [r["count"] for r in rejected(services)] == [1]
+
+
+def test_a_closed_window_is_journaled_without_another_request(tmp_path: Path) -> None:
+    from archiver.app import create_app
+    from archiver.services import Services
+
+    services = Services.open(Settings.from_env(make_env(tmp_path / "home", ARCHIVER_REJECTION_WINDOW="0.2")))
+    try:
+        assert create_app(services=services).test_client().get("/api/v1/stats").status_code == 401
+        [got] = wait_until(lambda: rejected(services), 20, "the background flush of the closed window")
+        assert (got["reason"], got["count"], got["window_seconds"]) == ("no token", 1, 0.2)
+    finally:
+        services.close()
