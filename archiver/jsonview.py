@@ -154,3 +154,19 @@ class _Walk:
             out[key] = self.value(nodes[-1], here, depth)
         return out
 
+
+
+# DEL, C1 controls, line/paragraph separators, bidi overrides and lone surrogates: legal in
+# a JSON string, but they steer or break a terminal (or UTF-8 output), so they go escaped.
+_TERMINAL_UNSAFE = re.compile("[\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+
+
+def dumps(obj: Any, indent: int | None = None) -> str:
+    """JSON text of ``obj`` safe to print: readable non-ASCII, every control escaped.
+
+    ``json`` escapes C0 controls itself; the characters above are escaped as ``\\uXXXX``
+    (they occur only inside strings, so the text stays the same JSON). Raises ValueError
+    for NaN or infinity, TypeError for a value JSON cannot hold.
+    """
+    text = json.dumps(obj, ensure_ascii=False, indent=indent, allow_nan=False)
+    return _TERMINAL_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
