@@ -7,17 +7,26 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from click.testing import CliRunner
 from sqlalchemy import select
 
 from archiver import sealer
+from archiver.auth import create_token
 from archiver.catalog import Journal, Record
 from archiver.cli import main
+from archiver.config import Settings
+from archiver.services import Services
 from tests.conftest import all_fixture_bodies, make_env, sign
 from tests.evidence import body_form, shown_form, strict_loads
+from tests.serving import ROOT, free_port, start_service, stop_service, wait_until
 
 
 def _envelope(value: str) -> bytes:
@@ -187,3 +196,41 @@ def test_an_unknown_seq_is_not_found(client: Any, services: Any, token: Any, mon
     assert client.get("/api/v1/records/12345", headers=token("auditor")).status_code == 404
     cli = _cli(monkeypatch, services, "show", "12345", "--raw")
     assert cli.exit_code == 2 and "no record with seq 12345" in cli.stderr and cli.stdout_bytes == b""
+
+
+def test_through_archiver_serve_and_the_cli_the_bytes_are_the_posted_ones(tmp_path: Path) -> None:
+    """Over HTTP into the real gunicorn service, sealed by its jobs, read back by a separate
+    ``archiver show --raw`` process and the API: the same bytes."""
+    env = make_env(tmp_path / "home", ARCHIVER_SEAL_INTERVAL="0.5")
+    bodies = sorted(ODD.items())
+    port = free_port()
+    proc = start_service(env, port, tmp_path / "serve.log")
+    try:
+        for name, body in bodies:
+            resp = requests.post(f"http://127.0.0.1:{port}/webhooks/whatsapp", data=body, headers=sign(body), timeout=10)
+            assert resp.status_code == 200, (name, resp.text)
+        services = Services.open(Settings.from_env(env))
+        try:
+            def sealed() -> list[Any]:
+                with services.sessions() as session:
+                    rows = session.execute(select(Journal.delivery_seq, Journal.body_sha256)
+                                           .where(Journal.source == "webhook").order_by(Journal.id)).all()
+                return list(rows) if len(rows) == len(bodies) and all(seq for seq, _ in rows) else []
+            rows = wait_until(sealed, 60, "every posted body sealed", interval=0.2)
+            with services.sessions.begin() as session:
+                auth = {"Authorization": f"Bearer {create_token(session, 'auditor', 'evidence-test')}"}
+        finally:
+            services.close()
+        for (name, body), (seq, digest) in zip(bodies, rows):
+            assert digest == hashlib.sha256(body).hexdigest(), name
+            resp = requests.get(f"http://127.0.0.1:{port}/api/v1/records/{seq}", headers=auth, timeout=10)
+            assert resp.status_code == 200, name
+            got = strict_loads(resp.content)
+            _check_record(got, body, digest, seq)
+            _check_view(got, body)
+            out = subprocess.run([sys.executable, "-m", "archiver.cli", "show", str(seq), "--raw"], cwd=ROOT,
+                                 env={**os.environ, **env}, capture_output=True, timeout=120, check=False)
+            assert out.returncode == 0, (name, out.stderr[-2000:])
+            assert out.stdout == body, name
+    finally:
+        stop_service(proc)
