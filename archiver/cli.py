@@ -196,7 +196,8 @@ def _run_listing(event: str, match_field: str, options: dict[str, Any], run: Cal
     from archiver import listing
     from archiver.journal import append_audit
 
-    filters = listing.parse_filters({**options, match_field: options.pop("match")}, match_field)
+    match = options.pop("match")
+    filters = listing.parse_filters({**options, match_field: match}, match_field)
     services = _services()
     with services.sessions.begin() as session:
         append_audit(session, event, _actor(), **filters.as_dict(match_field))

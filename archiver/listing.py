@@ -114,7 +114,7 @@ def _candidates(session: Session, kind: str, f: Filters) -> Iterator[tuple[Recor
         q = base
         if cursor is not None:
             q = q.where(Record.seq < cursor if newest else Record.seq > cursor)
-        rows = session.execute(q.order_by(Record.seq.desc() if newest else Record.seq).limit(_CHUNK)).tuples().all()
+        rows = session.execute(q.order_by(Record.seq.desc() if newest else Record.seq).limit(_CHUNK)).all()
         yield from rows
         if len(rows) < _CHUNK:
             return
