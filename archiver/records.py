@@ -101,6 +101,7 @@ class Reader:
         self.session = session
         self._segments: dict[int, tuple[Segment, list[dict[str, Any]]]] = {}
         self._keys: dict[str, bytes | None] = {}
+        self._entries: dict[int, Journal | None] = {}
 
     def row(self, seq: int) -> Record:
         """The catalog row of ``seq``. Raises ValidationError (no such seq can exist), NotFound."""
@@ -126,12 +127,18 @@ class Reader:
         """The decrypted payload of a sealed record; None once its data key was destroyed."""
         return decrypt(self.services, self.session, rec, self._keys)
 
+    def entry(self, seq: int) -> Journal | None:
+        """The journal entry of delivery ``seq`` (it keeps ``body_sha256`` once sealed)."""
+        if seq not in self._entries:
+            self._entries[seq] = self.session.scalar(select(Journal).where(Journal.delivery_seq == seq))
+        return self._entries[seq]
+
     def raw(self, row: Record) -> Raw:
         """The bytes of the delivery ``row`` came from (its own, for deliveries, audit and media)."""
         seq = delivery_seq(row)
         source = row if seq == row.seq else self.row(seq)
         _, sealed, index = self.sealed(source)
-        entry = _journal_entry(self.session, seq)
+        entry = self.entry(seq)
         return Raw(seq, self.plaintext(sealed[index]), entry.body_sha256 if entry else None)
 
 
@@ -163,7 +170,7 @@ def read_record(services: Services, session: Session, seq: int) -> dict[str, Any
         "seq": seq, "kind": rec["kind"], "type": rec.get("type"), "sealed_at": rec["sealed_at"],
         "retention_class": rec["class"], "retain_until": rec["retain_until"],
         "content": content, "content_view": content_view, **reader.raw(row).as_dict(),
-        "delivery": _delivery(session, row), "links": rec.get("links", {}),
+        "delivery": _delivery(reader, row), "links": rec.get("links", {}),
         "duplicates": _duplicates(session, seq),
         "proof": _proof(sealed, index, seg, rec),
     }
@@ -178,14 +185,10 @@ def _content(plain: bytes | None) -> tuple[Any, dict[str, Any]]:
     return shown.pop("value"), shown
 
 
-def _journal_entry(session: Session, seq: int) -> Journal | None:
-    return session.scalar(select(Journal).where(Journal.delivery_seq == seq))
-
-
-def _delivery(session: Session, row: Record) -> dict[str, Any] | None:
+def _delivery(reader: Reader, row: Record) -> dict[str, Any] | None:
     """Where the record came from: its delivery record and journal entry."""
     seq = delivery_seq(row)
-    entry = _journal_entry(session, seq)
+    entry = reader.entry(seq)
     if entry is None:
         return None
     return {"seq": seq, "journal_id": entry.id, "source": entry.source,
