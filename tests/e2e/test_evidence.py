@@ -234,3 +234,18 @@ def test_through_archiver_serve_and_the_cli_the_bytes_are_the_posted_ones(tmp_pa
             assert out.stdout == body, name
     finally:
         stop_service(proc)
+
+
+def test_a_shredded_record_has_no_bytes_and_says_so(client: Any, services: Any, token: Any,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from archiver.catalog import DataKey
+
+    [(_, _, dseq, digest)] = _post_and_seal(client, services, [("dec", ODD["40-digit-decimal"])])
+    with services.sessions.begin() as session:
+        session.get(DataKey, session.get(Record, dseq).key_id).wrapped = None  # crypto-shredded
+    got = strict_loads(client.get(f"/api/v1/records/{dseq}", headers=token("auditor")).data)
+    assert got["content"] is None and got["content_view"]["format"] == "shredded"
+    assert got["raw"] is None and got["raw_sha256"] is None and got["raw_size"] is None
+    assert got["delivery"]["body_sha256"] == digest  # what the bytes were is still on record
+    cli = _cli(monkeypatch, services, "show", str(dseq), "--raw")
+    assert cli.exit_code == 2 and "destroyed" in cli.stderr and cli.stdout_bytes == b""
