@@ -221,9 +221,13 @@ def _print_page(out: dict[str, Any], as_json: bool, nouns: tuple[str, str], line
 
 
 def _printable(text: str) -> str:
-    """``text`` without control characters (C0, DEL, C1, bidi overrides): nothing steers the terminal."""
-    return "".join(c for c in text if not (ord(c) < 32 or 0x7F <= ord(c) < 0xA0 or 0x202A <= ord(c) <= 0x202E
-                                           or 0x2066 <= ord(c) <= 0x2069))
+    """``text`` without control characters (C0, DEL, C1, bidi overrides): nothing steers the terminal.
+
+    A lone surrogate (not writable as UTF-8) becomes U+FFFD.
+    """
+    return "".join("\ufffd" if 0xD800 <= ord(c) <= 0xDFFF else c for c in text
+                   if not (ord(c) < 32 or 0x7F <= ord(c) < 0xA0 or 0x202A <= ord(c) <= 0x202E
+                           or 0x2066 <= ord(c) <= 0x2069))
 
 
 @main.group()

@@ -55,9 +55,9 @@ def parse_time(field: str, text: str | None) -> datetime | None:
         return None
     try:
         when = datetime.fromisoformat(text.strip().replace("z", "Z"))
-    except ValueError as exc:
+        return when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when.astimezone(timezone.utc)
+    except (ValueError, OverflowError) as exc:  # OverflowError: 0001-01-01T00:00+01:00 has no UTC time
         raise ValidationError(field, "must be an ISO 8601 date or time, e.g. 2026-12-01 or 2026-12-01T09:30:00Z") from exc
-    return when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when.astimezone(timezone.utc)
 
 
 def _int(field: str, text: str | int | None, default: int | None, low: int, high: int) -> int | None:
@@ -90,8 +90,9 @@ def parse_filters(args: Mapping[str, Any], match_field: str) -> Filters:
         raise ValidationError("order", f"must be one of {', '.join(ORDERS)}")
     raw_match = args.get(match_field) or ""
     match = tuple(m.strip() for m in str(raw_match).split(",") if m.strip())
-    if any(len(m) > 200 for m in match):
-        raise ValidationError(match_field, "each value must be at most 200 characters")
+    if any(len(m) > 200 or not m.isprintable() for m in match):
+        # (PostgreSQL refuses a NUL in text: that must be a 400 here, not a 500 there)
+        raise ValidationError(match_field, "each value must be printable text of at most 200 characters")
     limit = _int("limit", args.get("limit"), DEFAULT_LIMIT, 1, MAX_LIMIT)
     assert limit is not None
     return Filters(since, until, match, limit, _int("cursor", args.get("cursor"), None, 1, MAX_SEQ), order)

@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import select, update
 
 from archiver import sealer
@@ -31,6 +33,12 @@ def cli(services: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
     def run(*args: str) -> Any:
         return CliRunner().invoke(main, list(args))
     return run
+
+
+@pytest.fixture
+def auditor(token: Any) -> dict[str, str]:
+    """One auditor token for the whole test (every hypothesis example of it too)."""
+    return token("auditor")  # type: ignore[no-any-return]
 
 
 @pytest.fixture
@@ -113,7 +121,9 @@ def test_quarantine_list_on_the_api_names_reason_delivery_and_hash(client: Any, 
     ("audit", {"cursor": "0"}, "cursor"), ("audit", {"cursor": "99999999999999999999999"}, "cursor"),
     ("audit", {"order": "evil"}, "order"), ("audit", {"reason": "x"}, "reason"), ("audit", {"page": "2"}, "page"),
     ("quarantine", {"kind": "x"}, "kind"), ("quarantine", {"since": "\u00e9"}, "since"),
-    ("quarantine", {"reason": "x" * 201}, "reason"),
+    ("quarantine", {"reason": "x" * 201}, "reason"), ("audit", {"kind": "a\x00b"}, "kind"),
+    ("quarantine", {"reason": "\x1b[31m"}, "reason"), ("audit", {"since": "0001-01-01T00:00:00+01:00"}, "since"),
+    ("audit", {"until": "9999-12-31T23:59:59-01:00"}, "until"),
 ])
 def test_bad_filters_are_400_naming_the_field(client: Any, token: Any, route: str, params: dict[str, str],
                                               field: str) -> None:
@@ -191,3 +201,19 @@ def test_control_characters_never_reach_the_terminal(client: Any, services: Any,
         assert out.exit_code == 0, out.output
         assert "refund" in out.stdout
         assert not any((ord(c) < 32 and c != "\n") or 0x7F <= ord(c) < 0xA0 or c == "\u202e" for c in out.stdout), out.stdout
+
+
+_param_text = st.text(max_size=30) | st.from_regex(r"-?[0-9]{1,25}", fullmatch=True) | st.sampled_from(
+    ["2026-01-01", "2026-01-01T00:00:00+14:00", "newest", "oldest", "access_denied", ""])
+
+
+@settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(route=st.sampled_from(["audit", "quarantine"]),
+       params=st.dictionaries(st.sampled_from(["since", "until", "kind", "reason", "limit", "cursor", "order", "x"]),
+                              _param_text, max_size=4))
+def test_no_filter_gives_a_500(client: Any, auditor: dict[str, str], route: str, params: dict[str, str]) -> None:
+    resp = _api(client, auditor, route, **params)
+    assert resp.status_code in (200, 400), (params, resp.get_data(as_text=True))
+    if resp.status_code == 400:
+        assert resp.get_json()["field"] in params
+
