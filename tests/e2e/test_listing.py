@@ -9,14 +9,16 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 from sqlalchemy import select, update
 
 from archiver import sealer
 from archiver.catalog import Journal, Record
 from archiver.cli import main
-from tests.conftest import make_env, sign
+from archiver.config import Settings
+from tests.conftest import sign
 from tests.e2e.test_pipeline import msg_body
 
 NOT_UTF8 = '{"entry": ["\u00e9t\u00e9"]}'.encode("latin-1")
@@ -25,9 +27,15 @@ NOT_OBJECT = b"[1, 2]"
 
 
 @pytest.fixture
-def cli(services: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+def settings(catalog_env: dict[str, str]) -> Settings:
+    """Each test here runs on SQLite and on PostgreSQL (the lists are SQL joins over the catalog)."""
+    return Settings.from_env(catalog_env)
+
+
+@pytest.fixture
+def cli(catalog_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Any:
     """``cli(*args)`` -> click Result, on the same archive as ``services``."""
-    for k, v in make_env(services.settings.home).items():
+    for k, v in catalog_env.items():
         monkeypatch.setenv(k, v)
 
     def run(*args: str) -> Any:
@@ -207,7 +215,7 @@ _param_text = st.text(max_size=30) | st.from_regex(r"-?[0-9]{1,25}", fullmatch=T
     ["2026-01-01", "2026-01-01T00:00:00+14:00", "newest", "oldest", "access_denied", ""])
 
 
-@settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@hypothesis_settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(route=st.sampled_from(["audit", "quarantine"]),
        params=st.dictionaries(st.sampled_from(["since", "until", "kind", "reason", "limit", "cursor", "order", "x"]),
                               _param_text, max_size=4))
