@@ -156,13 +156,16 @@ def show(seq: int, raw: bool) -> None:
 
     records.check_seq(seq)
     services = _services()
-    with services.sessions.begin() as session:
-        append_audit(session, "record_viewed", _actor(), seq=seq, **({"raw": True} if raw else {}))
-    with services.sessions() as session:
-        if not raw:
-            click.echo(jsonview.dumps(records.read_record(services, session, seq), indent=2))
-            return
-        got = records.read_raw(services, session, seq)
+    try:
+        with services.sessions.begin() as session:
+            append_audit(session, "record_viewed", _actor(), seq=seq, **({"raw": True} if raw else {}))
+        with services.sessions() as session:
+            if not raw:
+                click.echo(jsonview.dumps(records.read_record(services, session, seq), indent=2))
+                return
+            got = records.read_raw(services, session, seq)
+    finally:
+        services.close()
     if got.data is None:
         click.echo(f"error: the data key of record {got.seq} was destroyed; its bytes cannot be read", err=True)
         sys.exit(2)
@@ -199,10 +202,13 @@ def _run_listing(event: str, match_field: str, options: dict[str, Any], run: Cal
     match = options.pop("match")
     filters = listing.parse_filters({**options, match_field: match}, match_field)
     services = _services()
-    with services.sessions.begin() as session:
-        append_audit(session, event, _actor(), **filters.as_dict(match_field))
-    with services.sessions() as session:
-        out: dict[str, Any] = run(services, session, filters)
+    try:
+        with services.sessions.begin() as session:
+            append_audit(session, event, _actor(), **filters.as_dict(match_field))
+        with services.sessions() as session:
+            out: dict[str, Any] = run(services, session, filters)
+    finally:
+        services.close()
     return out
 
 

@@ -127,10 +127,10 @@ def test_every_fixture_and_odd_body_comes_back_byte_exact(client: Any, services:
         assert got["kind"] == "delivery", name
         _check_record(got, body, digest, seq)
         _check_view(got, body)
-        cli = cli("show", str(seq), "--raw")
-        assert cli.exit_code == 0, (name, cli.output)
-        assert cli.stdout_bytes == body, name
-        assert hashlib.sha256(cli.stdout_bytes).hexdigest() == digest
+        out = cli("show", str(seq), "--raw")
+        assert out.exit_code == 0, (name, out.output)
+        assert out.stdout_bytes == body, name
+        assert hashlib.sha256(out.stdout_bytes).hexdigest() == digest
 
 
 def test_the_odd_bodies_views_keep_what_a_re_serialisation_loses(client: Any, services: Any, token: Any) -> None:
@@ -172,8 +172,8 @@ def test_a_quarantine_record_gives_the_bytes_of_its_delivery(client: Any, servic
         got = strict_loads(client.get(f"/api/v1/records/{qseq}", headers=auth).data)
         assert got["kind"] == "quarantine" and isinstance(got["content"]["reason"], str), name
         _check_record(got, body, digest, dseq)
-        cli = cli("show", str(qseq), "--raw")
-        assert cli.exit_code == 0 and cli.stdout_bytes == body, name
+        out = cli("show", str(qseq), "--raw")
+        assert out.exit_code == 0 and out.stdout_bytes == body, name
 
 
 def test_an_item_record_points_at_and_gives_its_delivery(client: Any, services: Any, token: Any,
@@ -185,8 +185,8 @@ def test_an_item_record_points_at_and_gives_its_delivery(client: Any, services: 
     got = strict_loads(client.get(f"/api/v1/records/{mseq}", headers=token("legal")).data)
     assert got["kind"] == "message" and got["content_view"]["format"] == "json"
     _check_record(got, body, digest, dseq)
-    cli = cli("show", str(mseq), "--raw")
-    assert cli.exit_code == 0 and cli.stdout_bytes == body
+    out = cli("show", str(mseq), "--raw")
+    assert out.exit_code == 0 and out.stdout_bytes == body
     shown = cli("show", str(mseq))  # the JSON form: strict too, and printable
     assert shown.exit_code == 0, shown.output
     assert strict_loads(shown.stdout)["raw_sha256"] == digest
@@ -195,8 +195,8 @@ def test_an_item_record_points_at_and_gives_its_delivery(client: Any, services: 
 @pytest.mark.parametrize("seq", ["0", "-1", "9223372036854775808", "99999999999999999999999"])
 def test_seqs_no_record_can_have_are_refused_naming_the_field(client: Any, services: Any, token: Any,
                                                               cli: Any, seq: str) -> None:
-    cli = cli("show", "--raw", "--", seq)
-    assert cli.exit_code == 2 and "seq" in cli.stderr and "Traceback" not in cli.output
+    out = cli("show", "--raw", "--", seq)
+    assert out.exit_code == 2 and "seq" in out.stderr and "Traceback" not in out.output
     if not seq.startswith("-"):  # the route's int converter takes no sign: 404 for those
         resp = client.get(f"/api/v1/records/{seq}", headers=token("auditor"))
         assert resp.status_code == 400 and resp.get_json()["field"] == "seq"
@@ -204,8 +204,8 @@ def test_seqs_no_record_can_have_are_refused_naming_the_field(client: Any, servi
 
 def test_an_unknown_seq_is_not_found(client: Any, services: Any, token: Any, cli: Any) -> None:
     assert client.get("/api/v1/records/12345", headers=token("auditor")).status_code == 404
-    cli = cli("show", "12345", "--raw")
-    assert cli.exit_code == 2 and "no record with seq 12345" in cli.stderr and cli.stdout_bytes == b""
+    out = cli("show", "12345", "--raw")
+    assert out.exit_code == 2 and "no record with seq 12345" in out.stderr and out.stdout_bytes == b""
 
 
 def test_through_archiver_serve_and_the_cli_the_bytes_are_the_posted_ones(tmp_path: Path) -> None:
@@ -257,5 +257,5 @@ def test_a_shredded_record_has_no_bytes_and_says_so(client: Any, services: Any, 
     assert got["content"] is None and got["content_view"]["format"] == "shredded"
     assert got["raw"] is None and got["raw_sha256"] is None and got["raw_size"] is None
     assert got["delivery"]["body_sha256"] == digest  # what the bytes were is still on record
-    cli = cli("show", str(dseq), "--raw")
-    assert cli.exit_code == 2 and "destroyed" in cli.stderr and cli.stdout_bytes == b""
+    out = cli("show", str(dseq), "--raw")
+    assert out.exit_code == 2 and "destroyed" in out.stderr and out.stdout_bytes == b""
