@@ -52,6 +52,7 @@ def get_stats() -> Response:
 @require(*READERS)
 def get_record(seq: int) -> Response:
     """One decrypted record with its raw bytes (base64), delivery, links and proof; the read is audited first."""
+    records.check_seq(seq)  # 400 naming the field before anything is journaled
     services = _services()
     with services.sessions.begin() as session:
         append_audit(session, "record_viewed", g.actor, seq=seq)
