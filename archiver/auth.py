@@ -24,6 +24,9 @@ from archiver.rejections import note
 
 ROLES = ("admin", "ingest", "compliance", "auditor", "legal")
 READERS = ("compliance", "auditor", "legal", "admin")
+# Who lists the audit trail and the quarantine: oversight of the archive itself, not case work
+# (legal reads records and searches) nor intake (ingest).
+OVERSIGHT = ("compliance", "auditor", "admin")
 PUBLIC_ENDPOINTS = {"intake.webhook_verify", "intake.webhook_receive", "api.healthz", "static"}
 
 F = TypeVar("F", bound=Callable[..., Any])
