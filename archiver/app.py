@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from archiver import api, auth, intake, search_api
@@ -27,8 +27,30 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.register_error_handler(ArchiverError, _archiver_error)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected)
+    app.before_request(_refuse_long_url)
+    app.after_request(_no_store)
     auth.check_route_table(app)
     return app
+
+
+MAX_URL_BYTES = 4096
+"""Longest path + query string served; gunicorn's request line limit (server.py) sits above
+it, so a longer URL gets this JSON 414 rather than gunicorn's HTML one."""
+
+
+def _refuse_long_url() -> tuple[Response, int] | None:
+    environ = request.environ  # WSGI strings are bytes decoded as latin-1: len() counts bytes
+    url_bytes = len(environ.get("RAW_URI") or f"{environ.get('PATH_INFO', '')}?{environ.get('QUERY_STRING', '')}")
+    if url_bytes > MAX_URL_BYTES:
+        return jsonify(error="uri-too-long", message=f"the URL exceeds {MAX_URL_BYTES} bytes"), 414
+    return None
+
+
+def _no_store(response: Response) -> Response:
+    # Responses carry decrypted evidence: no cache may keep them, no browser may sniff them.
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response
 
 
 def _archiver_error(exc: ArchiverError) -> tuple[Response, int]:

@@ -12,7 +12,9 @@ from typing import Any, Callable
 import click
 
 from archiver.config import Settings
-from archiver.errors import ArchiverError
+from archiver import params
+from archiver.errors import ArchiverError, ValidationError
+from archiver.roles import ROLES
 
 
 def _services() -> Any:
@@ -140,8 +142,20 @@ def stats(as_json: bool) -> None:
     click.echo(json.dumps(data, indent=None if as_json else 2))
 
 
+class _Seq(click.ParamType[int, Any]):
+    """A record's seq, bounded like the API's (:func:`archiver.params.seq_arg`)."""
+
+    name = "seq"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        try:
+            return value if isinstance(value, int) else params.seq_arg(str(value), "SEQ")
+        except ValidationError as exc:
+            self.fail(str(exc).removeprefix(f"{exc.field}: "), param, ctx)
+
+
 @main.command()
-@click.argument("seq", type=int)
+@click.argument("seq", type=_Seq())
 @handled
 def show(seq: int) -> None:
     """Print one decrypted record with its delivery, links and proof (audited)."""
@@ -199,7 +213,7 @@ def token() -> None:
 
 
 @token.command("create")
-@click.option("--role", required=True, type=click.Choice(["admin", "ingest", "compliance", "auditor", "legal"]))
+@click.option("--role", required=True, type=click.Choice(ROLES))
 @click.option("--name", required=True)
 @handled
 def token_create(role: str, name: str) -> None:
