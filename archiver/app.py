@@ -8,7 +8,7 @@ from typing import Any
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from archiver import api, auth, intake, search_api
+from archiver import api, auth, intake, openapi, search_api
 from archiver.config import Settings
 from archiver.errors import ArchiverError
 from archiver.services import Services
@@ -24,6 +24,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.register_blueprint(intake.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(search_api.bp)
+    app.register_blueprint(openapi.bp)
     app.register_error_handler(ArchiverError, _archiver_error)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected)

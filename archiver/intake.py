@@ -49,7 +49,9 @@ def webhook_verify() -> Response | tuple[Response, int]:
     services = current_app.extensions["archiver"]
     # Read the raw query string as bytes: some proxies rewrite dots in parameter names, and
     # a token that is not UTF-8 (%FF) must compare as unequal, not fail to decode.
-    query = {k.replace(b"hub_", b"hub.", 1): v[0] for k, v in parse_qs(request.query_string).items()}
+    # latin-1 maps each byte to one character and back, so the values come out as their bytes.
+    pairs = parse_qs(request.query_string.decode("latin-1"), encoding="latin-1")
+    query = {k.replace("hub_", "hub.", 1).encode("latin-1"): v[0].encode("latin-1") for k, v in pairs.items()}
     token = services.settings.verify_token.encode() if services.settings.verify_token else b""
     ok = (query.get(b"hub.mode") == b"subscribe" and bool(token)
           and hmac.compare_digest(query.get(b"hub.verify_token", b""), token))
