@@ -12,9 +12,10 @@ also nothing an anonymous caller needs.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Flask, Response, jsonify
 
 from archiver.auth import require
 from archiver.params import SEQ_MAX
@@ -22,6 +23,7 @@ from archiver.roles import READERS, ROLES, WRITERS
 from archiver.search import MAX_SIZE, MAX_WINDOW, SORTS
 
 bp = Blueprint("openapi", __name__)
+_CONVERTER = re.compile(r"<(?:[a-z]+(?:\([^)]*\))?:)?([A-Za-z_]+)>")  # <int:seq> -> {seq}
 
 _OBJECT = {"type": "object"}
 _ERROR = {"$ref": "#/components/schemas/Error"}
@@ -107,6 +109,20 @@ PATHS: dict[str, dict[str, Any]] = {
         ])},
     "/api/v1/openapi.json": {"get": _op("This document", ROLES, {"200": _json("OpenAPI 3.1")})},
 }
+
+
+def route_table(app: Flask) -> dict[tuple[str, str], tuple[str, ...]]:
+    """``{(OpenAPI path, method): roles the view requires}`` of every route Flask serves
+    (HEAD and OPTIONS, which Flask adds itself, left out; ``()`` for a public route)."""
+    table = {}
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint == "static":
+            continue
+        path = _CONVERTER.sub(r"{\1}", rule.rule)
+        roles = getattr(app.view_functions[rule.endpoint], "allowed_roles", ())
+        for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
+            table[(path, method.lower())] = tuple(roles)
+    return table
 
 
 def document() -> dict[str, Any]:
