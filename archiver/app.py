@@ -28,7 +28,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.register_error_handler(ArchiverError, _archiver_error)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected)
-    app.before_request(_refuse_long_url)
+    app.before_request(_check_url)
     app.after_request(_no_store)
     auth.check_route_table(app)
     return app
@@ -39,11 +39,16 @@ MAX_URL_BYTES = 4096
 it, so a longer URL gets this JSON 414 rather than gunicorn's HTML one."""
 
 
-def _refuse_long_url() -> tuple[Response, int] | None:
+def _check_url() -> tuple[Response, int] | None:
+    """A JSON 414 for a URL over MAX_URL_BYTES, a JSON 400 for a query string that is not UTF-8."""
     environ = request.environ  # WSGI strings are bytes decoded as latin-1: len() counts bytes
     url_bytes = len(environ.get("RAW_URI") or f"{environ.get('PATH_INFO', '')}?{environ.get('QUERY_STRING', '')}")
     if url_bytes > MAX_URL_BYTES:
         return jsonify(error="uri-too-long", message=f"the URL exceeds {MAX_URL_BYTES} bytes"), 414
+    try:
+        request.query_string.decode("utf-8")  # werkzeug's request.args would raise on it mid-view
+    except UnicodeDecodeError:
+        return jsonify(error="invalid-field", field="query", message="query: the query string is not UTF-8"), 400
     return None
 
 

@@ -208,3 +208,9 @@ def test_served_long_urls_and_non_ascii_headers_get_json(tmp_path: Path) -> None
         assert resp.status_code == 403 and resp.json()["error"] == "forbidden"
     finally:
         stop_service(proc)
+
+
+def test_a_query_string_that_is_not_utf8_is_a_400(client: Any, token: Any) -> None:
+    # Found by tests/e2e/test_api_fuzz.py: werkzeug's request.args raised UnicodeDecodeError mid-view.
+    resp = client.get("/api/v1/search", headers=token("compliance"), environ_overrides={"QUERY_STRING": "q=\x80"})
+    assert_json_error(resp, 400, "query")
