@@ -101,7 +101,7 @@ def authenticate(roles: tuple[str, ...]) -> str:
 def bearer(header: str) -> str | None:
     """The token of an ``Authorization: Bearer <token>`` header (the scheme in any case, RFC 9110)."""
     scheme, _, secret = header.strip().partition(" ")
-    return secret.strip() or None if scheme.lower() == "bearer" else None
+    return (secret.strip() or None) if scheme.lower() == "bearer" else None
 
 
 def check_route_table(app: Any) -> None:

@@ -80,6 +80,7 @@ def conversation(contact: str) -> Response:
     services = current_app.extensions["archiver"]
     around = request.args.get("around")
     around_seq = params.seq_arg(around, "around") if around else None
-    docs = services.search.conversation(contact, around_seq, params.bounded_int(request.args.get("size"), "size", 50, 1, MAX_SIZE))
+    size = params.bounded_int(request.args.get("size"), "size", 50, 1, MAX_SIZE)
+    docs = services.search.conversation(contact, around_seq, size)
     _audit(services, "conversation_viewed", g.actor, contact=contact, around=around_seq, results=len(docs))
     return jsonify({"contact": contact, "around": around_seq, "messages": docs})

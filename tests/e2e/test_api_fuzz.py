@@ -1,7 +1,7 @@
 """Fuzz every operation of the OpenAPI document with every role: no input may answer a 500.
 
 Hypothesis drives the Flask test client over an archive holding a few sealed and indexed
-messages, so reads, searches and snippets run on real records. Parameters come from each
+messages, searched with FTS5 and with the real OpenSearch, so reads, searches and snippets run on real records. Parameters come from each
 operation's schema (in range, just out of range, far out of range, or any text), bodies are
 near-valid capture/consent objects with fields swapped for any JSON, any JSON, nested JSON
 or raw bytes; the token is one of each role's, a revoked one, garbage or none.
@@ -76,8 +76,10 @@ _BODIES = st.one_of(
 
 
 @pytest.fixture
-def archive(services: Any) -> tuple[Any, dict[str, str | None]]:
-    """A test client over two sealed, indexed messages, and the Authorization headers to try."""
+def archive(svc: Any) -> tuple[Any, dict[str, str | None]]:
+    """A test client over two sealed, indexed messages (on FTS5 and on OpenSearch), and the
+    Authorization headers to try."""
+    services = svc
     client = create_app(services=services).test_client()
     for body in (msg_body("wamid.Z1", "I need a refund for the résumé", ts="1780001000"),
                  msg_body("wamid.Z2", "zebrafjord \x1b]0;title\x07 e-mail 東京 🎉", ts="1780002000")):
