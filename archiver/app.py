@@ -10,7 +10,7 @@ from werkzeug.exceptions import HTTPException
 
 from archiver import api, auth, intake, openapi, search_api
 from archiver.config import Settings
-from archiver.errors import ArchiverError
+from archiver.errors import ArchiverError, ValidationError
 from archiver.services import Services
 
 log = logging.getLogger(__name__)
@@ -47,8 +47,8 @@ def _check_url() -> tuple[Response, int] | None:
         return jsonify(error="uri-too-long", message=f"the URL exceeds {MAX_URL_BYTES} bytes"), 414
     try:
         request.query_string.decode("utf-8")  # werkzeug's request.args would raise on it mid-view
-    except UnicodeDecodeError:
-        return jsonify(error="invalid-field", field="query", message="query: the query string is not UTF-8"), 400
+    except UnicodeDecodeError as exc:
+        raise ValidationError("query", "the query string is not UTF-8") from exc
     return None
 
 
