@@ -9,7 +9,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
-from archiver import listing, records, stats
+from archiver import listing, params, records, stats
 from archiver.auth import OVERSIGHT, READERS, require
 from archiver.journal import append_audit
 
@@ -48,16 +48,16 @@ def get_stats() -> Response:
         return jsonify(stats.collect(session))
 
 
-@bp.get("/api/v1/records/<int:seq>")
+@bp.get("/api/v1/records/<seq>")
 @require(*READERS)
-def get_record(seq: int) -> Response:
+def get_record(seq: str) -> Response:
     """One decrypted record with its raw bytes (base64), delivery, links and proof; the read is audited first."""
-    records.check_seq(seq)  # 400 naming the field before anything is journaled
+    number = params.seq_arg(seq)  # 400 naming the field before anything is journaled
     services = _services()
     with services.sessions.begin() as session:
-        append_audit(session, "record_viewed", g.actor, seq=seq)
+        append_audit(session, "record_viewed", g.actor, seq=number)
     with services.sessions() as session:
-        return jsonify(records.read_record(services, session, seq))
+        return jsonify(records.read_record(services, session, number))
 
 
 def _listing(event: str, match_field: str, run: Any) -> Response:

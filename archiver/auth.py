@@ -21,12 +21,11 @@ from sqlalchemy.orm import Session
 from archiver.catalog import Token
 from archiver.errors import AuthError, Forbidden
 from archiver.rejections import note
+from archiver.roles import OVERSIGHT, READERS, ROLES, WRITERS
 
-ROLES = ("admin", "ingest", "compliance", "auditor", "legal")
-READERS = ("compliance", "auditor", "legal", "admin")
-# Who lists the audit trail and the quarantine: oversight of the archive itself, not case work
-# (legal reads records and searches) nor intake (ingest).
-OVERSIGHT = ("compliance", "auditor", "admin")
+__all__ = ["OVERSIGHT", "READERS", "ROLES", "WRITERS", "authenticate", "bearer", "check_route_table",
+           "create_token", "lookup", "require", "revoke_token"]
+
 PUBLIC_ENDPOINTS = {"intake.webhook_verify", "intake.webhook_receive", "api.healthz", "static"}
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -63,8 +62,13 @@ def lookup(session: Session, secret: str) -> Token | None:
 def require(*roles: str) -> Callable[[F], F]:
     """Decorator: the request must carry a live bearer token of one of ``roles``.
 
-    Raises AuthError (401) without a valid token, Forbidden (403) for another role.
+    Raises AuthError (401) without a valid token, Forbidden (403) for another role;
+    ValueError at import for a role not in :data:`ROLES`.
     """
+    unknown = set(roles) - set(ROLES)
+    if unknown or not roles:
+        raise ValueError(f"require() takes roles from {', '.join(ROLES)}, not {sorted(unknown)}")
+
     def wrap(view: F) -> F:
         @functools.wraps(view)
         def inner(*args: Any, **kwargs: Any) -> Any:
@@ -81,7 +85,7 @@ def authenticate(roles: tuple[str, ...]) -> str:
     header = request.headers.get("Authorization", "")
     services = current_app.extensions["archiver"]
     with services.sessions() as session:
-        token = lookup(session, header[7:].strip()) if header.startswith("Bearer ") else None
+        token = lookup(session, secret) if (secret := bearer(header)) else None
     if token is None or token.role not in roles:
         # Failed access is evidence too (decision 10), counted per window (rejections); never the token.
         note("no token" if not header else ("bad token" if token is None else f"role {token.role}"),
@@ -91,6 +95,12 @@ def authenticate(roles: tuple[str, ...]) -> str:
     if token.role not in roles:
         raise Forbidden(f"role {token.role} may not use this endpoint")
     return f"{token.name} ({token.role})"
+
+
+def bearer(header: str) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header (the scheme in any case, RFC 9110)."""
+    scheme, _, secret = header.strip().partition(" ")
+    return (secret.strip() or None) if scheme.lower() == "bearer" else None
 
 
 def check_route_table(app: Any) -> None:

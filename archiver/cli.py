@@ -12,7 +12,9 @@ from typing import Any, Callable
 import click
 
 from archiver.config import Settings
-from archiver.errors import ArchiverError
+from archiver import params
+from archiver.errors import ArchiverError, ValidationError
+from archiver.roles import ROLES
 
 
 def _services() -> Any:
@@ -140,8 +142,20 @@ def stats(as_json: bool) -> None:
     click.echo(json.dumps(data, indent=None if as_json else 2))
 
 
+class _Seq(click.ParamType[int, Any]):
+    """A record's seq, bounded like the API's (:func:`archiver.params.seq_arg`)."""
+
+    name = "seq"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        try:
+            return value if isinstance(value, int) else params.seq_arg(str(value), "SEQ")
+        except ValidationError as exc:
+            self.fail(str(exc).removeprefix(f"{exc.field}: "), param, ctx)
+
+
 @main.command()
-@click.argument("seq", type=int)
+@click.argument("seq", type=_Seq())
 @click.option("--raw", is_flag=True,
               help="Write the exact bytes of the record's delivery to stdout (their SHA-256 is its body_sha256).")
 @handled
@@ -154,7 +168,6 @@ def show(seq: int, raw: bool) -> None:
     from archiver import jsonview, records
     from archiver.journal import append_audit
 
-    records.check_seq(seq)
     services = _services()
     try:
         with services.sessions.begin() as session:
@@ -242,7 +255,7 @@ def audit() -> None:
 
 
 @audit.command("list")
-@_listing_options("kind", "Only these events, comma-separated (e.g. access_denied,record_viewed).")
+@_listing_options("kind", "Only these events, comma-separated (e.g. requests_rejected,record_viewed).")
 @handled
 def audit_list(as_json: bool, **options: Any) -> None:
     """List sealed audit records, newest first (audited)."""
@@ -320,7 +333,7 @@ def token() -> None:
 
 
 @token.command("create")
-@click.option("--role", required=True, type=click.Choice(["admin", "ingest", "compliance", "auditor", "legal"]))
+@click.option("--role", required=True, type=click.Choice(ROLES))
 @click.option("--name", required=True)
 @handled
 def token_create(role: str, name: str) -> None:

@@ -801,7 +801,8 @@ def validate_consent(obj: Any) -> None:
     if not contact or ":" in contact:  # ':' separates the parts of the de-duplication key
         raise ValidationError("contact", "must be a wa_id, phone number or BSUID without ':'")
     _check_token(_require_text(body, "scope"), "scope")
-    if body.get("action") not in CONSENT_ACTIONS:
+    action = body.get("action")
+    if not isinstance(action, str) or action not in CONSENT_ACTIONS:  # a list is unhashable
         raise ValidationError("action", "must be 'opt_in' or 'opt_out'")
     _require_text(body, "source")
     if body.get("proof") is not None and not isinstance(body["proof"], str):

@@ -20,7 +20,8 @@ from sqlalchemy.orm import Session
 
 from archiver.catalog import Journal, Record
 from archiver.errors import ValidationError
-from archiver.records import MAX_SEQ, Reader
+from archiver.params import SEQ_MAX, bounded_int
+from archiver.records import Reader
 from archiver.services import Services
 
 DEFAULT_LIMIT = 50
@@ -60,16 +61,9 @@ def parse_time(field: str, text: str | None) -> datetime | None:
         raise ValidationError(field, "must be an ISO 8601 date or time, e.g. 2026-12-01 or 2026-12-01T09:30:00Z") from exc
 
 
-def _int(field: str, text: str | int | None, default: int | None, low: int, high: int) -> int | None:
-    if text is None or text == "":
-        return default
-    try:
-        n = int(text)
-    except ValueError as exc:
-        raise ValidationError(field, "must be an integer") from exc
-    if not low <= n <= high:
-        raise ValidationError(field, f"must be between {low} and {high}")
-    return n
+def _text(value: str | int | None) -> str | None:
+    """A filter as text: the CLI passes ints, the API strings."""
+    return None if value is None else str(value)
 
 
 def parse_filters(args: Mapping[str, Any], match_field: str) -> Filters:
@@ -93,9 +87,9 @@ def parse_filters(args: Mapping[str, Any], match_field: str) -> Filters:
     if any(len(m) > 200 or not m.isprintable() for m in match):
         # (PostgreSQL refuses a NUL in text: that must be a 400 here, not a 500 there)
         raise ValidationError(match_field, "each value must be printable text of at most 200 characters")
-    limit = _int("limit", args.get("limit"), DEFAULT_LIMIT, 1, MAX_LIMIT)
+    limit = bounded_int(_text(args.get("limit")), "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
     assert limit is not None
-    return Filters(since, until, match, limit, _int("cursor", args.get("cursor"), None, 1, MAX_SEQ), order)
+    return Filters(since, until, match, limit, (bounded_int(cursor, "cursor", 0, 1, SEQ_MAX) if (cursor := _text(args.get("cursor"))) else None), order)
 
 
 def _candidates(session: Session, kind: str, f: Filters) -> Iterator[tuple[Record, Journal]]:

@@ -20,6 +20,7 @@ from archiver import chain, jsonview, keys
 from archiver.canonical import sha256_hex
 from archiver.catalog import DataKey, DuplicateHit, Journal, Record, Segment
 from archiver.errors import IntegrityError, NotFound, ValidationError
+from archiver.params import SEQ_MAX
 from archiver.services import Services
 
 
@@ -64,13 +65,10 @@ def iter_decrypted(services: Services, session: Session, after_seq: int,
             yield rec, decrypt(services, session, rec, cache) if wanted else None
 
 
-MAX_SEQ = 2**63 - 1  # the catalog's seq columns are signed 64-bit
-
-
 def check_seq(seq: int, field: str = "seq") -> int:
     """``seq`` if a record could have it. Raises ValidationError naming ``field``."""
-    if not 1 <= seq <= MAX_SEQ:
-        raise ValidationError(field, f"must be a record seq between 1 and {MAX_SEQ}")
+    if not 1 <= seq <= SEQ_MAX:
+        raise ValidationError(field, f"must be a record seq between 1 and {SEQ_MAX}")
     return seq
 
 

@@ -79,6 +79,9 @@ def run(settings: Settings, host: str, port: int, workers: int | None = None) ->
                "worker_class": WORKER_CLASS, "when_ready": when_ready, "on_exit": on_exit,
                "worker_exit": worker_exit, "accesslog": None,
                "timeout": 60,
+               # gunicorn's largest request line: URLs up to it reach the app, which answers
+               # any over app.MAX_URL_BYTES with a JSON 414 (gunicorn's own is HTML).
+               "limit_request_line": 8190,
                # gunicorn >= 25.1 opens a control socket at one per-user path
                # (~/.gunicorn/gunicorn.ctl) that every instance would share: off.
                "control_socket_disable": True}

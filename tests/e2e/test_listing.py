@@ -51,12 +51,17 @@ def auditor(token: Any) -> dict[str, str]:
 
 @pytest.fixture
 def archive(client: Any, services: Any) -> dict[str, Any]:
-    """Three quarantined bodies, one good one, three refused API calls and a record view, sealed."""
+    """Three quarantined bodies, one good one, three refused API calls and a refused webhook, sealed."""
     for body in (NOT_UTF8, BAD_JSON, msg_body("wamid.L1"), NOT_OBJECT):
         assert client.post("/webhooks/whatsapp", data=body, headers=sign(body)).status_code == 200
-    for _ in range(3):
-        assert client.get("/api/v1/stats", headers={"Authorization": "Bearer wa_wrong"}).status_code == 401
+    # three refusals with three keys (route, reason): three rejection windows, written first...
+    assert client.get("/api/v1/stats", headers={"Authorization": "Bearer wa_wrong"}).status_code == 401
+    assert client.get("/api/v1/stats").status_code == 401
+    assert client.get("/api/v1/search?q=x", headers={"Authorization": "Bearer wa_wrong"}).status_code == 401
+    services.rejections.flush(everything=True)
+    # ...then a bad signature: the newest audit record
     assert client.post("/webhooks/whatsapp", data=b"{}", headers={"X-Hub-Signature-256": "sha256=00"}).status_code == 401
+    services.rejections.flush(everything=True)
     sealer.seal_pending(services)
     with services.sessions() as session:
         audits = session.scalars(select(Record.seq).where(Record.kind == "audit").order_by(Record.seq)).all()
@@ -74,11 +79,13 @@ def test_audit_list_on_the_api_filters_and_pages(client: Any, token: Any, archiv
     every = _api(client, auth, "audit").get_json()
     assert [i["seq"] for i in every["items"]] == archive["audits"][::-1]  # newest first
     assert every["next_cursor"] is None
-    denied = _api(client, auth, "audit", kind="access_denied").get_json()["items"]
-    assert len(denied) == 3 and {i["event"] for i in denied} == {"access_denied"}
-    assert {i["details"]["reason"] for i in denied} == {"bad token"} and denied[0]["details"]["path"] == "/api/v1/stats"
-    both = _api(client, auth, "audit", kind="access_denied,webhook_rejected").get_json()["items"]
-    assert len(both) == 4 and both[0]["event"] == "webhook_rejected" and both[0]["actor"] is None
+    denied = _api(client, auth, "audit", kind="requests_rejected").get_json()["items"]
+    assert len(denied) == 4 and {i["event"] for i in denied} == {"requests_rejected"}
+    assert sorted((i["details"]["route"], i["details"]["reason"], i["details"]["count"]) for i in denied[1:]) == [
+        ("GET /api/v1/search", "bad token", 1), ("GET /api/v1/stats", "bad token", 1), ("GET /api/v1/stats", "no token", 1)]
+    both = _api(client, auth, "audit", kind="record_viewed,requests_rejected").get_json()["items"]
+    assert len(both) == 4 and both[0]["details"]["reason"] == "bad signature" and both[0]["actor"] is None
+    assert _api(client, auth, "audit", kind="record_viewed").get_json()["items"] == []
     # pages: two, then the next two after the cursor, then nothing more
     first = _api(client, auth, "audit", limit="2", order="oldest").get_json()
     assert [i["seq"] for i in first["items"]] == archive["audits"][:2] and first["next_cursor"] == archive["audits"][1]
@@ -164,7 +171,7 @@ def test_listing_is_itself_audited(client: Any, services: Any, token: Any, cli: 
 
 def test_the_cli_lists_what_the_api_lists(client: Any, token: Any, cli: Any, archive: dict[str, Any]) -> None:
     auth = token("auditor")
-    for route, args in (("audit", ["--kind", "access_denied", "--limit", "2"]),
+    for route, args in (("audit", ["--kind", "requests_rejected", "--limit", "2"]),
                         ("quarantine", ["--reason", "json", "--order", "oldest"])):
         out = cli(route, "list", "--json", *args)
         assert out.exit_code == 0, out.output
@@ -182,7 +189,7 @@ def test_the_cli_human_output(cli: Any, archive: dict[str, Any]) -> None:
     lines = out.stdout.splitlines()
     assert lines[0] == "3 quarantined deliveries"
     assert lines[1].startswith(f"#{archive['quarantined'][-1]}  ") and lines[1].endswith("body is not a JSON object")
-    one = cli("audit", "list", "--kind", "webhook_rejected")
+    one = cli("audit", "list", "--kind", "requests_rejected", "--limit", "1")
     assert one.stdout.splitlines()[0] == "1 audit record"
     assert 'reason="bad signature"' in one.stdout
     more = cli("audit", "list", "--limit", "1")
@@ -212,7 +219,7 @@ def test_control_characters_never_reach_the_terminal(client: Any, services: Any,
 
 
 _param_text = st.text(max_size=30) | st.from_regex(r"-?[0-9]{1,25}", fullmatch=True) | st.sampled_from(
-    ["2026-01-01", "2026-01-01T00:00:00+14:00", "newest", "oldest", "access_denied", ""])
+    ["2026-01-01", "2026-01-01T00:00:00+14:00", "newest", "oldest", "requests_rejected", ""])
 
 
 @hypothesis_settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
