@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from archiver import api, auth, intake, search_api
+from archiver import api, auth, intake, openapi, rejections, search_api
 from archiver.config import Settings
-from archiver.errors import ArchiverError
+from archiver.errors import ArchiverError, ValidationError
 from archiver.services import Services
 
 log = logging.getLogger(__name__)
@@ -24,11 +24,40 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.register_blueprint(intake.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(search_api.bp)
+    app.register_blueprint(openapi.bp)
     app.register_error_handler(ArchiverError, _archiver_error)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected)
+    rejections.init_app(app)
+    app.before_request(_check_url)
+    app.after_request(_no_store)
     auth.check_route_table(app)
     return app
+
+
+MAX_URL_BYTES = 4096
+"""Longest path + query string served; gunicorn's request line limit (server.py) sits above
+it, so a longer URL gets this JSON 414 rather than gunicorn's HTML one."""
+
+
+def _check_url() -> tuple[Response, int] | None:
+    """A JSON 414 for a URL over MAX_URL_BYTES, a JSON 400 for a query string that is not UTF-8."""
+    environ = request.environ  # WSGI strings are bytes decoded as latin-1: len() counts bytes
+    url_bytes = len(environ.get("RAW_URI") or f"{environ.get('PATH_INFO', '')}?{environ.get('QUERY_STRING', '')}")
+    if url_bytes > MAX_URL_BYTES:
+        return jsonify(error="uri-too-long", message=f"the URL exceeds {MAX_URL_BYTES} bytes"), 414
+    try:
+        request.query_string.decode("utf-8")  # werkzeug's request.args would raise on it mid-view
+    except UnicodeDecodeError as exc:
+        raise ValidationError("query", "the query string is not UTF-8") from exc
+    return None
+
+
+def _no_store(response: Response) -> Response:
+    # Responses carry decrypted evidence: no cache may keep them, no browser may sniff them.
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response
 
 
 def _archiver_error(exc: ArchiverError) -> tuple[Response, int]:

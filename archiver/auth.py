@@ -20,10 +20,12 @@ from sqlalchemy.orm import Session
 
 from archiver.catalog import Token
 from archiver.errors import AuthError, Forbidden, TokenNameError
-from archiver.journal import append_audit
+from archiver.rejections import note
+from archiver.roles import OVERSIGHT, READERS, ROLES, WRITERS
 
-ROLES = ("admin", "ingest", "compliance", "auditor", "legal")
-READERS = ("compliance", "auditor", "legal", "admin")
+__all__ = ["OVERSIGHT", "READERS", "ROLES", "WRITERS", "authenticate", "bearer", "check_route_table",
+           "create_token", "list_tokens", "lookup", "require", "revoke_token"]
+
 PUBLIC_ENDPOINTS = {"intake.webhook_verify", "intake.webhook_receive", "api.healthz", "static"}
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -84,8 +86,13 @@ def lookup(session: Session, secret: str) -> Token | None:
 def require(*roles: str) -> Callable[[F], F]:
     """Decorator: the request must carry a live bearer token of one of ``roles``.
 
-    Raises AuthError (401) without a valid token, Forbidden (403) for another role.
+    Raises AuthError (401) without a valid token, Forbidden (403) for another role;
+    ValueError at import for a role not in :data:`ROLES`.
     """
+    unknown = set(roles) - set(ROLES)
+    if unknown or not roles:
+        raise ValueError(f"require() takes roles from {', '.join(ROLES)}, not {sorted(unknown)}")
+
     def wrap(view: F) -> F:
         @functools.wraps(view)
         def inner(*args: Any, **kwargs: Any) -> Any:
@@ -101,18 +108,23 @@ def authenticate(roles: tuple[str, ...]) -> str:
     """Check the bearer token; return ``name (role)`` for the audit trail."""
     header = request.headers.get("Authorization", "")
     services = current_app.extensions["archiver"]
-    with services.sessions.begin() as session:
-        token = lookup(session, header[7:].strip()) if header.startswith("Bearer ") else None
-        if token is None or token.role not in roles:
-            # Failed access is evidence too (decision 10); never the token itself.
-            reason = "no token" if not header else ("bad token" if token is None else f"role {token.role}")
-            append_audit(session, "access_denied", token.name if token else None, reason=reason,
-                         path=request.path, method=request.method, remote=request.remote_addr)
+    with services.sessions() as session:
+        token = lookup(session, secret) if (secret := bearer(header)) else None
+    if token is None or token.role not in roles:
+        # Failed access is evidence too (decision 10), counted per window (rejections); never the token.
+        note("no token" if not header else ("bad token" if token is None else f"role {token.role}"),
+             token.name if token else None)
     if token is None:
         raise AuthError("missing, invalid or revoked bearer token")
     if token.role not in roles:
         raise Forbidden(f"role {token.role} may not use this endpoint")
     return f"{token.name} ({token.role})"
+
+
+def bearer(header: str) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header (the scheme in any case, RFC 9110)."""
+    scheme, _, secret = header.strip().partition(" ")
+    return (secret.strip() or None) if scheme.lower() == "bearer" else None
 
 
 def check_route_table(app: Any) -> None:

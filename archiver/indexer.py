@@ -45,11 +45,12 @@ from sqlalchemy.orm import Session
 from archiver import items, records
 from archiver.catalog import Record, chain_head, cursor_value, leader_lock, set_cursor
 from archiver.errors import SearchUnavailable
+from archiver.search.query import DOCUMENT_KINDS
 from archiver.services import Services
 
 log = logging.getLogger(__name__)
 
-INDEXED = ("message", "echo", "outbound", "history_message", "edit", "revoke")
+INDEXED = DOCUMENT_KINDS
 CHANGES = ("status", "edit", "revoke")
 """Kinds of records that change the document of the message they refer to."""
 CHANNEL = {"message": "customer", "echo": "app", "outbound": "api", "history_message": "history"}

@@ -21,36 +21,45 @@ from urllib.parse import parse_qs
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from archiver import items
-from archiver.auth import require
+from archiver.auth import WRITERS, require
 from archiver.errors import RejectedDelivery, ValidationError
-from archiver.journal import append_audit
+from archiver.params import check_json_depth
+from archiver.rejections import hold_body, note
 
 log = logging.getLogger(__name__)
 bp = Blueprint("intake", __name__)
 
 
 def signature_ok(raw: bytes, header: str | None, secrets: tuple[str, ...]) -> bool:
-    """True if ``header`` is ``sha256=<hex>`` of ``raw`` under any configured app secret."""
+    """True if ``header`` is ``sha256=<hex>`` of ``raw`` under any configured app secret.
+
+    Compared as bytes: a header with non-ASCII characters is simply wrong, never a TypeError.
+    """
     if not header or not header.startswith("sha256="):
         return False
-    given = header[len("sha256="):].strip().lower()
+    given = header[len("sha256="):].strip().lower().encode("utf-8", "surrogateescape")
     return any(
-        hmac.compare_digest(hmac.new(s.encode(), raw, hashlib.sha256).hexdigest(), given) for s in secrets
+        hmac.compare_digest(hmac.new(s.encode(), raw, hashlib.sha256).hexdigest().encode(), given) for s in secrets
     )
 
 
 @bp.get("/webhooks/whatsapp")
-def webhook_verify() -> Response:
-    """Answer the subscription handshake with the bare challenge, or 403."""
-    # Read the raw query string: some proxies rewrite dots in parameter names.
-    raw_query = parse_qs(request.query_string.decode("utf-8", "replace"))
-    query = {k.replace("hub_", "hub.", 1): v[0] for k, v in raw_query.items()}
-    token = current_app.extensions["archiver"].settings.verify_token
-    ok = (query.get("hub.mode") == "subscribe" and bool(token)
-          and hmac.compare_digest(query.get("hub.verify_token", ""), token))
+def webhook_verify() -> Response | tuple[Response, int]:
+    """Answer the subscription handshake with the bare challenge, or 403 (audited)."""
+    services = current_app.extensions["archiver"]
+    # Read the raw query string as bytes: some proxies rewrite dots in parameter names, and
+    # a token that is not UTF-8 (%FF) must compare as unequal, not fail to decode.
+    # latin-1 maps each byte to one character and back, so the values come out as their bytes.
+    pairs = parse_qs(request.query_string.decode("latin-1"), encoding="latin-1")
+    query = {k.replace("hub_", "hub.", 1).encode("latin-1"): v[0].encode("latin-1") for k, v in pairs.items()}
+    token = services.settings.verify_token.encode() if services.settings.verify_token else b""
+    ok = (query.get(b"hub.mode") == b"subscribe" and bool(token)
+          and hmac.compare_digest(query.get(b"hub.verify_token", b""), token))
     if not ok:
-        return Response("forbidden", status=403, mimetype="text/plain")
-    return Response(query.get("hub.challenge", ""), status=200, mimetype="text/plain")
+        note("bad handshake")
+        log.debug("webhook.handshake.rejected")
+        return jsonify(error="forbidden", message="hub.mode or hub.verify_token does not match"), 403
+    return Response(query.get(b"hub.challenge", b""), status=200, mimetype="text/plain")
 
 
 @bp.post("/webhooks/whatsapp")
@@ -60,10 +69,8 @@ def webhook_receive() -> tuple[Response, int]:
     raw = _read_body(services.settings.max_body_bytes)
     header = request.headers.get("X-Hub-Signature-256")
     if not signature_ok(raw, header, services.settings.app_secrets):
-        with services.sessions.begin() as session:
-            append_audit(session, "webhook_rejected", None, reason="missing signature" if not header else "bad signature",
-                         size=len(raw), body_sha256=hashlib.sha256(raw).hexdigest(), remote=request.remote_addr)
-        log.warning("webhook.rejected size=%d", len(raw))
+        note("missing signature" if not header else "bad signature")  # audited per window (rejections)
+        log.debug("webhook.rejected size=%d", len(raw))
         return jsonify(error="bad-signature", message="X-Hub-Signature-256 is missing or does not match"), 401
     meta = {"signature": header, "remote": request.remote_addr, "content_type": request.content_type}
     jid = services.journal.append("webhook", raw, meta)
@@ -79,6 +86,7 @@ def _read_body(limit: int) -> bytes:
     raw = request.stream.read(limit + 1)
     if len(raw) > limit:
         raise TooLarge(f"body exceeds the {limit}-byte limit")
+    hold_body(raw)
     return raw
 
 
@@ -94,9 +102,10 @@ def _capture(source: str, validate: Callable[[Any], None]) -> tuple[Response, in
     """Validate a capture API body, journal it raw, answer 202 with the journal id."""
     services = current_app.extensions["archiver"]
     raw = _read_body(services.settings.max_body_bytes)
+    check_json_depth(raw)
     try:
         body = json.loads(raw)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError only should the depth check miss a case
         raise ValidationError("body", "is not valid JSON") from exc
     if not isinstance(body, dict):
         raise ValidationError("body", "must be a JSON object")
@@ -106,14 +115,14 @@ def _capture(source: str, validate: Callable[[Any], None]) -> tuple[Response, in
 
 
 @bp.post("/api/v1/capture/messages")
-@require("ingest", "admin")
+@require(*WRITERS)
 def capture_message() -> tuple[Response, int]:
     """Journal what a CRM sent through the Cloud API (request + Meta's response)."""
     return _capture("capture_message", items.validate_capture_message)
 
 
 @bp.post("/api/v1/consent")
-@require("ingest", "admin")
+@require(*WRITERS)
 def capture_consent() -> tuple[Response, int]:
     """Journal an opt-in or opt-out event from a CRM."""
     return _capture("consent", items.validate_consent)

@@ -12,9 +12,11 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
+from archiver import params
 from archiver.auth import READERS, require
 from archiver.errors import ArchiverError, ValidationError
 from archiver.journal import append_audit
+from archiver.search import MAX_SIZE, MAX_WINDOW, SORTS
 
 bp = Blueprint("search", __name__)
 
@@ -30,16 +32,26 @@ def result_dict(result: Any) -> dict[str, Any]:
     return {"total": result.total, "page": result.page, "size": result.size, "hits": hits, "facets": result.facets}
 
 
+def check_paging(page: int, size: int, sort: str) -> None:
+    """Raise ValidationError naming ``sort``, ``size`` or ``page``, whichever is unusable."""
+    if sort not in SORTS:
+        raise ValidationError("sort", f"must be one of {', '.join(SORTS)}")
+    if not 1 <= size <= MAX_SIZE:
+        raise ValidationError("size", f"must be between 1 and {MAX_SIZE}")
+    if page < 1:
+        raise ValidationError("page", "must be 1 or more")
+    if page * size > MAX_WINDOW:
+        raise ValidationError("page", f"paging stops at result {MAX_WINDOW}; narrow the query")
+
+
 def run_search(services: Any, actor: str, q: str, page: int, size: int, sort: str) -> dict[str, Any]:
     """Search and audit it (the attempt is audited even when it fails). Raises ArchiverError."""
     try:
+        check_paging(page, size, sort)
         result = services.search.search(q, page=page, size=size, sort=sort)
     except ArchiverError as exc:
         _audit(services, "search", actor, query=q, page=page, error=exc.code)
         raise
-    except ValueError as exc:
-        _audit(services, "search", actor, query=q, page=page, error="bad-paging")
-        raise ValidationError("page", str(exc)) from exc
     _audit(services, "search", actor, query=q, page=page, sort=sort, results=result.total)
     return result_dict(result)
 
@@ -49,20 +61,15 @@ def _audit(services: Any, event: str, actor: str, **details: Any) -> None:
         append_audit(session, event, actor, **details)
 
 
-def _int_arg(name: str, default: int) -> int:
-    try:
-        return int(request.args.get(name, default))
-    except ValueError as exc:
-        raise ValidationError(name, "must be an integer") from exc
-
-
 @bp.get("/api/v1/search")
 @require(*READERS)
 def search() -> Response:
     """``?q=&page=&size=&sort=newest|oldest``: hits, total and facets."""
     services = current_app.extensions["archiver"]
     q = request.args.get("q", "")
-    out = run_search(services, g.actor, q, _int_arg("page", 1), _int_arg("size", 20), request.args.get("sort", "newest"))
+    page = params.bounded_int(request.args.get("page"), "page", 1, 1, MAX_WINDOW)
+    size = params.bounded_int(request.args.get("size"), "size", 20, 1, MAX_SIZE)
+    out = run_search(services, g.actor, q, page, size, request.args.get("sort", "newest"))
     return jsonify(out)
 
 
@@ -72,10 +79,8 @@ def conversation(contact: str) -> Response:
     """The thread with ``contact`` in time order, around ``?around=<seq>`` if given."""
     services = current_app.extensions["archiver"]
     around = request.args.get("around")
-    around_seq = _int_arg("around", 0) if around else None
-    try:
-        docs = services.search.conversation(contact, around_seq, _int_arg("size", 50))
-    except ValueError as exc:
-        raise ValidationError("size", str(exc)) from exc
+    around_seq = params.seq_arg(around, "around") if around else None
+    size = params.bounded_int(request.args.get("size"), "size", 50, 1, MAX_SIZE)
+    docs = services.search.conversation(contact, around_seq, size)
     _audit(services, "conversation_viewed", g.actor, contact=contact, around=around_seq, results=len(docs))
     return jsonify({"contact": contact, "around": around_seq, "messages": docs})

@@ -37,10 +37,15 @@ def _escape(ch: str) -> str:
 
 
 def clean(text: str) -> str:
-    """``text`` with every control character (newlines and tabs too) shown as an escape."""
-    if not any(_unsafe(ch) for ch in text):
+    """``text`` with every control character (newlines and tabs too) shown as an escape, and a
+    lone surrogate (not writable as UTF-8) as U+FFFD."""
+    if not any(_unsafe(ch) or _surrogate(ch) for ch in text):
         return text
-    return "".join(_escape(ch) if _unsafe(ch) else ch for ch in text)
+    return "".join(_escape(ch) if _unsafe(ch) else "\ufffd" if _surrogate(ch) else ch for ch in text)
+
+
+def _surrogate(ch: str) -> bool:
+    return "\ud800" <= ch <= "\udfff"
 
 
 def say(text: str = "", *, err: bool = False) -> None:
@@ -51,9 +56,14 @@ def say(text: str = "", *, err: bool = False) -> None:
 def say_json(data: Any, *, indent: int | None = None) -> None:
     """Print ``data`` as JSON. JSON escapes C0 controls itself; C1 controls, line separators
     and bidi overrides (legal in a JSON string, live on a terminal) are escaped too."""
-    text = json.dumps(data, ensure_ascii=False, indent=indent)
+    click.echo(json_safe(json.dumps(data, ensure_ascii=False, indent=indent)))
+
+
+def json_safe(text: str) -> str:
+    """JSON text with what a terminal would act on (C1 controls, line separators, bidi
+    overrides, lone surrogates) as ``\\uXXXX`` escapes: the same JSON value, inert on screen."""
     # A raw newline is indentation (json escapes those inside strings); any other is in a string.
-    click.echo("".join(f"\\u{ord(ch):04x}" if ch != "\n" and _unsafe(ch) else ch for ch in text))
+    return "".join(f"\\u{ord(ch):04x}" if (ch != "\n" and _unsafe(ch)) or _surrogate(ch) else ch for ch in text)
 
 
 def is_tty(err: bool = False) -> bool:

@@ -6,11 +6,15 @@ Grammar (``NOT`` binds tightest, then ``AND``, then ``OR``; adjacent operands ar
     or      := and ("OR" and)*
     and     := not (["AND"] not)*
     not     := "NOT" not | atom
-    atom    := "(" or ")" | '"' phrase '"' ["*"] | word ["*"] | name ":" value
+    atom    := "(" or ")" | '"' phrase '"' ["*"] | word ["*"] | name ":" value | name ':"' value '"'
 
-Operators are upper case; ``and``/``or``/``not`` are ordinary words. Filters:
+Operators are upper case; ``and``/``or``/``not`` are ordinary words. A ``-`` before an
+operand (``refund -chargeback``, ``-"a phrase"``, ``-(a OR b)``) is ``NOT``; inside a word
+(``e-mail``) it is part of the word. A filter value may be quoted (``contact:"+1 555 0100"``).
+Filters:
 ``from: to: contact: number:`` (exact id, a leading ``+`` is ignored), ``direction:in|out``,
-``channel:customer|app|api|history``, ``kind: type: wamid:`` (exact), ``has:media``,
+``channel:customer|app|api|history``, ``kind:`` (one of :data:`DOCUMENT_KINDS`),
+``type: wamid:`` (exact), ``has:media``,
 ``after:`` (inclusive) and ``before:`` (exclusive) taking ``2026-01-01`` or
 ``2026-01-01T10:00:00Z`` in UTC.
 
@@ -31,15 +35,19 @@ from archiver.errors import QuerySyntaxError
 from archiver.search import text
 
 OPERATORS = ("AND", "OR", "NOT")
+DOCUMENT_KINDS = ("message", "echo", "outbound", "history_message", "edit", "revoke")
+"""The record kinds that become search documents (the indexer indexes these)."""
 ID_FILTERS = {"from": "from", "to": "to", "contact": "contact", "number": "number"}
-EXACT_FILTERS = {"kind": "kind", "type": "type", "wamid": "wamid"}
+EXACT_FILTERS = {"type": "type", "wamid": "wamid"}
 ENUM_FILTERS = {
     "direction": ("in", "out"),
     "channel": ("customer", "app", "api", "history"),
+    "kind": DOCUMENT_KINDS,
 }
 FILTERS = (*ID_FILTERS, *EXACT_FILTERS, *ENUM_FILTERS, "has", "after", "before")
 
 _FILTER_SYNTAX = re.compile(r"([A-Za-z_]+):(.*)", re.DOTALL)
+_PHONE = re.compile(r"[\d\s+\-().]+")
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _DATETIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")
 _TIME_FORMATS = ((_DATE, "%Y-%m-%d"), (_DATETIME, "%Y-%m-%dT%H:%M:%SZ"))
@@ -158,6 +166,9 @@ def _lex(query: str) -> Iterator[_Lexeme]:
         elif ch in "()":
             yield _Lexeme(ch, i)
             i += 1
+        elif ch == "-" and i + 1 < n and not query[i + 1].isspace() and query[i + 1] not in ")-":
+            yield _Lexeme("NOT", i)  # -term: an operand follows at once
+            i += 1
         elif ch == '"':
             end = query.find('"', i + 1)
             if end < 0:
@@ -171,6 +182,13 @@ def _lex(query: str) -> Iterator[_Lexeme]:
             end = i
             while end < n and not query[end].isspace() and query[end] not in '()"':
                 end += 1
+            if query.startswith('"', end) and (m := _FILTER_SYNTAX.fullmatch(query[i:end])) and not m.group(2):
+                close = query.find('"', end + 1)  # name:"quoted value"
+                if close < 0:
+                    raise QuerySyntaxError("unclosed quote", end)
+                yield _Lexeme("leaf", i, _filter(m.group(1).lower(), query[end + 1:close], i))
+                i = close + 1
+                continue
             yield _word(query[i:end], i)
             i = end
     yield _Lexeme("end", n)
@@ -203,8 +221,8 @@ def _filter(name: str, value: str, pos: int) -> Node:
     if not value:
         raise QuerySyntaxError(f"filter {name!r} needs a value", vpos)
     if name in ID_FILTERS:
-        # Business numbers and wa_ids are stored without the leading "+".
-        number = value[1:] if value.startswith("+") else value
+        # Business numbers and wa_ids are stored as digits: "+1 (555) 0100" is 15550100.
+        number = re.sub(r"\D", "", value) if _PHONE.fullmatch(value) else value
         if not number:
             raise QuerySyntaxError(f"filter {name!r} needs a value", vpos)
         return Field(ID_FILTERS[name], number)
@@ -372,7 +390,10 @@ def _leaf_text(node: Node) -> str:
     if isinstance(node, Phrase):
         return f'"{node.text}"'
     if isinstance(node, Field):
-        return "has:media" if node.name == "has_media" else f"{node.name}:{node.value}"
+        if node.name == "has_media":
+            return "has:media"
+        value = str(node.value)
+        return f'{node.name}:"{value}"' if _needs_quotes(value) or not value else f"{node.name}:{value}"
     if isinstance(node, (After, Before)):
         stamp = datetime.fromtimestamp(node.epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         return f"{'after' if isinstance(node, After) else 'before'}:{stamp}"
@@ -381,7 +402,7 @@ def _leaf_text(node: Node) -> str:
 
 def _needs_quotes(raw: str) -> bool:
     """True if ``raw`` would not lex back as one bare word."""
-    return raw in OPERATORS or bool(_FILTER_SYNTAX.fullmatch(raw)) or \
+    return raw in OPERATORS or bool(_FILTER_SYNTAX.fullmatch(raw)) or raw.startswith("-") or \
         any(c.isspace() or c in '()"' for c in raw)
 
 

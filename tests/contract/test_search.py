@@ -174,7 +174,7 @@ CASES: list[tuple[str, set[int]]] = [
     ("has:media", {3, 13, 22, 37}),
     ("wamid:wamid.HBgL0007", {7}),
     ("wamid:wamid.hbgl0007", set()),
-    ("kind:Echo", set()),
+    ("kind:Echo", {2, 8, 30}),  # an enum, like direction: and channel:
     # filters only, mixed with words, negated, in OR
     ("has:media direction:in", {3, 13, 22, 37}),
     (f"has:media NOT contact:{ALICE}", {22, 37}),

@@ -26,7 +26,8 @@ from tests.serving import ROOT, free_port, start_service, stop_service
 
 READ_COMMANDS = [["verify"], ["verify", "--json"], ["show", "1"], ["search", "refund"], ["stats"], ["stats", "--json"],
                  ["index"], ["reindex"], ["seal"], ["token", "list"], ["token", "revoke", "--name", "x"],
-                 ["token", "create", "--role", "admin", "--name", "x"]]
+                 ["token", "create", "--role", "admin", "--name", "x"], ["audit", "list"], ["quarantine", "list"],
+                 ["show", "1", "--raw"]]
 OSC = "\x1b]0;pwned\x07"
 
 BASH = shutil.which("bash") or "/bin/bash"

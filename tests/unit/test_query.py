@@ -53,9 +53,25 @@ JAN_1 = 1767225600  # 2026-01-01T00:00:00Z
     ("before:2026-01-01T10:00:00Z", Before(JAN_1 + 36000)),
     ("10:30", Word("10:30")),
     ("and", Word("and")),
+    ('contact:"+44 7946 0001234"', Field("contact", "4479460001234")),
+    ('kind:"echo"', Field("kind", "echo")),
+    ('type:"image"', Field("type", "image")),
+    ('wamid:"wamid.A B"', Field("wamid", "wamid.A B")),
 ])
 def test_leaves(query: str, tree: ql.Node) -> None:
     assert parse(query) == tree
+
+
+@pytest.mark.parametrize(("query", "same_as"), [
+    ("zebrafjord -refund", "zebrafjord NOT refund"),
+    ('-"a phrase" x', 'NOT "a phrase" x'),
+    ("-(a OR b) c", "NOT (a OR b) c"),
+    ("a -has:media", "a NOT has:media"),
+    ("a OR -b", "a OR NOT b"),
+    ("e-mail -e-mail", "e-mail NOT e-mail"),
+])
+def test_a_leading_minus_is_not(query: str, same_as: str) -> None:
+    assert parse(query) == parse(same_as)
 
 
 # --- precedence ------------------------------------------------------------------------
@@ -130,6 +146,12 @@ def test_pure_negation_is_a_query() -> None:
     ("x after:2026-01-01T25:00:00Z", 8, "bad date"),
     ("direction:sideways", 10, "direction"),
     ("channel:sms", 8, "channel"),
+    ('kind:"x"', 5, "kind: must be one of message, echo"),
+    ("kind:x", 5, "kind: must be one of message, echo"),
+    ('kind:"x', 5, "unclosed quote"),
+    ('contact:""', 8, "needs a value"),
+    ("a -", 2, "nothing searchable"),
+    ("a -)", 2, "nothing searchable"),
     ("has:attachment", 4, "media"),
     ("?!", 0, "nothing searchable"),
     ('a ""', 2, "nothing searchable"),

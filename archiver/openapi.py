@@ -1,0 +1,169 @@
+"""The OpenAPI 3.1 document of the JSON API, served at ``GET /api/v1/openapi.json``.
+
+Written by hand, route by route, and kept true by a test that compares it with the Flask
+route table (every route documented, no route documented that does not exist, each
+operation's ``x-roles`` equal to the roles its view requires). ``x-roles`` lists who may
+call an operation; an empty list means public (the webhook and ``/healthz``).
+
+The document itself needs a token of any role: every endpoint but the webhook needs auth,
+and the API's shape is no secret worth a public exception (it is in this repository) but
+also nothing an anonymous caller needs.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from flask import Blueprint, Flask, Response, jsonify
+
+from archiver.auth import require
+from archiver.listing import DEFAULT_LIMIT, MAX_LIMIT
+from archiver.params import SEQ_MAX
+from archiver.roles import OVERSIGHT, READERS, ROLES, WRITERS
+from archiver.search import MAX_SIZE, MAX_WINDOW, SORTS
+
+bp = Blueprint("openapi", __name__)
+_CONVERTER = re.compile(r"<(?:[a-z]+(?:\([^)]*\))?:)?([A-Za-z_]+)>")  # <int:seq> -> {seq}
+
+_OBJECT = {"type": "object"}
+_ERROR = {"$ref": "#/components/schemas/Error"}
+
+
+def _json(description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema or _OBJECT}}}
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    """Error responses, each an :data:`_ERROR` body."""
+    reasons = {400: "a parameter or body field is invalid (``field`` names it)", 401: "no live bearer token",
+               403: "the token's role may not use this operation", 404: "no such record",
+               413: "the body is larger than ARCHIVER_MAX_BODY_BYTES", 414: "the URL is longer than 4096 bytes",
+               429: "too many requests", 503: "a backend is down"}
+    return {str(code): _json(reasons[code], _ERROR) for code in codes}
+
+
+def _query(name: str, schema: dict[str, Any], description: str, required: bool = False) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": required, "schema": schema, "description": description}
+
+
+def _path(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": schema, "description": description}
+
+
+def _op(summary: str, roles: tuple[str, ...], responses: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    """One operation; authenticated ones also answer 401/403 and carry the bearer scheme."""
+    op: dict[str, Any] = {"summary": summary, "x-roles": list(roles), **extra}
+    if roles:
+        op["security"] = [{"bearer": []}]
+        responses = {**responses, **_errors(401, 403)}
+    op["responses"] = {**responses, **_errors(414)}
+    return op
+
+
+_SEQ = {"type": "integer", "minimum": 1, "maximum": SEQ_MAX}
+_HUB = [
+    _query("hub.mode", {"type": "string"}, "``subscribe``"),
+    _query("hub.verify_token", {"type": "string"}, "must equal ARCHIVER_VERIFY_TOKEN"),
+    _query("hub.challenge", {"type": "string"}, "echoed back on success"),
+]
+_SIGNATURE = {"name": "X-Hub-Signature-256", "in": "header", "required": True, "schema": {"type": "string"},
+              "description": "``sha256=<hex HMAC-SHA256 of the body under an app secret>``"}
+_ANY_BODY = {"required": True, "content": {"application/json": {"schema": _OBJECT}}}
+_ACCEPTED = _json("journaled", {"type": "object", "properties": {"ok": {"type": "boolean"},
+                                                                  "journal_id": {"type": "integer"}}})
+
+_LISTING = [
+    _query("since", {"type": "string"}, "ISO 8601 date or time (UTC unless a zone is given), inclusive"),
+    _query("until", {"type": "string"}, "ISO 8601 date or time, inclusive"),
+    _query("limit", {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": DEFAULT_LIMIT}, "items"),
+    _query("cursor", _SEQ, "the previous page's next_cursor"),
+    _query("order", {"type": "string", "enum": ["newest", "oldest"], "default": "newest"}, "seq order"),
+]
+
+PATHS: dict[str, dict[str, Any]] = {
+    "/healthz": {"get": _op("One ping per backend", (), {"200": _json("every backend answers"),
+                                                          "503": _json("a backend is down")})},
+    "/webhooks/whatsapp": {
+        "get": _op("Meta's subscription handshake", (), {
+            "200": {"description": "the challenge", "content": {"text/plain": {"schema": {"type": "string"}}}},
+            **_errors(403)}, parameters=_HUB),
+        "post": _op("A signed webhook delivery, journaled as its exact bytes", (), {
+            "200": _json("journaled"), **_errors(401, 413, 429)}, parameters=[_SIGNATURE], requestBody=_ANY_BODY),
+    },
+    "/api/v1/capture/messages": {"post": _op(
+        "A message a CRM sent through the Cloud API (request, Meta's response, sender, sent_at)", WRITERS,
+        {"202": _ACCEPTED, **_errors(400, 413)}, requestBody=_ANY_BODY)},
+    "/api/v1/consent": {"post": _op(
+        "An opt-in or opt-out (contact, scope, action, source, at, proof)", WRITERS,
+        {"202": _ACCEPTED, **_errors(400, 413)}, requestBody=_ANY_BODY)},
+    "/api/v1/stats": {"get": _op("Counts, chain tip and index lag", READERS, {"200": _json("the counts")})},
+    "/api/v1/records/{seq}": {"get": _op(
+        "One decrypted record: strict parsed view (content, content_view), the delivery's exact bytes "
+        "(raw: base64, raw_sha256, raw_size, raw_seq), delivery, links and proof (audited)", READERS,
+        {"200": _json("the record"), **_errors(400, 404)},
+        parameters=[_path("seq", _SEQ, "the record's sequence number")])},
+    "/api/v1/search": {"get": _op("Search messages (audited)", READERS, {"200": _json("hits, total and facets"),
+                                                                          **_errors(400, 503)}, parameters=[
+        _query("q", {"type": "string"}, "the query (see archiver.search.query)", required=True),
+        _query("page", {"type": "integer", "minimum": 1, "maximum": MAX_WINDOW, "default": 1}, "1-based page"),
+        _query("size", {"type": "integer", "minimum": 1, "maximum": MAX_SIZE, "default": 20}, "hits per page"),
+        _query("sort", {"type": "string", "enum": list(SORTS), "default": "newest"}, "time order"),
+    ])},
+    "/api/v1/conversations/{contact}": {"get": _op(
+        "The thread with a contact in time order (audited)", READERS,
+        {"200": _json("the messages"), **_errors(400, 503)}, parameters=[
+            _path("contact", {"type": "string"}, "wa_id, phone number or BSUID"),
+            _query("around", _SEQ, "centre the window on this seq"),
+            _query("size", {"type": "integer", "minimum": 1, "maximum": MAX_SIZE, "default": 50}, "messages"),
+        ])},
+    "/api/v1/audit": {"get": _op(
+        "Sealed audit records, one page (audited)", OVERSIGHT,
+        {"200": _json("items, next_cursor and filters"), **_errors(400)}, parameters=[
+            *_LISTING, _query("kind", {"type": "string"}, "audit events, comma-separated")])},
+    "/api/v1/quarantine": {"get": _op(
+        "Quarantined deliveries, one page (audited)", OVERSIGHT,
+        {"200": _json("items, next_cursor and filters"), **_errors(400)}, parameters=[
+            *_LISTING, _query("reason", {"type": "string"}, "texts the reason contains, comma-separated")])},
+    "/api/v1/openapi.json": {"get": _op("This document", ROLES, {"200": _json("OpenAPI 3.1")})},
+}
+
+
+def route_table(app: Flask) -> dict[tuple[str, str], tuple[str, ...]]:
+    """``{(OpenAPI path, method): roles the view requires}`` of every route Flask serves
+    (HEAD and OPTIONS, which Flask adds itself, left out; ``()`` for a public route)."""
+    table = {}
+    for rule in app.url_map.iter_rules():
+        if rule.endpoint == "static":
+            continue
+        path = _CONVERTER.sub(r"{\1}", rule.rule)
+        roles = getattr(app.view_functions[rule.endpoint], "allowed_roles", ())
+        for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
+            table[(path, method.lower())] = tuple(roles)
+    return table
+
+
+def document() -> dict[str, Any]:
+    """The whole OpenAPI 3.1 document."""
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "WhatsApp compliance archive", "version": "1"},
+        "paths": PATHS,
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
+                                           "description": "a token from 'archiver token create'"}},
+            "schemas": {"Error": {"type": "object", "required": ["error", "message"], "properties": {
+                "error": {"type": "string", "description": "stable kebab-case code"},
+                "message": {"type": "string"}, "hint": {"type": "string"},
+                "field": {"type": "string", "description": "the parameter or body field at fault"},
+                "position": {"type": "string", "description": "where in the query a syntax error is"},
+            }}},
+        },
+    }
+
+
+@bp.get("/api/v1/openapi.json")
+@require(*ROLES)
+def openapi_json() -> Response:
+    """The document above."""
+    return jsonify(document())

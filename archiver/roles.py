@@ -1,0 +1,15 @@
+"""The one list of API roles, and which of them read or write.
+
+A leaf (it imports nothing) so the CLI's ``--role`` choice can use it without loading
+Flask; :mod:`archiver.auth` re-exports it, and token creation, every route's
+``require()`` and the OpenAPI document's ``x-roles`` all come from here.
+"""
+
+from __future__ import annotations
+
+ROLES = ("admin", "ingest", "compliance", "auditor", "legal")
+READERS = ("compliance", "auditor", "legal", "admin")  # read archived content
+WRITERS = ("ingest", "admin")  # post to the capture and consent APIs
+# Who lists the audit trail and the quarantine: oversight of the archive itself, not case work
+# (legal reads records and searches) nor intake (ingest).
+OVERSIGHT = ("compliance", "auditor", "admin")
