@@ -325,9 +325,11 @@ class _Reader:
             root = yaml.compose(raw, Loader=yaml.SafeLoader)
         except yaml.MarkedYAMLError as exc:
             line = exc.problem_mark.line + 1 if exc.problem_mark else 0
-            raise PolicyError(f"not valid YAML: {exc.problem}", file=self.file, line=line) from exc
+            problem = ", ".join(part for part in (exc.context, exc.problem) if part)  # PyYAML's own wording
+            raise PolicyError(f"not valid YAML: {problem}", file=self.file, line=line) from exc
         except yaml.reader.ReaderError as exc:  # bytes that are not UTF-8 (or UTF-16 with a BOM)
-            raise PolicyError(f"not valid YAML: {exc.reason} at byte {exc.position}", file=self.file) from exc
+            raise PolicyError(f"not valid YAML: {exc.reason} at byte offset {exc.position}", file=self.file,
+                              line=raw.count(b"\n", 0, exc.position) + 1) from exc
         if root is None:
             raise PolicyError("is empty: it needs a list of classes under 'classes'", file=self.file, line=1)
         return root
