@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import calendar
 import textwrap
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from archiver.canonical import sha256_hex
 from archiver.errors import PolicyError
@@ -149,6 +152,21 @@ def test_add_period_works_in_utc_and_refuses_a_naive_time() -> None:
 ])
 def test_at_least_holds_only_if_no_start_date_ends_earlier(period: str, minimum: str, expected: bool) -> None:
     assert at_least(parse_duration(period), parse_duration(minimum)) is expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(start=st.datetimes(min_value=datetime(1970, 1, 1), max_value=datetime(2500, 12, 31), timezones=st.just(UTC)),
+       months=st.integers(0, 90), days=st.integers(0, 800), rule_years=st.sampled_from([5, 6]))
+def test_a_period_found_at_least_a_rule_never_ends_before_it(start: datetime, months: int, days: int,
+                                                             rule_years: int) -> None:
+    period, minimum = Period(months=months, seconds=days * DAY), Period(months=12 * rule_years)
+    if months or days:
+        if at_least(period, minimum):
+            assert add_period(start, period) >= add_period(start, minimum)
+        else:  # and when refused, some start date really does end earlier
+            starts = [utc(y, m, d) for y in range(2000, 2008) for m in range(1, 13) for d in (1, 29, 30, 31)
+                      if d <= calendar.monthrange(y, m)[1]]  # eight years hold every leap pattern of 5 or 6
+            assert any(add_period(t, period) < add_period(t, minimum) for t in starts)
 
 
 # --------------------------------------------------------------------------- loading
