@@ -72,12 +72,13 @@ class Period:
         return self.text or f"P{self.months}MT{self.seconds}S"
 
 
-# The retention rules a class may cite, with the minimum each one requires.
+# The retention rules a class may cite, with the minimum the archive enforces for each: the
+# longest period the rule sets (a class citing it keeps everything at least that long).
 RULE_MINIMUMS = {
-    "finra-4511": Period(months=72, text="6y"),  # FINRA Rule 4511 / SEA Rule 17a-4(b)(4)
-    "hipaa": Period(months=72, text="6y"),  # 45 CFR 164.316(b)(2)
-    "mifid-ii": Period(months=60, text="5y"),  # MiFID II Art. 16(7)
-    "sec-17a-4": Period(months=72, text="6y"),  # SEA Rule 17a-4
+    "finra-4511": Period(months=72, text="6y"),  # FINRA Rule 4511(b): six years where no other period applies
+    "hipaa": Period(months=72, text="6y"),  # 45 CFR 164.316(b)(2)(i)
+    "mifid-ii": Period(months=60, text="5y"),  # MiFID II Art. 16(7); Delegated Regulation 2017/565 Art. 76(8)
+    "sec-17a-4": Period(months=72, text="6y"),  # SEA Rule 17a-4(a)
 }
 # Record kinds a class may match: the service's own records and every item kind.
 RECORD_KINDS = ("delivery", "media", "audit") + KINDS
@@ -118,8 +119,8 @@ def add_months(moment: datetime, months: int) -> datetime:
 def add_period(moment: datetime, period: Period) -> datetime:
     """``moment`` (timezone-aware) plus ``period``, in UTC: months first, then the exact part.
 
-    Raises ValueError for a naive ``moment`` (an archive does not guess the zone) and
-    OverflowError past year 9999.
+    Raises ValueError for a naive ``moment`` (an archive does not guess the zone), and
+    ValueError or OverflowError past year 9999.
     """
     if moment.tzinfo is None or moment.utcoffset() is None:
         raise ValueError("add_period needs a timezone-aware datetime")
