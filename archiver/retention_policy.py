@@ -72,8 +72,8 @@ class Period:
         return self.text or f"P{self.months}MT{self.seconds}S"
 
 
-# The retention rules a class may cite, with the minimum the archive enforces for each: the
-# longest period the rule sets (a class citing it keeps everything at least that long).
+# The retention rules a class may cite, with the period each one requires at least (a class
+# citing one keeps every record it matches that long, unless its override says why not).
 RULE_MINIMUMS = {
     "finra-4511": Period(months=72, text="6y"),  # FINRA Rule 4511(b): six years where no other period applies
     "hipaa": Period(months=72, text="6y"),  # 45 CFR 164.316(b)(2)(i)
