@@ -364,5 +364,43 @@ def token_revoke(name: str) -> None:
     click.echo(f"revoked {n} token(s)")
 
 
+# --------------------------------------------------------------------------- policy (issue 9)
+
+
+@main.group()
+def policy() -> None:
+    """Check the policy files (retention classes)."""
+
+
+@policy.command("check")
+@click.option("--dir", "folder", type=click.Path(file_okay=False), default=None,
+              help="Policy folder [default: ARCHIVER_POLICIES, else ./policies].")
+@click.option("--json", "as_json", is_flag=True, help="Print the classes as JSON.")
+@handled
+def policy_check(folder: str | None, as_json: bool) -> None:
+    """Validate retention.yaml: print its classes and SHA-256 (exit 0), or the first problem (exit 1)."""
+    from pathlib import Path
+
+    from archiver import retention_policy
+    from archiver.errors import PolicyError
+
+    try:
+        loaded = retention_policy.load(Path(folder) if folder else Settings.from_env().policies_dir)
+    except PolicyError as exc:
+        click.echo(json.dumps(exc.as_dict()) if as_json else f"error[{exc.code}]: {exc}", err=True)
+        sys.exit(1)
+    if as_json:
+        click.echo(json.dumps(retention_policy.describe(loaded)))
+        return
+    click.echo(f"ok: {loaded.file}\nsha256 {loaded.sha256}")
+    rows = [("class", "retain", "rule", "review", "erasable", "match")] + [
+        (c.name, str(c.retain), (c.rule or "-") + (" (override)" if c.override else ""),
+         "yes" if c.review else "no", "yes" if c.erasable else "no",
+         ", ".join(c.match.keys()) or "every other record") for c in loaded.classes]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+
+
 if __name__ == "__main__":
     main()

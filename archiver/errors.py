@@ -146,7 +146,20 @@ class HoldActive(ArchiverError):
 
 
 class PolicyError(ArchiverError):
+    """A policy file is invalid: the message is ``file:line: key: problem``, each part when known."""
+
     code = "policy-invalid"
+    hint = "fix the file and run 'archiver policy check' (see policies/README.md)"
+
+    def __init__(self, problem: str, *, file: str = "", line: int = 0, key: str = "") -> None:
+        where = f"{file}:{line}" if file and line else file
+        super().__init__(": ".join(part for part in (where, key, problem) if part))
+        self.file, self.line, self.key, self.problem = file, line, key, problem
+
+    def as_dict(self) -> dict[str, str]:
+        out = super().as_dict()
+        out.update(file=self.file, line=str(self.line), key=self.key)
+        return out
 
 
 class InsecureStoreWarning(UserWarning):
