@@ -132,6 +132,10 @@ class LocalStore:
             keys = [key for key in _walk_keys(objects, start) if key.startswith(prefix)]
         return iter(sorted(keys))
 
+    def legal_hold(self, key: str) -> bool:
+        """The legal-hold flag of the object's lock record. Raises NotFound, StoreError."""
+        return self.head(key).legal_hold
+
     def set_legal_hold(self, key: str, on: bool) -> None:
         """Turn the object's legal hold on or off. Raises NotFound, StoreError."""
         with self._mutex(), _os_errors(check_key(key)):

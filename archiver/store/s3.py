@@ -51,7 +51,7 @@ _CLIENT_CONFIG = Config(
     retries={"mode": "standard", "total_max_attempts": 3},
 )
 _PERMISSIONS_HINT = ("the S3 identity needs Read, Write, List (with ListBucketVersions) plus PutObjectRetention, "
-                     "PutObjectLegalHold and GetBucketObjectLockConfiguration")
+                     "PutObjectLegalHold, GetObjectLegalHold and GetBucketObjectLockConfiguration")
 
 
 class S3Store:
@@ -117,6 +117,11 @@ class S3Store:
     def list(self, prefix: str) -> Iterator[str]:
         """Return every key starting with ``prefix``, in lexical (UTF-8 byte) order. Raises StoreError."""
         return self._iter_keys(check_prefix(prefix))
+
+    def legal_hold(self, key: str) -> bool:
+        """Whether any version of ``key`` is under legal hold (GetObjectLegalHold). Raises NotFound, StoreError."""
+        versions, _markers = self._versions(check_key(key))
+        return any(self._version_held(key, version) for version in versions)
 
     def set_legal_hold(self, key: str, on: bool) -> None:
         """Turn the legal hold on or off on every version of ``key``. Raises NotFound, StoreError.
@@ -191,6 +196,17 @@ class S3Store:
         """HEAD one version (its retention and legal hold). Raises NotFound, StoreError."""
         with _translated(f"head {key} version {version}"):
             return dict(self._client.head_object(Bucket=self.bucket, Key=self._full(key), **_version_arg(version)))
+
+    def _version_held(self, key: str, version: str) -> bool:
+        """One version's legal-hold status. Raises NotFound, StoreError."""
+        with _translated(f"read legal hold of {key} version {version}", denied_hint=_PERMISSIONS_HINT):
+            try:
+                answer = self._client.get_object_legal_hold(Bucket=self.bucket, Key=self._full(key), VersionId=version)
+            except ClientError as exc:
+                if _error_code(exc) == "NoSuchObjectLegalHold":  # a 404 meaning "never set", i.e. OFF
+                    return False
+                raise
+        return bool(answer.get("LegalHold", {}).get("Status") == "ON")
 
     def _versions(self, key: str) -> tuple[Sequence[str], Sequence[str]]:
         """The version ids of ``key``'s versions and of its delete markers, newest first.

@@ -27,7 +27,7 @@ from tests.serving import wait_until
 SEGMENT = "segments/default/000000000001-000000000100-" + "ab" * 16 + ".jsonl.gz"
 MEDIA = "media/" + hashlib.sha256(b"photo").hexdigest()
 CHECKPOINT = "checkpoints/000000000100.json"
-PROTOCOL_METHODS = {"put_locked", "get", "head", "list", "set_legal_hold", "delete_expired", "ping",
+PROTOCOL_METHODS = {"put_locked", "get", "head", "list", "legal_hold", "set_legal_hold", "delete_expired", "ping",
                     "check_lock_enabled", "canary_delete"}
 PROTOCOL_FLAGS = {"process_safe", "allow_unlocked"}
 
@@ -148,8 +148,9 @@ def test_legal_hold_blocks_delete_even_after_retain_until(store: WormStore) -> N
 
 def test_legal_hold_set_later_refuses_every_delete_until_released(store: WormStore) -> None:
     store.put_locked(SEGMENT, b"evidence", later(seconds=2))
+    assert store.legal_hold(SEGMENT) is False
     store.set_legal_hold(SEGMENT, True)
-    assert store.head(SEGMENT).legal_hold is True
+    assert store.legal_hold(SEGMENT) is True and store.head(SEGMENT).legal_hold is True
     wait_past(store.head(SEGMENT).retain_until)
     with pytest.raises(Held, match="legal hold") as caught:
         store.delete_expired(SEGMENT)
@@ -157,12 +158,15 @@ def test_legal_hold_set_later_refuses_every_delete_until_released(store: WormSto
     # The self-test's delete skips the driver's checks on S3: the server refuses it.
     with pytest.raises(Locked):
         store.canary_delete(SEGMENT)
-    assert (store.get(SEGMENT), store.head(SEGMENT).legal_hold) == (b"evidence", True)
+    assert (store.get(SEGMENT), store.legal_hold(SEGMENT)) == (b"evidence", True)
     store.set_legal_hold(SEGMENT, False)
+    assert store.legal_hold(SEGMENT) is False
     store.delete_expired(SEGMENT)
-    for gone in (lambda: store.get(SEGMENT), lambda: store.head(SEGMENT), lambda: store.set_legal_hold(SEGMENT, True)):
+    gone: list[Callable[[], object]] = [lambda: store.get(SEGMENT), lambda: store.head(SEGMENT),
+                                        lambda: store.legal_hold(SEGMENT), lambda: store.set_legal_hold(SEGMENT, True)]
+    for call in gone:
         with pytest.raises(NotFound):
-            gone()
+            call()
     assert list(store.list("")) == []
 
 
@@ -170,12 +174,12 @@ def test_legal_hold_on_and_off_are_idempotent(store: WormStore) -> None:
     store.put_locked(MEDIA, b"photo", later(days=1))
     for _ in range(2):
         store.set_legal_hold(MEDIA, True)
-        assert store.head(MEDIA).legal_hold is True
+        assert store.legal_hold(MEDIA) is True and store.head(MEDIA).legal_hold is True
     with pytest.raises(Held):
         store.delete_expired(MEDIA)
     for _ in range(2):
         store.set_legal_hold(MEDIA, False)
-        assert store.head(MEDIA).legal_hold is False
+        assert store.legal_hold(MEDIA) is False and store.head(MEDIA).legal_hold is False
     # Released, but still retained: refused for the retention, not the hold.
     with pytest.raises(Locked, match="retained until") as caught:
         store.delete_expired(MEDIA)
@@ -226,7 +230,7 @@ def test_list_is_lexical_and_filtered_by_prefix(store: WormStore) -> None:
 
 def test_missing_key_is_not_found(store: WormStore) -> None:
     calls: list[Callable[[], object]] = [
-        lambda: store.get(MEDIA), lambda: store.head(MEDIA),
+        lambda: store.get(MEDIA), lambda: store.head(MEDIA), lambda: store.legal_hold(MEDIA),
         lambda: store.set_legal_hold(MEDIA, True), lambda: store.delete_expired(MEDIA),
     ]
     for call in calls:
@@ -242,7 +246,7 @@ BAD_KEYS = ["", "/", "/etc/passwd", "a//b", "media/", "../x", "a/../b", "a/./b",
 def test_bad_keys_are_refused(store: WormStore, key: str) -> None:
     calls: list[Callable[[], object]] = [
         lambda: store.put_locked(key, b"x", later(days=1)), lambda: store.get(key), lambda: store.head(key),
-        lambda: store.set_legal_hold(key, True), lambda: store.delete_expired(key),
+        lambda: store.legal_hold(key), lambda: store.set_legal_hold(key, True), lambda: store.delete_expired(key),
     ]
     for call in calls:
         with pytest.raises(StoreError) as caught:
@@ -396,6 +400,9 @@ def test_s3_server_refuses_deleting_a_held_version_until_the_hold_is_off(s3: tup
     store.put_locked(SEGMENT, b"evidence", later(seconds=2))
     full = f"{prefix}/{SEGMENT}"
     version = client.head_object(Bucket=bucket, Key=full)["VersionId"]
+    assert error_code(partial(client.get_object_legal_hold, Bucket=bucket, Key=full, VersionId=version)) \
+        == "NoSuchObjectLegalHold"  # never set: SeaweedFS answers 404, the store reads it as off
+    assert store.legal_hold(SEGMENT) is False
     store.set_legal_hold(SEGMENT, True)  # PutObjectLegalHold after the PUT, as a hold does
     assert raw_hold(client, bucket, full, version) == "ON"
     wait_past(store.head(SEGMENT).retain_until)
@@ -421,13 +428,13 @@ def test_s3_plain_delete_of_a_held_object_only_hides_it(s3: tuple[WormStore, Any
     assert client.delete_object(Bucket=bucket, Key=full)["DeleteMarker"] is True
     with pytest.raises(NotFound):
         store.head(MEDIA)
-    assert raw_hold(client, bucket, full, version) == "ON"
+    assert raw_hold(client, bucket, full, version) == "ON" and store.legal_hold(MEDIA) is True
     assert client.get_object(Bucket=bucket, Key=full, VersionId=version)["Body"].read() == b"photo"
     wait_past(until)
     with pytest.raises(Held):
         store.delete_expired(MEDIA)
     store.set_legal_hold(MEDIA, False)
-    assert raw_hold(client, bucket, full, version) == "OFF"
+    assert raw_hold(client, bucket, full, version) == "OFF" and store.legal_hold(MEDIA) is False
     store.delete_expired(MEDIA)
     assert raw_versions(client, bucket, full) == ([], [])
 
@@ -454,8 +461,10 @@ def test_s3_legal_hold_reaches_every_version_of_the_key(s3: tuple[WormStore, Any
     client.put_object_legal_hold(Bucket=bucket, Key=full, VersionId=versions[0], LegalHold={"Status": "OFF"})
     with pytest.raises(Held):
         store.delete_expired(SEGMENT)
+    assert store.legal_hold(SEGMENT) is True
     assert raw_versions(client, bucket, full)[0] == versions
     store.set_legal_hold(SEGMENT, False)
     assert [raw_hold(client, bucket, full, v) for v in versions] == ["OFF", "OFF"]
+    assert store.legal_hold(SEGMENT) is False
     store.delete_expired(SEGMENT)
     assert raw_versions(client, bucket, full) == ([], [])
