@@ -11,6 +11,7 @@ This module is a leaf: it imports nothing from ``archiver``.
     ├── StoreError               the WORM store failed
     │   ├── NotFound             no such object
     │   ├── Locked               the object is under retention or legal hold
+    │   │   └── Held             ... under a legal hold (released only by the hold's release)
     │   └── WormNotEnforced      the store accepts locks without enforcing them
     ├── SearchUnavailable        the search backend cannot answer
     ├── QuerySyntaxError         a search query that does not parse (with position)
@@ -104,6 +105,13 @@ class Locked(StoreError):
     code = "locked"
     http_status = 409
     hint = "the object is under WORM retention or a legal hold"
+
+
+class Held(Locked):
+    """A delete refused because the object's legal hold is on (whatever its retention)."""
+
+    code = "legal-hold"
+    hint = "the object is under a legal hold: it can be deleted only after every hold on it is released"
 
 
 class WormNotEnforced(StoreError):
