@@ -61,6 +61,23 @@ def serve(host: str, port: int, workers: int | None) -> None:
 
 
 @main.command()
+@handled
+def migrate() -> None:
+    """Bring the catalog's schema to this version's revision (back it up first)."""
+    from archiver import catalog, migrations
+
+    engine = catalog.make_engine(Settings.from_env().catalog_url, check_schema=False)
+    try:
+        before, after = migrations.upgrade(engine)
+    finally:
+        engine.dispose()
+    if before == after:
+        click.echo(f"catalog schema at revision {after}: nothing to migrate")
+    else:
+        click.echo(f"catalog schema migrated from revision {before or '(new catalog)'} to {after}")
+
+
+@main.command()
 @click.option("--die-with-parent", is_flag=True, hidden=True)
 @handled
 def jobs(die_with_parent: bool) -> None:

@@ -74,6 +74,7 @@ class Settings:
     segment_max_records: int = 20000
     media_max_attempts: int = 8
     index_interval: float = 2.0
+    migrate_on_start: bool = True
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -104,6 +105,7 @@ class Settings:
             signing_key_path=Path(env.get("ARCHIVER_SIGNING_KEY") or home / "keys" / "checkpoint-ed25519.pem"),
             policies_dir=Path(env.get("ARCHIVER_POLICIES") or Path.cwd() / "policies"),
             allow_unlocked_store=_flag(env, "ARCHIVER_ALLOW_UNLOCKED_STORE"),
+            migrate_on_start=(env.get("ARCHIVER_MIGRATE_ON_START") or "1").strip().lower() not in {"0", "false", "no", "off"},
             seal_interval=seal_interval,
             media_max_attempts=media_attempts,
         )
