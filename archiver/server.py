@@ -10,8 +10,9 @@ gevent patches the standard library in each worker after it forks from gunicorn'
 and TLS clients imported before that break (urllib3 keeps the unpatched ``ssl`` and recurses
 without end). So the arbiter imports none: pending catalog migrations (``archiver migrate``)
 and the WORM self-test (``archiver selftest``) run in child processes before gunicorn
-starts, and the jobs run in another (``archiver jobs``), which the arbiter starts when it is ready, restarts if it dies and stops on exit; workers
-build their own app and connections after fork.
+starts, and the jobs run in another (``archiver jobs``), which the arbiter starts when it
+is ready, restarts if it dies and stops on exit; workers build their own app and
+connections after fork.
 """
 
 from __future__ import annotations
