@@ -148,12 +148,12 @@ def verify(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @handled
 def stats(as_json: bool) -> None:
-    """Counts of deliveries, items, duplicates, media and the chain tip."""
+    """Counts of deliveries, items, duplicates, media, the chain tip and the search index's state and lag."""
     from archiver import stats as counts
 
     services = _services()
     with services.sessions.begin() as session:
-        data = counts.collect(session)
+        data = counts.collect(session, services.search)
     click.echo(json.dumps(data, indent=None if as_json else 2))
 
 
