@@ -313,7 +313,8 @@ def everything(index: SearchIndex, query: str, sort: str = "newest") -> SearchRe
 
 def test_every_protocol_method_exists(corpus: SearchIndex) -> None:
     assert isinstance(corpus, SearchIndex)
-    for name in ("index", "update", "delete", "search", "conversation", "max_seq", "rebuild", "reset", "ping"):
+    for name in ("index", "update", "delete", "search", "conversation", "max_seq", "state", "mark", "rebuild",
+                 "reset", "ping"):
         assert callable(getattr(corpus, name))
 
 
