@@ -46,6 +46,7 @@ def config(connection: Connection | None = None) -> Config:
     """Alembic's configuration for these scripts; ``connection`` is what env.py migrates."""
     cfg = Config()
     cfg.set_main_option("script_location", str(HERE))
+    cfg.set_main_option("file_template", "r%%(rev)s_%%(slug)s")  # r0003_what_it_does.py
     cfg.attributes["connection"] = connection
     return cfg
 
