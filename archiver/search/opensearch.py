@@ -3,8 +3,9 @@
 Layout: one index per month of ``time`` (UTC), named ``<alias>-<generation>-YYYY-MM``,
 plus an empty ``<alias>-<generation>-base`` so the alias exists before the first
 document. The base index's mapping ``_meta`` holds the generation's IndexState, so a
-rebuild's state arrives with its documents (one alias swap) and a wiped cluster has none. Searches go through the alias, so old months can be frozen or moved without
-the application noticing. A rebuild writes a new generation next to the live one and
+rebuild's state arrives with its documents (one alias swap) and a wiped cluster has
+none. Searches go through the alias, so old months can be frozen or moved without the
+application noticing. A rebuild writes a new generation next to the live one and
 swaps the alias in one atomic ``_aliases`` call (guideline 19).
 
 Only what the server core offers is used, because the integration-test distribution
