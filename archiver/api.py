@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response, current_app, g, jsonify
+from flask import Blueprint, Response, current_app, g, jsonify, request
 
-from archiver import records, stats
-from archiver.auth import READERS, require
+from archiver import listing, records, stats
+from archiver.auth import OVERSIGHT, READERS, require
 from archiver.journal import append_audit
 
 bp = Blueprint("api", __name__)
@@ -52,9 +52,34 @@ def get_stats() -> Response:
 @bp.get("/api/v1/records/<int:seq>")
 @require(*READERS)
 def get_record(seq: int) -> Response:
-    """One decrypted record with delivery, links and proof; the read is audited first."""
+    """One decrypted record with its raw bytes (base64), delivery, links and proof; the read is audited first."""
+    records.check_seq(seq)  # 400 naming the field before anything is journaled
     services = _services()
     with services.sessions.begin() as session:
         append_audit(session, "record_viewed", g.actor, seq=seq)
     with services.sessions() as session:
         return jsonify(records.read_record(services, session, seq))
+
+
+def _listing(event: str, match_field: str, run: Any) -> Response:
+    """Parse the filters (400 naming the field), audit the listing, then list one page."""
+    filters = listing.parse_filters(request.args, match_field)
+    services = _services()
+    with services.sessions.begin() as session:
+        append_audit(session, event, g.actor, **filters.as_dict(match_field))
+    with services.sessions() as session:
+        return jsonify(run(services, session, filters))
+
+
+@bp.get("/api/v1/audit")
+@require(*OVERSIGHT)
+def list_audit() -> Response:
+    """Sealed audit records: ``?since=&until=&kind=&limit=&cursor=&order=newest|oldest``."""
+    return _listing("audit_listed", "kind", listing.audit_list)
+
+
+@bp.get("/api/v1/quarantine")
+@require(*OVERSIGHT)
+def list_quarantine() -> Response:
+    """Quarantined deliveries: ``?since=&until=&reason=&limit=&cursor=&order=newest|oldest``."""
+    return _listing("quarantine_listed", "reason", listing.quarantine_list)

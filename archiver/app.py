@@ -8,7 +8,7 @@ from typing import Any
 from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
-from archiver import api, auth, intake, search_api
+from archiver import api, auth, intake, rejections, search_api
 from archiver.config import Settings
 from archiver.errors import ArchiverError
 from archiver.services import Services
@@ -27,6 +27,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.register_error_handler(ArchiverError, _archiver_error)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected)
+    rejections.init_app(app)
     auth.check_route_table(app)
     return app
 

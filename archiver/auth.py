@@ -20,10 +20,13 @@ from sqlalchemy.orm import Session
 
 from archiver.catalog import Token
 from archiver.errors import AuthError, Forbidden
-from archiver.journal import append_audit
+from archiver.rejections import note
 
 ROLES = ("admin", "ingest", "compliance", "auditor", "legal")
 READERS = ("compliance", "auditor", "legal", "admin")
+# Who lists the audit trail and the quarantine: oversight of the archive itself, not case work
+# (legal reads records and searches) nor intake (ingest).
+OVERSIGHT = ("compliance", "auditor", "admin")
 PUBLIC_ENDPOINTS = {"intake.webhook_verify", "intake.webhook_receive", "api.healthz", "static"}
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -77,13 +80,12 @@ def authenticate(roles: tuple[str, ...]) -> str:
     """Check the bearer token; return ``name (role)`` for the audit trail."""
     header = request.headers.get("Authorization", "")
     services = current_app.extensions["archiver"]
-    with services.sessions.begin() as session:
+    with services.sessions() as session:
         token = lookup(session, header[7:].strip()) if header.startswith("Bearer ") else None
-        if token is None or token.role not in roles:
-            # Failed access is evidence too (decision 10); never the token itself.
-            reason = "no token" if not header else ("bad token" if token is None else f"role {token.role}")
-            append_audit(session, "access_denied", token.name if token else None, reason=reason,
-                         path=request.path, method=request.method, remote=request.remote_addr)
+    if token is None or token.role not in roles:
+        # Failed access is evidence too (decision 10), counted per window (rejections); never the token.
+        note("no token" if not header else ("bad token" if token is None else f"role {token.role}"),
+             token.name if token else None)
     if token is None:
         raise AuthError("missing, invalid or revoked bearer token")
     if token.role not in roles:

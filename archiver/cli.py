@@ -159,17 +159,138 @@ def stats(as_json: bool) -> None:
 
 @main.command()
 @click.argument("seq", type=int)
+@click.option("--raw", is_flag=True,
+              help="Write the exact bytes of the record's delivery to stdout (their SHA-256 is its body_sha256).")
 @handled
-def show(seq: int) -> None:
-    """Print one decrypted record with its delivery, links and proof (audited)."""
-    from archiver import records
+def show(seq: int, raw: bool) -> None:
+    """Print one decrypted record with its raw bytes, delivery, links and proof (audited).
+
+    With --raw, only the bytes the delivery came in as (for an item or quarantine record,
+    those of the delivery it came from); exit 1 if they do not hash to its body_sha256.
+    """
+    from archiver import jsonview, records
     from archiver.journal import append_audit
 
+    records.check_seq(seq)
     services = _services()
-    with services.sessions.begin() as session:
-        append_audit(session, "record_viewed", _actor(), seq=seq)
-    with services.sessions() as session:
-        click.echo(json.dumps(records.read_record(services, session, seq), indent=2, ensure_ascii=False))
+    try:
+        with services.sessions.begin() as session:
+            append_audit(session, "record_viewed", _actor(), seq=seq, **({"raw": True} if raw else {}))
+        with services.sessions() as session:
+            if not raw:
+                click.echo(jsonview.dumps(records.read_record(services, session, seq), indent=2))
+                return
+            got = records.read_raw(services, session, seq)
+    finally:
+        services.close()
+    if got.data is None:
+        click.echo(f"error: the data key of record {got.seq} was destroyed; its bytes cannot be read", err=True)
+        sys.exit(2)
+    out = sys.stdout.buffer
+    out.write(got.data)
+    out.flush()
+    if not got.matches:
+        click.echo(f"warning: the bytes of record {got.seq} do not hash to the journal's body_sha256 "
+                   f"({got.body_sha256}); run 'archiver verify'", err=True)
+        sys.exit(1)
+
+
+def _listing_options(match: str, match_help: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The filters ``audit list`` and ``quarantine list`` share with their API routes."""
+    def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+        for opt in reversed([
+            click.option("--since", help="From this ISO 8601 date or time (UTC unless given), inclusive."),
+            click.option("--until", help="Up to this ISO 8601 date or time, inclusive."),
+            click.option(f"--{match}", "match", help=match_help),
+            click.option("--limit", default=50, show_default=True, type=int, help="At most this many (1-1000)."),
+            click.option("--cursor", type=int, help="Continue after this seq (the previous page's next_cursor)."),
+            click.option("--order", default="newest", show_default=True, type=click.Choice(["newest", "oldest"])),
+            click.option("--json", "as_json", is_flag=True, help="Print the API's JSON."),
+        ]):
+            fn = opt(fn)
+        return fn
+    return wrap
+
+
+def _run_listing(event: str, match_field: str, options: dict[str, Any], run: Callable[..., Any]) -> dict[str, Any]:
+    from archiver import listing
+    from archiver.journal import append_audit
+
+    match = options.pop("match")
+    filters = listing.parse_filters({**options, match_field: match}, match_field)
+    services = _services()
+    try:
+        with services.sessions.begin() as session:
+            append_audit(session, event, _actor(), **filters.as_dict(match_field))
+        with services.sessions() as session:
+            out: dict[str, Any] = run(services, session, filters)
+    finally:
+        services.close()
+    return out
+
+
+def _print_page(out: dict[str, Any], as_json: bool, nouns: tuple[str, str], line: Callable[[dict[str, Any]], str]) -> None:
+    from archiver import jsonview
+
+    if as_json:
+        click.echo(jsonview.dumps(out))
+        return
+    n = len(out["items"])
+    click.echo(f"{n} {nouns[0] if n == 1 else nouns[1]}")
+    for item in out["items"]:
+        click.echo(_printable(line(item)))
+    if out["next_cursor"] is not None:
+        click.echo(f"more: --cursor {out['next_cursor']}")
+
+
+def _printable(text: str) -> str:
+    """``text`` without control characters (C0, DEL, C1, bidi overrides): nothing steers the terminal.
+
+    A lone surrogate (not writable as UTF-8) becomes U+FFFD.
+    """
+    return "".join("\ufffd" if 0xD800 <= ord(c) <= 0xDFFF else c for c in text
+                   if not (ord(c) < 32 or 0x7F <= ord(c) < 0xA0 or 0x202A <= ord(c) <= 0x202E
+                           or 0x2066 <= ord(c) <= 0x2069))
+
+
+@main.group()
+def audit() -> None:
+    """The audit trail (sealed audit records)."""
+
+
+@audit.command("list")
+@_listing_options("kind", "Only these events, comma-separated (e.g. access_denied,record_viewed).")
+@handled
+def audit_list(as_json: bool, **options: Any) -> None:
+    """List sealed audit records, newest first (audited)."""
+    from archiver import listing
+
+    def line(item: dict[str, Any]) -> str:
+        details = " ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in sorted((item["details"] or {}).items()))
+        return f"#{item['seq']}  {item['at']}  {item['event']}  {item['actor'] or '-'}  {details}".rstrip()
+
+    _print_page(_run_listing("audit_listed", "kind", options, listing.audit_list), as_json,
+                ("audit record", "audit records"), line)
+
+
+@main.group()
+def quarantine() -> None:
+    """Deliveries the archive sealed but could not read (bad JSON, not UTF-8, ...)."""
+
+
+@quarantine.command("list")
+@_listing_options("reason", "Only reasons containing one of these texts, comma-separated (e.g. 'not UTF-8').")
+@handled
+def quarantine_list(as_json: bool, **options: Any) -> None:
+    """List quarantine records, newest first (audited); 'archiver show DELIVERY --raw' gives a body."""
+    from archiver import listing
+
+    def line(item: dict[str, Any]) -> str:
+        return (f"#{item['seq']}  {item['received_at']}  {item['source']}  delivery #{item['delivery_seq']}  "
+                f"sha256 {item['body_sha256']}  {item['reason']}")
+
+    _print_page(_run_listing("quarantine_listed", "reason", options, listing.quarantine_list), as_json,
+                ("quarantined delivery", "quarantined deliveries"), line)
 
 
 @main.command()

@@ -5,11 +5,13 @@ No I/O happens here; paths are only computed.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from archiver.errors import ConfigError
@@ -52,6 +54,28 @@ def _flag(env: Mapping[str, str], name: str) -> bool:
     return env.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
 
 
+def _rejection_limits(env: Mapping[str, str]) -> dict[str, Any]:
+    """The rejection audit's window and samples and the failure bucket. Raises ValueError, ConfigError."""
+    limits = {"rejection_window": float(env.get("ARCHIVER_REJECTION_WINDOW") or 60),
+              "rejection_samples": int(env.get("ARCHIVER_REJECTION_SAMPLES") or 3),
+              "failure_burst": float(env.get("ARCHIVER_FAILURE_BURST") or 20),
+              "failure_rate": float(env.get("ARCHIVER_FAILURE_RATE") or 1)}
+    if limits["rejection_window"] <= 0 or limits["rejection_samples"] < 0:
+        raise ConfigError("ARCHIVER_REJECTION_WINDOW must be > 0 and ARCHIVER_REJECTION_SAMPLES >= 0")
+    if limits["failure_burst"] < 1 or limits["failure_rate"] <= 0:
+        raise ConfigError("ARCHIVER_FAILURE_BURST must be >= 1 and ARCHIVER_FAILURE_RATE > 0")
+    return limits
+
+
+def _networks(env: Mapping[str, str], name: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """Comma-separated addresses or CIDR networks. Raises ConfigError."""
+    try:
+        return tuple(ipaddress.ip_network(part.strip(), strict=False)
+                     for part in env.get(name, "").split(",") if part.strip())
+    except ValueError as exc:
+        raise ConfigError(f"{name}: {exc}") from exc
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the service is configured with. Secrets are redacted from repr."""
@@ -75,6 +99,11 @@ class Settings:
     media_max_attempts: int = 8
     index_interval: float = 2.0
     migrate_on_start: bool = True
+    rejection_window: float = 60.0
+    rejection_samples: int = 3
+    failure_burst: float = 20.0
+    failure_rate: float = 1.0
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -88,6 +117,7 @@ class Settings:
             max_body = int(env.get("ARCHIVER_MAX_BODY_BYTES") or 16 * 1024 * 1024)
             seal_interval = float(env.get("ARCHIVER_SEAL_INTERVAL") or 1.0)
             media_attempts = int(env.get("ARCHIVER_MEDIA_MAX_ATTEMPTS") or 8)
+            limits = _rejection_limits(env)
         except ValueError as exc:
             raise ConfigError(f"numeric setting is not a number: {exc}") from exc
         return cls(
@@ -108,6 +138,8 @@ class Settings:
             migrate_on_start=(env.get("ARCHIVER_MIGRATE_ON_START") or "1").strip().lower() not in {"0", "false", "no", "off"},
             seal_interval=seal_interval,
             media_max_attempts=media_attempts,
+            trusted_proxies=_networks(env, "ARCHIVER_TRUSTED_PROXIES"),
+            **limits,
         )
 
     @property

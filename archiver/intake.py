@@ -23,7 +23,7 @@ from flask import Blueprint, Response, current_app, g, jsonify, request
 from archiver import items
 from archiver.auth import require
 from archiver.errors import RejectedDelivery, ValidationError
-from archiver.journal import append_audit
+from archiver.rejections import hold_body, note
 
 log = logging.getLogger(__name__)
 bp = Blueprint("intake", __name__)
@@ -49,6 +49,7 @@ def webhook_verify() -> Response:
     ok = (query.get("hub.mode") == "subscribe" and bool(token)
           and hmac.compare_digest(query.get("hub.verify_token", ""), token))
     if not ok:
+        note("bad handshake")
         return Response("forbidden", status=403, mimetype="text/plain")
     return Response(query.get("hub.challenge", ""), status=200, mimetype="text/plain")
 
@@ -60,10 +61,8 @@ def webhook_receive() -> tuple[Response, int]:
     raw = _read_body(services.settings.max_body_bytes)
     header = request.headers.get("X-Hub-Signature-256")
     if not signature_ok(raw, header, services.settings.app_secrets):
-        with services.sessions.begin() as session:
-            append_audit(session, "webhook_rejected", None, reason="missing signature" if not header else "bad signature",
-                         size=len(raw), body_sha256=hashlib.sha256(raw).hexdigest(), remote=request.remote_addr)
-        log.warning("webhook.rejected size=%d", len(raw))
+        note("missing signature" if not header else "bad signature")  # audited per window (rejections)
+        log.debug("webhook.rejected size=%d", len(raw))
         return jsonify(error="bad-signature", message="X-Hub-Signature-256 is missing or does not match"), 401
     meta = {"signature": header, "remote": request.remote_addr, "content_type": request.content_type}
     jid = services.journal.append("webhook", raw, meta)
@@ -79,6 +78,7 @@ def _read_body(limit: int) -> bytes:
     raw = request.stream.read(limit + 1)
     if len(raw) > limit:
         raise TooLarge(f"body exceeds the {limit}-byte limit")
+    hold_body(raw)
     return raw
 
 

@@ -215,6 +215,17 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")  # NaN/Infinity: Python accepts them, JSON does not
 
 
+class _OutOfRange(ValueError):
+    """A number (``1e400``) beyond what a float holds: a payload could not be written as JSON."""
+
+
+def _finite_float(text: str) -> JsonFloat:
+    value = JsonFloat(text)
+    if not math.isfinite(value):
+        raise _OutOfRange(text)
+    return value
+
+
 def _parse(raw: bytes) -> tuple[Any, str | None]:
     """(parsed JSON, None) or (None, reason to quarantine). Never raises."""
     data = _as_bytes(raw)
@@ -226,7 +237,11 @@ def _parse(raw: bytes) -> tuple[Any, str | None]:
     except UnicodeDecodeError:
         return None, "body is not UTF-8"
     try:
-        return json.loads(text, parse_constant=_reject_constant, parse_float=JsonFloat), None
+        return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float), None
+    except _OutOfRange:
+        # The items would hold infinity, which canonical JSON cannot: the sealer would stall
+        # on this body. Quarantined, its bytes stay sealed in the delivery record.
+        return None, "number out of float range"
     except (ValueError, RecursionError):
         return None, "invalid JSON"
 

@@ -1,4 +1,5 @@
-"""Reading sealed records back: decrypt one record by seq, or every record of a segment.
+"""Reading sealed records back: decrypt one record by seq (with the exact bytes of its
+delivery), or every record of a segment.
 
 Reads the WORM store (or the outbox copy of a segment still being published); the catalog
 only says where to look.
@@ -7,17 +8,18 @@ only says where to look.
 from __future__ import annotations
 
 import base64
-import json
 from collections.abc import Collection, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from archiver import chain, keys
+from archiver import chain, jsonview, keys
+from archiver.canonical import sha256_hex
 from archiver.catalog import DataKey, DuplicateHit, Journal, Record, Segment
-from archiver.errors import IntegrityError, NotFound
+from archiver.errors import IntegrityError, NotFound, ValidationError
 from archiver.services import Services
 
 
@@ -62,41 +64,131 @@ def iter_decrypted(services: Services, session: Session, after_seq: int,
             yield rec, decrypt(services, session, rec, cache) if wanted else None
 
 
+MAX_SEQ = 2**63 - 1  # the catalog's seq columns are signed 64-bit
+
+
+def check_seq(seq: int, field: str = "seq") -> int:
+    """``seq`` if a record could have it. Raises ValidationError naming ``field``."""
+    if not 1 <= seq <= MAX_SEQ:
+        raise ValidationError(field, f"must be a record seq between 1 and {MAX_SEQ}")
+    return seq
+
+
+@dataclass(frozen=True)
+class Raw:
+    """The exact bytes a record's delivery came in as: ``data`` is None once its key was destroyed."""
+
+    seq: int  # the record holding them: the delivery (or audit/media record) itself
+    data: bytes | None
+    body_sha256: str | None  # as the journal took it at intake
+
+    def as_dict(self) -> dict[str, Any]:
+        digest = sha256_hex(self.data) if self.data is not None else None
+        return {"raw_seq": self.seq, "raw": base64.b64encode(self.data).decode() if self.data is not None else None,
+                "raw_sha256": digest, "raw_size": len(self.data) if self.data is not None else None}
+
+    @property
+    def matches(self) -> bool:
+        """The bytes hash to the journal's ``body_sha256``."""
+        return self.data is not None and sha256_hex(self.data) == self.body_sha256
+
+
+class Reader:
+    """Reads sealed records by seq in one session; each segment and data key is read once."""
+
+    def __init__(self, services: Services, session: Session) -> None:
+        self.services = services
+        self.session = session
+        self._segments: dict[int, tuple[Segment, list[dict[str, Any]]]] = {}
+        self._keys: dict[str, bytes | None] = {}
+        self._entries: dict[int, Journal | None] = {}
+
+    def row(self, seq: int) -> Record:
+        """The catalog row of ``seq``. Raises ValidationError (no such seq can exist), NotFound."""
+        row = self.session.get(Record, check_seq(seq))
+        if row is None:
+            raise NotFound(f"no record with seq {seq}")
+        return row
+
+    def sealed(self, row: Record) -> tuple[Segment, list[dict[str, Any]], int]:
+        """(segment, its sealed records, index of ``row`` in them). Raises IntegrityError."""
+        if row.segment_id not in self._segments:
+            seg = self.session.get(Segment, row.segment_id)
+            if seg is None:
+                raise IntegrityError(f"seq {row.seq}", f"catalog names segment id {row.segment_id}, which it lacks")
+            self._segments[row.segment_id] = (seg, segment_records(self.services, seg))
+        seg, sealed = self._segments[row.segment_id]
+        index = row.seq - seg.first_seq
+        if not 0 <= index < len(sealed) or sealed[index]["seq"] != row.seq:
+            raise IntegrityError(f"seq {row.seq}", f"segment {seg.key} does not hold it where expected")
+        return seg, sealed, index
+
+    def plaintext(self, rec: dict[str, Any]) -> bytes | None:
+        """The decrypted payload of a sealed record; None once its data key was destroyed."""
+        return decrypt(self.services, self.session, rec, self._keys)
+
+    def entry(self, seq: int) -> Journal | None:
+        """The journal entry of delivery ``seq`` (it keeps ``body_sha256`` once sealed)."""
+        if seq not in self._entries:
+            self._entries[seq] = self.session.scalar(select(Journal).where(Journal.delivery_seq == seq))
+        return self._entries[seq]
+
+    def raw(self, row: Record) -> Raw:
+        """The bytes of the delivery ``row`` came from (its own, for deliveries, audit and media)."""
+        seq = delivery_seq(row)
+        source = row if seq == row.seq else self.row(seq)
+        _, sealed, index = self.sealed(source)
+        entry = self.entry(seq)
+        return Raw(seq, self.plaintext(sealed[index]), entry.body_sha256 if entry else None)
+
+
+def delivery_seq(row: Record) -> int:
+    """The seq of the record holding the bytes ``row`` came in as."""
+    return row.delivery_seq if row.delivery_seq else row.seq
+
+
+def read_raw(services: Services, session: Session, seq: int) -> Raw:
+    """The exact bytes behind record ``seq`` (see ``Reader.raw``). Raises ValidationError, NotFound."""
+    reader = Reader(services, session)
+    return reader.raw(reader.row(seq))
+
+
 def read_record(services: Services, session: Session, seq: int) -> dict[str, Any]:
-    """One record, decrypted, with its delivery, links and proof. Raises NotFound."""
-    row = session.get(Record, seq)
-    if row is None:
-        raise NotFound(f"no record with seq {seq}")
-    seg = session.get(Segment, row.segment_id)
-    assert seg is not None
-    sealed = segment_records(services, seg)
-    rec = sealed[seq - seg.first_seq]
-    if rec["seq"] != seq:
-        raise IntegrityError(f"seq {seq}", f"segment {seg.key} does not hold it where expected")
+    """One record, decrypted, with its raw bytes, delivery, links and proof.
+
+    ``content`` is the strict-JSON view of the payload (``jsonview``; None once shredded or
+    when it is not JSON) and ``content_view`` says how it was read. ``raw`` is the base64 of
+    the exact bytes of the delivery the record came from (``raw_seq``), with ``raw_sha256``
+    (equal to ``delivery.body_sha256``) and ``raw_size``. Raises ValidationError, NotFound.
+    """
+    reader = Reader(services, session)
+    row = reader.row(seq)
+    seg, sealed, index = reader.sealed(row)
+    rec = sealed[index]
+    content, content_view = _content(reader.plaintext(rec))
     return {
         "seq": seq, "kind": rec["kind"], "type": rec.get("type"), "sealed_at": rec["sealed_at"],
         "retention_class": rec["class"], "retain_until": rec["retain_until"],
-        "content": _content(decrypt(services, session, rec, {}), rec["kind"]),
-        "delivery": _delivery(session, row), "links": rec.get("links", {}),
+        "content": content, "content_view": content_view, **reader.raw(row).as_dict(),
+        "delivery": _delivery(reader, row), "links": rec.get("links", {}),
         "duplicates": _duplicates(session, seq),
-        "proof": _proof(sealed, seq - seg.first_seq, seg, rec),
+        "proof": _proof(sealed, index, seg, rec),
     }
 
 
-def _content(plain: bytes | None, kind: str) -> Any:
-    """Decrypted content: JSON where it is JSON, else the raw text; None once shredded."""
+def _content(plain: bytes | None) -> tuple[Any, dict[str, Any]]:
+    """(strict-JSON view of the payload, how it was read); (None, shredded) once the key is gone."""
     if plain is None:
-        return None
-    try:
-        return json.loads(plain)
-    except ValueError:
-        return {"raw": plain.decode("utf-8", "replace"), "note": f"{kind} body is not valid JSON"}
+        return None, {"format": "shredded", "rfc8259": False, "numbers_as_text": [], "duplicate_keys": [],
+                      "note": "the data key was destroyed; the content cannot be read"}
+    shown = jsonview.view(plain)
+    return shown.pop("value"), shown
 
 
-def _delivery(session: Session, row: Record) -> dict[str, Any] | None:
+def _delivery(reader: Reader, row: Record) -> dict[str, Any] | None:
     """Where the record came from: its delivery record and journal entry."""
-    seq = row.delivery_seq if row.delivery_seq else row.seq
-    entry = session.scalar(select(Journal).where(Journal.delivery_seq == seq))
+    seq = delivery_seq(row)
+    entry = reader.entry(seq)
     if entry is None:
         return None
     return {"seq": seq, "journal_id": entry.id, "source": entry.source,

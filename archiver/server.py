@@ -83,12 +83,22 @@ def run(settings: Settings, host: str, port: int, workers: int | None = None) ->
         jobs.stop()
 
     options = {"bind": f"{host}:{port}", "workers": workers or default_workers(settings.catalog_url),
-               "worker_class": WORKER_CLASS, "when_ready": when_ready, "on_exit": on_exit, "accesslog": None,
+               "worker_class": WORKER_CLASS, "when_ready": when_ready, "on_exit": on_exit,
+               "worker_exit": worker_exit, "accesslog": None,
                "timeout": 60,
                # gunicorn >= 25.1 opens a control socket at one per-user path
                # (~/.gunicorn/gunicorn.ctl) that every instance would share: off.
                "control_socket_disable": True}
     _Gunicorn(settings, options).run()
+
+
+def worker_exit(_server: Any, worker: Any) -> None:
+    """In a worker that stops: journal its open rejection windows (nothing counted is lost)
+    and release its connections."""
+    app = getattr(worker, "wsgi", None)
+    services = app.extensions.get("archiver") if app is not None and hasattr(app, "extensions") else None
+    if services is not None:
+        services.close()
 
 
 class _JobsProcess:

@@ -28,6 +28,7 @@ class Services:
     signing_key: Ed25519PrivateKey = field(repr=False)
     _search: Any = field(default=None, repr=False)
     _journal: Any = field(default=None, repr=False)
+    _rejections: Any = field(default=None, repr=False)
 
     @classmethod
     def open(cls, settings: Settings) -> "Services":
@@ -60,6 +61,15 @@ class Services:
             self._journal = JournalWriter(self.sessions)
         return self._journal
 
+    @property
+    def rejections(self) -> Any:
+        """The process's rejection windows and failure buckets (see ``rejections.Rejections``)."""
+        if self._rejections is None:
+            from archiver.rejections import Rejections
+
+            self._rejections = Rejections(self.settings, self.sessions)
+        return self._rejections
+
     def after_fork(self) -> None:
         """In a forked child: drop the parent's pooled connections (unclosed: they are the
         parent's) and its write gate, whose thread lock another parent thread may have held."""
@@ -67,6 +77,8 @@ class Services:
         self.sessions.gate = catalog.WriteGate(self.sessions.gate.path)
 
     def close(self) -> None:
-        """Release pooled connections and the catalog's write-gate file."""
+        """Journal the open rejection windows, release pooled connections and the write-gate file."""
+        if self._rejections is not None:
+            self._rejections.close()
         self.engine.dispose()
         self.sessions.gate.close()

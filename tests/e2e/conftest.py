@@ -13,6 +13,7 @@ from archiver.config import Settings
 from archiver.services import Services
 from tests import backends
 from tests.conftest import make_env
+from tests.contract.test_catalog import _pg_schema_url
 
 
 @pytest.fixture(params=["fts5", pytest.param("opensearch", marks=pytest.mark.opensearch)])
@@ -30,3 +31,14 @@ def svc(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
     else:
         services.search.reset()
     services.close()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def catalog_env(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, str]]:
+    """ARCHIVER_* of an instance on the embedded SQLite catalog or on the real PostgreSQL
+    (a fresh schema, dropped afterwards)."""
+    if request.param == "sqlite":
+        yield make_env(tmp_path / "home")
+    else:
+        for url in _pg_schema_url():
+            yield make_env(tmp_path / "home", ARCHIVER_CATALOG_URL=url)

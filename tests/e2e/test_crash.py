@@ -13,7 +13,6 @@ import os
 import signal
 import threading
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +25,7 @@ from archiver import verify as verifier
 from archiver.catalog import Journal, Record, Segment
 from archiver.config import Settings
 from archiver.services import Services
-from tests.conftest import make_env, sign
-from tests.contract.test_catalog import _pg_schema_url
+from tests.conftest import sign
 from tests.e2e.test_pipeline import msg_body
 from tests.serving import ROOT, free_port, start_service, wait_group_gone, wait_until
 
@@ -70,16 +68,6 @@ def sealed_delivery_hashes(services: Services) -> Counter[str]:
         return Counter(hashlib.sha256(plain).hexdigest()
                        for rec, plain in records.iter_decrypted(services, session, 0, kinds={"delivery"})
                        if rec["kind"] == "delivery" and plain is not None)
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def catalog_env(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, str]]:
-    """ARCHIVER_* of an instance on the embedded SQLite catalog or on the real PostgreSQL."""
-    if request.param == "sqlite":
-        yield make_env(tmp_path / "home")
-    else:
-        for url in _pg_schema_url():
-            yield make_env(tmp_path / "home", ARCHIVER_CATALOG_URL=url)
 
 
 @pytest.mark.parametrize("workers", [None, 2], ids=["default-workers", "2-workers"])

@@ -413,6 +413,9 @@ def test_extra_top_level_key_kept() -> None:
     (b'{"entry": [', "invalid JSON"),
     (b'{"entry": [NaN]}', "invalid JSON"),
     (b"\xef\xbb\xbf{}", "invalid JSON"),
+    # an item holding it could not be written as canonical JSON (the sealer stalled on it)
+    (b'{"entry": [{"changes": [{"field": "messages", "value": {"x": 1e400}}]}]}', "number out of float range"),
+    (b'{"entry": [-1e999]}', "number out of float range"),
     (b"[1, 2]", "body is not a JSON object"),
     (b'"entry"', "body is not a JSON object"),
     (b"null", "body is not a JSON object"),
