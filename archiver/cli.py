@@ -63,6 +63,23 @@ def serve(host: str, port: int, workers: int | None) -> None:
 
 
 @main.command()
+@handled
+def migrate() -> None:
+    """Bring the catalog's schema to this version's revision (back it up first)."""
+    from archiver import catalog, migrations
+
+    engine = catalog.make_engine(Settings.from_env().catalog_url, check_schema=False)
+    try:
+        before, after = migrations.upgrade(engine)
+    finally:
+        engine.dispose()
+    if before == after:
+        click.echo(f"catalog schema at revision {after}: nothing to migrate")
+    else:
+        click.echo(f"catalog schema migrated from revision {before or '(new catalog)'} to {after}")
+
+
+@main.command()
 @click.option("--die-with-parent", is_flag=True, hidden=True)
 @handled
 def jobs(die_with_parent: bool) -> None:
@@ -133,12 +150,12 @@ def verify(as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @handled
 def stats(as_json: bool) -> None:
-    """Counts of deliveries, items, duplicates, media and the chain tip."""
+    """Counts of deliveries, items, duplicates, media, the chain tip and the search index's state and lag."""
     from archiver import stats as counts
 
     services = _services()
     with services.sessions.begin() as session:
-        data = counts.collect(session)
+        data = counts.collect(session, services.search)
     click.echo(json.dumps(data, indent=None if as_json else 2))
 
 

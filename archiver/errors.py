@@ -4,6 +4,8 @@ This module is a leaf: it imports nothing from ``archiver``.
 
     ArchiverError
     ├── ConfigError              bad or missing configuration
+    ├── CatalogOutdated          the catalog's schema is older than this version (archiver migrate)
+    ├── CatalogUnknown           the catalog's schema is newer or not ours
     ├── RejectedDelivery         a request the intake refuses (bad signature, too large, bad field)
     │   └── ValidationError      a capture API body with a bad field
     ├── AuthError                missing/invalid token or wrong role
@@ -47,6 +49,21 @@ class ArchiverError(Exception):
 class ConfigError(ArchiverError):
     code = "config-invalid"
     hint = "check the ARCHIVER_* environment variables (see README)"
+
+
+class CatalogOutdated(ArchiverError):
+    """The catalog's schema revision is older than this version's: ``archiver migrate`` brings it up."""
+
+    code = "catalog-outdated"
+    hint = ("back up the catalog, then run: archiver migrate "
+            "('archiver serve' migrates at start unless ARCHIVER_MIGRATE_ON_START=0)")
+
+
+class CatalogUnknown(ArchiverError):
+    """The catalog's schema revision is one this version does not know (newer, or not an archive's)."""
+
+    code = "catalog-unknown"
+    hint = "run the archiver version that wrote this catalog (or a newer one), or check ARCHIVER_CATALOG_URL"
 
 
 class RejectedDelivery(ArchiverError):

@@ -8,10 +8,11 @@ core. Measured in docs/benchmarks.md.
 
 gevent patches the standard library in each worker after it forks from gunicorn's arbiter,
 and TLS clients imported before that break (urllib3 keeps the unpatched ``ssl`` and recurses
-without end). So the arbiter imports none: the WORM self-test runs in a child process before
-gunicorn starts (``archiver selftest``) and the jobs run in another (``archiver jobs``),
-which the arbiter starts when it is ready, restarts if it dies and stops on exit; workers
-build their own app and connections after fork.
+without end). So the arbiter imports none: pending catalog migrations (``archiver migrate``)
+and the WORM self-test (``archiver selftest``) run in child processes before gunicorn
+starts, and the jobs run in another (``archiver jobs``), which the arbiter starts when it
+is ready, restarts if it dies and stops on exit; workers build their own app and
+connections after fork.
 """
 
 from __future__ import annotations
@@ -56,12 +57,18 @@ def default_workers(catalog_url: str) -> int:
 
 
 def run(settings: Settings, host: str, port: int, workers: int | None = None) -> None:
-    """Check the store, then serve and run the jobs until stopped.
+    """Migrate the catalog (unless ARCHIVER_MIGRATE_ON_START=0), check the store, then serve
+    and run the jobs until stopped.
 
-    Exits (SystemExit) with the self-test's status when the store is refused; the child
-    has printed why.
+    Exits (SystemExit) with the child's status when the migration fails or the self-test
+    refuses the catalog (an outdated one when not migrating: it names ``archiver migrate``)
+    or the store; the child has printed why.
     """
     verbose = ["-v"] if logging.getLogger().getEffectiveLevel() <= logging.INFO else []
+    if settings.migrate_on_start:
+        migrated = subprocess.run([sys.executable, "-m", "archiver.cli", *verbose, "migrate"])
+        if migrated.returncode != 0:
+            raise SystemExit(migrated.returncode)
     checked = subprocess.run([sys.executable, "-m", "archiver.cli", *verbose, "selftest"])
     if checked.returncode != 0:
         raise SystemExit(checked.returncode)

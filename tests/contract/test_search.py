@@ -23,7 +23,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from archiver.errors import ConfigError, QuerySyntaxError, SearchUnavailable
-from archiver.search import SearchIndex, SearchResult, open_index
+from archiver.search import IndexState, SearchIndex, SearchResult, open_index
 from archiver.search import query as ql
 
 RUN = uuid.uuid4().hex[:8]  # a unique alias prefix per run, so parallel runs never collide
@@ -313,7 +313,8 @@ def everything(index: SearchIndex, query: str, sort: str = "newest") -> SearchRe
 
 def test_every_protocol_method_exists(corpus: SearchIndex) -> None:
     assert isinstance(corpus, SearchIndex)
-    for name in ("index", "update", "delete", "search", "conversation", "max_seq", "rebuild", "reset", "ping"):
+    for name in ("index", "update", "delete", "search", "conversation", "max_seq", "state", "mark", "rebuild",
+                 "reset", "ping"):
         assert callable(getattr(corpus, name))
 
 
@@ -461,6 +462,31 @@ def test_empty_index(backend: str, make_index: Callable[[str], SearchIndex]) -> 
     assert (result.total, result.hits) == (0, [])
     assert result.facets == {"direction": {}, "channel": {}, "type": {}, "month": {}}
     index.index([])
+
+
+def test_the_index_keeps_its_own_state(backend: str, make_index: Callable[[str], SearchIndex]) -> None:
+    index = make_index(backend)
+    assert index.state() is None  # a new index: not built
+    index.index([doc(7, "2026-01-15T08:00:00Z", "first words")])
+    assert index.state() is None  # documents alone state nothing
+    index.mark(IndexState("a" * 32, 7))
+    index.mark(IndexState("a" * 32, 9))
+    assert index.state() == IndexState("a" * 32, 9)
+    assert open_index(index.url).state() == IndexState("a" * 32, 9)  # another process sees it
+    index.index([doc(10, "2026-02-15T08:00:00Z", "later words")])
+    assert index.state() == IndexState("a" * 32, 9)  # writing documents keeps it
+    assert index.rebuild([doc(3, "2026-01-15T08:00:00Z", "rebuilt")], IndexState("b" * 32, 12)) == 1
+    assert index.state() == IndexState("b" * 32, 12) and index.max_seq() == 3
+    index.reset()
+    assert index.state() is None and index.max_seq() == 0  # wiped: not built again
+
+
+def test_a_failed_rebuild_keeps_the_old_state(backend: str, make_index: Callable[[str], SearchIndex]) -> None:
+    index = make_index(backend)
+    index.rebuild([doc(1, "2026-01-15T08:00:00Z", "kept")], IndexState("a" * 32, 1))
+    with pytest.raises(ValueError):
+        index.rebuild([doc(2, "2026-01-15T08:00:00Z", "x"), {"seq": "bad"}], IndexState("b" * 32, 2))
+    assert index.state() == IndexState("a" * 32, 1) and index.search("kept").total == 1
 
 
 def test_reindexing_a_seq_replaces_it(backend: str, make_index: Callable[[str], SearchIndex]) -> None:
