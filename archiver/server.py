@@ -54,6 +54,8 @@ class _Gunicorn(BaseApplication):  # type: ignore[misc]
 WORKER_CLASS = "gevent"
 #: The read tier's CPU niceness on a host that runs both: intake's workers come first.
 READ_NICE = 10
+#: At boot (``--role all``), how long an intake worker waits for the read tier before serving.
+READER_BOOT_TIMEOUT = 30.0
 
 
 def default_workers(catalog_url: str) -> int:
@@ -126,8 +128,13 @@ def _run_intake_tier(settings: Settings, plan: Plan, verbose: list[str]) -> None
         for child in children:
             child.stop()
 
-    hooks = {"when_ready": when_ready, "on_exit": on_exit,
-             "post_worker_init": lambda worker: _warm_up(worker, tiers.INTAKE, ready.write_fd)}
+    def post_worker_init(worker: Any) -> None:
+        _warm_up(worker, tiers.INTAKE, None)
+        if plan.role == tiers.ALL:  # our read tier boots beside us: relay only once it answers
+            tiers.wait_for_reader(plan.reader_socket, READER_BOOT_TIMEOUT)
+        _Readiness.report(ready.write_fd, tiers.INTAKE)
+
+    hooks = {"when_ready": when_ready, "on_exit": on_exit, "post_worker_init": post_worker_init}
     app_options = {"tier": tiers.INTAKE, "relay_to": plan.reader_socket}
     _Gunicorn(settings, _options(f"{plan.host}:{plan.port}", plan.workers, hooks), app_options).run()
 
@@ -233,6 +240,8 @@ class _Child:
         self.stopping = threading.Event()
 
     def start(self) -> None:
+        if self.stopping.is_set():  # the arbiter is already exiting
+            return
         self.proc = self._popen()
         threading.Thread(target=self._watch, name=f"{self.name}-watch", daemon=True).start()
 

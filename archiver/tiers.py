@@ -22,6 +22,7 @@ import http.client
 import json
 import logging
 import socket
+import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -211,6 +212,25 @@ def _json(start_response: Callable[..., Any], status: int, tier: str, **body: st
     start_response(f"{status} {HTTP_STATUS_CODES[status]}", [("Content-Type", "application/json"),
                                           ("Content-Length", str(len(data))), (TIER_HEADER, tier)])
     return [data]
+
+
+def wait_for_reader(path: Path, timeout: float) -> bool:
+    """Wait until the read tier at ``path`` answers ``/healthz`` (or ``timeout`` seconds pass,
+    then False): at boot, so that the first read relayed after "listening" finds it ready."""
+    deadline = time.monotonic() + timeout
+    while True:
+        conn = _UnixConnection(str(path), timeout=max(0.1, deadline - time.monotonic()))
+        try:
+            conn.request("GET", "/healthz")
+            conn.getresponse().read()
+            return True
+        except (OSError, http.client.HTTPException):
+            if time.monotonic() >= deadline:
+                log.warning("warmup.reader_missing socket=%s", path)
+                return False
+            time.sleep(0.05)  # the read tier is still starting: its socket is not there yet
+        finally:
+            conn.close()
 
 
 def warm_up(app: Any, tier: str) -> None:
