@@ -12,6 +12,15 @@ without end). So the arbiter imports none: the WORM self-test runs in a child pr
 gunicorn starts (``archiver selftest``) and the jobs run in another (``archiver jobs``),
 which the arbiter starts when it is ready, restarts if it dies and stops on exit; workers
 build their own app and connections after fork.
+
+Two tiers (``archiver.tiers``): this arbiter's workers serve intake on the public port and
+relay reads to the read tier, a second gunicorn (``archiver serve --role read``, another
+child restarted like the jobs) whose workers listen on a Unix socket at a lower CPU
+priority. Every worker warms up in ``post_worker_init`` and reports on a pipe; "listening"
+is printed once all of both tiers have.
+
+Hooks are set per tier in ``_run_intake_tier`` / ``_run_read_tier``; ``_options`` holds the
+settings both share.
 """
 
 from __future__ import annotations
@@ -120,16 +129,16 @@ def _run_intake_tier(settings: Settings, plan: Plan, verbose: list[str]) -> None
             "--ready-fd", str(ready.write_fd)], pass_fds=(ready.write_fd,)))
 
     def when_ready(_server: Any) -> None:
-        for child in children[1:]:  # the read tier warms up beside our workers
+        for child in children:  # the jobs never wait for a tier; the read tier warms up beside ours
             child.start()
-        ready.wait_then(lambda: _listening(plan, children[0]))
+        ready.wait_then(lambda: _listening(plan))
 
     def on_exit(_server: Any) -> None:
         for child in children:
             child.stop()
 
     def post_worker_init(worker: Any) -> None:
-        _warm_up(worker, tiers.INTAKE, None)
+        tiers.warm_up(worker.wsgi, tiers.INTAKE)
         if plan.role == tiers.ALL:  # our read tier boots beside us: relay only once it answers
             tiers.wait_for_reader(plan.reader_socket, READER_BOOT_TIMEOUT)
         _Readiness.report(ready.write_fd, tiers.INTAKE)
@@ -139,9 +148,8 @@ def _run_intake_tier(settings: Settings, plan: Plan, verbose: list[str]) -> None
     _Gunicorn(settings, _options(f"{plan.host}:{plan.port}", plan.workers, hooks), app_options).run()
 
 
-def _listening(plan: Plan, jobs: _Child) -> None:
-    """Every worker has warmed up: start the jobs and say where we listen."""
-    jobs.start()
+def _listening(plan: Plan) -> None:
+    """Every worker has warmed up: say where we listen."""
     reads = f"reads relayed to unix:{plan.reader_socket}" if plan.role == tiers.ALL else \
         f"reads relayed to unix:{plan.reader_socket} if a read tier listens there"
     print(f"archiver listening on {plan.public}  (webhook: /webhooks/whatsapp; {reads})", flush=True)
@@ -160,14 +168,19 @@ def _run_read_tier(settings: Settings, plan: Plan) -> None:
     else:
         bind = f"{plan.host}:{plan.port}"
     ready = _Readiness({tiers.READ: plan.read_workers}) if plan.ready_fd is None else None
-    fd = plan.ready_fd if ready is None else ready.write_fd
+    fd = ready.write_fd if ready is not None else plan.ready_fd
+    assert fd is not None
 
     def when_ready(_server: Any) -> None:
         if ready is not None:
             ready.wait_then(lambda: print(f"archiver read tier listening on {bind}",
                                           flush=True))
 
-    hooks = {"when_ready": when_ready, "post_worker_init": lambda worker: _warm_up(worker, tiers.READ, fd)}
+    def post_worker_init(worker: Any) -> None:
+        tiers.warm_up(worker.wsgi, tiers.READ)
+        _Readiness.report(fd, tiers.READ)
+
+    hooks = {"when_ready": when_ready, "post_worker_init": post_worker_init}
     app_options = {"tier": tiers.READ, "behind_relay": plan.port is None}
     _Gunicorn(settings, _options(bind, plan.read_workers, hooks), app_options).run()
 
@@ -178,14 +191,6 @@ def _options(bind: str, workers: int, hooks: dict[str, Any]) -> dict[str, Any]:
             # gunicorn >= 25.1 opens a control socket at one per-user path
             # (~/.gunicorn/gunicorn.ctl) that every instance would share: off.
             "control_socket_disable": True, **hooks}
-
-
-def _warm_up(worker: Any, tier: str, ready_fd: int | None) -> None:
-    """gunicorn's post_worker_init: serve a first request before any client's, then report
-    ready (so "listening" is printed once every worker can answer at full speed)."""
-    tiers.warm_up(worker.wsgi, tier)
-    if ready_fd is not None:
-        _Readiness.report(ready_fd, tier)
 
 
 class _Readiness:
