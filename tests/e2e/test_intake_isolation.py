@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import requests
@@ -31,8 +33,20 @@ RARE = "zebrafjord"
 CLIENTS = 4
 SAMPLES = 300
 BOUND = 0.100  # seconds: the p99 of webhooks and of /healthz under the read load
+TIMEOUT = 30.0  # seconds: a sample that takes longer counts as this long
 FILLER = ("Bonjour, the parcel left Zürich on Tuesday and should reach 東京 next week; the invoice lists "
           "two units, please check the packing slip before it goes out. Merci! ")
+
+
+def _timed(call: Callable[[], requests.Response]) -> float:
+    """Seconds ``call`` took to get a 200 (:data:`TIMEOUT` when it timed out)."""
+    started = time.perf_counter()
+    try:
+        r = call()
+    except requests.Timeout:
+        return TIMEOUT
+    assert r.status_code == 200, r.text
+    return time.perf_counter() - started
 
 
 def _p99(samples: list[float]) -> float:
@@ -83,14 +97,9 @@ def test_webhook_and_healthz_p99_stay_under_100_ms_while_4_clients_search_a_15_m
             with requests.Session() as http:
                 for i in range(SAMPLES):
                     body = msg_body(f"wamid.ISO{i}", f"under read load {i}")
-                    started = time.perf_counter()
-                    r = http.post(f"{base}/webhooks/whatsapp", data=body, headers=sign(body), timeout=60)
-                    hooks.append(time.perf_counter() - started)
-                    assert r.status_code == 200, r.text
-                    started = time.perf_counter()
-                    r = http.get(f"{base}/healthz", timeout=60)
-                    health.append(time.perf_counter() - started)
-                    assert r.status_code == 200, r.text
+                    hooks.append(_timed(partial(http.post, f"{base}/webhooks/whatsapp", data=body, headers=sign(body),
+                                                timeout=TIMEOUT)))
+                    health.append(_timed(partial(http.get, f"{base}/healthz", timeout=TIMEOUT)))
                     # More than 1% over the bound already: the p99 cannot be met, stop here.
                     if sum(s > BOUND for s in hooks) > SAMPLES // 100 or sum(s > BOUND for s in health) > SAMPLES // 100:
                         break
@@ -108,5 +117,5 @@ def test_webhook_and_healthz_p99_stay_under_100_ms_while_4_clients_search_a_15_m
     # The load was real: every search answered, hit the 15 MB message, and searches went on throughout.
     assert searches and all(status == 200 and snippet for _, status, snippet in searches), report
     assert sum(began <= at <= ended for at, _, _ in searches) >= CLIENTS, report
-    assert len(hooks) == len(health) == SAMPLES, report
     assert _p99(hooks) < BOUND and _p99(health) < BOUND, report
+    assert len(hooks) == len(health) == SAMPLES, report
