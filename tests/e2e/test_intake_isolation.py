@@ -8,7 +8,7 @@ under 100 ms. Once a search over that message took 9-11 s and held the only work
 and ``/healthz`` waited 10-13 s behind it.
 
 This latency bound is the issue's own acceptance criterion, so it is asserted here; the same
-figures, idle and under load, are recorded by ``scripts/bench`` (rows 6a-6d).
+figures, idle and under load, are recorded by ``scripts/bench`` (rows 6a-6e).
 """
 
 from __future__ import annotations
