@@ -38,7 +38,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.register_error_handler(Exception, _unexpected)
     auth.check_route_table(app)
     if tier != tiers.ALL:
-        relay = tiers.Relay(relay_to) if relay_to is not None and tier == tiers.INTAKE else None
+        relay = tiers.Relay(relay_to, settings.max_body_bytes) if relay_to is not None and tier == tiers.INTAKE \
+            else None
         app.wsgi_app = tiers.Gate(app.wsgi_app, app.url_map, tier, relay,  # type: ignore[method-assign]
                                   trust_remote_header=behind_relay)
     return app

@@ -49,6 +49,9 @@ RELAY_TIMEOUT = 300.0
 _HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
                          "trailer", "trailers", "transfer-encoding", "upgrade", "content-length"})
 
+# gunicorn's secure_scheme_headers: set by the relay, never passed on from a client.
+_SCHEME_HEADERS = frozenset({"x-forwarded-proto", "x-forwarded-protocol", "x-forwarded-ssl"})
+
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
@@ -115,20 +118,25 @@ class Relay:
     streams its answer back. In a gevent worker the socket is cooperative: a relayed search
     waiting on the read tier costs a greenlet, and intake's requests keep being served.
 
-    Answers 503 (JSON) when the read tier does not accept the connection.
+    Answers 503 (JSON) when the read tier does not accept the connection, and 413 to a body
+    over ``max_body`` bytes (read before relaying, so it is bounded like intake's).
     """
 
     CHUNK = 64 * 1024
 
-    def __init__(self, path: Path, timeout: float = RELAY_TIMEOUT) -> None:
+    def __init__(self, path: Path, max_body: int, timeout: float = RELAY_TIMEOUT) -> None:
         self.path = path
+        self.max_body = max_body
         self.timeout = timeout
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        body = _body(environ, self.max_body)
+        if isinstance(body, int):
+            return _json(start_response, 413, INTAKE, error="too-large",
+                         message=f"body of {body} bytes or more exceeds the {self.max_body}-byte limit")
         conn = _UnixConnection(str(self.path), self.timeout)
         try:
-            conn.request(environ["REQUEST_METHOD"], _target(environ), body=_body(environ),
-                         headers=_forwarded_headers(environ))
+            conn.request(environ["REQUEST_METHOD"], _target(environ), body=body, headers=_forwarded_headers(environ))
             resp = conn.getresponse()
         except (OSError, http.client.HTTPException) as exc:  # refused, missing, reset, timed out
             conn.close()
@@ -136,7 +144,8 @@ class Relay:
             return _json(start_response, 503, INTAKE, error="read-tier-unavailable",
                          message="the read tier did not answer; intake is unaffected",
                          hint="check the read tier's log (archiver serve --role read)")
-        headers = [(k, v) for k, v in resp.getheaders() if k.lower() not in _HOP_BY_HOP]
+        # gunicorn on this side sets its own Server and Date.
+        headers = [(k, v) for k, v in resp.getheaders() if k.lower() not in _HOP_BY_HOP | {"server", "date"}]
         length = resp.getheader("Content-Length")
         if length is not None:
             headers.append(("Content-Length", length))
@@ -182,28 +191,35 @@ def _target(environ: dict[str, Any]) -> str:
     return quote(environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")) + (f"?{query}" if query else "")
 
 
-def _body(environ: dict[str, Any]) -> bytes | None:
-    """The request body (read tier routes take small ones: queries, export requests)."""
-    length = environ.get("CONTENT_LENGTH")
+def _body(environ: dict[str, Any], limit: int) -> bytes | int | None:
+    """The request body (read routes take small ones: queries, export requests), or its
+    length when over ``limit`` bytes (then not read)."""
+    length = int(environ.get("CONTENT_LENGTH") or 0)  # gunicorn refused a malformed one
+    if length > limit:
+        return length
     stream = environ["wsgi.input"]
     if length:
-        return bytes(stream.read(int(length)))
+        return bytes(stream.read(length))
     if environ.get("HTTP_TRANSFER_ENCODING", "").lower() == "chunked":
-        return bytes(stream.read())
+        raw = bytes(stream.read(limit + 1))
+        return len(raw) if len(raw) > limit else raw
     return None
 
 
 def _forwarded_headers(environ: dict[str, Any]) -> dict[str, str]:
-    """The client's end-to-end headers, and its address in :data:`REMOTE_HEADER`."""
+    """The client's end-to-end headers (Host included), its address in :data:`REMOTE_HEADER`
+    and the scheme this tier decided on, in place of any the client claimed (the read tier's
+    gunicorn trusts scheme headers from its Unix socket)."""
     headers = {}
     for key, value in environ.items():
         if key.startswith("HTTP_"):
             name = key[5:].replace("_", "-").title()
-            if name.lower() not in _HOP_BY_HOP and name.lower() not in ("host", REMOTE_HEADER.lower()):
+            if name.lower() not in _HOP_BY_HOP | _SCHEME_HEADERS | {REMOTE_HEADER.lower()}:
                 headers[name] = value
     if environ.get("CONTENT_TYPE"):
         headers["Content-Type"] = environ["CONTENT_TYPE"]
     headers[REMOTE_HEADER] = environ.get("REMOTE_ADDR") or ""
+    headers["X-Forwarded-Proto"] = environ.get("wsgi.url_scheme", "http")
     return headers
 
 

@@ -8,9 +8,11 @@ read route over ``ARCHIVER_HOME/run/reader.sock`` to a read tier with its own wo
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import signal
+import socketserver
 import subprocess
 import sys
 import threading
@@ -92,6 +94,50 @@ def test_the_gate_sends_each_route_to_its_tier_and_trusts_the_relayed_address_on
     exposed = Client(tiers.Gate(_echo, url_map, tiers.READ))  # on a TCP port: the header is a forgery
     assert exposed.get("/api/v1/stats", headers={tiers.REMOTE_HEADER: "6.6.6.6"},
                        environ_base={"REMOTE_ADDR": "10.0.0.8"}).json == {"remote": "10.0.0.8", "forged": None}
+
+
+class _Echo(http.server.BaseHTTPRequestHandler):
+    """The read tier, as the relay sees it: answers with the request it got."""
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        data = json.dumps({"path": self.path, "headers": dict(self.headers), "body": body.decode()}).encode()
+        self.send_response(201, "Made")
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_the_relay_passes_the_request_on_and_bounds_it(tmp_path: Path) -> None:
+    path = tmp_path / "reader.sock"
+    relay = Client(tiers.Relay(path, max_body=64))
+    r = relay.post("/api/v1/anything", data=b"{}")
+    assert (r.status_code, r.json["error"]) == (503, "read-tier-unavailable")  # nothing listens yet
+
+    server = socketserver.ThreadingUnixStreamServer(str(path), _Echo)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        r = relay.post("/api/v1/anything?q=%C3%A9+x", data=b'{"q": 1}', content_type="application/json",
+                       headers={"Host": "archive.example", "X-Forwarded-Proto": "https", "Connection": "close",
+                                tiers.REMOTE_HEADER: "6.6.6.6", "X-Custom": "kept"},
+                       environ_base={"REMOTE_ADDR": "10.1.2.3", "RAW_URI": "/api/v1/anything?q=%C3%A9+x"})
+        assert (r.status_code, r.status) == (201, "201 Made")
+        seen = r.json
+        assert seen["path"] == "/api/v1/anything?q=%C3%A9+x" and seen["body"] == '{"q": 1}'
+        headers = {k.lower(): v for k, v in seen["headers"].items()}
+        assert headers["host"] == "archive.example" and headers["x-custom"] == "kept"
+        assert headers["content-type"] == "application/json"
+        assert headers[tiers.REMOTE_HEADER.lower()] == "10.1.2.3"  # the real address, not the claimed one
+        assert headers["x-forwarded-proto"] == "http"  # this tier's scheme, not the client's claim
+        r = relay.post("/api/v1/anything", data=b"x" * 65)
+        assert (r.status_code, r.json["error"]) == (413, "too-large")
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 # --- through archiver serve ------------------------------------------------------------------
