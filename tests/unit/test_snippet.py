@@ -110,7 +110,7 @@ _WORDS = st.sampled_from(["ab", "abc", "b", "é", "Ébc", "东", "京", "ｶﾞ"
 _SEPARATORS = st.sampled_from([" ", ", ", "-", "\n", "", " 🎉 "])
 
 
-@settings(max_examples=500)
+@settings(max_examples=500, deadline=None)
 @given(st.lists(st.tuples(_WORDS, _SEPARATORS), min_size=20, max_size=120), st.data(),
        st.integers(min_value=8, max_value=80))
 def test_chunked_snippet_equals_analysing_everything(pieces: list[tuple[str, str]], data: st.DataObject,
