@@ -7,6 +7,7 @@ import getpass
 import json
 import logging
 import sys
+from pathlib import Path
 from typing import Any, Callable
 
 import click
@@ -51,15 +52,32 @@ def main(verbose: bool) -> None:
 
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8080, show_default=True, type=int)
+@click.option("--port", default=None, type=int,
+              help="TCP port. Default 8080 (--role all, intake); --role read listens on --reader-socket unless given.")
 @click.option("--workers", default=None, type=int,
-              help="Web worker processes (gevent). Default: 1 on SQLite, one per core on PostgreSQL.")
+              help="Intake worker processes (gevent). Default: 1 on SQLite, one per core on PostgreSQL.")
+@click.option("--role", default="all", show_default=True, type=click.Choice(["all", "intake", "read"]),
+              help="all: intake here, reads relayed to a read tier started beside it; intake: the same "
+                   "without starting the read tier; read: only the read routes.")
+@click.option("--read-workers", default=None, type=int,
+              help="Read tier worker processes (gevent). Default: one per core, at least 2.")
+@click.option("--reader-socket", default=None, type=click.Path(path_type=Path),
+              help="The read tier's Unix socket. Default: ARCHIVER_HOME/run/reader.sock.")
+@click.option("--ready-fd", default=None, type=int, hidden=True)
 @handled
-def serve(host: str, port: int, workers: int | None) -> None:
-    """Run the web service, and the background jobs (sealer, media, indexer) in a child process."""
-    from archiver import server
+def serve(host: str, port: int | None, workers: int | None, role: str, read_workers: int | None,
+          reader_socket: Path | None, ready_fd: int | None) -> None:
+    """Run the web service (intake and read tiers), and the background jobs (sealer, media,
+    indexer) in a child process."""
+    from archiver import server, tiers
 
-    server.run(Settings.from_env(), host, port, workers)
+    settings = Settings.from_env()
+    plan = server.Plan(
+        role=role, host=host, port=port if port is not None or role == "read" else 8080,
+        workers=workers or server.default_workers(settings.catalog_url),
+        read_workers=read_workers or server.default_read_workers(),
+        reader_socket=(reader_socket or tiers.reader_socket(settings.home)).absolute(), ready_fd=ready_fd)
+    server.run(settings, plan)
 
 
 @main.command()
