@@ -44,8 +44,9 @@ def healthz() -> tuple[Response, int]:
 @require(*READERS)
 def get_stats() -> Response:
     """The same counts as ``archiver stats --json``."""
-    with _services().sessions() as session:
-        return jsonify(stats.collect(session))
+    services = _services()
+    with services.sessions() as session:
+        return jsonify(stats.collect(session, services.search))
 
 
 @bp.get("/api/v1/records/<seq>")

@@ -1,14 +1,16 @@
-"""The composition root: ``create_app`` builds Services once and wires blueprints and errors."""
+"""The composition root: ``create_app`` builds Services once and wires blueprints and errors;
+per tier (``archiver.tiers``), a gate in front sends each route to the tier that serves it."""
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from archiver import api, auth, intake, openapi, rejections, search_api
+from archiver import api, auth, intake, openapi, rejections, search_api, tiers
 from archiver.config import Settings
 from archiver.errors import ArchiverError, ValidationError
 from archiver.services import Services
@@ -16,8 +18,15 @@ from archiver.services import Services
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings | None = None, services: Services | None = None) -> Flask:
-    """Build the WSGI app. Raises ConfigError when the settings are unusable."""
+def create_app(settings: Settings | None = None, services: Services | None = None, tier: str = tiers.ALL,
+               relay_to: Path | None = None, behind_relay: bool = False) -> Flask:
+    """Build the WSGI app. Raises ConfigError when the settings are unusable.
+
+    ``tier`` (``archiver.tiers``): ``all`` serves every route; ``intake`` serves intake and
+    relays read routes to the read tier's socket ``relay_to`` (or refuses them without one);
+    ``read`` serves read routes and refuses intake's, taking the client's address from the
+    relay when ``behind_relay`` (it listens on the Unix socket only the relay reaches).
+    """
     settings = settings or (services.settings if services else Settings.from_env())
     app = Flask(__name__, static_folder=None)
     app.extensions["archiver"] = services or Services.open(settings)
@@ -32,6 +41,11 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.before_request(_check_url)
     app.after_request(_no_store)
     auth.check_route_table(app)
+    if tier != tiers.ALL:
+        relay = tiers.Relay(relay_to, settings.max_body_bytes) if relay_to is not None and tier == tiers.INTAKE \
+            else None
+        app.wsgi_app = tiers.Gate(app.wsgi_app, app.url_map, tier, relay,  # type: ignore[method-assign]
+                                  trust_remote_header=behind_relay)
     return app
 
 

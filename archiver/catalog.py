@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from sqlalchemy import (
-    JSON, BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, LargeBinary, String,
+    JSON, BigInteger, Boolean, CheckConstraint, DateTime, ForeignKey, Index, Integer, LargeBinary, String,
     TypeDecorator, create_engine, event, select, text,
 )
 from sqlalchemy.engine import Connection, Engine
@@ -27,7 +27,7 @@ from sqlalchemy.sql.schema import Table
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from archiver import home
-from archiver.errors import ConfigError
+from archiver.errors import CatalogUnknown, ConfigError
 
 SEQ = BigInteger().with_variant(Integer, "sqlite")
 
@@ -209,8 +209,22 @@ class Token(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
+class Archive(Base):
+    """One row: the archive's random id, made when the catalog is created.
+
+    A derived store records the id it was built for (the search index: ``SearchIndex.state``),
+    so one built for another archive is told apart from this archive's.
+    """
+
+    __tablename__ = "archive"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)  # always 1
+    archive_id: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    __table_args__ = (CheckConstraint("id = 1", name="ck_archive_one_row"),)
+
+
 class Cursor(Base):
-    """Progress of a derived stage (e.g. the indexer's highest indexed seq)."""
+    """Progress of a derived stage kept in the catalog (the search index keeps its own)."""
 
     __tablename__ = "cursors"
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -237,8 +251,13 @@ def _sqlite_begin(conn: Any) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
-def make_engine(url: str) -> Engine:
-    """Create the engine for ``url`` and its tables. Raises ConfigError on a bad URL/driver."""
+def make_engine(url: str, *, check_schema: bool = True) -> Engine:
+    """Create the engine for ``url``; with ``check_schema``, open only a catalog at this
+    version's schema revision, creating an empty one (see :mod:`archiver.migrations`).
+
+    Raises ConfigError on a bad URL/driver, CatalogOutdated (run ``archiver migrate``)
+    or CatalogUnknown.
+    """
     try:
         if url.startswith("sqlite:"):
             path = url.split("///", 1)[-1]
@@ -250,13 +269,20 @@ def make_engine(url: str) -> Engine:
             event.listen(engine, "begin", _sqlite_begin)
         else:
             engine = create_engine(url, pool_pre_ping=True, hide_parameters=True)
-        Base.metadata.create_all(engine)
-        db_file = home.sqlite_path(url)
-        if db_file is not None:
-            home.private_file(db_file)  # SQLite gives -wal and -shm the database's mode
     except ImportError as exc:
         raise ConfigError(f"catalog driver missing for {url.split(':', 1)[0]}: "
                           "pip install 'whatsapp-archiver[postgres]'") from exc
+    if check_schema:
+        from archiver import migrations
+
+        try:
+            migrations.check(engine)
+        except BaseException:
+            engine.dispose()
+            raise
+    db_file = home.sqlite_path(url)
+    if db_file is not None:
+        home.private_file(db_file)  # an older file may be wider; SQLite gives -wal and -shm its mode
     return engine
 
 
@@ -307,7 +333,8 @@ class WriteGate:
             self._closer, self._pid = None, 0
 
 
-def _gate_path(engine: Engine) -> Path | None:
+def gate_path(engine: Engine) -> Path | None:
+    """The write gate's lock file beside a SQLite catalog (None: PostgreSQL or in memory)."""
     if engine.dialect.name != "sqlite":
         return None
     db = engine.url.database or ":memory:"
@@ -330,7 +357,7 @@ class CatalogSessions(sessionmaker[Session]):
 def make_sessionmaker(engine: Engine) -> CatalogSessions:
     """Session factory; objects stay usable after commit."""
     sessions = CatalogSessions(engine, expire_on_commit=False)
-    sessions.gate = WriteGate(_gate_path(engine))
+    sessions.gate = WriteGate(gate_path(engine))
     return sessions
 
 
@@ -489,6 +516,14 @@ def chain_head(session: Session) -> ChainHead:
             session.add(head)
             session.flush()
     return head
+
+
+def archive_id(session: Session) -> str:
+    """The archive's id (made when the catalog was created). Raises CatalogUnknown without one."""
+    found = session.scalar(select(Archive.archive_id).where(Archive.id == 1))
+    if found is None:
+        raise CatalogUnknown("the catalog has no archive id", hint="run: archiver migrate")
+    return found
 
 
 def cursor_value(session: Session, name: str) -> int:

@@ -15,6 +15,7 @@ import logging
 import os
 import sys
 import warnings
+from pathlib import Path
 from typing import Any, Callable
 
 import click
@@ -91,17 +92,51 @@ def init() -> None:
 
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=None, type=int, help="Default: ARCHIVER_PORT, else 8080.")
+@click.option("--port", default=None, type=int,
+              help="TCP port. Default ARCHIVER_PORT, else 8080 (--role all, intake); --role read listens on --reader-socket unless given.")
 @click.option("--workers", default=None, type=int,
-              help="Web worker processes (gevent). Default: 1 on SQLite, one per core on PostgreSQL.")
+              help="Intake worker processes (gevent). Default: 1 on SQLite, one per core on PostgreSQL.")
+@click.option("--role", default="all", show_default=True, type=click.Choice(["all", "intake", "read"]),
+              help="all: intake here, reads relayed to a read tier started beside it; intake: the same "
+                   "without starting the read tier; read: only the read routes.")
+@click.option("--read-workers", default=None, type=int,
+              help="Read tier worker processes (gevent). Default: one per core, at least 2.")
+@click.option("--reader-socket", default=None, type=click.Path(path_type=Path),
+              help="The read tier's Unix socket. Default: ARCHIVER_HOME/run/reader.sock.")
+@click.option("--ready-fd", default=None, type=int, hidden=True)
 @handled
-def serve(host: str, port: int | None, workers: int | None) -> None:
-    """Run the web service, and the background jobs (sealer, media, indexer) in a child process."""
-    from archiver import server
+def serve(host: str, port: int | None, workers: int | None, role: str, read_workers: int | None,
+          reader_socket: Path | None, ready_fd: int | None) -> None:
+    """Run the web service (intake and read tiers), and the background jobs (sealer, media,
+    indexer) in a child process."""
+    from archiver import server, tiers
 
     settings = Settings.from_env()
-    server.warn_insecure_store(settings)
-    server.run(settings, host, port or settings.port, workers)
+    plan = server.Plan(
+        role=role, host=host, port=port if port is not None or role == "read" else settings.port,
+        workers=workers or server.default_workers(settings.catalog_url),
+        read_workers=read_workers or server.default_read_workers(),
+        reader_socket=(reader_socket or tiers.reader_socket(settings.home)).absolute(), ready_fd=ready_fd)
+    if ready_fd is None:  # not the read tier that `serve --role all` starts: say it here, once
+        server.warn_insecure_store(settings)
+    server.run(settings, plan)
+
+
+@main.command()
+@handled
+def migrate() -> None:
+    """Bring the catalog's schema to this version's revision (back it up first)."""
+    from archiver import catalog, migrations
+
+    engine = catalog.make_engine(Settings.from_env().catalog_url, check_schema=False)
+    try:
+        before, after = migrations.upgrade(engine)
+    finally:
+        engine.dispose()
+    if before == after:
+        say(f"catalog schema at revision {after}: nothing to migrate")
+    else:
+        say(f"catalog schema migrated from revision {before or '(new catalog)'} to {after}")
 
 
 @main.command()
@@ -183,12 +218,12 @@ def verify(as_json: bool) -> None:
 @handled
 @needs_archive
 def stats(as_json: bool) -> None:
-    """Counts of deliveries, items, duplicates, media and the chain tip."""
+    """Counts of deliveries, items, duplicates, media, the chain tip and the search index's state and lag."""
     from archiver import stats as counts
 
     services = _services()
     with services.sessions.begin() as session:
-        data = counts.collect(session)
+        data = counts.collect(session, services.search)
     say_json(data, indent=None if as_json else 2)
 
 
@@ -461,6 +496,44 @@ def token_revoke(name: str) -> None:
         n = auth.revoke_token(session, name)
         append_audit(session, "token_revoked", _actor(), name=name, count=n)
     say(f"revoked {plural(n, 'token')} named {name}")
+
+
+# --------------------------------------------------------------------------- policy (issue 9)
+
+
+@main.group()
+def policy() -> None:
+    """Check the policy files (retention classes)."""
+
+
+@policy.command("check")
+@click.option("--dir", "folder", type=click.Path(file_okay=False), default=None,
+              help="Policy folder [default: ARCHIVER_POLICIES, else ./policies].")
+@click.option("--json", "as_json", is_flag=True, help="Print the classes as JSON.")
+@handled
+def policy_check(folder: str | None, as_json: bool) -> None:
+    """Validate retention.yaml: print its classes and SHA-256 (exit 0), or the first problem (exit 1)."""
+    from pathlib import Path
+
+    from archiver import retention_policy
+    from archiver.errors import PolicyError
+
+    try:
+        loaded = retention_policy.load(Path(folder) if folder else Settings.from_env().policies_dir)
+    except PolicyError as exc:
+        click.echo(json.dumps(exc.as_dict()) if as_json else f"error[{exc.code}]: {exc}", err=True)
+        sys.exit(1)
+    if as_json:
+        click.echo(json.dumps(retention_policy.describe(loaded)))
+        return
+    click.echo(f"ok: {loaded.file}\nsha256 {loaded.sha256}")
+    rows = [("class", "retain", "rule", "review", "erasable", "match")] + [
+        (c.name, str(c.retain), (c.rule or "-") + (" (override)" if c.override else ""),
+         "yes" if c.review else "no", "yes" if c.erasable else "no",
+         ", ".join(c.match.keys()) or "every other record") for c in loaded.classes]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
 
 
 if __name__ == "__main__":

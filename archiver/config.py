@@ -103,6 +103,7 @@ class Settings:
     media_max_attempts: int = 8
     index_interval: float = 2.0
     port: int = 8080
+    migrate_on_start: bool = True
     rejection_window: float = 60.0
     rejection_samples: int = 3
     failure_burst: float = 20.0
@@ -141,6 +142,7 @@ class Settings:
             signing_key_path=Path(env.get("ARCHIVER_SIGNING_KEY") or home / "keys" / "checkpoint-ed25519.pem"),
             policies_dir=Path(env.get("ARCHIVER_POLICIES") or Path.cwd() / "policies"),
             allow_unlocked_store=_flag(env, "ARCHIVER_ALLOW_UNLOCKED_STORE"),
+            migrate_on_start=(env.get("ARCHIVER_MIGRATE_ON_START") or "1").strip().lower() not in {"0", "false", "no", "off"},
             seal_interval=seal_interval,
             media_max_attempts=media_attempts,
             trusted_proxies=_networks(env, "ARCHIVER_TRUSTED_PROXIES"),

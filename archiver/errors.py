@@ -4,6 +4,8 @@ This module is a leaf: it imports nothing from ``archiver``.
 
     ArchiverError
     ├── ConfigError              bad or missing configuration
+    ├── CatalogOutdated          the catalog's schema is older than this version (archiver migrate)
+    ├── CatalogUnknown           the catalog's schema is newer or not ours
     ├── RejectedDelivery         a request the intake refuses (bad signature, too large, bad field)
     │   └── ValidationError      a capture API body with a bad field
     ├── AuthError                missing/invalid token or wrong role
@@ -11,6 +13,7 @@ This module is a leaf: it imports nothing from ``archiver``.
     ├── StoreError               the WORM store failed
     │   ├── NotFound             no such object
     │   ├── Locked               the object is under retention or legal hold
+    │   │   └── Held             ... under a legal hold (released only by the hold's release)
     │   └── WormNotEnforced      the store accepts locks without enforcing them
     ├── SearchUnavailable        the search backend cannot answer
     ├── QuerySyntaxError         a search query that does not parse (with position)
@@ -46,6 +49,21 @@ class ArchiverError(Exception):
 class ConfigError(ArchiverError):
     code = "config-invalid"
     hint = "check the ARCHIVER_* environment variables (see README)"
+
+
+class CatalogOutdated(ArchiverError):
+    """The catalog's schema revision is older than this version's: ``archiver migrate`` brings it up."""
+
+    code = "catalog-outdated"
+    hint = ("back up the catalog, then run: archiver migrate "
+            "('archiver serve' migrates at start unless ARCHIVER_MIGRATE_ON_START=0)")
+
+
+class CatalogUnknown(ArchiverError):
+    """The catalog's schema revision is one this version does not know (newer, or not an archive's)."""
+
+    code = "catalog-unknown"
+    hint = "run the archiver version that wrote this catalog (or a newer one), or check ARCHIVER_CATALOG_URL"
 
 
 class RejectedDelivery(ArchiverError):
@@ -106,6 +124,13 @@ class Locked(StoreError):
     hint = "the object is under WORM retention or a legal hold"
 
 
+class Held(Locked):
+    """A delete refused because the object's legal hold is on (whatever its retention)."""
+
+    code = "legal-hold"
+    hint = "the object is under a legal hold: it can be deleted only after every hold on it is released"
+
+
 class WormNotEnforced(StoreError):
     code = "worm-not-enforced"
     hint = ("the bucket must have Object Lock enabled and enforce COMPLIANCE retention; "
@@ -146,7 +171,20 @@ class HoldActive(ArchiverError):
 
 
 class PolicyError(ArchiverError):
+    """A policy file is invalid: the message is ``file:line: key: problem``, each part when known."""
+
     code = "policy-invalid"
+    hint = "fix the file and run 'archiver policy check' (see policies/README.md)"
+
+    def __init__(self, problem: str, *, file: str = "", line: int = 0, key: str = "") -> None:
+        where = f"{file}:{line}" if file and line else file
+        super().__init__(": ".join(part for part in (where, key, problem) if part))
+        self.file, self.line, self.key, self.problem = file, line, key, problem
+
+    def as_dict(self) -> dict[str, str]:
+        out = super().as_dict()
+        out.update(file=self.file, line=str(self.line), key=self.key)
+        return out
 
 
 class NoArchive(ConfigError):

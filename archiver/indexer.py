@@ -1,9 +1,13 @@
 """The indexer: sealed records -> search documents, bulk, idempotent by seq, resumable.
 
-It reads what the sealer sealed (decrypting with the data keys) and advances the catalog
-cursor ``index`` only after the search backend accepted the batch. The index is derived
-data: :func:`reindex` rebuilds it from the WORM store alone. One indexer runs at a time
-(a lock like the sealer's), so a reindex never races an index run.
+It reads what the sealer sealed (decrypting with the data keys) and advances the index's
+own cursor (``SearchIndex.mark``: the catalog's archive id and the last seq) only after
+the search backend accepted the batch. The index is derived data: :func:`reindex`
+rebuilds it from the WORM store alone, and an index run does the same for an index that
+records no state (a new or wiped backend, or one built before indexes carried it), so
+pointing ``ARCHIVER_SEARCH_URL`` at an empty backend refills it. An index built for
+another archive is refused (only ``archiver reindex`` replaces it). One indexer runs at a
+time (a lock like the sealer's), so a reindex never races an index run.
 
 Some fields of a message's document come from later records (``search.UPDATABLE``): the
 delivery state its statuses reached, the revoke that withdrew it, its latest edit. They
@@ -43,8 +47,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from archiver import items, records
-from archiver.catalog import Record, chain_head, cursor_value, leader_lock, set_cursor
+from archiver.catalog import Record, archive_id, chain_head, leader_lock
 from archiver.errors import SearchUnavailable
+from archiver.search import IndexState
 from archiver.search.query import DOCUMENT_KINDS
 from archiver.services import Services
 
@@ -66,18 +71,30 @@ Sealed = tuple[dict[str, Any], bytes | None]
 
 
 def index_pending(services: Services, *, batch: int = BATCH) -> int:
-    """Index everything sealed after the cursor; return the number of documents indexed.
+    """Index everything sealed after the index's cursor; return the number of documents indexed.
 
-    Returns 0 without work while another index run or a reindex holds the lock.
-    Raises SearchUnavailable when the backend is down (the cursor stays; the lag grows).
+    An index without a state is rebuilt from WORM first (the module docstring). Returns 0
+    without work while another index run or a reindex holds the lock. Raises
+    SearchUnavailable when the backend is down (the cursor stays; the lag grows) or the
+    index belongs to another archive.
     """
     with leader_lock(services.engine, LOCK) as leader:
         return _index_after_cursor(services, batch) if leader else 0
 
 
 def _index_after_cursor(services: Services, batch: int) -> int:
-    with services.sessions() as session, _Writer(services) as writer:
-        after = cursor_value(session, "index")
+    with services.sessions() as session:
+        archive = archive_id(session)
+    state = services.search.state()
+    if state is None:
+        log.info("index.rebuild reason=no-index-state")
+        return _rebuild(services, archive)
+    if state.archive != archive:
+        raise SearchUnavailable(
+            "the search index was built for another archive; not writing to it",
+            hint="point ARCHIVER_SEARCH_URL at this archive's index, or run 'archiver reindex' to replace it")
+    with services.sessions() as session, _Writer(services, archive) as writer:
+        after = state.seq
         head = chain_head(session).seq
         if head <= after:
             return 0
@@ -97,15 +114,15 @@ class _Writer:
     block waits for the write in flight, so the indexer lock outlives it.
     """
 
-    def __init__(self, services: Services) -> None:
-        self.services, self.count = services, 0
+    def __init__(self, services: Services, archive: str) -> None:
+        self.services, self.archive, self.count = services, archive, 0
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="index-write")
         self._pending: Future[int] | None = None
 
     def put(self, docs: list[dict[str, Any]], patches: list[dict[str, Any]], last: int) -> None:
         """Write this batch after the previous one. Raises what writing the previous one raised."""
         self.wait()
-        self._pending = self._pool.submit(_flush, self.services, docs, patches, last)
+        self._pending = self._pool.submit(_flush, self.services, IndexState(self.archive, last), docs, patches)
 
     def wait(self) -> None:
         """Wait for the batch in flight. Raises what writing it raised."""
@@ -126,15 +143,13 @@ class _Writer:
             self._pool.shutdown(wait=True)
 
 
-def _flush(services: Services, docs: list[dict[str, Any]], patches: list[dict[str, Any]], last: int) -> int:
-    """Index ``docs``, apply ``patches``, then move the cursor to ``last`` (never before the backend has them)."""
+def _flush(services: Services, state: IndexState, docs: list[dict[str, Any]], patches: list[dict[str, Any]]) -> int:
+    """Index ``docs``, apply ``patches``, then record ``state`` (never before the backend has them)."""
     if docs:
         services.search.index(docs)
     if patches:
         services.search.update(patches)
-    with services.sessions.begin() as session:
-        if cursor_value(session, "index") < last:
-            set_cursor(session, "index", last)
+    services.search.mark(state)
     return len(docs)
 
 
@@ -146,13 +161,19 @@ def reindex(services: Services) -> int:
     """
     with _exclusive(services):
         with services.sessions() as session:
-            head = chain_head(session).seq
-            facts = _Facts.load(session, head)
-            docs = (doc for chunk, _ in _chunks(_sealed(services, session, 0, head), BATCH)
-                    for doc in facts.documents(chunk))
-            count: int = services.search.rebuild(docs)
-        with services.sessions.begin() as session:
-            set_cursor(session, "index", head)
+            archive = archive_id(session)
+        return _rebuild(services, archive)
+
+
+def _rebuild(services: Services, archive: str) -> int:
+    """Replace the index by the documents of everything sealed up to the chain head, stating
+    ``archive`` and that head. The caller holds the indexer lock."""
+    with services.sessions() as session:
+        head = chain_head(session).seq
+        facts = _Facts.load(session, head)
+        docs = (doc for chunk, _ in _chunks(_sealed(services, session, 0, head), BATCH)
+                for doc in facts.documents(chunk))
+        count: int = services.search.rebuild(docs, IndexState(archive, head))
     return count
 
 

@@ -86,7 +86,7 @@ def wait_searchable(settings: Settings, wamid: str, timeout: float) -> int:
     """Wait until the message ``wamid`` is sealed and indexed; return its seq. Raises SampleFailed."""
     from sqlalchemy import select
 
-    from archiver.catalog import Record, cursor_value
+    from archiver.catalog import Record
     from archiver.services import Services
 
     services = Services.open(settings, create=False)
@@ -95,7 +95,9 @@ def wait_searchable(settings: Settings, wamid: str, timeout: float) -> int:
         while True:
             with services.sessions() as session:
                 seq = session.scalar(select(Record.seq).where(Record.wamid == wamid, Record.kind == "message"))
-                if seq is not None and cursor_value(session, "index") >= seq:
+            if seq is not None:
+                indexed = services.search.state()  # the index's own cursor
+                if indexed is not None and indexed.seq >= seq:
                     return int(seq)
             if time.monotonic() >= deadline:
                 raise SampleFailed(f"{wamid} was not {'indexed' if seq else 'sealed'} within {timeout:g}s",

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import Callable, Sequence, TypeVar
 
 import requests
 
@@ -64,14 +64,16 @@ def healthy(port: int, request_timeout: float = POLL_REQUEST_TIMEOUT) -> bool:
 
 
 def start_service(env: dict[str, str], port: int, log: Path, workers: int | None = None,
-                  timeout: float = START_TIMEOUT, verbose: bool = False) -> subprocess.Popen[bytes]:
+                  timeout: float = START_TIMEOUT, verbose: bool = False,
+                  args: Sequence[str] = ()) -> subprocess.Popen[bytes]:
     """Start ``archiver serve`` on ``port`` in its own process group and return once /healthz answers 200.
 
-    stdout and stderr go to ``log`` (``verbose``: ``archiver -v``, INFO logs). Raises AssertionError (with the log's tail) when the
+    stdout and stderr go to ``log`` (``verbose``: ``archiver -v``, INFO logs); ``args`` are more
+    ``serve`` options (``--role``...). Raises AssertionError (with the log's tail) when the
     service exits or does not become healthy within ``timeout`` seconds; it is killed then.
     """
     cmd = [sys.executable, "-m", "archiver.cli", *(["-v"] if verbose else []), "serve", "--port", str(port),
-           *(["--workers", str(workers)] if workers else [])]
+           *(["--workers", str(workers)] if workers else []), *args]
     with log.open("ab") as out:  # the child keeps its own copy of the descriptor
         proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **env}, stdout=out,
                                 stderr=subprocess.STDOUT, start_new_session=True)

@@ -1,7 +1,7 @@
 """The search index: derived from WORM, thrown away and rebuilt at will.
 
 ``SearchIndex`` is shaped by its callers: the indexer (``index``, ``update``, ``delete``,
-``max_seq``, ``rebuild``), the UI/API/CLI (``search``, ``conversation``), health checks
+``max_seq``, ``state``, ``mark``, ``rebuild``), the UI/API/CLI (``search``, ``conversation``), health checks
 (``ping``) and tests or operators (``reset``). Drivers are chosen by URL scheme in
 :func:`open_index` and imported lazily, so the embedded install never imports opensearch-py:
 
@@ -13,6 +13,10 @@ Both backends give the same answers: the query is parsed once (query.py) and tex
 folded in the application (text.py), so a backend only compares terms.
 
 Documents are dicts built by the indexer; keys outside :data:`DOC_FIELDS` are ignored.
+
+The index carries its own identity and cursor (:class:`IndexState`: the archive it was
+built for and the last seq it holds), stored with the documents, so a new or wiped
+backend reads as "not built" and the indexer refills it by itself.
 """
 
 from __future__ import annotations
@@ -104,6 +108,15 @@ class SearchResult:
     size: int = 20
 
 
+@dataclass(frozen=True)
+class IndexState:
+    """Which archive an index was built for (the catalog's archive id) and the last seq it
+    has taken in (every sealed record up to ``seq`` is in it)."""
+
+    archive: str
+    seq: int
+
+
 @runtime_checkable
 class SearchIndex(Protocol):
     """What the indexer, the UI/API and health checks need from a full-text index."""
@@ -153,17 +166,25 @@ class SearchIndex(Protocol):
     def max_seq(self) -> int:
         """The highest indexed seq, 0 when empty (the indexer's resume point). Raises SearchUnavailable."""
 
-    def rebuild(self, docs: Iterable[Mapping[str, Any]]) -> int:
-        """Replace the whole index by ``docs`` and return how many were indexed.
+    def state(self) -> IndexState | None:
+        """The archive and seq recorded by the last :meth:`mark` or :meth:`rebuild`, or None
+        for an index that never recorded one (new, wiped, reset, or built before indexes
+        carried it). Raises SearchUnavailable."""
+
+    def mark(self, state: IndexState) -> None:
+        """Record ``state`` (after the documents up to ``state.seq`` were written). Raises SearchUnavailable."""
+
+    def rebuild(self, docs: Iterable[Mapping[str, Any]], state: IndexState | None = None) -> int:
+        """Replace the whole index by ``docs`` (and its state by ``state``) and return how many were indexed.
 
         Searches keep seeing the old index until the new one is complete (OpenSearch
         writes new indices and swaps the alias; FTS5 commits one transaction). Must not
         run at the same time as :meth:`index`. Raises ValueError, SearchUnavailable; on
-        failure the old index stays in place.
+        failure the old index (and state) stays in place.
         """
 
     def reset(self) -> None:
-        """Drop everything and start empty (``rebuild([])``). Raises SearchUnavailable."""
+        """Drop everything and start empty, with no state (``rebuild([])``). Raises SearchUnavailable."""
 
     def ping(self) -> None:
         """Cheap reachability check. Raises SearchUnavailable."""

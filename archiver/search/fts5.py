@@ -30,6 +30,7 @@ from archiver.errors import ConfigError, SearchUnavailable
 from archiver.search import (
     DOC_FIELDS,
     Hit,
+    IndexState,
     SearchResult,
     check_page,
     check_size,
@@ -58,6 +59,8 @@ _SCHEMA = (
     "CREATE INDEX IF NOT EXISTS docs_from ON docs(from_id, time, seq)",
     "CREATE INDEX IF NOT EXISTS docs_to ON docs(to_id, time, seq)",
     "CREATE VIRTUAL TABLE IF NOT EXISTS fts USING fts5(folded, tokenize='ascii')",
+    # IndexState: one row, written in the transaction of the documents it covers.
+    "CREATE TABLE IF NOT EXISTS state (id INTEGER PRIMARY KEY CHECK (id = 1), archive TEXT NOT NULL, seq INTEGER NOT NULL)",
 )
 log = logging.getLogger(__name__)
 
@@ -162,19 +165,35 @@ class Fts5Index:
         with self._transaction() as db:
             _delete(db, list(seqs))
 
-    def rebuild(self, docs: Iterable[Mapping[str, Any]]) -> int:
-        """Replace everything by ``docs`` in one transaction. Raises ValueError, SearchUnavailable."""
+    def rebuild(self, docs: Iterable[Mapping[str, Any]], state: IndexState | None = None) -> int:
+        """Replace everything by ``docs`` (the state by ``state``) in one transaction.
+
+        Raises ValueError, SearchUnavailable.
+        """
         count = 0
         with self._transaction() as db:
-            db.execute("DROP TABLE IF EXISTS docs")
-            db.execute("DROP TABLE IF EXISTS fts")
+            for table in ("docs", "fts", "state"):
+                db.execute(f"DROP TABLE IF EXISTS {table}")
             _create(db)
             stream = iter(docs)
             while batch := unique(islice(stream, _BATCH)):
                 _write(db, batch)
                 count += len(batch)
+            if state is not None:
+                _mark(db, state)
         log.info("search.rebuilt", extra={"documents": count})
         return count
+
+    def state(self) -> IndexState | None:
+        """The recorded archive and seq, None if never recorded. Raises SearchUnavailable."""
+        with self._connect() as db:
+            row = db.execute("SELECT archive, seq FROM state WHERE id = 1").fetchone()
+        return IndexState(archive=row[0], seq=int(row[1])) if row else None
+
+    def mark(self, state: IndexState) -> None:
+        """Record ``state``. Raises SearchUnavailable."""
+        with self._transaction() as db:
+            _mark(db, state)
 
     def reset(self) -> None:
         """Drop everything and start empty. Raises SearchUnavailable."""
@@ -241,6 +260,10 @@ def _create(db: sqlite3.Connection) -> None:
     """Create the tables if missing (statement by statement: executescript would COMMIT)."""
     for statement in _SCHEMA:
         db.execute(statement)
+
+
+def _mark(db: sqlite3.Connection, state: IndexState) -> None:
+    db.execute("INSERT OR REPLACE INTO state (id, archive, seq) VALUES (1, ?, ?)", (state.archive, state.seq))
 
 
 def _add_new_columns(db: sqlite3.Connection) -> None:

@@ -2,8 +2,10 @@
 
 Layout: one index per month of ``time`` (UTC), named ``<alias>-<generation>-YYYY-MM``,
 plus an empty ``<alias>-<generation>-base`` so the alias exists before the first
-document. Searches go through the alias, so old months can be frozen or moved without
-the application noticing. A rebuild writes a new generation next to the live one and
+document. The base index's mapping ``_meta`` holds the generation's IndexState, so a
+rebuild's state arrives with its documents (one alias swap) and a wiped cluster has
+none. Searches go through the alias, so old months can be frozen or moved without the
+application noticing. A rebuild writes a new generation next to the live one and
 swaps the alias in one atomic ``_aliases`` call (guideline 19).
 
 Only what the server core offers is used, because the integration-test distribution
@@ -33,6 +35,7 @@ from opensearchpy.exceptions import NotFoundError, OpenSearchException, RequestE
 from archiver.errors import ConfigError, SearchUnavailable
 from archiver.search import (
     Hit,
+    IndexState,
     SearchResult,
     check_page,
     check_size,
@@ -53,6 +56,7 @@ _ALIAS = re.compile(r"[a-z0-9][a-z0-9_.-]{0,200}")
 _BATCH = 500  # ids per lookup
 _BULK_DOCS = 2000  # documents per bulk request (a few MB): fewer round trips, same memory bound
 _BULK_TIMEOUT = 30  # seconds; searches keep the short default so they fail fast
+_STATE = "archiver_state"  # key of the IndexState in the base index's mapping _meta
 
 _KEYWORD = {"type": "keyword"}
 MAPPINGS: dict[str, Any] = {
@@ -270,8 +274,33 @@ class OpenSearchIndex:
                     raise SearchUnavailable(f"OpenSearch refused {len(failed)} bulk actions ({kind})")
 
     @_translated
-    def rebuild(self, docs: Iterable[Mapping[str, Any]]) -> int:
-        """Write ``docs`` into a new generation, then swap the alias to it atomically.
+    def state(self) -> IndexState | None:
+        """The state recorded on the live generation, None if none. Raises SearchUnavailable."""
+        if not self._members():  # new or wiped (maybe while this process ran): start over
+            self._ready = False
+            self._known.clear()
+        base = self._name(self._live(), "base")
+        try:
+            mappings = self.client.indices.get_mapping(index=base)[base]["mappings"]
+        except NotFoundError:
+            return None
+        found = (mappings.get("_meta") or {}).get(_STATE)
+        if not isinstance(found, dict) or not isinstance(found.get("seq"), int) or not found.get("archive"):
+            return None
+        return IndexState(archive=str(found["archive"]), seq=found["seq"])
+
+    @_translated
+    def mark(self, state: IndexState) -> None:
+        """Record ``state`` on the live generation. Raises SearchUnavailable."""
+        self._mark(self._live(), state)
+
+    def _mark(self, generation: str, state: IndexState) -> None:
+        body = {"_meta": {_STATE: {"archive": state.archive, "seq": state.seq}}}
+        self.client.indices.put_mapping(index=self._name(generation, "base"), body=body)
+
+    @_translated
+    def rebuild(self, docs: Iterable[Mapping[str, Any]], state: IndexState | None = None) -> int:
+        """Write ``docs`` (and ``state``) into a new generation, then swap the alias to it atomically.
 
         Each seq must come once (WORM order guarantees it). The old generation keeps
         answering searches until the swap and is deleted after it. Raises ValueError,
@@ -282,6 +311,8 @@ class OpenSearchIndex:
         generation = f"g{time.time_ns() // 1_000_000}"
         try:
             count = self._fill(generation, iter(docs))
+            if state is not None:
+                self._mark(generation, state)
         except BaseException:
             self._drop_quietly(self._name(generation, "*"))
             raise

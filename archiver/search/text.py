@@ -163,12 +163,21 @@ def nfc(text: str) -> str:
 
 def terms(text: str) -> list[str]:
     """The folded terms of ``text``, in order (what :func:`analyze` gives, without spans)."""
+    quick = _quick_terms(text)
+    return [t.term for t in analyze(text)] if quick is None else quick
+
+
+def _quick_terms(text: str) -> list[str] | None:
+    """:func:`terms` by the shortcuts below, or None when a kana voicing mark needs :func:`analyze`."""
     if text.isascii():
         return _ASCII_TERM.findall(text.lower())
     spaced = nfc(text).translate(_SPACED)
     if _NEEDS_SPANS in spaced:  # a kana voicing mark to join to the character before it
-        return [t.term for t in analyze(text)]
-    return [word[i:i + MAX_TERM] for word in spaced.split() for i in range(0, len(word), MAX_TERM)]
+        return None
+    words = spaced.split()
+    if max(map(len, words), default=0) <= MAX_TERM:
+        return words
+    return [word[i:i + MAX_TERM] for word in words for i in range(0, len(word), MAX_TERM)]
 
 
 # Indexing folds every message, so terms() takes two shortcuts that give analyze()'s terms:
@@ -207,27 +216,104 @@ def folded(text: str) -> str:
     return " ".join(terms(text))
 
 
+#: A snippet looks for its first match in this many characters from the start of the text
+#: (a longer message shows its start when its first match lies further on)...
+SCAN_CHARS = 1 << 20
+#: ... in chunks this long, each folded by the shortcuts of :func:`terms` and tested for the
+#: patterns' terms as plain substrings; chunks overlap so that a phrase across two is seen.
+CHUNK = 8192
+CHUNK_OVERLAP = 256
+#: At most this many characters per snippet go through :func:`analyze` (the only per-character
+#: Python loop): a few candidate chunks, then the window shown.
+MAX_ANALYSED = 32768
+# Analysed on both sides of a region, so the words at its edges are whole (> MAX_TERM).
+_MARGIN = 128
+
+
+class Excerpt(NamedTuple):
+    """A snippet and the work it took: characters folded by the scan and analysed for spans."""
+
+    html: str
+    scanned: int
+    analysed: int
+
+
 def snippet(text: str, patterns: Sequence[Pattern], width: int = 240) -> str:
     """An HTML-escaped excerpt of ``text`` with matches wrapped in ``<mark>``…``</mark>``.
 
     The excerpt is about ``width`` characters around the first match (or the start of
-    the text when nothing matches, e.g. for a query of only filters).
+    the text when nothing matches, e.g. for a query of only filters). The work is bounded
+    whatever the text's size: see :func:`excerpt`.
     """
-    source = nfc(text)
-    spans = _merge(_find(analyze(source), patterns))
-    lo = max(0, spans[0][0] - width // 4) if spans else 0
+    return excerpt(text, patterns, width).html
+
+
+def excerpt(text: str, patterns: Sequence[Pattern], width: int = 240) -> Excerpt:
+    """:func:`snippet` with its work counted.
+
+    Linear in at most :data:`SCAN_CHARS` characters, and at most :data:`MAX_ANALYSED` of them
+    analysed (plus the window shown): when no candidate chunk within that budget holds a
+    match, the excerpt is the start of the text, unmarked.
+    """
+    cut = len(text) > SCAN_CHARS
+    source = nfc(text[:SCAN_CHARS] if cut else text)
+    work = _Work(budget=MAX_ANALYSED - width - 2 * _MARGIN)
+    patterns = [(words, prefix) for words, prefix in patterns if words]
+    first = _first_match(source, patterns, work) if patterns else None
+    lo = max(0, first - width // 4) if first is not None else 0
     hi = min(len(source), lo + width)
     lo = max(0, min(lo, hi - width))
+    spans = _spans(source, lo, hi, patterns, work) if first is not None else []
     out = ["…" if lo else ""]
     cursor = lo
     for start, end in spans:
-        if end <= lo or start >= hi:
-            continue
         start, end = max(start, lo), min(end, hi)
         out += [html.escape(source[cursor:start]), "<mark>", html.escape(source[start:end]), "</mark>"]
         cursor = end
-    out += [html.escape(source[cursor:hi]), "…" if hi < len(source) else ""]
-    return "".join(out)
+    out += [html.escape(source[cursor:hi]), "…" if hi < len(source) or cut else ""]
+    return Excerpt("".join(out), work.scanned, work.analysed)
+
+
+class _Work:
+    """Characters scanned and analysed so far, and how many more may be analysed for candidates."""
+
+    def __init__(self, budget: int) -> None:
+        self.scanned = 0
+        self.analysed = 0
+        self.budget = budget
+
+
+def _first_match(source: str, patterns: Sequence[Pattern], work: _Work) -> int | None:
+    """Where the first match of any pattern starts, or None (none, or the budget spent first)."""
+    needles = [" " + " ".join(words) + ("" if prefix else " ") for words, prefix in patterns]
+    for start in range(0, len(source), CHUNK):
+        stop = min(len(source), start + CHUNK + CHUNK_OVERLAP)
+        chunk = source[start:stop]
+        work.scanned += len(chunk)
+        quick = _quick_terms(chunk)
+        if quick is not None:
+            folded_chunk = " " + " ".join(quick) + " "
+            if not any(needle in folded_chunk for needle in needles):
+                continue
+        if work.analysed + (stop - start) + 2 * _MARGIN > work.budget:
+            return None
+        spans = _spans(source, start, stop, patterns, work)
+        if spans:
+            return spans[0][0]
+    return None
+
+
+def _spans(source: str, lo: int, hi: int, patterns: Sequence[Pattern], work: _Work) -> list[tuple[int, int]]:
+    """The merged match spans that overlap ``source[lo:hi]``, from analysing just around it."""
+    a, b = max(0, lo - _MARGIN), min(len(source), hi + _MARGIN)
+    tokens = [Token(t.term, t.start + a, t.end + a) for t in analyze(source[a:b])]
+    work.analysed += b - a
+    # A word cut by the region's edge is not a word of the text.
+    if tokens and a > 0 and tokens[0].start == a:
+        tokens.pop(0)
+    if tokens and b < len(source) and tokens[-1].end == b:
+        tokens.pop()
+    return [(start, end) for start, end in _merge(_find(tokens, patterns)) if end > lo and start < hi]
 
 
 def _find(tokens: list[Token], patterns: Sequence[Pattern]) -> list[tuple[int, int]]:

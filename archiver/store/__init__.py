@@ -75,13 +75,28 @@ class WormStore(Protocol):
     def list(self, prefix: str) -> Iterator[str]:
         """Yield every key starting with ``prefix`` in lexical order. Raises StoreError (also for a bad prefix)."""
 
+    def legal_hold(self, key: str) -> bool:
+        """Whether a legal hold keeps the object from deletion: the store's own answer, for
+        checking that a hold was applied or released. Raises NotFound, StoreError.
+
+        S3: true if any version of the key is held (GetObjectLegalHold on each), so it also
+        sees a held version under a stacked version or a delete marker, which ``head`` (the
+        current version only) does not.
+        """
+
     def set_legal_hold(self, key: str, on: bool) -> None:
-        """Turn the object's legal hold on or off. Raises NotFound, StoreError."""
+        """Turn the object's legal hold on or off (read it back with ``legal_hold``).
+
+        Idempotent. Leaves retention unchanged. While on, every delete the store offers
+        (``delete_expired``, ``canary_delete``) is refused, after retention too; on S3 the
+        server itself refuses (every version of the key is held). Raises NotFound, StoreError.
+        """
 
     def delete_expired(self, key: str) -> None:
-        """Delete an object whose retention has passed and that has no legal hold.
+        """Delete an object whose retention has passed and that has no legal hold; it is then gone
+        (S3: every version, no delete marker left).
 
-        Raises Locked while retained or held, NotFound, StoreError.
+        Raises Held while the legal hold is on, Locked while retained, NotFound, StoreError.
         """
 
     def ping(self) -> None:

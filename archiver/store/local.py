@@ -37,7 +37,7 @@ from urllib.parse import unquote, urlsplit
 
 from archiver.canonical import sha256_hex
 from archiver import home
-from archiver.errors import ConfigError, InsecureStoreWarning, Locked, NotFound, StoreError
+from archiver.errors import ConfigError, Held, InsecureStoreWarning, Locked, NotFound, StoreError
 from archiver.store import ObjectInfo, check_key, check_prefix, check_retain_until
 
 _READ_ONLY = 0o400  # read-only, and private to the archive's user
@@ -133,6 +133,10 @@ class LocalStore:
         with _os_errors(prefix):
             keys = [key for key in _walk_keys(objects, start) if key.startswith(prefix)]
         return iter(sorted(keys))
+
+    def legal_hold(self, key: str) -> bool:
+        """The legal-hold flag of the object's lock record. Raises NotFound, StoreError."""
+        return self.head(key).legal_hold
 
     def set_legal_hold(self, key: str, on: bool) -> None:
         """Turn the object's legal hold on or off. Raises NotFound, StoreError."""
@@ -250,9 +254,9 @@ def warn_if_root(url: str, stacklevel: int = 2) -> None:
 
 
 def _check_deletable(key: str, lock: _Lock) -> None:
-    """Raises Locked while ``lock`` holds or retains the object."""
+    """Raises Held while ``lock`` holds the object, Locked while it retains it."""
     if lock.legal_hold:
-        raise Locked(f"{key} is under legal hold")
+        raise Held(f"{key} is under legal hold")
     if lock.retain_until > datetime.now(timezone.utc):
         raise Locked(f"{key} is retained until {lock.retain_until.isoformat()}")
 

@@ -10,7 +10,11 @@ that keep callers honest:
 - ``x-amz-checksum-sha256`` is sent with every PUT, so the server rejects corrupted uploads
   (SeaweedFS 4.48 verifies it and returns it from HEAD); the hex digest also goes in
   ``x-amz-meta-sha256`` for gateways that accept a checksum without reporting it;
-- ``delete_expired`` deletes the specific version, never just adding a delete marker.
+- ``set_legal_hold`` and ``delete_expired`` act on every version of the key, found by
+  listing its versions: a hold reaches the sealed version even under a stacked version or
+  a delete marker, and a delete removes the versions themselves (and any delete marker),
+  never just adding a marker. SeaweedFS 4.48 enforces the hold itself: deleting a held
+  version answers AccessDenied, after retention too, until the hold is OFF.
 
 Credentials come from the standard boto3 chain (``AWS_ACCESS_KEY_ID``... or a profile),
 never from the URL. botocore errors become StoreError/NotFound/Locked here, at the boundary.
@@ -22,7 +26,7 @@ import base64
 import hashlib
 import logging
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any
@@ -33,7 +37,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from archiver.canonical import sha256_hex
-from archiver.errors import ConfigError, Locked, NotFound, StoreError, WormNotEnforced
+from archiver.errors import ConfigError, Held, Locked, NotFound, StoreError, WormNotEnforced
 from archiver.store import ObjectInfo, check_key, check_prefix, check_retain_until
 
 logger = logging.getLogger(__name__)
@@ -46,8 +50,8 @@ _CLIENT_CONFIG = Config(
     read_timeout=20,
     retries={"mode": "standard", "total_max_attempts": 3},
 )
-_PERMISSIONS_HINT = ("the S3 identity needs Read, Write, List plus PutObjectRetention, PutObjectLegalHold "
-                     "and GetBucketObjectLockConfiguration")
+_PERMISSIONS_HINT = ("the S3 identity needs Read, Write, List (with ListBucketVersions) plus PutObjectRetention, "
+                     "PutObjectLegalHold, GetObjectLegalHold and GetBucketObjectLockConfiguration")
 
 
 class S3Store:
@@ -114,28 +118,53 @@ class S3Store:
         """Return every key starting with ``prefix``, in lexical (UTF-8 byte) order. Raises StoreError."""
         return self._iter_keys(check_prefix(prefix))
 
+    def legal_hold(self, key: str) -> bool:
+        """Whether any version of ``key`` is under legal hold (GetObjectLegalHold). Raises NotFound, StoreError."""
+        versions, _markers = self._versions(check_key(key))
+        return any(self._version_held(key, version) for version in versions)
+
     def set_legal_hold(self, key: str, on: bool) -> None:
-        """Turn the current version's legal hold on or off. Raises NotFound, StoreError."""
-        # HEAD first: SeaweedFS answers a legal-hold PUT on a missing key with a 500, not a 404.
-        version = self._head(check_key(key)).get("VersionId")
-        with _translated(f"set legal hold on {key}"):
-            self._client.put_object_legal_hold(
-                Bucket=self.bucket, Key=self._full(key), LegalHold={"Status": "ON" if on else "OFF"},
-                **_version_arg(version),
-            )
+        """Turn the legal hold on or off on every version of ``key``. Raises NotFound, StoreError.
+
+        Every version, not just the current one: the sealed version stays held even when a
+        version was stacked on top of it or a plain DELETE hid it behind a delete marker.
+        Idempotent (the server accepts ON over ON and OFF over OFF).
+        """
+        # Listing first also keeps PUTs off missing keys: SeaweedFS answers a legal-hold PUT
+        # on a missing key with a 500, not a 404.
+        versions, _markers = self._versions(check_key(key))
+        status = "ON" if on else "OFF"
+        for version in versions:
+            with _translated(f"set legal hold {status} on {key}", denied_hint=_PERMISSIONS_HINT):
+                self._client.put_object_legal_hold(
+                    Bucket=self.bucket, Key=self._full(key), LegalHold={"Status": status}, **_version_arg(version),
+                )
 
     def delete_expired(self, key: str) -> None:
-        """Delete the object's version once retention passed and no hold is on.
+        """Delete every version of ``key`` (and its delete markers) once none is retained or held.
 
-        Checks retention and hold first (the server checks again). Raises Locked, NotFound, StoreError.
+        The key is then really gone, not hidden behind a delete marker. Checks every version
+        first and deletes nothing if one is held (Held) or retained (Locked); the server checks
+        again, and a delete it refuses is Held or Locked too. Raises NotFound, StoreError.
         """
-        meta = self._head(check_key(key))
-        if meta.get("ObjectLockLegalHoldStatus") == "ON":
-            raise Locked(f"{key} is under legal hold")
-        until = meta.get("ObjectLockRetainUntilDate")
-        if until is not None and until > datetime.now(timezone.utc):
-            raise Locked(f"{key} is retained until {until.astimezone(timezone.utc).isoformat()}")
-        self._delete_version(key, meta.get("VersionId"))
+        versions, markers = self._versions(check_key(key))
+        now = datetime.now(timezone.utc)
+        metas = [self._head_version(key, version) for version in versions]
+        if any(meta.get("ObjectLockLegalHoldStatus") == "ON" for meta in metas):
+            raise Held(f"{key} is under legal hold")
+        for meta in metas:
+            until = meta.get("ObjectLockRetainUntilDate")
+            if until is not None and until > now:
+                raise Locked(f"{key} is retained until {until.astimezone(timezone.utc).isoformat()}")
+        for version in versions:
+            try:
+                self._delete_version(key, version)
+            except Locked as exc:  # the server's own refusal (a hold set since the check)
+                if self._head_version(key, version).get("ObjectLockLegalHoldStatus") == "ON":
+                    raise Held(f"{key} is under legal hold (refused by the server)") from exc
+                raise
+        for marker in markers:
+            self._delete_version(key, marker)
 
     def ping(self) -> None:
         """HEAD the bucket. Raises StoreError."""
@@ -162,6 +191,42 @@ class S3Store:
         """HEAD the current version. Raises NotFound, StoreError."""
         with _translated(f"head {key}"):
             return dict(self._client.head_object(Bucket=self.bucket, Key=self._full(key), ChecksumMode="ENABLED"))
+
+    def _head_version(self, key: str, version: str) -> Mapping[str, Any]:
+        """HEAD one version (its retention and legal hold). Raises NotFound, StoreError."""
+        with _translated(f"head {key} version {version}"):
+            return dict(self._client.head_object(Bucket=self.bucket, Key=self._full(key), **_version_arg(version)))
+
+    def _version_held(self, key: str, version: str) -> bool:
+        """One version's legal-hold status. Raises NotFound, StoreError."""
+        with _translated(f"read legal hold of {key} version {version}", denied_hint=_PERMISSIONS_HINT):
+            try:
+                answer = self._client.get_object_legal_hold(Bucket=self.bucket, Key=self._full(key), VersionId=version)
+            except ClientError as exc:
+                if _error_code(exc) == "NoSuchObjectLegalHold":  # a 404 meaning "never set", i.e. OFF
+                    return False
+                raise
+        return bool(answer.get("LegalHold", {}).get("Status") == "ON")
+
+    def _versions(self, key: str) -> tuple[Sequence[str], Sequence[str]]:
+        """The version ids of ``key``'s versions and of its delete markers, newest first.
+
+        Raises NotFound when the key has no version (only markers, or nothing), StoreError.
+        """
+        full = self._full(key)
+        versions: list[str] = []
+        markers: list[str] = []
+        pages = self._client.get_paginator("list_object_versions").paginate(Bucket=self.bucket, Prefix=full)
+        with _translated(f"list versions of {key}", missing=StoreError, denied_hint=_PERMISSIONS_HINT):
+            for page in pages:
+                entries = page.get("Versions", []) + page.get("DeleteMarkers", [])
+                versions += [str(v["VersionId"]) for v in page.get("Versions", []) if v["Key"] == full]
+                markers += [str(m["VersionId"]) for m in page.get("DeleteMarkers", []) if m["Key"] == full]
+                if any(entry["Key"] != full for entry in entries):
+                    break  # listing is lexical: longer keys sharing the prefix come after all of ours
+        if not versions:
+            raise NotFound(f"no object {key}")
+        return versions, markers
 
     def _head_or_none(self, key: str) -> Mapping[str, Any] | None:
         try:

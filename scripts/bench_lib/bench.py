@@ -4,7 +4,8 @@ Subcommands (each reads/writes ``<work>/results.json``):
 
   local   --work DIR [--quick]   acceptance (gunicorn + wrk, no-op baseline in the same run),
                                  sealing into the local store, verification, sealer RSS,
-                                 cProfile hotspots of sealing
+                                 cProfile hotspots of sealing, webhook latency idle and under
+                                 read load (read_load.py)
   s3      --work DIR [--quick]   sealing into the SeaweedFS started by scripts/bench
                                  (BENCH_S3_ENDPOINT, AWS_* in the environment)
   report  --work DIR [--doc F]   print the table; append a dated section to F when given
@@ -397,6 +398,15 @@ def cmd_local(work: Path, quick: bool) -> None:
 
     results["failfast"] = failfast.measure(ROOT, archiver_env(work / "failfast"))
     save(work, results)
+    print("bench: 6 webhook latency idle and under read load (archiver serve, 4 search clients, 15 MB message)",
+          file=sys.stderr)
+    import read_load  # beside this file
+
+    try:
+        results["read_load"] = read_load.measure(ROOT, archiver_env(work / "read-load"), quick)
+    except Exception as exc:  # report, do not hide: the table says it failed
+        results["read_load"] = {"error": f"{exc.__class__.__name__}: {exc}"}
+    save(work, results)
 
 
 def cmd_s3(work: Path, quick: bool) -> None:
@@ -505,6 +515,9 @@ def table(results: dict[str, Any]) -> list[str]:
                     f"(x{growth:.2f}; +{grow[0]:.0f} / +{grow[1]:.0f} MiB over the {small['before_kib'] / 1024:.0f} MiB "
                     f"after imports and open) | flat (<= x{GOALS['rss_growth']}) | "
                     f"{_met(growth <= GOALS['rss_growth'])} |")
+    import read_load  # beside this file
+
+    rows += read_load.lines(results)
     return rows
 
 

@@ -102,15 +102,16 @@ def step_seal(home: Path) -> dict[str, Any]:
 
 
 def step_index(home: Path, search_url: str) -> dict[str, Any]:
-    """Index everything sealed into ``search_url`` from an empty index and cursor 0."""
+    """Index everything sealed into ``search_url`` from an empty index with its cursor at 0."""
     from archiver import indexer
-    from archiver.catalog import set_cursor
+    from archiver.catalog import archive_id
+    from archiver.search import IndexState
 
     svc = open_services(env_for(home, ARCHIVER_SEARCH_URL=search_url))
     try:
         svc.search.reset()
-        with svc.sessions.begin() as session:
-            set_cursor(session, "index", 0)
+        with svc.sessions() as session:  # this archive's index at seq 0: index runs, not a rebuild
+            svc.search.mark(IndexState(archive_id(session), 0))
         remote = search_url.startswith("http")
         server0, cpu0, t0 = server_cpu() if remote else None, time.process_time(), time.perf_counter()
         docs = indexer.index_pending(svc)

@@ -23,7 +23,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from archiver.errors import ConfigError, QuerySyntaxError, SearchUnavailable
-from archiver.search import SearchIndex, SearchResult, open_index
+from archiver.search import IndexState, SearchIndex, SearchResult, open_index
 from archiver.search import query as ql
 
 RUN = uuid.uuid4().hex[:8]  # a unique alias prefix per run, so parallel runs never collide
@@ -313,7 +313,8 @@ def everything(index: SearchIndex, query: str, sort: str = "newest") -> SearchRe
 
 def test_every_protocol_method_exists(corpus: SearchIndex) -> None:
     assert isinstance(corpus, SearchIndex)
-    for name in ("index", "update", "delete", "search", "conversation", "max_seq", "rebuild", "reset", "ping"):
+    for name in ("index", "update", "delete", "search", "conversation", "max_seq", "state", "mark", "rebuild",
+                 "reset", "ping"):
         assert callable(getattr(corpus, name))
 
 
@@ -463,6 +464,31 @@ def test_empty_index(backend: str, make_index: Callable[[str], SearchIndex]) -> 
     index.index([])
 
 
+def test_the_index_keeps_its_own_state(backend: str, make_index: Callable[[str], SearchIndex]) -> None:
+    index = make_index(backend)
+    assert index.state() is None  # a new index: not built
+    index.index([doc(7, "2026-01-15T08:00:00Z", "first words")])
+    assert index.state() is None  # documents alone state nothing
+    index.mark(IndexState("a" * 32, 7))
+    index.mark(IndexState("a" * 32, 9))
+    assert index.state() == IndexState("a" * 32, 9)
+    assert open_index(index.url).state() == IndexState("a" * 32, 9)  # another process sees it
+    index.index([doc(10, "2026-02-15T08:00:00Z", "later words")])
+    assert index.state() == IndexState("a" * 32, 9)  # writing documents keeps it
+    assert index.rebuild([doc(3, "2026-01-15T08:00:00Z", "rebuilt")], IndexState("b" * 32, 12)) == 1
+    assert index.state() == IndexState("b" * 32, 12) and index.max_seq() == 3
+    index.reset()
+    assert index.state() is None and index.max_seq() == 0  # wiped: not built again
+
+
+def test_a_failed_rebuild_keeps_the_old_state(backend: str, make_index: Callable[[str], SearchIndex]) -> None:
+    index = make_index(backend)
+    index.rebuild([doc(1, "2026-01-15T08:00:00Z", "kept")], IndexState("a" * 32, 1))
+    with pytest.raises(ValueError):
+        index.rebuild([doc(2, "2026-01-15T08:00:00Z", "x"), {"seq": "bad"}], IndexState("b" * 32, 2))
+    assert index.state() == IndexState("a" * 32, 1) and index.search("kept").total == 1
+
+
 def test_reindexing_a_seq_replaces_it(backend: str, make_index: Callable[[str], SearchIndex]) -> None:
     index = make_index(backend)
     index.index([doc(7, "2026-01-15T08:00:00Z", "first words"), doc(8, "2026-01-16T08:00:00Z", "other")])
@@ -486,6 +512,27 @@ def test_lone_surrogates_are_stored_as_replacement_characters(backend: str,
     index.index([doc(1, "2026-01-05T09:00:00Z", "broken \ud800 text hello", contact_name="A\udc00")])
     (hit,) = index.search("hello").hits
     assert hit.snippet == "broken \ufffd text <mark>hello</mark>" and hit.contact_name == "A\ufffd"
+
+
+def test_a_15_mb_message_gets_a_correct_snippet_from_bounded_work(backend: str, make_index: Callable[[str], SearchIndex],
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once, the snippet analysed all of a 15 MB message character by character (9-11 s per search)."""
+    from archiver.search import text
+
+    filler = "Bonjour, the parcel left Zürich on Tuesday; 东京 next week, merci! "
+    body = (filler * (15 * 2**20 // len(filler)))
+    body = body[:654_321] + " kangaroo " + body[654_321:]
+    index = make_index(backend)
+    index.index([doc(1, "2026-01-05T09:00:00Z", body), doc(2, "2026-01-05T09:01:00Z", "a small kangaroo")])
+    analysed: list[int] = []
+    real = text.analyze
+    monkeypatch.setattr(text, "analyze", lambda source: analysed.append(len(source)) or real(source))
+    result = index.search("kangaroo", sort="oldest")
+    assert seqs(result) == [1, 2]
+    big, small = result.hits
+    assert "<mark>kangaroo</mark>" in big.snippet and big.snippet.startswith("…") and len(big.snippet) < 300
+    assert small.snippet == "a small <mark>kangaroo</mark>"
+    assert sum(analysed) <= 2 * text.MAX_ANALYSED
 
 
 def test_bad_documents_are_refused(backend: str, make_index: Callable[[str], SearchIndex]) -> None:

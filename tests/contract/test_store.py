@@ -20,14 +20,14 @@ from typing import Any
 
 import pytest
 
-from archiver.errors import ConfigError, InsecureStoreWarning, Locked, NotFound, StoreError, WormNotEnforced
+from archiver.errors import ConfigError, Held, InsecureStoreWarning, Locked, NotFound, StoreError, WormNotEnforced
 from archiver.store import CANARY_PREFIX, WormStore, assert_worm, open_store
 from tests.serving import wait_until
 
 SEGMENT = "segments/default/000000000001-000000000100-" + "ab" * 16 + ".jsonl.gz"
 MEDIA = "media/" + hashlib.sha256(b"photo").hexdigest()
 CHECKPOINT = "checkpoints/000000000100.json"
-PROTOCOL_METHODS = {"put_locked", "get", "head", "list", "set_legal_hold", "delete_expired", "ping",
+PROTOCOL_METHODS = {"put_locked", "get", "head", "list", "legal_hold", "set_legal_hold", "delete_expired", "ping",
                     "check_lock_enabled", "canary_delete"}
 PROTOCOL_FLAGS = {"process_safe", "allow_unlocked"}
 
@@ -137,13 +137,54 @@ def test_delete_after_retain_until(store: WormStore) -> None:
 def test_legal_hold_blocks_delete_even_after_retain_until(store: WormStore) -> None:
     store.put_locked(MEDIA, b"photo", later(seconds=2), legal_hold=True)
     wait_past(store.head(MEDIA).retain_until)
-    with pytest.raises(Locked):
+    with pytest.raises(Held):
         store.delete_expired(MEDIA)
     store.set_legal_hold(MEDIA, False)
     assert store.head(MEDIA).legal_hold is False
     store.delete_expired(MEDIA)
     with pytest.raises(NotFound):
         store.head(MEDIA)
+
+
+def test_legal_hold_set_later_refuses_every_delete_until_released(store: WormStore) -> None:
+    store.put_locked(SEGMENT, b"evidence", later(seconds=2))
+    assert store.legal_hold(SEGMENT) is False
+    store.set_legal_hold(SEGMENT, True)
+    assert store.legal_hold(SEGMENT) is True and store.head(SEGMENT).legal_hold is True
+    wait_past(store.head(SEGMENT).retain_until)
+    with pytest.raises(Held, match="legal hold") as caught:
+        store.delete_expired(SEGMENT)
+    assert caught.value.code == "legal-hold" and caught.value.http_status == 409
+    # The self-test's delete skips the driver's checks on S3: the server refuses it.
+    with pytest.raises(Locked):
+        store.canary_delete(SEGMENT)
+    assert (store.get(SEGMENT), store.legal_hold(SEGMENT)) == (b"evidence", True)
+    store.set_legal_hold(SEGMENT, False)
+    assert store.legal_hold(SEGMENT) is False
+    store.delete_expired(SEGMENT)
+    gone: list[Callable[[], object]] = [lambda: store.get(SEGMENT), lambda: store.head(SEGMENT),
+                                        lambda: store.legal_hold(SEGMENT), lambda: store.set_legal_hold(SEGMENT, True)]
+    for call in gone:
+        with pytest.raises(NotFound):
+            call()
+    assert list(store.list("")) == []
+
+
+def test_legal_hold_on_and_off_are_idempotent(store: WormStore) -> None:
+    store.put_locked(MEDIA, b"photo", later(days=1))
+    for _ in range(2):
+        store.set_legal_hold(MEDIA, True)
+        assert store.legal_hold(MEDIA) is True and store.head(MEDIA).legal_hold is True
+    with pytest.raises(Held):
+        store.delete_expired(MEDIA)
+    for _ in range(2):
+        store.set_legal_hold(MEDIA, False)
+        assert store.legal_hold(MEDIA) is False and store.head(MEDIA).legal_hold is False
+    # Released, but still retained: refused for the retention, not the hold.
+    with pytest.raises(Locked, match="retained until") as caught:
+        store.delete_expired(MEDIA)
+    assert not isinstance(caught.value, Held)
+    assert store.get(MEDIA) == b"photo"
 
 
 def test_set_legal_hold_keeps_retention(store: WormStore) -> None:
@@ -189,7 +230,7 @@ def test_list_is_lexical_and_filtered_by_prefix(store: WormStore) -> None:
 
 def test_missing_key_is_not_found(store: WormStore) -> None:
     calls: list[Callable[[], object]] = [
-        lambda: store.get(MEDIA), lambda: store.head(MEDIA),
+        lambda: store.get(MEDIA), lambda: store.head(MEDIA), lambda: store.legal_hold(MEDIA),
         lambda: store.set_legal_hold(MEDIA, True), lambda: store.delete_expired(MEDIA),
     ]
     for call in calls:
@@ -205,7 +246,7 @@ BAD_KEYS = ["", "/", "/etc/passwd", "a//b", "media/", "../x", "a/../b", "a/./b",
 def test_bad_keys_are_refused(store: WormStore, key: str) -> None:
     calls: list[Callable[[], object]] = [
         lambda: store.put_locked(key, b"x", later(days=1)), lambda: store.get(key), lambda: store.head(key),
-        lambda: store.set_legal_hold(key, True), lambda: store.delete_expired(key),
+        lambda: store.legal_hold(key), lambda: store.set_legal_hold(key, True), lambda: store.delete_expired(key),
     ]
     for call in calls:
         with pytest.raises(StoreError) as caught:
@@ -335,3 +376,95 @@ def test_s3_unreachable_endpoint_is_a_store_error(monkeypatch: pytest.MonkeyPatc
 def test_s3_bad_urls_are_config_errors(url: str) -> None:
     with pytest.raises(ConfigError):
         open_store(url)
+
+
+# -- S3 only: SeaweedFS itself enforces PutObjectLegalHold --------------------------------
+
+
+def raw_hold(client: Any, bucket: str, key: str, version: str) -> str:
+    """The legal-hold status the server reports for one version (GetObjectLegalHold)."""
+    return str(client.get_object_legal_hold(Bucket=bucket, Key=key, VersionId=version)["LegalHold"]["Status"])
+
+
+def raw_versions(client: Any, bucket: str, key: str) -> tuple[list[str], list[str]]:
+    """(version ids, delete-marker ids) of exactly ``key``, straight from the server."""
+    listing = client.list_object_versions(Bucket=bucket, Prefix=key)
+    return ([v["VersionId"] for v in listing.get("Versions", []) if v["Key"] == key],
+            [m["VersionId"] for m in listing.get("DeleteMarkers", []) if m["Key"] == key])
+
+
+@pytest.mark.s3
+def test_s3_server_refuses_deleting_a_held_version_until_the_hold_is_off(s3: tuple[WormStore, Any, str, str]) -> None:
+    """Deletes here go straight to SeaweedFS with boto3, bypassing the archiver's checks."""
+    store, client, bucket, prefix = s3
+    store.put_locked(SEGMENT, b"evidence", later(seconds=2))
+    full = f"{prefix}/{SEGMENT}"
+    version = client.head_object(Bucket=bucket, Key=full)["VersionId"]
+    assert error_code(partial(client.get_object_legal_hold, Bucket=bucket, Key=full, VersionId=version)) \
+        == "NoSuchObjectLegalHold"  # never set: SeaweedFS answers 404, the store reads it as off
+    assert store.legal_hold(SEGMENT) is False
+    store.set_legal_hold(SEGMENT, True)  # PutObjectLegalHold after the PUT, as a hold does
+    assert raw_hold(client, bucket, full, version) == "ON"
+    wait_past(store.head(SEGMENT).retain_until)
+    delete = partial(client.delete_object, Bucket=bucket, Key=full, VersionId=version)
+    assert error_code(delete) == "AccessDenied"
+    assert error_code(partial(delete, BypassGovernanceRetention=True)) == "AccessDenied"
+    assert client.get_object(Bucket=bucket, Key=full, VersionId=version)["Body"].read() == b"evidence"
+    store.set_legal_hold(SEGMENT, False)
+    assert raw_hold(client, bucket, full, version) == "OFF"
+    delete()
+    assert raw_versions(client, bucket, full) == ([], [])
+
+
+@pytest.mark.s3
+def test_s3_plain_delete_of_a_held_object_only_hides_it(s3: tuple[WormStore, Any, str, str]) -> None:
+    """A DELETE without a version id is allowed (it only adds a delete marker, as on AWS);
+    the held version stays, and the store still reaches it to release and dispose of it."""
+    store, client, bucket, prefix = s3
+    store.put_locked(MEDIA, b"photo", later(seconds=2), legal_hold=True)
+    full = f"{prefix}/{MEDIA}"
+    until = store.head(MEDIA).retain_until
+    version = client.head_object(Bucket=bucket, Key=full)["VersionId"]
+    assert client.delete_object(Bucket=bucket, Key=full)["DeleteMarker"] is True
+    with pytest.raises(NotFound):
+        store.head(MEDIA)
+    assert raw_hold(client, bucket, full, version) == "ON" and store.legal_hold(MEDIA) is True
+    assert client.get_object(Bucket=bucket, Key=full, VersionId=version)["Body"].read() == b"photo"
+    wait_past(until)
+    with pytest.raises(Held):
+        store.delete_expired(MEDIA)
+    store.set_legal_hold(MEDIA, False)
+    assert raw_hold(client, bucket, full, version) == "OFF" and store.legal_hold(MEDIA) is False
+    store.delete_expired(MEDIA)
+    assert raw_versions(client, bucket, full) == ([], [])
+
+
+@pytest.mark.s3
+def test_s3_legal_hold_reaches_every_version_of_the_key(s3: tuple[WormStore, Any, str, str]) -> None:
+    store, client, bucket, prefix = s3
+    store.put_locked(SEGMENT, b"evidence", later(seconds=2))
+    full = f"{prefix}/{SEGMENT}"
+    # Someone with write access stacks a version on top (short-locked, so the test can end clean).
+    client.put_object(Bucket=bucket, Key=full, Body=b"tampered", ObjectLockMode="COMPLIANCE",
+                      ObjectLockRetainUntilDate=later(seconds=2))
+    versions, _ = raw_versions(client, bucket, full)
+    assert len(versions) == 2
+    store.set_legal_hold(SEGMENT, True)
+    assert [raw_hold(client, bucket, full, v) for v in versions] == ["ON", "ON"]
+    wait_past(max(client.head_object(Bucket=bucket, Key=full, VersionId=v)["ObjectLockRetainUntilDate"]
+                  for v in versions))
+    for version in versions:
+        assert error_code(partial(client.delete_object, Bucket=bucket, Key=full, VersionId=version)) == "AccessDenied"
+    with pytest.raises(Held):
+        store.delete_expired(SEGMENT)
+    # One version released behind the store's back: still nothing is deleted.
+    client.put_object_legal_hold(Bucket=bucket, Key=full, VersionId=versions[0], LegalHold={"Status": "OFF"})
+    with pytest.raises(Held):
+        store.delete_expired(SEGMENT)
+    assert store.legal_hold(SEGMENT) is True
+    assert raw_versions(client, bucket, full)[0] == versions
+    store.set_legal_hold(SEGMENT, False)
+    assert [raw_hold(client, bucket, full, v) for v in versions] == ["OFF", "OFF"]
+    assert store.legal_hold(SEGMENT) is False
+    store.delete_expired(SEGMENT)
+    assert raw_versions(client, bucket, full) == ([], [])

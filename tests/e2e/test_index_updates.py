@@ -14,7 +14,8 @@ from sqlalchemy import select
 
 from archiver import indexer, sealer
 from archiver.app import create_app
-from archiver.catalog import Record, cursor_value, set_cursor
+from archiver.catalog import Record, archive_id
+from archiver.search import IndexState
 from tests.conftest import sign
 
 BUSINESS, CUSTOMER = "15550009999", "4479460001234"
@@ -83,13 +84,14 @@ def seq_of(services: Any, wamid: str) -> int:
 
 
 def rewind(services: Any, to: int) -> None:
-    with services.sessions.begin() as session:
-        set_cursor(session, "index", to)
+    with services.sessions() as session:
+        services.search.mark(IndexState(archive_id(session), to))
 
 
 def cursor(services: Any) -> int:
-    with services.sessions() as session:
-        return cursor_value(session, "index")
+    state = services.search.state()
+    assert state is not None
+    return int(state.seq)
 
 
 # --- tests -----------------------------------------------------------------------------------

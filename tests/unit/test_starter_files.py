@@ -9,6 +9,7 @@ import jinja2
 import yaml
 
 from archiver.config import retention_days
+from archiver.retention_policy import load
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -30,12 +31,13 @@ def test_every_path_the_dockerfile_copies_is_in_the_repository() -> None:
     assert missing == []
 
 
-def test_retention_starter_has_only_a_default_class_matching_the_service_default() -> None:
+def test_shipped_retention_example_loads_and_its_default_is_the_service_default() -> None:
+    policy = load(ROOT / "policies")
+    assert [c.name for c in policy.classes] == ["finra-4511", "mifid-ii", "marketing", "default"]
+    assert retention_days(str(policy.named("default").retain)) == retention_days("7y")
     text = (ROOT / "policies" / "retention.yaml").read_text()
-    doc = yaml.safe_load(text)
-    assert doc == {"classes": {"default": "7y"}}  # every other example stays commented out
-    assert retention_days(doc["classes"]["default"]) == retention_days("7y")
-    assert "does not read this file yet" in text
+    assert "does not apply these classes" in text  # until the sealer classes records by it
+    assert "not read" not in text and "does not apply it yet" in (ROOT / "policies" / "README.md").read_text()
 
 
 def test_schedule_starter_is_a_valid_five_field_cron_line() -> None:
