@@ -158,13 +158,14 @@ def _token(env: dict[str, str]) -> dict[str, str]:
         services.close()
 
 
-def _audit_remotes(env: dict[str, str], event: str, path: str) -> list[str]:
+def _rejection_sources(env: dict[str, str], route: str) -> list[str]:
+    """The sources of the journaled rejection windows of ``route`` (``METHOD rule``)."""
     services = Services.open(Settings.from_env(env))
     try:
         with services.sessions() as session:
             bodies = session.scalars(select(Journal.body).where(Journal.source == "audit", Journal.sealed.is_(False)))
-            return [e["remote"] for e in map(json.loads, [b for b in bodies if b]) 
-                    if e["event"] == event and e.get("path") == path]
+            return [e["source"] for e in map(json.loads, [b for b in bodies if b])
+                    if e["event"] == "requests_rejected" and e.get("route") == route]
     finally:
         services.close()
 
@@ -192,7 +193,7 @@ def _reader(arbiter: int) -> int:
 @pytest.fixture
 def served(env: dict[str, str], tmp_path: Path) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
     port = free_port()
-    proc = start_service(env, port, tmp_path / "serve.log")
+    proc = start_service({**env, "ARCHIVER_REJECTION_WINDOW": "1"}, port, tmp_path / "serve.log")
     try:
         yield port, proc
     finally:
@@ -220,7 +221,9 @@ def test_serve_answers_intake_in_its_own_workers_and_relays_reads_to_the_read_ti
     # The relay gives the read tier the client's address, whatever the client claims.
     r = requests.get(f"{base}/api/v1/stats", headers={tiers.REMOTE_HEADER: "6.6.6.6"}, timeout=30)
     assert tier(r, 401) == "read" and r.json()["error"] == "unauthorized"
-    assert _audit_remotes(env, "access_denied", "/api/v1/stats") == ["127.0.0.1"]
+    # its rejection window (one second here) is journaled by the read tier with that address
+    assert wait_until(lambda: _rejection_sources(env, "GET /api/v1/stats"), 30,
+                      "the rejection window of /api/v1/stats") == ["127.0.0.1"]
 
 
 def test_intake_answers_while_the_read_tier_is_frozen_or_dead(
