@@ -202,6 +202,9 @@ def _options(bind: str, workers: int, hooks: dict[str, Any]) -> dict[str, Any]:
     """gunicorn's settings for one tier, with its server hooks."""
     return {"bind": bind, "workers": workers, "worker_class": WORKER_CLASS, "accesslog": None, "timeout": 60,
             "worker_exit": worker_exit,
+            # gunicorn sets the process umask to its own (0 by default): keep archiver.home's 077,
+            # so the read tier's socket and every file a worker creates is the owner's only
+            "umask": 0o077,
             # gunicorn's largest request line: URLs up to it reach the app, which answers
             # any over app.MAX_URL_BYTES with a JSON 414 (gunicorn's own is HTML).
             "limit_request_line": 8190,

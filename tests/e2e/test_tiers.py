@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import socketserver
+import stat
 import subprocess
 import sys
 import threading
@@ -328,5 +329,28 @@ def test_listening_is_printed_once_every_worker_has_warmed_up(env: dict[str, str
             assert str(home / "catalog.db") in _open_files(pid), "an intake worker did not warm up"
         for pid in read_workers:
             assert str(home / "catalog.db") in _open_files(pid), "a read worker did not warm up"
+    finally:
+        stop_service(proc)
+
+
+def test_a_served_home_stays_private_under_umask_022(env: dict[str, str], tmp_path: Path) -> None:
+    """gunicorn resets the umask of its processes (to 0 by default): the read tier's socket and
+    every file the workers and the jobs create (journal, segments, index) stay the owner's only."""
+    home, port = Path(env["ARCHIVER_HOME"]), free_port()
+    old = os.umask(0o022)
+    try:
+        proc = start_service({**env, "ARCHIVER_SEAL_INTERVAL": "0.2"}, port, tmp_path / "serve.log")
+    finally:
+        os.umask(old)
+    try:
+        body = msg_body("wamid.U1", "private please")
+        assert requests.post(f"http://127.0.0.1:{port}/webhooks/whatsapp", data=body, headers=sign(body),
+                             timeout=30).status_code == 200
+        wait_until(lambda: (home / "run" / "reader.sock").exists(), 60, "the read tier's socket")
+        wait_until(lambda: [p for p in (home / "worm").rglob("*") if p.is_file() and "segments" in str(p)], 60,
+                   "a sealed segment")
+        loose = {str(p.relative_to(home)): oct(stat.S_IMODE(p.lstat().st_mode))
+                 for p in [home, *home.rglob("*")] if not p.is_symlink() and p.lstat().st_mode & 0o077}
+        assert loose == {}, loose
     finally:
         stop_service(proc)
