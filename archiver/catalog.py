@@ -67,7 +67,7 @@ class Journal(Base):
 
     __tablename__ = "journal"
     id: Mapped[int] = mapped_column(SEQ, primary_key=True, autoincrement=True)
-    source: Mapped[str] = mapped_column(String(24))  # webhook | capture_message | consent | audit | media
+    source: Mapped[str] = mapped_column(String(24))  # webhook | capture_message | consent | audit | media | policy | decision
     received_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     body: Mapped[bytes | None] = mapped_column(LargeBinary)
     body_sha256: Mapped[str] = mapped_column(String(64))
@@ -224,11 +224,13 @@ class Archive(Base):
 
 
 class PolicyVersion(Base):
-    """One version of ``retention.yaml`` the service loaded: journaled once, then sealed as a
-    ``policy`` record (``seq``). Derived state: the sealed records hold the same bytes."""
+    """A version of ``retention.yaml`` the service loaded, journaled when it differs from the
+    version before it, then sealed as a ``policy`` record (``seq``). Derived state: the sealed
+    records hold the same bytes."""
 
     __tablename__ = "policy_versions"
-    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    id: Mapped[int] = mapped_column(SEQ, primary_key=True, autoincrement=True)
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
     file: Mapped[str] = mapped_column(String(1024))
     raw: Mapped[bytes] = mapped_column(LargeBinary)
     journal_id: Mapped[int] = mapped_column(SEQ)
