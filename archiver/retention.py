@@ -67,8 +67,8 @@ def facts(kind: str, payload: dict[str, Any] | None, contact: str | None, busine
 
     ``payload`` is an item's payload (None for deliveries, audit, media, policy and decision
     records). Direction comes from the kind (message: inbound; echo, outbound, status:
-    outbound), for history messages from the message itself (only the business's own carry
-    ``to``). The template category is a status's pricing category or a template event's
+    outbound), for history messages from the extractor's ``direction`` (else: only the
+    business's own carry ``to``). The template category is a status's pricing category or a template event's
     category. Contacts are the record's contact plus the wa_id and BSUID of the payload's
     contact entry.
     """
@@ -77,8 +77,9 @@ def facts(kind: str, payload: dict[str, Any] | None, contact: str | None, busine
     contacts = [contact] if contact else []
     if payload:
         message = payload.get("message")
-        if kind == "history_message" and isinstance(message, dict):
-            direction = "outbound" if message.get("to") else "inbound"
+        if kind == "history_message":  # the extractor's "in"/"out", else: only the business's carry "to"
+            given = {"in": "inbound", "out": "outbound"}.get(str(payload.get("direction")))
+            direction = given or ("outbound" if isinstance(message, dict) and message.get("to") else "inbound")
         category = _category(kind, payload)
         entry = payload.get("contact")
         if isinstance(entry, dict):
