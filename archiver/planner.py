@@ -237,7 +237,7 @@ class Planner:
             r.clear["kid"] = self.kid(r)
             r.clear["policy"] = policy_seq
         runs = []
-        for cls in sorted(by_class):
+        for cls in by_class:  # in seq order
             for run in _runs(by_class[cls], self.services.settings.segment_max_records):
                 runs.append(self._seal_run(cls, run, carry))
         with carry.lock:
@@ -251,8 +251,8 @@ class Planner:
                                 if r.kind in ("policy", "decision") and r.journal_id is not None])
 
     def _policy_seq(self, records: list[Pending]) -> int:
-        """The seq of the policy record classing this batch: a new version's own (it is alone in
-        its batch), else the one in force."""
+        """The seq of the policy record classing this batch: a new version's own (it heads the
+        batch), else the one in force."""
         if self.new_policy is not None:
             (own,) = [r for r in records if r.kind == "policy"]
             self.in_force = InForce(self.new_policy, own.seq)
@@ -442,13 +442,17 @@ def _existing_keys(session: Session, digests: set[str]) -> dict[str, int]:
 
 
 def _assign_seqs(records: list[Pending], last_seq: int) -> dict[str, list[Pending]]:
-    """Group by retention class and number each class contiguously (one segment run each)."""
-    by_class: dict[str, list[Pending]] = defaultdict(list)
+    """Group by retention class and number each class contiguously (one segment run each), in
+    class order but for a new policy record: its class comes first, so it takes the batch's
+    first seq, before every record it classes. Returns the groups in seq order."""
+    grouped: dict[str, list[Pending]] = defaultdict(list)
     for r in records:
-        by_class[r.cls].append(r)
+        grouped[r.cls].append(r)
+    first = [r.cls for r in records[:1] if r.kind == "policy"]  # a policy row heads its batch
+    by_class = {cls: grouped[cls] for cls in first + sorted(set(grouped) - set(first))}
     seq = last_seq
-    for cls in sorted(by_class):
-        for r in by_class[cls]:
+    for group in by_class.values():
+        for r in group:
             seq += 1
             r.seq = seq
     return by_class

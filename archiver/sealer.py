@@ -126,20 +126,21 @@ def _plan(services: Services, carry: Carry, after_id: int, no: int,
     columns = (Journal.id, Journal.source, Journal.body, type_coerce(Journal.meta, Text).label("meta"),
                Journal.received_at)
     with services.sessions() as session:
-        # A new policy version goes first, alone in its batch: every record planned after it is
-        # classed with it (decisions 11, 13: sealed before it acts). Journal ids order the rest.
+        # A new policy version heads the next batch: it gets the batch's first seq, every record
+        # planned with it or after it is classed with it, and it commits with them (decisions
+        # 11, 13: sealed before it acts). Journal ids order the rest.
         newer = [Journal.sealed.is_(False), Journal.source == "policy"]
         if carry.planned_policies:
             newer.append(Journal.id.not_in(sorted(carry.planned_policies)))
-        rows = session.execute(select(*columns).where(*newer).order_by(Journal.id).limit(1)).all()
-        if rows:
-            carry.planned_policies.add(rows[0].id)
-        else:
-            rows = session.execute(  # plain rows, not ORM objects: only these columns are read
-                select(*columns).where(Journal.sealed.is_(False), Journal.id > after_id, Journal.source != "policy")
-                .order_by(Journal.id).limit(limit or MAX_JOURNAL_ROWS)
-            ).all()
-            after_id = rows[-1].id if rows else after_id
+        policy = session.execute(select(*columns).where(*newer).order_by(Journal.id).limit(1)).all()
+        rows = session.execute(  # plain rows, not ORM objects: only these columns are read
+            select(*columns).where(Journal.sealed.is_(False), Journal.id > after_id, Journal.source != "policy")
+            .order_by(Journal.id).limit(limit or MAX_JOURNAL_ROWS)
+        ).all()
+    after_id = rows[-1].id if rows else after_id
+    if policy:
+        carry.planned_policies.add(policy[0].id)
+    rows = policy + rows
     if not rows:
         return None, after_id
     planner = Planner(services, carry.in_force)
