@@ -140,9 +140,12 @@ def seal() -> None:
     from archiver.store import assert_worm
 
     services = _services()
-    policy_records.register(services, _actor(), strict=True)
-    assert_worm(services.store)
-    n = sealer.seal_pending(services)
+    try:
+        policy_records.register(services, _actor(), strict=True)
+        assert_worm(services.store)
+        n = sealer.seal_pending(services)
+    finally:
+        services.close()
     click.echo(f"sealed {n} records")
 
 
