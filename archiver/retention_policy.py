@@ -3,7 +3,8 @@
 Pure but for ``load``, which reads the one file. Everything else takes text or values and
 returns values, or raises PolicyError naming file, line, key and problem. The loaded
 ``Policy`` keeps the file's bytes and their SHA-256 so that it can be sealed as a
-``policy`` record; the sealer does not call ``classify`` yet (a later step wires it in).
+``policy`` record (``policy_records``); the planner classes every record with ``classify``
+and counts its retention from ``retention_start`` (``retention`` feeds it the facts).
 
 Periods (``parse_duration``)
     Short form: whole numbers with ``y`` (years), ``m`` (months), ``w`` (weeks) and ``d``
