@@ -140,12 +140,12 @@ def _plan(services: Services, carry: Carry, after_id: int, no: int,
     after_id = rows[-1].id if rows else after_id
     if policy:
         carry.planned_policies.add(policy[0].id)
-    rows = policy + rows
-    if not rows:
+    planned: list[Any] = [*policy, *rows]  # Rows of the Journal columns the planner reads
+    if not planned:
         return None, after_id
     planner = Planner(services, carry.in_force)
-    for row in rows:
-        planner.add_journal_row(row)  # type: ignore[arg-type]  # a Row of the Journal columns it reads
+    for row in planned:
+        planner.add_journal_row(row)
     planner.data_keys = ensure_data_keys(services, planner.scopes(), carry.data_keys)
     with services.sessions() as session:
         batch = planner.plan(session, carry, no)
