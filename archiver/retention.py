@@ -39,8 +39,9 @@ def whole_second(when: datetime) -> datetime:
 
 
 def at_least_soon(until: datetime, now: datetime | None = None) -> datetime:
-    """``until``, or ``MIN_LOCK`` from ``now`` if that is later: a lock date the store accepts."""
-    return max(until, (now or datetime.now(UTC)) + MIN_LOCK)
+    """``until``, or ``MIN_LOCK`` from ``now`` if that is later, to the second: a lock date the
+    store accepts (S3 keeps whole seconds, so the catalog can hold exactly what it set)."""
+    return whole_second(max(until, (now or datetime.now(UTC)) + MIN_LOCK))
 
 
 def longest(policy: Policy, start: datetime) -> datetime:
