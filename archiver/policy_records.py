@@ -19,11 +19,10 @@ import logging
 from dataclasses import dataclass
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from archiver import retention_policy
-from archiver.catalog import PolicyVersion, utcnow
+from archiver.catalog import Archive, PolicyVersion, utcnow
 from archiver.errors import PolicyError
 from archiver.journal import append_delivery
 from archiver.retention_policy import Policy
@@ -59,15 +58,13 @@ def register(services: Services, actor: str, *, strict: bool = True) -> Policy |
         last = latest(session)
         if last is not None and last.sha256 == policy.sha256:
             return policy
-    for _ in range(2):  # a second process may journal the same version at the same moment
-        try:
-            with services.sessions.begin() as session:
-                last = latest(session)
-                if last is None or last.sha256 != policy.sha256:
-                    _journal(session, policy, actor)
-            return policy
-        except IntegrityError:
-            continue
+    with services.sessions.begin() as session:
+        # Processes starting together journal a version once: SQLite's write gate serialises
+        # them already, PostgreSQL by this row lock (the archive row always exists).
+        session.execute(select(Archive.id).where(Archive.id == 1).with_for_update())
+        last = latest(session)
+        if last is None or last.sha256 != policy.sha256:
+            _journal(session, policy, actor)
     return policy
 
 
