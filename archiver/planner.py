@@ -133,7 +133,7 @@ class Planner:
     def __init__(self, services: Services, in_force: InForce | None) -> None:
         self.services = services
         self.in_force = in_force
-        self.new_policy: Policy | None = None  # a policy row's own version (a batch of its own)
+        self.new_policy: Policy | None = None  # the version of a policy row heading this batch
         self.now = datetime.now(timezone.utc)
         self.parsed: list[tuple[Journal, Pending, list[items.Item]]] = []
         self._items: dict[int, list[Pending]] = {}  # journal id -> its items' records, classed
@@ -164,7 +164,7 @@ class Planner:
             self.classed(own, Facts(kind="delivery", business_number=like.business_number, direction=like.direction,
                                     contacts=like.contacts), row.received_at)
         self.parsed.append((row, own, found))
-        self._items[row.id] = [self.classed(_item_record(it, "", own),
+        self._items[row.id] = [self.classed(_item_record(it, own),
                                             retention.facts(it.kind, it.payload, it.contact or own.contact, it.business),
                                             row.received_at) for it in found]
 
@@ -281,7 +281,7 @@ class Planner:
                     dups.append((prior, own, it.kind))
                     continue
                 first[d] = rec
-                rec.item_key = d
+                rec.item_key, rec.plaintext = d, canonical(it.payload)  # only now: duplicates never need it
                 records.append(rec)
         return records, dups
 
@@ -388,12 +388,12 @@ EXTRACT = {
 }
 
 
-def _item_record(it: items.Item, digest: str, delivery: Pending) -> Pending:
-    """The Pending record of a first-seen item."""
+def _item_record(it: items.Item, delivery: Pending) -> Pending:
+    """The Pending record of an item; its key and plaintext (the payload's canonical bytes:
+    payloads hold parsed values, floats are JsonFloat) are set once it is known to be first-seen."""
     return Pending(
-        # canonical bytes (payloads hold parsed values: floats are JsonFloat), by orjson.
-        kind=it.kind, plaintext=canonical(it.payload), contact=it.contact or delivery.contact,
-        type=it.type, item_key=digest, wamid=it.wamid, occurred_at=it.occurred_at, delivery=delivery,
+        kind=it.kind, plaintext=b"", contact=it.contact or delivery.contact,
+        type=it.type, wamid=it.wamid, occurred_at=it.occurred_at, delivery=delivery,
         media=it.media, state=it.state, links=dict(it.refs), original_ref=it.refs.get("original"),
     )
 
