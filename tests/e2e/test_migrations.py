@@ -191,6 +191,7 @@ def test_an_old_archive_is_refused_then_migrated_and_verifies(catalog_url: str, 
         command.downgrade(migrations.config(conn), "0001")
         if built_by == "create_all":
             conn.exec_driver_sql(f"DROP TABLE {migrations.VERSION_TABLE}")
+    engine.dispose()
 
     with pytest.raises(CatalogOutdated) as refused:
         Services.open(settings)
