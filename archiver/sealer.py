@@ -36,7 +36,7 @@ from archiver import chain, items, pipeline, policy_records, retention
 from archiver.canonical import sha256_hex
 from archiver.catalog import (
     DuplicateHit, Journal, Media, MessageState, PendingLink, PolicyVersion, Record, RetentionExtension, Segment,
-    chain_head, chunked, insert_rows, leader_lock,
+    chain_head, chunked, insert_rows, leader_lock, truncate_wal,
 )
 from archiver.journal import mark_sealed
 from archiver.planner import Batch, Carry, Planner, Run, ensure_data_keys
@@ -66,6 +66,9 @@ def seal_pending(services: Services, *, max_batches: int | None = None, pipeline
         runner = pipeline.Pipeline(_Stages(services))
         with pipeline.fewer_collections():
             sealed = runner.run(max_batches) if pipelined else runner.run_inline(max_batches)
+        if sealed:
+            # Sealed journal bodies would otherwise linger in old WAL frames (SQLite).
+            truncate_wal(services.sessions)
         # Retention extensions sealed by now (this run or an earlier one cut short) act now.
         from archiver.retention_extend import apply_pending
 

@@ -267,7 +267,7 @@ def test_extend_lengthens_sealed_records_and_their_s3_locks_and_refuses_shorteni
     target = datetime.fromisoformat(until).replace(tzinfo=timezone.utc)
     result = inst.cli("retention", "extend", "--class", "short-test", "--to", until, "--reason", "matter 7")
     assert result.exit_code == 0, result.output
-    assert "extended 2 records in 1 segments of class short-test" in result.stdout
+    assert "extended 2 records in 1 segment of class short-test" in result.stdout
     assert locks(short.key) == [target] * len(before)  # every version, read back from SeaweedFS
     assert locks(short.checkpoint_key) == [target]
     assert locks(default.key) == default_before  # another class: untouched
