@@ -68,7 +68,7 @@ class Journal(Base):
 
     __tablename__ = "journal"
     id: Mapped[int] = mapped_column(SEQ, primary_key=True, autoincrement=True)
-    source: Mapped[str] = mapped_column(String(24))  # webhook | capture_message | consent | audit | media
+    source: Mapped[str] = mapped_column(String(24))  # webhook | capture_message | consent | audit | media | policy | decision
     received_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     body: Mapped[bytes | None] = mapped_column(LargeBinary)
     body_sha256: Mapped[str] = mapped_column(String(64))
@@ -132,6 +132,7 @@ class Record(Base):
     key_id: Mapped[str] = mapped_column(String(96))
     occurred_at: Mapped[int | None] = mapped_column(BigInteger)
     links: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    policy_seq: Mapped[int | None] = mapped_column(SEQ)  # the policy record that classed it
 
 
 class DuplicateHit(Base):
@@ -221,6 +222,37 @@ class Archive(Base):
     archive_id: Mapped[str] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     __table_args__ = (CheckConstraint("id = 1", name="ck_archive_one_row"),)
+
+
+class PolicyVersion(Base):
+    """A version of ``retention.yaml`` the service loaded, journaled when it differs from the
+    version before it, then sealed as a ``policy`` record (``seq``). Derived state: the sealed
+    records hold the same bytes."""
+
+    __tablename__ = "policy_versions"
+    id: Mapped[int] = mapped_column(SEQ, primary_key=True, autoincrement=True)
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    file: Mapped[str] = mapped_column(String(1024))
+    raw: Mapped[bytes] = mapped_column(LargeBinary)
+    journal_id: Mapped[int] = mapped_column(SEQ)
+    seq: Mapped[int | None] = mapped_column(SEQ, index=True)  # set when its policy record is committed
+    loaded_by: Mapped[str] = mapped_column(String(128))
+    loaded_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class RetentionExtension(Base):
+    """``archiver retention extend``: sealed as a ``decision`` record (``seq``), then applied
+    (``applied_at``) to the catalog and the store's locks. Derived state, like the holds."""
+
+    __tablename__ = "retention_extensions"
+    id: Mapped[int] = mapped_column(SEQ, primary_key=True, autoincrement=True)
+    retention_class: Mapped[str] = mapped_column(String(64))
+    retain_until: Mapped[datetime] = mapped_column(UTCDateTime())
+    journal_id: Mapped[int] = mapped_column(SEQ)
+    seq: Mapped[int | None] = mapped_column(SEQ)  # the decision record, once sealed
+    applied_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    records: Mapped[int | None] = mapped_column(Integer)
+    segments: Mapped[int | None] = mapped_column(Integer)
 
 
 class Cursor(Base):

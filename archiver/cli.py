@@ -157,7 +157,7 @@ def jobs(die_with_parent: bool) -> None:
     if die_with_parent:
         processes.die_with_parent()
     services = _services(create=True)
-    server.self_test(services)
+    server.self_test(services, _actor())
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -167,24 +167,28 @@ def jobs(die_with_parent: bool) -> None:
 @main.command()
 @handled
 def selftest() -> None:
-    """Check the catalog, the keys and that the store enforces WORM (exit 0), or say why not (exit 2)."""
+    """Check the catalog, the keys, retention.yaml and that the store enforces WORM (exit 0), or say why not (exit 2)."""
     from archiver import server
 
-    server.self_test(_services(create=True))
-    say("ok: catalog, keys and a WORM-enforcing store")
+    server.self_test(_services(create=True), _actor())
+    say("ok: catalog, keys, retention policy and a WORM-enforcing store")
 
 
 @main.command()
 @handled
 @needs_archive
 def seal() -> None:
-    """Seal everything pending, then exit."""
-    from archiver import sealer
+    """Seal everything pending, then exit (refused if retention.yaml is invalid)."""
+    from archiver import policy_records, sealer
     from archiver.store import assert_worm
 
     services = _services()
-    assert_worm(services.store)
-    n = sealer.seal_pending(services)
+    try:
+        policy_records.register(services, _actor(), strict=True)
+        assert_worm(services.store)
+        n = sealer.seal_pending(services)
+    finally:
+        services.close()
     say(f"sealed {plural(n, 'record')}")
 
 
@@ -534,6 +538,59 @@ def policy_check(folder: str | None, as_json: bool) -> None:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+
+
+
+# --------------------------------------------------------------------------- retention (issue 9)
+
+
+def _utc_date(text: str) -> Any:
+    """``2040-01-01`` (midnight UTC) or an ISO 8601 time with a zone. Raises click.BadParameter."""
+    from datetime import datetime, timezone
+
+    try:
+        when = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise click.BadParameter(f"{text!r} is not a date (2040-01-01) or a time with a zone "
+                                 "(2040-01-01T12:00:00Z)") from exc
+    if when.tzinfo is None:
+        if len(text.strip()) > 10:
+            raise click.BadParameter(f"{text!r} has no time zone: add Z or +HH:MM")
+        when = when.replace(tzinfo=timezone.utc)
+    return when.astimezone(timezone.utc)
+
+
+@main.group()
+def retention() -> None:
+    """Retention of sealed records (classes come from policies/retention.yaml)."""
+
+
+@retention.command("extend")
+@click.option("--class", "cls", required=True, help="Retention class (a name in retention.yaml).")
+@click.option("--to", "until", required=True, help="New end: 2040-01-01 (midnight UTC) or an ISO time with a zone.")
+@click.option("--reason", default=None, help="Why (sealed with the decision).")
+@handled
+@needs_archive
+def retention_extend(cls: str, until: str, reason: str | None) -> None:
+    """Keep every sealed record of CLASS until at least --to, and lock its WORM objects as long.
+
+    The decision is sealed first (a 'decision' record), then applied; records already kept
+    longer stay as they are. A date in the past, or earlier than an extension already made
+    for the class, is refused (exit 2): retention is never shortened.
+    """
+    from archiver import retention_extend as extension
+
+    when = _utc_date(until)
+    services = _services()
+    try:
+        done = extension.extend(services, cls, when, reason, _actor())
+    finally:
+        services.close()
+    if done is None:
+        say("decided: another sealer is running; it seals and applies the decision on its next run")
+        return
+    say(f"extended {plural(done.records, 'record')} in {plural(done.segments, 'segment')} of class {cls} "
+        f"to {done.retain_until.isoformat()} (decision record {done.decision_seq})")
 
 
 if __name__ == "__main__":

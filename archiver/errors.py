@@ -207,5 +207,13 @@ class SampleFailed(ArchiverError):
     code = "sample-failed"
 
 
+class RetentionRefused(ArchiverError):
+    """A retention change the archive does not make: shortening, a past date, an unknown class."""
+
+    code = "retention-refused"
+    hint = "retention of sealed records can be extended, never shortened (see README: Retention)"
+    http_status = 409
+
+
 class InsecureStoreWarning(UserWarning):
     """A development-only, weaker store mode is in use (e.g. local WORM cannot stop root)."""

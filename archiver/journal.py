@@ -24,7 +24,7 @@ from archiver.catalog import (
 from archiver.canonical import canonical, sha256_hex
 from archiver.errors import ArchiverError, JournalUnavailable
 
-SOURCES = ("webhook", "capture_message", "consent", "audit", "media")
+SOURCES = ("webhook", "capture_message", "consent", "audit", "media", "policy", "decision")
 
 
 def append_delivery(session: Session, source: str, body: bytes, meta: dict[str, Any]) -> int:

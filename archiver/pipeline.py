@@ -272,9 +272,11 @@ class ForkedWriter:
 
 def _carry(services: Services) -> Carry:
     """What the planner carries across batches, starting from the chain head."""
+    from archiver.policy_records import in_force
+
     with services.sessions() as session:
         head = chain_head(session)
-        return Carry(seq=head.seq, hash=head.hash)
+        return Carry(seq=head.seq, hash=head.hash, in_force=in_force(session))
 
 
 def forkable(stages: Stages, max_batches: int | None) -> bool:

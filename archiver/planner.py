@@ -6,6 +6,11 @@ de-duplicates items against the catalog and against batches planned but not comm
 (``Carry``), numbers them, resolves links, encrypts each payload under its scoped data key,
 and chains the records of each segment run. It writes nothing to the catalog except
 missing data keys; ``sealer`` frames, signs, commits and publishes what it plans.
+
+Each record is classed by the policy in force (``Carry.in_force``: the last sealed
+``policy`` record, see ``policy_records``) with ``retention_policy.classify``; its
+``retain_until`` runs from its own time (``retention_policy.retention_start``) and it
+names its class (``class``) and the policy record's seq (``policy``) in the clear.
 """
 
 from __future__ import annotations
@@ -15,15 +20,17 @@ import json
 import threading
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any, Iterable
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from archiver import chain, items, keys
+from archiver import chain, items, keys, retention
 from archiver.canonical import canonical, sha256_hex
 from archiver.catalog import DataKey, Journal, PendingLink, Record, chunked
+from archiver.policy_records import InForce
+from archiver.retention_policy import Facts, Policy, classify, retention_start
 from archiver.services import Services
 
 
@@ -46,16 +53,15 @@ class Pending:
     state: str | None = None
     seq: int = 0
     original_ref: str | None = field(default=None, repr=False)  # edits/revokes: the original's wamid
+    cls: str = ""  # retention class (planner.classed)
+    short: bool = False  # the class keeps records less than a day (its segment locks are not rounded to midnight)
+    retain_until: datetime | None = None
+    period: str = ""  # the key scope's period: the month the record's retention starts
 
 
 def key_digest(natural_key: str) -> str:
     """What goes in the clear for a de-duplication key: its SHA-256."""
     return sha256_hex(natural_key.encode("utf-8"))
-
-
-def retention_class(kind: str) -> str:
-    """Retention class of a record kind (the service's own records form their own stream)."""
-    return "audit" if kind in ("audit",) else "default"
 
 
 @dataclass
@@ -69,6 +75,8 @@ class Carry:
     committed: set[int] = field(default_factory=set)  # batch nos the writer has committed
     data_keys: dict[str, bytes] = field(default_factory=dict, repr=False)  # unwrapped, this run only
     lock: threading.Lock = field(default_factory=threading.Lock)
+    in_force: InForce | None = None  # the policy records are classed with (the last sealed or planned)
+    planned_policies: set[int] = field(default_factory=set)  # journal ids of policy rows planned this run
 
     def forget_committed(self) -> None:
         """Drop keys of committed batches (call *before* reading the catalog, never after)."""
@@ -116,49 +124,103 @@ class Batch:
     media_rows: list[dict[str, Any]] = field(default_factory=list)
     waiting: list[tuple[str, int, str]] = field(default_factory=list)  # (target key, edit/revoke seq, kind)
     resolved: list[tuple[int, int, str]] = field(default_factory=list)  # (message seq, edit/revoke seq, kind)
+    decisions: list[tuple[str, int, int]] = field(default_factory=list)  # (policy | decision, journal id, seq)
 
 
 class Planner:
     """Builds one batch: parse, de-duplicate, assign seqs, resolve links, encrypt, chain."""
 
-    def __init__(self, services: Services) -> None:
+    def __init__(self, services: Services, in_force: InForce | None) -> None:
         self.services = services
+        self.in_force = in_force
+        self.new_policy: Policy | None = None  # the version of a policy row heading this batch
         self.now = datetime.now(timezone.utc)
-        self.period = self.now.strftime("%Y-%m")
         self.parsed: list[tuple[Journal, Pending, list[items.Item]]] = []
+        self._items: dict[int, list[Pending]] = {}  # journal id -> its items' records, classed
         self.data_keys: dict[str, bytes] = {}
         self.session: Session
         self.carried: dict[str, int] = {}
-        self._kids: dict[tuple[str | None, str], str] = {}
+        self._kids: dict[tuple[str | None, str, str], str] = {}
         self._stamps: dict[str | datetime, str] = {"sealed_at": self.now.isoformat()}
 
     def add_journal_row(self, row: Journal) -> None:
         """1a. Parse one journal row into its own record and the items it carries."""
         body = row.body or b""
+        found: list[items.Item] = []
         if row.source == "audit":
             own = Pending(kind="audit", plaintext=body, journal_id=row.id, type=_meta(row).get("event"))
-            found: list[items.Item] = []
+            self.classed(own, Facts(kind="audit"), row.received_at)
         elif row.source == "media":
-            own, found = _media_record(row, body), []
+            own = _media_record(row, body)
+            self.classed(own, Facts(kind="media", contacts=(own.contact,) if own.contact else ()), row.received_at)
+        elif row.source in ("policy", "decision"):
+            own = self._decision_record(row, body)
         else:
             found = EXTRACT[row.source](body)
             contact = next((i.contact for i in found if i.contact), None)
             own = Pending(kind="delivery", plaintext=body, contact=contact, journal_id=row.id, type=row.source)
+            first = next((i for i in found if i.contact), found[0] if found else None)
+            like = retention.facts(first.kind, first.payload, contact, first.business) if first else Facts(kind="delivery")
+            self.classed(own, Facts(kind="delivery", business_number=like.business_number, direction=like.direction,
+                                    contacts=like.contacts), row.received_at)
         self.parsed.append((row, own, found))
+        self._items[row.id] = [self.classed(_item_record(it, own),
+                                            retention.facts(it.kind, it.payload, it.contact or own.contact, it.business),
+                                            row.received_at) for it in found]
+
+    def _policy(self) -> InForce:
+        if self.in_force is None:
+            from archiver.errors import ConfigError
+
+            raise ConfigError("no retention policy has been sealed yet: the sealer seals retention.yaml first "
+                              "(run 'archiver seal')")
+        return self.in_force
+
+    def classed(self, r: Pending, facts: Facts, received_at: datetime, start: datetime | None = None) -> Pending:
+        """Class ``r`` by the policy in force: its class, retention end and key period."""
+        c = classify(self._policy().policy, facts)
+        begin = start or retention_start(r.occurred_at, _aware(received_at))
+        r.cls, r.short = c.name, retention.short_class(c)
+        r.retain_until = retention.whole_second(c.retain_until(begin))
+        r.period = begin.strftime("%Y-%m")
+        return r
+
+    def _decision_record(self, row: Any, body: bytes) -> Pending:
+        """A ``policy`` record (the file's bytes) or a ``decision`` record, kept as long as the
+        longest class of the policy in force (for a policy record: its own version)."""
+        meta = _meta(row)
+        received = _aware(row.received_at)
+        if row.source == "policy":
+            self.new_policy = Policy.from_yaml(body, str(meta.get("file") or "retention.yaml"))
+            self.in_force = InForce(self.new_policy, 0)  # its seq is known once assigned
+            r = Pending(kind="policy", plaintext=body, journal_id=row.id, type="retention",
+                        clear={"policy_sha256": meta.get("sha256"), "loaded_by": meta.get("loaded_by"),
+                               "loaded_at": meta.get("loaded_at")})
+            self.classed(r, Facts(kind="policy"), received, received)
+            r.retain_until = retention.whole_second(retention.longest(self.new_policy, received))
+            return r
+        decided = json.loads(body)
+        r = Pending(kind="decision", plaintext=body, journal_id=row.id, type=str(decided.get("event") or "decision"))
+        self.classed(r, Facts(kind="decision"), received, received)
+        ends = [retention.longest(self._policy().policy, received)]
+        if isinstance(decided.get("retain_until"), str):
+            ends.append(datetime.fromisoformat(decided["retain_until"]))
+        r.retain_until = retention.whole_second(max(ends))
+        return r
 
     def scopes(self) -> set[str]:
         """Data key ids every parsed record may need (duplicates included: a superset)."""
         out = set()
-        for _, own, found in self.parsed:
-            out.add(self.kid(own.contact, own.kind))
-            out.update(self.kid(it.contact or own.contact, it.kind) for it in found)
+        for row, own, _ in self.parsed:
+            out.add(self.kid(own))
+            out.update(self.kid(r) for r in self._items[row.id])
         return out
 
-    def kid(self, contact: str | None, kind: str) -> str:
-        """Data key scope of a record: (contact, retention class, period)."""
-        scope = (contact, retention_class(kind))
+    def kid(self, r: Pending) -> str:
+        """Data key scope of a record: (contact, retention class, period of its retention start)."""
+        scope = (r.contact, r.cls, r.period)
         if (kid := self._kids.get(scope)) is None:
-            kid = self._kids[scope] = keys.scope_id(contact, scope[1], self.period)
+            kid = self._kids[scope] = keys.scope_id(*scope)
         return kid
 
     def plan(self, session: Session, carry: Carry, no: int) -> Batch:
@@ -170,10 +232,12 @@ class Planner:
         by_class = _assign_seqs(records, carry.seq)
         self._resolve_links(records)
         waiting, resolved = self._late_links(records, carry)
+        policy_seq = self._policy_seq(records)
         for r in records:
-            r.clear["kid"] = self.kid(r.contact, r.kind)
+            r.clear["kid"] = self.kid(r)
+            r.clear["policy"] = policy_seq
         runs = []
-        for cls in sorted(by_class):
+        for cls in by_class:  # in seq order
             for run in _runs(by_class[cls], self.services.settings.segment_max_records):
                 runs.append(self._seal_run(cls, run, carry))
         with carry.lock:
@@ -182,7 +246,18 @@ class Planner:
         return Batch(no=no, parsed_rows=len(self.parsed),
                      journal={row.id: own.seq for row, own, _ in self.parsed},
                      runs=runs, record_count=len(records), first_seq=first_seq, prev_hash=prev_hash,
-                     **_side_rows(records, dups), waiting=waiting, resolved=resolved)
+                     **_side_rows(records, dups), waiting=waiting, resolved=resolved,
+                     decisions=[(r.kind, r.journal_id, r.seq) for r in records
+                                if r.kind in ("policy", "decision") and r.journal_id is not None])
+
+    def _policy_seq(self, records: list[Pending]) -> int:
+        """The seq of the policy record classing this batch: a new version's own (it heads the
+        batch), else the one in force."""
+        if self.new_policy is not None:
+            (own,) = [r for r in records if r.kind == "policy"]
+            self.in_force = InForce(self.new_policy, own.seq)
+            return own.seq
+        return self._policy().seq
 
     # 1b. de-duplicate ------------------------------------------------------------------------
     def _known(self, digests: set[str]) -> dict[str, int]:
@@ -198,14 +273,15 @@ class Planner:
         first: dict[str, Pending] = {}
         records: list[Pending] = []
         dups: list[tuple[Pending | int, Pending, str]] = []
-        for (_, own, found), ds in zip(self.parsed, digests):
+        for (row, own, found), ds in zip(self.parsed, digests):
             records.append(own)
-            for it, d in zip(found, ds):
+            for it, rec, d in zip(found, self._items[row.id], ds):
                 prior = first.get(d) or known.get(d)
                 if prior:
                     dups.append((prior, own, it.kind))
                     continue
-                first[d] = rec = _item_record(it, d, own)
+                first[d] = rec
+                rec.item_key, rec.plaintext = d, canonical(it.payload)  # only now: duplicates never need it
                 records.append(rec)
         return records, dups
 
@@ -261,21 +337,22 @@ class Planner:
     # 1e. encrypt and chain ---------------------------------------------------------------------
     def _seal_run(self, cls: str, run: list[Pending], carry: Carry) -> Run:
         """Encrypt and chain one contiguous run of seqs (the writer frames, roots and signs it)."""
-        retain_until = _retain_until(self.now, self.services.settings.retention_days)
+        lock = retention.segment_lock([r.retain_until for r in run if r.retain_until], run[0].short)
         lines, leaves, rows = [], [], []
         h = carry.hash
         for r in run:
-            rec = self._record_dict(r, cls, retain_until, self.data_keys)
+            assert r.retain_until is not None  # classed when parsed
+            rec = self._record_dict(r, cls, r.retain_until, self.data_keys)
             r.plaintext = b""  # sealed into rec; don't carry it down the pipeline
             body = canonical(rec)
             h = chain.chain_hash(h, body)
             rec["hash"] = h
             lines.append(canonical(rec))
             leaves.append(chain.leaf_hash(body))
-            rows.append(_catalog_row(r, cls, retain_until, h))
+            rows.append(_catalog_row(r, cls, r.retain_until, h))
         carry.seq, carry.hash = run[-1].seq, h
         return Run(cls=cls, first=run[0].seq, last=run[-1].seq, lines=lines, leaves=leaves, rows=rows,
-                   retain_until=retain_until, last_hash=h)
+                   retain_until=lock, last_hash=h)
 
     def _iso(self, when: datetime) -> str:
         if (text := self._stamps.get(when)) is None:
@@ -311,12 +388,12 @@ EXTRACT = {
 }
 
 
-def _item_record(it: items.Item, digest: str, delivery: Pending) -> Pending:
-    """The Pending record of a first-seen item."""
+def _item_record(it: items.Item, delivery: Pending) -> Pending:
+    """The Pending record of an item; its key and plaintext (the payload's canonical bytes:
+    payloads hold parsed values, floats are JsonFloat) are set once it is known to be first-seen."""
     return Pending(
-        # canonical bytes (payloads hold parsed values: floats are JsonFloat), by orjson.
-        kind=it.kind, plaintext=canonical(it.payload), contact=it.contact or delivery.contact,
-        type=it.type, item_key=digest, wamid=it.wamid, occurred_at=it.occurred_at, delivery=delivery,
+        kind=it.kind, plaintext=b"", contact=it.contact or delivery.contact,
+        type=it.type, wamid=it.wamid, occurred_at=it.occurred_at, delivery=delivery,
         media=it.media, state=it.state, links=dict(it.refs), original_ref=it.refs.get("original"),
     )
 
@@ -365,13 +442,17 @@ def _existing_keys(session: Session, digests: set[str]) -> dict[str, int]:
 
 
 def _assign_seqs(records: list[Pending], last_seq: int) -> dict[str, list[Pending]]:
-    """Group by retention class and number each class contiguously (one segment run each)."""
-    by_class: dict[str, list[Pending]] = defaultdict(list)
+    """Group by retention class and number each class contiguously (one segment run each), in
+    class order but for a new policy record: its class comes first, so it takes the batch's
+    first seq, before every record it classes. Returns the groups in seq order."""
+    grouped: dict[str, list[Pending]] = defaultdict(list)
     for r in records:
-        by_class[retention_class(r.kind)].append(r)
+        grouped[r.cls].append(r)
+    first = [r.cls for r in records[:1] if r.kind == "policy"]  # a policy row heads its batch
+    by_class = {cls: grouped[cls] for cls in first + sorted(set(grouped) - set(first))}
     seq = last_seq
-    for cls in sorted(by_class):
-        for r in by_class[cls]:
+    for group in by_class.values():
+        for r in group:
             seq += 1
             r.seq = seq
     return by_class
@@ -383,10 +464,9 @@ def _runs(records: list[Pending], size: int) -> Iterable[list[Pending]]:
         yield records[i:i + size]
 
 
-def _retain_until(now: datetime, days: int) -> datetime:
-    """Retention end, rounded up to the next midnight UTC (whole days lock cleanly on S3)."""
-    end = now + timedelta(days=days + 1)
-    return end.replace(hour=0, minute=0, second=0, microsecond=0)
+def _aware(when: datetime) -> datetime:
+    """A journal time as read (SQLite through a raw select may hand it over naive: it is UTC)."""
+    return when if when.tzinfo is not None else when.replace(tzinfo=timezone.utc)
 
 
 def _catalog_row(r: Pending, cls: str, retain_until: datetime, hash_hex: str) -> dict[str, Any]:
@@ -394,6 +474,7 @@ def _catalog_row(r: Pending, cls: str, retain_until: datetime, hash_hex: str) ->
         seq=r.seq, kind=r.kind, type=r.type, item_key=r.item_key, wamid=r.wamid, contact=r.contact,
         delivery_seq=r.delivery.seq if r.delivery else None, hash=hash_hex, retention_class=cls,
         retain_until=retain_until, key_id=r.clear["kid"], occurred_at=r.occurred_at, links=r.links,
+        policy_seq=r.clear["policy"],
     )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -167,11 +168,20 @@ def read_record(services: Services, session: Session, seq: int) -> dict[str, Any
     return {
         "seq": seq, "kind": rec["kind"], "type": rec.get("type"), "sealed_at": rec["sealed_at"],
         "retention_class": rec["class"], "retain_until": rec["retain_until"],
+        # The policy record whose class assigned the retention (none before policies were applied).
+        "policy_seq": rec.get("policy"),
+        **_extended(row, rec),
         "content": content, "content_view": content_view, **reader.raw(row).as_dict(),
         "delivery": _delivery(reader, row), "links": rec.get("links", {}),
         "duplicates": _duplicates(session, seq),
         "proof": _proof(sealed, index, seg, rec),
     }
+
+
+def _extended(row: Record, rec: dict[str, Any]) -> dict[str, Any]:
+    """``retention_extended_to``: the catalog's later date once ``archiver retention extend`` applied."""
+    sealed = datetime.fromisoformat(rec["retain_until"])
+    return {"retention_extended_to": row.retain_until.isoformat()} if row.retain_until > sealed else {}
 
 
 def _content(plain: bytes | None) -> tuple[Any, dict[str, Any]]:

@@ -3,7 +3,8 @@
 Pure but for ``load``, which reads the one file. Everything else takes text or values and
 returns values, or raises PolicyError naming file, line, key and problem. The loaded
 ``Policy`` keeps the file's bytes and their SHA-256 so that it can be sealed as a
-``policy`` record; the sealer does not call ``classify`` yet (a later step wires it in).
+``policy`` record (``policy_records``); the planner classes every record with ``classify``
+and counts its retention from ``retention_start`` (``retention`` feeds it the facts).
 
 Periods (``parse_duration``)
     Short form: whole numbers with ``y`` (years), ``m`` (months), ``w`` (weeks) and ``d``
@@ -81,7 +82,7 @@ RULE_MINIMUMS = {
     "sec-17a-4": Period(months=72, text="6y"),  # SEA Rule 17a-4(a)
 }
 # Record kinds a class may match: the service's own records and every item kind.
-RECORD_KINDS = ("delivery", "media", "audit") + KINDS
+RECORD_KINDS = ("delivery", "media", "audit", "policy", "decision") + KINDS
 DIRECTIONS = ("inbound", "outbound")
 TEMPLATE_CATEGORIES = ("AUTHENTICATION", "MARKETING", "UTILITY")  # Meta's template categories
 

@@ -32,11 +32,11 @@ from typing import Any, Iterable
 from sqlalchemy import Text, bindparam, insert, select, type_coerce, update
 from sqlalchemy.orm import Session
 
-from archiver import chain, items, pipeline
+from archiver import chain, items, pipeline, policy_records, retention
 from archiver.canonical import sha256_hex
 from archiver.catalog import (
-    DuplicateHit, Journal, Media, MessageState, PendingLink, Record, Segment, chain_head, chunked, insert_rows,
-    leader_lock, truncate_wal,
+    DuplicateHit, Journal, Media, MessageState, PendingLink, PolicyVersion, Record, RetentionExtension, Segment,
+    chain_head, chunked, insert_rows, leader_lock, truncate_wal,
 )
 from archiver.journal import mark_sealed
 from archiver.planner import Batch, Carry, Planner, Run, ensure_data_keys
@@ -58,6 +58,9 @@ def seal_pending(services: Services, *, max_batches: int | None = None, pipeline
     with leader_lock(services.engine) as leader:
         if not leader:
             return 0
+        # The file may have changed since the last run: a new version is journaled (and sealed
+        # first, below); an invalid one is logged and the last good version stays in force.
+        policy_records.register(services, "sealer", strict=False)
         publish_outbox(services)
         pipeline.steady_allocator()
         runner = pipeline.Pipeline(_Stages(services))
@@ -66,6 +69,10 @@ def seal_pending(services: Services, *, max_batches: int | None = None, pipeline
         if sealed:
             # Sealed journal bodies would otherwise linger in old WAL frames (SQLite).
             truncate_wal(services.sessions)
+        # Retention extensions sealed by now (this run or an earlier one cut short) act now.
+        from archiver.retention_extend import apply_pending
+
+        apply_pending(services)
         return sealed
 
 
@@ -97,15 +104,20 @@ def _publish(services: Services, segments: Iterable[Segment]) -> None:
     """Steps 2 and 3 for planned segments, in seq order. Raises StoreError."""
     for seg in segments:
         assert seg.blob is not None and seg.checkpoint_blob is not None
-        services.store.put_locked(seg.key, seg.blob, seg.retain_until)
-        services.store.put_locked(seg.checkpoint_key, seg.checkpoint_blob, seg.retain_until)
-        _confirm(services, seg.id)
+        # A segment whose records' retention has already passed (old history, a short class)
+        # still gets a lock the store accepts; the catalog keeps the lock actually set.
+        until = retention.at_least_soon(seg.retain_until)
+        services.store.put_locked(seg.key, seg.blob, until)
+        services.store.put_locked(seg.checkpoint_key, seg.checkpoint_blob, until)
+        _confirm(services, seg.id, until)
         log.info("segment.stored key=%s first=%d last=%d", seg.key, seg.first_seq, seg.last_seq)
 
 
-def _confirm(services: Services, segment_id: int) -> None:
-    """Step 3: the segment is in WORM; drop the outbox bytes."""
+def _confirm(services: Services, segment_id: int, until: datetime) -> None:
+    """Step 3: the segment is in WORM, locked until ``until``; drop the outbox bytes."""
     with services.sessions.begin() as session:
+        session.execute(update(Segment).where(Segment.id == segment_id, Segment.retain_until < until)
+                        .values(retain_until=until))
         session.execute(update(Segment).where(Segment.id == segment_id)
                         .values(state="stored", blob=None, checkpoint_blob=None))
 
@@ -114,21 +126,34 @@ def _plan(services: Services, carry: Carry, after_id: int, no: int,
           limit: int | None = None) -> tuple[Batch | None, int]:
     """Plan the next batch of journal rows after ``after_id`` (no catalog writes but data keys)."""
     carry.forget_committed()
+    columns = (Journal.id, Journal.source, Journal.body, type_coerce(Journal.meta, Text).label("meta"),
+               Journal.received_at)
     with services.sessions() as session:
+        # A new policy version heads the next batch: it gets the batch's first seq, every record
+        # planned with it or after it is classed with it, and it commits with them (decisions
+        # 11, 13: sealed before it acts). Journal ids order the rest.
+        newer = [Journal.sealed.is_(False), Journal.source == "policy"]
+        if carry.planned_policies:
+            newer.append(Journal.id.not_in(sorted(carry.planned_policies)))
+        policy = session.execute(select(*columns).where(*newer).order_by(Journal.id).limit(1)).all()
         rows = session.execute(  # plain rows, not ORM objects: only these columns are read
-            select(Journal.id, Journal.source, Journal.body, type_coerce(Journal.meta, Text).label("meta"))
-            .where(Journal.sealed.is_(False), Journal.id > after_id)
+            select(*columns).where(Journal.sealed.is_(False), Journal.id > after_id, Journal.source != "policy")
             .order_by(Journal.id).limit(limit or MAX_JOURNAL_ROWS)
         ).all()
-    if not rows:
+    after_id = rows[-1].id if rows else after_id
+    if policy:
+        carry.planned_policies.add(policy[0].id)
+    planned: list[Any] = [*policy, *rows]  # Rows of the Journal columns the planner reads
+    if not planned:
         return None, after_id
-    planner = Planner(services)
-    for row in rows:
-        planner.add_journal_row(row)  # type: ignore[arg-type]  # a Row of the Journal columns it reads
+    planner = Planner(services, carry.in_force)
+    for row in planned:
+        planner.add_journal_row(row)
     planner.data_keys = ensure_data_keys(services, planner.scopes(), carry.data_keys)
     with services.sessions() as session:
         batch = planner.plan(session, carry, no)
-    return batch, rows[-1].id
+    carry.in_force = planner.in_force
+    return batch, after_id
 
 
 def _write(services: Services, batch: Batch) -> list[Segment]:
@@ -144,6 +169,7 @@ def _write(services: Services, batch: Batch) -> list[Segment]:
         segments = [_add_segment(services, session, run, blob, root, head) for run, (blob, root) in zip(batch.runs, framed)]
         # The bodies go now: from this commit on the outbox segment holds them (encrypted).
         mark_sealed(session.connection(), batch.journal)
+        _decisions(session, batch)
         _side_tables(session, batch)
         _late_links(session, batch)
     return segments
@@ -179,6 +205,13 @@ def _add_segment(services: Services, session: Session, run: Run, blob: bytes, ro
     head.seq, head.hash, head.checkpoint = run.last, run.last_hash, cp.digest()
     session.flush()
     return seg
+
+
+def _decisions(session: Session, batch: Batch) -> None:
+    """A policy version or an extension decision now has its sealed record: note its seq."""
+    for kind, journal_id, seq in batch.decisions:
+        table = PolicyVersion if kind == "policy" else RetentionExtension
+        session.execute(update(table).where(table.journal_id == journal_id).values(seq=seq))
 
 
 def _side_tables(session: Session, batch: Batch) -> None:

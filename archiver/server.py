@@ -321,9 +321,14 @@ def warn_insecure_store(settings: Settings) -> None:
         print(f"warning: {warning.message}", file=sys.stderr, flush=True)
 
 
-def self_test(services: Any) -> None:
-    """Decision 9 at start: refuse a store that does not enforce WORM (unless allowed, loudly)."""
+def self_test(services: Any, actor: str = "service") -> None:
+    """At start: refuse an invalid retention policy (decision 13; a new version is journaled,
+    to be sealed before any record is classed with it), then a store that does not enforce
+    WORM (decision 9; unless allowed, loudly). Raises PolicyError naming file, line and key."""
+    from archiver import policy_records
     from archiver.store import assert_worm
+
+    policy_records.register(services, actor, strict=True)
 
     try:
         assert_worm(services.store)

@@ -92,6 +92,14 @@ class WormStore(Protocol):
         server itself refuses (every version of the key is held). Raises NotFound, StoreError.
         """
 
+    def extend_retention(self, key: str, retain_until: datetime) -> None:
+        """Lock the object until ``retain_until`` (UTC, aware, future) at least; never shorter.
+
+        Idempotent: a version already locked as long or longer keeps its date. S3: every
+        version of the key (PutObjectRetention, COMPLIANCE); local: the lock record. Leaves
+        the legal hold unchanged. Raises NotFound, StoreError (also for a naive or past date).
+        """
+
     def delete_expired(self, key: str) -> None:
         """Delete an object whose retention has passed and that has no legal hold; it is then gone
         (S3: every version, no delete marker left).

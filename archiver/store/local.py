@@ -145,6 +145,15 @@ class LocalStore:
             lock = self._read_lock(key)
             self._write_lock(key, _Lock(lock.retain_until, on, lock.sha256))
 
+    def extend_retention(self, key: str, retain_until: datetime) -> None:
+        """Raise the lock record's retention to ``retain_until`` (never lower it). Raises NotFound, StoreError."""
+        until = check_retain_until(retain_until)
+        with self._mutex(), _os_errors(check_key(key)):
+            self._object(key).stat()  # NotFound before touching the lock record
+            lock = self._read_lock(key)
+            if lock.retain_until < until:
+                self._write_lock(key, _Lock(until, lock.legal_hold, lock.sha256))
+
     def check_lock_enabled(self) -> None:
         """Nothing to ask: this driver's refusal to overwrite or delete early is the lock."""
 

@@ -140,6 +140,27 @@ class S3Store:
                     Bucket=self.bucket, Key=self._full(key), LegalHold={"Status": status}, **_version_arg(version),
                 )
 
+    def extend_retention(self, key: str, retain_until: datetime) -> None:
+        """PutObjectRetention (COMPLIANCE) with ``retain_until`` on every version locked for less.
+
+        COMPLIANCE retention can be lengthened, never shortened, by anyone: the server itself
+        refuses an earlier date, and a version already locked as long is left alone.
+        Raises NotFound, StoreError.
+        """
+        until = _whole_second(check_retain_until(retain_until))
+        versions, _markers = self._versions(check_key(key))
+        if self.allow_unlocked and not self._bucket_locked():
+            return  # nothing to extend on a bucket without Object Lock (development only)
+        for version in versions:
+            current = self._head_version(key, version).get("ObjectLockRetainUntilDate")
+            if current is not None and current >= until:
+                continue
+            with _translated(f"extend retention of {key}", denied_hint=_PERMISSIONS_HINT):
+                self._client.put_object_retention(
+                    Bucket=self.bucket, Key=self._full(key), VersionId=version,
+                    Retention={"Mode": "COMPLIANCE", "RetainUntilDate": until},
+                )
+
     def delete_expired(self, key: str) -> None:
         """Delete every version of ``key`` (and its delete markers) once none is retained or held.
 

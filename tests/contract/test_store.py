@@ -28,7 +28,7 @@ SEGMENT = "segments/default/000000000001-000000000100-" + "ab" * 16 + ".jsonl.gz
 MEDIA = "media/" + hashlib.sha256(b"photo").hexdigest()
 CHECKPOINT = "checkpoints/000000000100.json"
 PROTOCOL_METHODS = {"put_locked", "get", "head", "list", "legal_hold", "set_legal_hold", "delete_expired", "ping",
-                    "check_lock_enabled", "canary_delete"}
+                    "check_lock_enabled", "canary_delete", "extend_retention"}
 PROTOCOL_FLAGS = {"process_safe", "allow_unlocked"}
 
 
@@ -468,3 +468,35 @@ def test_s3_legal_hold_reaches_every_version_of_the_key(s3: tuple[WormStore, Any
     assert store.legal_hold(SEGMENT) is False
     store.delete_expired(SEGMENT)
     assert raw_versions(client, bucket, full) == ([], [])
+
+
+# -- extending retention ---------------------------------------------------------------
+
+
+def test_extend_retention_lengthens_the_lock_and_never_shortens_it(store: WormStore) -> None:
+    store.put_locked(MEDIA, b"evidence", later(seconds=2))
+    first = store.head(MEDIA).retain_until
+    longer = later(days=3)
+    store.extend_retention(MEDIA, longer)
+    info = store.head(MEDIA)
+    assert info.retain_until is not None and longer <= info.retain_until <= longer + timedelta(seconds=1)
+    store.extend_retention(MEDIA, later(days=1))  # earlier than the lock: a no-op, never shorter
+    assert store.head(MEDIA).retain_until == info.retain_until
+    assert (store.head(MEDIA).legal_hold, store.get(MEDIA)) == (False, b"evidence")
+    wait_past(first)
+    with pytest.raises(Locked):  # still locked after the first date has passed
+        store.delete_expired(MEDIA)
+
+
+def test_extend_retention_keeps_the_legal_hold(store: WormStore) -> None:
+    store.put_locked(MEDIA, b"evidence", later(hours=1), legal_hold=True)
+    store.extend_retention(MEDIA, later(days=2))
+    assert store.legal_hold(MEDIA) is True
+
+
+def test_extend_retention_of_a_missing_object_or_to_a_past_date_is_refused(store: WormStore) -> None:
+    with pytest.raises(NotFound):
+        store.extend_retention("media/" + "0" * 64, later(days=1))
+    store.put_locked(MEDIA, b"evidence", later(hours=1))
+    with pytest.raises(StoreError):
+        store.extend_retention(MEDIA, later(seconds=-5))

@@ -158,7 +158,7 @@ def test_search_prints_a_table_with_decoded_text_and_correct_plurals(tmp_path: P
     assert lines[0] == "1 result"
     assert lines[1].split() == ["seq", "time", "(UTC)", "dir", "contact", "snippet"]
     row = lines[2]
-    assert row.split()[:5] == ["#2", "2026-05-28", "20:43:20", "in", "4479460001234"]  # #1 is its delivery
+    assert row.split()[:5] == ["#3", "2026-05-28", "20:43:20", "in", "4479460001234"]  # #1 the policy, #2 its delivery
     assert "one refund for <Tom & Jerry>" in row
     assert "<mark>" not in one.stdout and "&lt;" not in one.stdout and "&amp;" not in one.stdout
     assert "\x1b" not in one.stdout  # not a terminal: no emphasis codes

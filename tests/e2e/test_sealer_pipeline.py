@@ -73,7 +73,7 @@ def _assert_complete(services: Any) -> None:
         assert session.get(MessageState, "wamid.P0").state == "read"
     r = report(services)
     assert r.ok, r.first_error
-    assert r.records == 15 + 4 + 3 and r.segments == 5
+    assert r.records == 1 + 15 + 4 + 3 and r.segments == 5  # the policy record heads the first batch
 
 
 def test_duplicates_across_batches_in_flight_are_caught(client: Any, services: Any,
@@ -82,7 +82,7 @@ def test_duplicates_across_batches_in_flight_are_caught(client: Any, services: A
     before, during = gc.get_threshold(), []
     real_plan = sealer._plan
     monkeypatch.setattr(sealer, "_plan", lambda *a, **k: (during.append(gc.get_threshold()), real_plan(*a, **k))[1])
-    assert sealer.seal_pending(services) == 15 + 4 + 3
+    assert sealer.seal_pending(services) == 1 + 15 + 4 + 3  # the policy record, then the rest
     _assert_complete(services)
     assert _no_sealer_threads()
     assert during[0][0] == pipeline.GC_THRESHOLD and gc.get_threshold() == before  # raised for the run only

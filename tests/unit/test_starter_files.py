@@ -31,13 +31,14 @@ def test_every_path_the_dockerfile_copies_is_in_the_repository() -> None:
     assert missing == []
 
 
-def test_shipped_retention_example_loads_and_its_default_is_the_service_default() -> None:
+def test_shipped_retention_example_loads_and_says_the_service_applies_it() -> None:
     policy = load(ROOT / "policies")
     assert [c.name for c in policy.classes] == ["finra-4511", "mifid-ii", "marketing", "default"]
     assert retention_days(str(policy.named("default").retain)) == retention_days("7y")
     text = (ROOT / "policies" / "retention.yaml").read_text()
-    assert "does not apply these classes" in text  # until the sealer classes records by it
-    assert "not read" not in text and "does not apply it yet" in (ROOT / "policies" / "README.md").read_text()
+    readme = (ROOT / "policies" / "README.md").read_text()
+    assert "does not apply" not in text and "does not apply" not in readme  # the sealer classes records by it
+    assert "sealed as a\n# `policy` record" in text and "retention extend" in readme
 
 
 def test_schedule_starter_is_a_valid_five_field_cron_line() -> None:
