@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 from archiver import chain, items, keys
 from archiver.canonical import canonical, sha256_hex
 from archiver.catalog import DataKey, Journal, PendingLink, Record, chunked
+from archiver.journal import OWN_RECORDS
 from archiver.services import Services
 
 
@@ -55,7 +56,7 @@ def key_digest(natural_key: str) -> str:
 
 def retention_class(kind: str) -> str:
     """Retention class of a record kind (the service's own records form their own stream)."""
-    return "audit" if kind in ("audit",) else "default"
+    return "audit" if kind in OWN_RECORDS else "default"
 
 
 @dataclass
@@ -135,8 +136,8 @@ class Planner:
     def add_journal_row(self, row: Journal) -> None:
         """1a. Parse one journal row into its own record and the items it carries."""
         body = row.body or b""
-        if row.source == "audit":
-            own = Pending(kind="audit", plaintext=body, journal_id=row.id, type=_meta(row).get("event"))
+        if row.source in OWN_RECORDS:
+            own = Pending(kind=row.source, plaintext=body, journal_id=row.id, type=_meta(row).get("event"))
             found: list[items.Item] = []
         elif row.source == "media":
             own, found = _media_record(row, body), []
