@@ -200,8 +200,8 @@ def test_the_cli_human_output(cli: Any, archive: dict[str, Any]) -> None:
     (["audit", "list", "--since", "soon"], "since"), (["audit", "list", "--limit", "0"], "limit"),
     (["quarantine", "list", "--until", "2026-02-30"], "until"), (["quarantine", "list", "--cursor", "-5"], "cursor"),
 ])
-def test_the_cli_refuses_bad_filters_naming_the_field(cli: Any, args: list[str], field: str) -> None:
-    out = cli(*args)
+def test_the_cli_refuses_bad_filters_naming_the_field(services: Any, cli: Any, args: list[str], field: str) -> None:
+    out = cli(*args)  # on an archive (``services`` made it): without one, the command refuses first
     assert out.exit_code == 2 and f"error[invalid-field]: {field}:" in out.stderr, out.output
 
 

@@ -102,6 +102,7 @@ def test_jobs_refuses_to_start_and_jobs_list_names_the_problem(tmp_path: Path, m
     (folder / "schedule.yaml").write_text('# schedule\nworm-selftest: "0 */6 * * 7"\n')
     for k, v in make_env(tmp_path / "home", ARCHIVER_POLICIES=str(folder)).items():
         monkeypatch.setenv(k, v)
+    assert CliRunner().invoke(main, ["init"]).exit_code == 0
     expected = (f"error[policy-invalid]: {folder / 'schedule.yaml'}:2: worm-selftest: day of week '7': "
                 "write weekdays as names")
     for args in (["jobs"], ["jobs", "list"], ["jobs", "run", "worm-selftest"], ["selftest"]):
