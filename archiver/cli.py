@@ -556,7 +556,7 @@ def policy_check(folder: str | None, as_json: bool) -> None:
 @needs_archive
 def jobs_list(as_json: bool) -> None:
     """Every job: kind, when it runs (cron line in UTC, or interval), where that comes from,
-    and its last run, outcome and next run. Exit 2 naming file, line and key if
+    its last run, outcome and next run, and whether a run is in progress. Exit 2 naming file, line and key if
     policies/schedule.yaml is invalid."""
     from archiver import jobs as background
     from archiver import stats as counts
@@ -568,8 +568,8 @@ def jobs_list(as_json: bool) -> None:
             state = counts.job_status(session)
     finally:
         services.close()
-    listed = [{**job, **{k: state.get(job["name"], {}).get(k) for k in ("last_run", "outcome", "error", "next_run")}}
-              for job in background.describe(runner)]
+    shown = ("last_run", "outcome", "error", "next_run", "running_since")
+    listed = [{**job, **{k: state.get(job["name"], {}).get(k) for k in shown}} for job in background.describe(runner)]
     if as_json:
         say_json({"schedule": runner.schedule.as_dict(), "jobs": listed})
         return
@@ -580,7 +580,8 @@ def jobs_list(as_json: bool) -> None:
         last = f"last {job['last_run']} {job['outcome']}" + (f" ({job['error']})" if job["error"] else "") \
             if job["last_run"] else "never run"
         nxt = f", next {job['next_run']}" if job["next_run"] else ""
-        say(f"{job['name']}  {job['kind']}  {job['when']}  [{job['from']}]  {last}{nxt}")
+        running = f", running since {job['running_since']}" if job["running_since"] else ""
+        say(f"{job['name']}  {job['kind']}  {job['when']}  [{job['from']}]  {last}{nxt}{running}")
 
 
 @jobs.command("run")

@@ -89,6 +89,11 @@ def test_one_process_at_a_time_and_a_killed_run_is_sealed_as_interrupted(
     running = state(services, "probe")
     assert running is not None and running.running_since is not None
     assert running.running_owner and running.running_owner.endswith(f":{first.pid}")
+    shown = subprocess.run([sys.executable, "-m", "archiver.cli", "stats", "--json"], env={**os.environ, **catalog_env},
+                           cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0, shown.stderr
+    probe = json.loads(shown.stdout)["jobs"]["probe"]  # a job this process does not know: its state still shows
+    assert probe["kind"] == "unknown" and probe["running_since"] is not None and probe["last_run"] is None
 
     second = subprocess.run([sys.executable, "-c", CHILD, str(fifo)], env={**os.environ, **catalog_env}, cwd=ROOT,
                             capture_output=True, text=True, timeout=120)
@@ -127,7 +132,10 @@ def test_one_process_at_a_time_and_a_killed_run_is_sealed_as_interrupted(
     assert done is not None and done.running_since is None and (done.runs, done.failures) == (3, 1)
     with services.sessions() as session:
         report = verifier.audit(services.store, services.signing_key.public_key(), session)
+        probe = stats.collect(session)["jobs"]["probe"]
     assert report.ok, report.first_error
+    assert (probe["outcome"], probe["running_since"], probe["next_run"]) == ("ok", None, done.next_run_at.isoformat())
+    assert probe["record"] == job_runs(services, "probe")[-1]["seq"]
 
 
 def test_a_sealed_run_is_verifiable_and_stats_show_last_and_next(services: Services) -> None:
