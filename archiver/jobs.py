@@ -26,7 +26,7 @@ they were registered with. Each run:
    updates ``job_state`` in the same transaction; the sealer seals the record.
 
 A job that raises is recorded ``failed`` and the scheduler goes on. A process killed
-mid-run leaves ``running_since`` set; the next run (holding the lock, so nobody else is
+mid-run (or unable to record the run's end: the catalog down) leaves ``running_since`` set; the next run (holding the lock, so nobody else is
 running it) first seals a ``job_run`` for the lost run: ``failed``, error
 ``Interrupted``, no end.
 
