@@ -263,6 +263,31 @@ class Cursor(Base):
     value: Mapped[int] = mapped_column(SEQ, default=0)
 
 
+class JobState(Base):
+    """The schedule's state of one background job (``archiver.jobs``): derived, like a cursor.
+
+    ``next_run_at`` is the one next run every jobs process follows: a scheduled run whose
+    time another process already advanced past is skipped. ``running_since`` is set while
+    a sealed job runs: found set by the next run (which holds the job's lock, so nobody
+    else is running it), it means the process died mid-run. ``last_journal_id`` is the
+    journal row of the last ``job_run`` record (its ``delivery_seq`` once sealed).
+    """
+
+    __tablename__ = "job_state"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    last_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    last_outcome: Mapped[str | None] = mapped_column(String(16))  # ok | failed
+    last_error: Mapped[str | None] = mapped_column(String(64))  # the error's class (or code), never its text
+    last_trigger: Mapped[str | None] = mapped_column(String(16))  # schedule | start | manual
+    last_journal_id: Mapped[int | None] = mapped_column(SEQ)
+    next_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    running_since: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    running_owner: Mapped[str | None] = mapped_column(String(128))  # host:pid
+    runs: Mapped[int] = mapped_column(BigInteger, default=0)
+    failures: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     """WAL lets intake write while readers read; busy_timeout makes writers wait, not fail."""
     dbapi_conn.isolation_level = None  # let SQLAlchemy's "begin" event emit BEGIN itself
@@ -426,12 +451,15 @@ def leader_lock(engine: Engine, name: str = "sealer") -> Iterator[bool]:
     """Hold the single-writer lock for ``name``; yields False if another process holds it.
 
     PostgreSQL: a session advisory lock on a dedicated connection. SQLite: an flock on a file
-    beside the database (SQLite is one machine by definition).
+    beside the database (SQLite is one machine by definition). Either is released when the
+    holder exits, however it exits (``kill -9`` too), so a crashed holder never blocks the
+    next one. The background jobs take one per job (``job-<name>``, ``archiver.jobs``).
     """
     if engine.dialect.name == "postgresql":
         with engine.connect() as conn:
             key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:4], "big") >> 1
             got = conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar()
+            conn.commit()  # the session lock outlives the transaction: none stays open while a long job runs
             try:
                 yield bool(got)
             finally:

@@ -139,15 +139,20 @@ def migrate() -> None:
         say(f"catalog schema migrated from revision {before or '(new catalog)'} to {after}")
 
 
-@main.command()
+@main.group(invoke_without_command=True)
 @click.option("--die-with-parent", is_flag=True, hidden=True)
+@click.pass_context
 @handled
-def jobs(die_with_parent: bool) -> None:
-    """Run the background jobs (sealer, media, indexer, WORM self-test) until stopped.
+def jobs(ctx: click.Context, die_with_parent: bool) -> None:
+    """Run the background jobs until stopped: housekeeping (sealer, media, indexer) and the
+    scheduled jobs of policies/schedule.yaml (WORM self-test...).
 
     ``serve`` runs this in a child process; run it alone to keep the jobs apart from the web
     tier (another container, say). Stops on SIGTERM or Ctrl-C after the running jobs finish.
+    An invalid schedule.yaml stops it at start, naming file, line and key.
     """
+    if ctx.invoked_subcommand is not None:
+        return
     import signal
     import threading
 
@@ -157,21 +162,26 @@ def jobs(die_with_parent: bool) -> None:
     if die_with_parent:
         processes.die_with_parent()
     services = _services(create=True)
+    runner = background.Runner(services, background.load_schedule(services.settings))
     server.self_test(services, _actor())
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    background.run(services, stop)
+    background.run(services, stop, runner)
 
 
 @main.command()
 @handled
 def selftest() -> None:
-    """Check the catalog, the keys, retention.yaml and that the store enforces WORM (exit 0), or say why not (exit 2)."""
+    """Check the catalog, the keys, retention.yaml, that the store enforces WORM and that
+    policies/schedule.yaml is valid (exit 0), or say why not (exit 2)."""
+    from archiver import jobs as background
     from archiver import server
 
-    server.self_test(_services(create=True), _actor())
-    say("ok: catalog, keys, retention policy and a WORM-enforcing store")
+    services = _services(create=True)
+    server.self_test(services, _actor())
+    background.load_schedule(services.settings)
+    say("ok: catalog, keys, retention policy, a WORM-enforcing store and the job schedule")
 
 
 @main.command()
@@ -591,6 +601,68 @@ def retention_extend(cls: str, until: str, reason: str | None) -> None:
         return
     say(f"extended {plural(done.records, 'record')} in {plural(done.segments, 'segment')} of class {cls} "
         f"to {done.retain_until.isoformat()} (decision record {done.decision_seq})")
+
+
+# --------------------------------------------------------------------------- jobs (issue 9)
+
+
+@jobs.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@handled
+@needs_archive
+def jobs_list(as_json: bool) -> None:
+    """Every job: kind, when it runs (cron line in UTC, or interval), where that comes from,
+    its last run, outcome and next run, and whether a run is in progress. Exit 2 naming file, line and key if
+    policies/schedule.yaml is invalid."""
+    from archiver import jobs as background
+    from archiver import stats as counts
+
+    services = _services()
+    try:
+        runner = background.Runner(services, background.load_schedule(services.settings))
+        with services.sessions() as session:
+            state = counts.job_status(session)
+    finally:
+        services.close()
+    shown = ("last_run", "outcome", "error", "next_run", "running_since")
+    listed = [{**job, **{k: state.get(job["name"], {}).get(k) for k in shown}} for job in background.describe(runner)]
+    if as_json:
+        say_json({"schedule": runner.schedule.as_dict(), "jobs": listed})
+        return
+    schedule = runner.schedule
+    say(f"schedule: {schedule.file}" + (f" (sha256 {schedule.sha256})" if schedule.sha256 else
+                                        " (no file: every scheduled job at its default)"))
+    for job in listed:
+        last = f"last {job['last_run']} {job['outcome']}" + (f" ({job['error']})" if job["error"] else "") \
+            if job["last_run"] else "never run"
+        nxt = f", next {job['next_run']}" if job["next_run"] else ""
+        running = f", running since {job['running_since']}" if job["running_since"] else ""
+        say(f"{job['name']}  {job['kind']}  {job['when']}  [{job['from']}]  {last}{nxt}{running}")
+
+
+@jobs.command("run")
+@click.argument("name")
+@handled
+@needs_archive
+def jobs_run(name: str) -> None:
+    """Run scheduled job NAME now, once, and seal the run as a job_run record (exit 1 if the job
+    failed; exit 2 if it is running in another process). Housekeeping jobs have their own
+    commands (seal, index)."""
+    from archiver import jobs as background
+
+    services = _services()
+    try:
+        runner = background.Runner(services, background.load_schedule(services.settings))
+        done = runner.run_scheduled(name, "manual", actor=_actor())
+    finally:
+        services.close()
+    assert done is not None  # a manual run is never skipped (JobBusy instead)
+    out = done.outcome
+    say_json({"job": done.job, "outcome": out.outcome, "error": out.error, "code": out.code,
+              "summary": out.summary, "started_at": done.started_at.isoformat(),
+              "ended_at": done.ended_at.isoformat(), "journal_id": done.journal_id})
+    if out.outcome != "ok":
+        sys.exit(1)
 
 
 if __name__ == "__main__":

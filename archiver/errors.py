@@ -187,6 +187,28 @@ class PolicyError(ArchiverError):
         return out
 
 
+class ScheduleError(PolicyError):
+    """``policies/schedule.yaml`` is invalid (``file:line: key: problem``)."""
+
+    hint = "fix the file and run 'archiver jobs list' (see policies/README.md)"
+
+
+class JobBusy(ArchiverError):
+    """The job is running in another process (one instance at a time, across processes)."""
+
+    code = "job-busy"
+    http_status = 409
+    hint = "wait for that run to end: 'archiver stats' shows the job's last run"
+
+
+class UnknownJob(ArchiverError):
+    """No job of that name is registered."""
+
+    code = "unknown-job"
+    http_status = 404
+    hint = "'archiver jobs list' names every job"
+
+
 class NoArchive(ConfigError):
     """A command that reads the archive was pointed at a folder that holds none."""
 

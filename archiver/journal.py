@@ -24,7 +24,9 @@ from archiver.catalog import (
 from archiver.canonical import canonical, sha256_hex
 from archiver.errors import ArchiverError, JournalUnavailable
 
-SOURCES = ("webhook", "capture_message", "consent", "audit", "media", "policy", "decision")
+SOURCES = ("webhook", "capture_message", "consent", "audit", "media", "policy", "decision", "job_run")
+OWN_RECORDS = ("audit", "job_run")
+"""Sources whose journal row is sealed as one record of that kind (typed by its meta's ``event``)."""
 
 
 def append_delivery(session: Session, source: str, body: bytes, meta: dict[str, Any]) -> int:
@@ -45,6 +47,14 @@ def append_audit(session: Session, event: str, actor: str | None, **details: Any
     """Journal an audit event (who did what); it is sealed in the chain like a message."""
     body = {"event": event, "actor": actor, "at": datetime.now(timezone.utc).isoformat(), **details}
     return append_delivery(session, "audit", canonical(body), {"event": event})
+
+
+def append_job_run(session: Session, job: str, report: dict[str, Any]) -> int:
+    """Journal one run of a scheduled job (``archiver.jobs``); it is sealed as a ``job_run`` record.
+
+    ``report`` says when, how it ended and its summary: counts and ids, never content.
+    """
+    return append_delivery(session, "job_run", canonical({"job": job, **report}), {"event": job})
 
 
 def append_media(session: Session, notice: dict[str, Any]) -> int:

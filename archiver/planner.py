@@ -31,6 +31,7 @@ from archiver.canonical import canonical, sha256_hex
 from archiver.catalog import DataKey, Journal, PendingLink, Record, chunked
 from archiver.policy_records import InForce
 from archiver.retention_policy import Facts, Policy, classify, retention_start
+from archiver.journal import OWN_RECORDS
 from archiver.services import Services
 
 
@@ -147,9 +148,9 @@ class Planner:
         """1a. Parse one journal row into its own record and the items it carries."""
         body = row.body or b""
         found: list[items.Item] = []
-        if row.source == "audit":
-            own = Pending(kind="audit", plaintext=body, journal_id=row.id, type=_meta(row).get("event"))
-            self.classed(own, Facts(kind="audit"), row.received_at)
+        if row.source in OWN_RECORDS:
+            own = Pending(kind=row.source, plaintext=body, journal_id=row.id, type=_meta(row).get("event"))
+            self.classed(own, Facts(kind=row.source), row.received_at)
         elif row.source == "media":
             own = _media_record(row, body)
             self.classed(own, Facts(kind="media", contacts=(own.contact,) if own.contact else ()), row.received_at)

@@ -82,7 +82,7 @@ RULE_MINIMUMS = {
     "sec-17a-4": Period(months=72, text="6y"),  # SEA Rule 17a-4(a)
 }
 # Record kinds a class may match: the service's own records and every item kind.
-RECORD_KINDS = ("delivery", "media", "audit", "policy", "decision") + KINDS
+RECORD_KINDS = ("delivery", "media", "audit", "job_run", "policy", "decision") + KINDS
 DIRECTIONS = ("inbound", "outbound")
 TEMPLATE_CATEGORIES = ("AUTHENTICATION", "MARKETING", "UTILITY")  # Meta's template categories
 
@@ -323,6 +323,13 @@ class _Reader:
         return PolicyError(problem, file=self.file, line=line, key=key)
 
     def compose(self, raw: bytes) -> yaml.Node:
+        root = self.compose_or_none(raw)
+        if root is None:
+            raise PolicyError("is empty: it needs a list of classes under 'classes'", file=self.file, line=1)
+        return root
+
+    def compose_or_none(self, raw: bytes) -> yaml.Node | None:
+        """The file's root node, None for a file of nothing but comments. Raises PolicyError."""
         try:
             root = yaml.compose(raw, Loader=yaml.SafeLoader)
         except yaml.MarkedYAMLError as exc:
@@ -332,8 +339,6 @@ class _Reader:
         except yaml.reader.ReaderError as exc:  # bytes that are not UTF-8 (or UTF-16 with a BOM)
             raise PolicyError(f"not valid YAML: {exc.reason} at byte offset {exc.position}", file=self.file,
                               line=raw.count(b"\n", 0, exc.position) + 1) from exc
-        if root is None:
-            raise PolicyError("is empty: it needs a list of classes under 'classes'", file=self.file, line=1)
         return root
 
     def mapping(self, node: yaml.Node, key: str, allowed: tuple[str, ...]) -> _Pairs:
@@ -475,6 +480,10 @@ class _Reader:
         if fact in allowed and value not in allowed[fact]:
             raise self.error(node, key, f"unknown {fact} {node.value!r} (known: {', '.join(allowed[fact])})")
         return value
+
+
+NodeReader = _Reader
+"""The YAML-node helpers (errors with file, line and key) the other policy files reuse (``archiver.schedule``)."""
 
 
 def describe(policy: Policy) -> dict[str, Any]:

@@ -7,10 +7,10 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from archiver.catalog import DuplicateHit, Journal, Media, Record, archive_id, chain_head
+from archiver.catalog import DuplicateHit, JobState, Journal, Media, Record, archive_id, chain_head
 from archiver.errors import ArchiverError
 
-ITEM_EXCLUDED = ("delivery", "audit", "media")
+ITEM_EXCLUDED = ("delivery", "audit", "media", "job_run")
 INDEX_STATES = ("built", "not-built", "foreign", "unavailable")
 """``built``: the index holds this archive up to ``indexed``; ``not-built``: it records no
 state (new, wiped or reset: the next index run rebuilds it); ``foreign``: it was built for
@@ -19,7 +19,8 @@ another archive (``archiver reindex`` replaces it); ``unavailable``: it cannot b
 
 def collect(session: Session, search: Any = None) -> dict[str, Any]:
     """Deliveries, distinct items by kind, duplicates, quarantine, pending, media, chain tip,
-    and, given the ``search`` index (a SearchIndex), its state and lag."""
+    each background job's last run, outcome and next run, and, given the ``search`` index (a
+    SearchIndex), its state and lag."""
     by_kind = dict(session.execute(select(Record.kind, func.count()).group_by(Record.kind)).all())
     media = dict(session.execute(select(Media.state, func.count()).group_by(Media.state)).all())
     head = chain_head(session)
@@ -32,6 +33,8 @@ def collect(session: Session, search: Any = None) -> dict[str, Any]:
         "pending": session.scalar(select(func.count()).select_from(Journal).where(Journal.sealed.is_(False))) or 0,
         "media": {"stored": media.get("stored", 0), "pending": media.get("pending", 0), "failed": media.get("failed", 0)},
         "chain": {"seq": head.seq, "hash": head.hash},
+        "job_runs": by_kind.get("job_run", 0),
+        "jobs": job_status(session),
     }
     if search is not None:
         out["index"] = index_status(search, archive_id(session), head.seq)
@@ -50,3 +53,40 @@ def index_status(search: Any, archive: str, head: int) -> dict[str, Any]:
     if state.archive != archive:
         return {"state": "foreign", "indexed": None, "lag": None}
     return {"state": "built", "indexed": state.seq, "lag": max(head - state.seq, 0)}
+
+
+def job_status(session: Session) -> dict[str, dict[str, Any]]:
+    """Each job (registered, or with a state row) -> its last run, outcome and next run.
+
+    ``last_run``/``ended`` are when the last run started and ended (``ended`` is None for a
+    run that never finished), ``outcome`` is ``ok`` or ``failed`` (``error``: the error's
+    code or class), ``next_run`` when the schedule runs it next (None: never run and no jobs
+    process has scheduled it yet), ``record`` the seq of the last ``job_run`` record (None
+    until sealed; housekeeping jobs have none).
+    """
+    from archiver import jobs
+
+    registered = jobs.registered()
+    rows = {row.name: row for row in session.scalars(select(JobState))}
+    sealed = dict(session.execute(select(Journal.id, Journal.delivery_seq).where(
+        Journal.id.in_([r.last_journal_id for r in rows.values() if r.last_journal_id is not None]))).all())
+    out: dict[str, dict[str, Any]] = {}
+    for name in list(registered) + sorted(set(rows) - set(registered)):
+        job, row = registered.get(name), rows.get(name)
+        out[name] = {
+            "kind": "scheduled" if job is not None and job.scheduled else "housekeeping" if job is not None else "unknown",
+            "last_run": _iso(row.last_started_at) if row else None,
+            "ended": _iso(row.last_ended_at) if row else None,
+            "outcome": row.last_outcome if row else None,
+            "error": row.last_error if row else None,
+            "next_run": _iso(row.next_run_at) if row else None,
+            "running_since": _iso(row.running_since) if row else None,
+            "runs": row.runs if row else 0,
+            "failures": row.failures if row else 0,
+            "record": sealed.get(row.last_journal_id) if row and row.last_journal_id is not None else None,
+        }
+    return out
+
+
+def _iso(moment: Any) -> str | None:
+    return moment.isoformat() if moment is not None else None

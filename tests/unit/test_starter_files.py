@@ -41,11 +41,13 @@ def test_shipped_retention_example_loads_and_says_the_service_applies_it() -> No
     assert "sealed as a\n# `policy` record" in text and "retention extend" in readme
 
 
-def test_schedule_starter_is_a_valid_five_field_cron_line() -> None:
+def test_shipped_schedule_is_read_by_the_jobs_and_the_readme_says_so() -> None:
     text = (ROOT / "policies" / "schedule.yaml").read_text()
-    cron = yaml.safe_load(text)["disposition"]["cron"]
+    assert "does not read this file" not in text and "Read by `archiver jobs`" in text
+    cron = yaml.safe_load(text)["worm-selftest"]
     assert re.fullmatch(r"(\S+ ){4}\S+", cron)
-    assert "does not read this file yet" in text
+    readme = (ROOT / "policies" / "README.md").read_text()
+    assert "| `schedule.yaml` | `archiver jobs`" in readme
 
 
 def test_base_template_renders_blocks_of_a_child_without_external_assets() -> None:
