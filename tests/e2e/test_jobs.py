@@ -150,7 +150,7 @@ def test_a_sealed_run_is_verifiable_and_stats_show_last_and_next(services: Servi
     assert other.run_scheduled("worm-selftest") is None
     sealer.seal_pending(services)
     (sealed,) = job_runs(services, "worm-selftest")
-    assert sealed["kind"] == "job_run" and sealed["retention_class"] == "audit"
+    assert sealed["kind"] == "job_run" and sealed["retention_class"] == "default"  # the shipped policy's
     assert sealed["content"]["summary"] == {"store": "LocalStore", "allow_unlocked": False}
     assert sealed["content"]["cron"] == "0 */6 * * *" and sealed["content"]["schedule_sha256"] == runner.schedule.sha256
     with services.sessions() as session:

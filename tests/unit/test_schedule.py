@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -99,6 +100,7 @@ def test_a_job_registers_once_with_a_cron_line_or_an_interval() -> None:
 def test_jobs_refuses_to_start_and_jobs_list_names_the_problem(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     folder = tmp_path / "policies"
     folder.mkdir()
+    shutil.copy(ROOT / "policies" / "retention.yaml", folder)  # a valid one: only the schedule is wrong
     (folder / "schedule.yaml").write_text('# schedule\nworm-selftest: "0 */6 * * 7"\n')
     for k, v in make_env(tmp_path / "home", ARCHIVER_POLICIES=str(folder)).items():
         monkeypatch.setenv(k, v)
