@@ -163,6 +163,13 @@ class SearchIndex(Protocol):
         SearchUnavailable.
         """
 
+    def matching_seqs(self, query: str, *, after: int, through: int, limit: int = 1000) -> list[int]:
+        """Seqs of the documents matching ``query`` with ``after < seq <= through``, ascending,
+        at most ``limit`` (call again from the last to read on). Litigation holds use it.
+
+        Raises QuerySyntaxError, SearchUnavailable.
+        """
+
     def max_seq(self) -> int:
         """The highest indexed seq, 0 when empty (the indexer's resume point). Raises SearchUnavailable."""
 
