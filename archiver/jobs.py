@@ -1,4 +1,4 @@
-"""Background jobs (APScheduler): sealing, media fetch, indexing, WORM self-test.
+"""Background jobs (APScheduler): sealing, media fetch, indexing, hold evaluation, WORM self-test.
 
 Each job opens what it needs from Services and is idempotent: a run that fails is simply
 retried on the next tick, from what the catalog says is done.
@@ -32,13 +32,14 @@ def _guarded(name: str, fn: Callable[[Services], Any], services: Services) -> Ca
 
 def job_table(services: Services) -> list[tuple[str, Callable[[Services], Any], float]]:
     """(name, function, interval seconds) of every job."""
-    from archiver import indexer, media, sealer
+    from archiver import holds, indexer, media, sealer
     from archiver.store import assert_worm
 
     return [
         ("seal", sealer.seal_pending, services.settings.seal_interval),
         ("media", media.fetch_due, 5.0),
         ("index", indexer.index_pending, services.settings.index_interval),
+        ("holds", holds.sync, services.settings.index_interval),
         ("worm-selftest", lambda s: assert_worm(s.store), 6 * 3600.0),
     ]
 
