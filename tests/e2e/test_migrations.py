@@ -151,7 +151,7 @@ def test_a_new_catalog_is_created_at_head_with_an_archive_id(catalog_url: str) -
     engine = catalog.make_engine(catalog_url)
     try:
         with engine.connect() as conn:
-            assert migrations.status(conn).revision == migrations.head() == "0002"
+            assert migrations.status(conn).revision == migrations.head() == "0004"
             rows = conn.execute(text("SELECT id, archive_id FROM archive")).all()
         assert len(rows) == 1 and rows[0][0] == 1 and re.fullmatch(r"[0-9a-f]{32}", rows[0][1])
         catalog.make_engine(catalog_url).dispose()  # opening again creates nothing more
@@ -189,7 +189,7 @@ def test_an_old_archive_is_refused_then_migrated_and_verifies(catalog_url: str, 
 
     done = cli(env, "migrate")
     assert done.returncode == 0, done.stderr
-    assert "migrated from revision 0001 to 0002" in done.stdout
+    assert "migrated from revision 0001 to 0004" in done.stdout
     again = cli(env, "migrate")
     assert again.returncode == 0 and "nothing to migrate" in again.stdout, again.stderr
 
@@ -260,6 +260,6 @@ def test_serve_migrates_at_start_or_refuses_naming_the_command(tmp_path: Path) -
     try:
         with raw_engine(url).connect() as conn:
             assert migrations.status(conn).state == "current"
-        assert "migrated from revision 0001 to 0002" in (tmp_path / "serve.log").read_text()
+        assert "migrated from revision 0001 to 0004" in (tmp_path / "serve.log").read_text()
     finally:
         stop_service(proc)
