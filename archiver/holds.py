@@ -225,7 +225,10 @@ def sync(services: Services) -> dict[str, int]:
     with leader_lock(services.engine, "holds") as leader:
         if not leader:
             return {}
-        _seal(services)
+        with services.sessions() as session:
+            unsealed = _unsealed_decisions(session)
+        if unsealed:
+            _seal(services)
         applied = replay(services)
         held = 0
         for _ in range(1000):  # evaluate in windows until every hold has caught up
@@ -444,11 +447,16 @@ def evaluate(services: Services) -> tuple[int, bool]:
     return journaled, more
 
 
+def _unsealed_decisions(session: Session) -> bool:
+    """A hold decision journaled and not yet sealed."""
+    return any((meta or {}).get("event") in EVENTS for meta in session.scalars(
+        select(Journal.meta).where(Journal.sealed.is_(False), Journal.source == "audit")))
+
+
 def _decisions_waiting(session: Session) -> bool:
     """A hold decision journaled and not yet sealed, or sealed and not yet applied."""
-    for meta in session.scalars(select(Journal.meta).where(Journal.sealed.is_(False), Journal.source == "audit")):
-        if (meta or {}).get("event") in EVENTS:
-            return True
+    if _unsealed_decisions(session):
+        return True
     after = cursor_value(session, CURSOR)
     return session.scalar(select(Record.seq).where(Record.kind == "audit", Record.type.in_(EVENTS),
                                                    Record.seq > after).limit(1)) is not None
