@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import secrets
 import time
 from collections.abc import Iterable, Iterator
@@ -119,7 +120,7 @@ def parse_criteria(custodians: Iterable[str] = (), after: str | None = None, bef
     for custodian in custodians:
         if not isinstance(custodian, str):
             raise ValidationError("custodian", "must be a wa_id, phone number, BSUID or phone-number id")
-        if not custodian.strip() or len(custodian) > 128:
+        if not custodian.strip() or len(custodian) > 128 or "\x00" in custodian:
             raise ValidationError("custodian", "must be a wa_id, phone number, BSUID or phone-number id")
         found.append(identifier(custodian))
     times = {}
@@ -134,7 +135,7 @@ def parse_criteria(custodians: Iterable[str] = (), after: str | None = None, bef
             raise ValidationError(name, "must be a date (2026-01-31) or a UTC time (2026-01-31T10:00:00Z)") from exc
     if "after" in times and "before" in times and times["after"] >= times["before"]:
         raise ValidationError("before", "must be later than after")
-    if query is not None and not isinstance(query, str):
+    if query is not None and (not isinstance(query, str) or "\x00" in query or len(query) > 2000):
         raise ValidationError("query", "must be a search query")
     if query is not None and query.strip():
         ql.parse(query)  # QuerySyntaxError names the position
@@ -146,11 +147,24 @@ def parse_criteria(custodians: Iterable[str] = (), after: str | None = None, bef
 
 
 def _text(value: Any, field: str, limit: int) -> str:
+    """A required text field, stripped. Raises ValidationError naming ``field``."""
     if not isinstance(value, str) or not value.strip():
         raise ValidationError(field, "is required")
     if len(value) > limit:
         raise ValidationError(field, f"must be at most {limit} characters")
+    if "\x00" in value:  # no catalog column takes NUL (PostgreSQL refuses it)
+        raise ValidationError(field, "must not contain NUL characters")
     return value.strip()
+
+
+_ID = re.compile(r"[A-Za-z0-9_.-]{1,32}")
+
+
+def _id(value: Any, field: str) -> str:
+    """A matter or hold id as this module makes them. Raises ValidationError."""
+    if not isinstance(value, str) or not _ID.fullmatch(value):
+        raise ValidationError(field, "must be an id as 'archiver matter create' / 'hold create' print them")
+    return value
 
 
 # --------------------------------------------------------------------------- decisions
@@ -168,7 +182,7 @@ def create_hold(services: Services, actor: str, matter: Any, name: Any, criteria
 
     Raises ValidationError, NoSuchMatter, DecisionPending.
     """
-    matter_id = _text(matter, "matter", 32)
+    matter_id = _id(matter, "matter")
     hold_name, why = _text(name, "name", 255), _text(reason, "reason", 2000)
     with services.sessions() as session:
         if session.get(Matter, matter_id) is None:
@@ -577,7 +591,7 @@ def expand(runs: list[list[int]]) -> Iterator[int]:
 
 
 def _get(session: Session, hold_id: str) -> Hold:
-    hold = session.get(Hold, hold_id) if isinstance(hold_id, str) and len(hold_id) <= 32 else None
+    hold = session.get(Hold, hold_id) if isinstance(hold_id, str) and _ID.fullmatch(hold_id) else None
     if hold is None:
         raise NoSuchHold(f"no hold {hold_id}", hint="'archiver hold list' shows the holds")
     return hold
