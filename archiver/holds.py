@@ -56,7 +56,7 @@ log = logging.getLogger(__name__)
 
 EVENTS = ("matter_created", "hold_created", "hold_applied", "hold_released")
 CURSOR = "holds"  # the last sealed decision applied to the catalog tables
-WINDOW = 5000  # records evaluated per step
+WINDOW = 20000  # records evaluated per step (and at most per hold_applied decision)
 NOT_HELD = ("audit",)  # the service's own records
 ITEMLESS = ("delivery", "media", "quarantine", "audit")  # kinds whose payload carries no business metadata
 WAIT_SECONDS = 120.0
@@ -82,7 +82,8 @@ class DecisionPending(ArchiverError):
 
     code = "decision-pending"
     http_status = 503
-    hint = "the decision is journaled; the background jobs seal and apply it (see 'archiver hold list')"
+    hint = ("the decision is journaled: the background jobs seal and apply it once the cause is gone "
+            "(see 'archiver hold show'); do not repeat it")
 
 
 # --------------------------------------------------------------------------- criteria
@@ -212,12 +213,17 @@ def _decide(services: Services, event: str, actor: str, **details: Any) -> None:
     with services.sessions.begin() as session:
         journal_id = append_audit(session, event, actor, **details)
     deadline = time.monotonic() + WAIT_SECONDS
+    subject = details.get("hold") or details.get("matter")
     while True:
-        sync(services)
+        try:
+            sync(services)
+        except ArchiverError as exc:  # reported; the decision stays journaled and the job applies it
+            raise DecisionPending(f"{subject}: {event} is journaled (#{journal_id}) but not applied yet "
+                                  f"({exc.code}: {exc})") from exc
         if _applied(services, journal_id):
             return
         if time.monotonic() > deadline:
-            raise DecisionPending(f"{event} is journaled (#{journal_id}) but not sealed yet")
+            raise DecisionPending(f"{subject}: {event} is journaled (#{journal_id}) but not sealed yet")
         time.sleep(0.2)  # another process seals or syncs now; it applies the decision
 
 
@@ -239,8 +245,9 @@ def sync(services: Services) -> dict[str, int]:
     with leader_lock(services.engine, "holds") as leader:
         if not leader:
             return {}
-        with services.sessions() as session:
-            unsealed = _unsealed_decisions(session)
+        with services.sessions() as session:  # a decision to seal, or one in the outbox to publish
+            unsealed = _unsealed_decisions(session) or session.scalar(
+                select(Segment.id).where(Segment.state == "writing").limit(1)) is not None
         if unsealed:
             _seal(services)
         applied = replay(services)
@@ -263,14 +270,18 @@ def _seal(services: Services) -> None:
 
 
 def replay(services: Services) -> int:
-    """Apply every sealed decision after the ``holds`` cursor, in seq order; return how many."""
+    """Apply every sealed decision after the ``holds`` cursor, in seq order; return how many.
+
+    A decision is applied once its segment is in WORM (not while it waits in the outbox).
+    """
     done = 0
     while True:
         with services.sessions() as session:
             after = cursor_value(session, CURSOR)
             rows = session.execute(
                 select(Record.seq, Record.type, Record.segment_id).where(
-                    Record.kind == "audit", Record.type.in_(EVENTS), Record.seq > after)
+                    Record.kind == "audit", Record.type.in_(EVENTS), Record.seq > after,
+                    Record.seq <= _sealed_through(session))
                 .order_by(Record.seq).limit(200)).all()
             if not rows:
                 return done
@@ -345,7 +356,7 @@ def _apply_held(services: Services, seq: int, body: dict[str, Any], at: datetime
         active = hold is not None and hold.status == "active"
         objects = _objects(session, seqs) if active else {}
         have = set(session.scalars(select(HoldObject.object_key).where(HoldObject.hold_id == hold_id))) if active else set()
-        known = set(session.scalars(select(HeldRecord.seq).where(HeldRecord.hold_id == hold_id))) if active else set()
+        known = _already_held(session, hold_id, seqs) if active else set()
     new_objects = {key: kind for key, kind in objects.items() if key not in have}
     for key in sorted(new_objects):
         services.store.set_legal_hold(key, True)  # idempotent: a crash before the commit repeats it
@@ -499,20 +510,27 @@ def _matches(services: Services, session: Session, hold: Hold, crit: Criteria, a
     if crit.custodians:
         wanted = set(crit.custodians)
         by_contact = {r.seq for r in rows if r.contact and identifier(r.contact) in wanted}
+        # Only an identifier no record names as its contact can be a business number: reading
+        # the payloads (decrypting) is skipped for a hold on contacts alone.
+        numbers = {c for c in wanted if session.scalar(select(Record.seq).where(Record.contact == c).limit(1)) is None}
         candidates = {s for s in candidates if s in by_contact} | (
             _business_matches(services, session, [r for r in rows if r.seq in candidates - by_contact
-                                                  and r.kind not in ITEMLESS], wanted))
-    held_messages = set(session.scalars(select(HeldRecord.seq).where(HeldRecord.hold_id == hold.id)))
-    held_messages |= candidates
-    out = set(candidates)
-    for r in rows:
-        message = (r.links or {}).get("message") if r.kind == "media" else None
-        if isinstance(message, int) and message in held_messages:
-            out.add(r.seq)
+                                                  and r.kind not in ITEMLESS], numbers) if numbers else set())
+    linked = {r.seq: m for r in rows if r.kind == "media"
+              and isinstance(m := (r.links or {}).get("message"), int)}
+    held_messages = candidates | _already_held(session, hold.id, sorted(set(linked.values()) - candidates))
+    out = set(candidates) | {seq for seq, message in linked.items() if message in held_messages}
     out |= {r.delivery_seq for r in rows if r.seq in candidates and r.delivery_seq is not None}
-    known = set(session.scalars(select(HeldRecord.seq).where(HeldRecord.hold_id == hold.id,
-                                                             HeldRecord.seq.in_(sorted(out))))) if out else set()
-    return out - known
+    return out - _already_held(session, hold.id, sorted(out))
+
+
+def _already_held(session: Session, hold_id: str, seqs: list[int]) -> set[int]:
+    """Which of ``seqs`` the hold holds already."""
+    found: set[int] = set()
+    for part in chunked(seqs, 500):
+        found.update(session.scalars(select(HeldRecord.seq).where(HeldRecord.hold_id == hold_id,
+                                                                  HeldRecord.seq.in_(part))))
+    return found
 
 
 def _query_seqs(services: Services, query: str, after: int, through: int) -> Iterator[int]:

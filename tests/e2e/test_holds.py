@@ -349,3 +349,52 @@ def test_a_held_message_holds_its_media_object_fetched_later(with_graph: tuple[I
     assert row.object_key is not None and inst.server_holds(row.object_key) == {"ON"}
     holds.release_hold(inst.services, "test:legal", hold, "done")
     assert inst.server_holds(row.object_key) == {"OFF"}
+
+
+def test_a_crash_while_setting_legal_holds_is_finished_by_the_next_sync(inst: Instance,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The process dies after the store turned some legal holds on, before the catalog commit."""
+    (first,) = inst.ingest(message("wamid.A1", "one", ALICE))
+    (second,) = inst.ingest(message("wamid.A2", "two", ALICE))
+    matter = inst.matter()
+    store = inst.services.store
+    real, done = store.set_legal_hold, []
+
+    def dying(key: str, on: bool) -> None:
+        if len(done) == 2:  # the first segment and its checkpoint are held; then the process is gone
+            raise KeyboardInterrupt
+        done.append(key)
+        real(key, on)
+
+    monkeypatch.setattr(store, "set_legal_hold", dying)
+    with pytest.raises(KeyboardInterrupt):
+        inst.hold(matter, custodians=[ALICE])
+    monkeypatch.setattr(store, "set_legal_hold", real)
+    (hold,) = [h["id"] for h in holds.list_holds(inst.services)]
+    assert inst.counts(hold)["records"] == 0 and inst.held(first) != inst.held(second)  # half done, unrecorded
+
+    holds.sync(inst.services)  # the next run (the job step, or the next command)
+    assert inst.held(first) and inst.held(second) and inst.counts(hold)["records"] == 4
+    with inst.services.sessions() as session:
+        applied = session.scalars(select(Record.seq).where(Record.kind == "audit", Record.type == "hold_applied")).all()
+    assert len(applied) == 1  # evaluated once, applied once: no second decision for the same records
+
+
+@pytest.mark.parametrize("inst", [("sqlite", "fts5")], indirect=True, ids=["sqlite"])
+def test_the_store_down_during_a_release_is_reported_and_finished_when_it_returns(inst: Instance) -> None:
+    (alice,) = inst.ingest(message("wamid.A1", "the quote", ALICE))
+    hold = inst.hold(inst.matter(), custodians=[ALICE])
+    backends.stop("seaweedfs")
+    try:
+        with pytest.raises(holds.DecisionPending) as caught:
+            holds.release_hold(inst.services, "test:legal", hold, "settled")
+        assert str(caught.value).startswith(f"{hold}: hold_released is journaled")
+        shown = holds.show(inst.services, hold)  # never half-recorded: still active, still counted
+        assert shown["status"] == "active" and shown["counts"]["records"] == 2
+    finally:
+        backends.start("seaweedfs")
+    assert inst.held(alice)
+    holds.sync(inst.services)  # the job's next run
+    shown = holds.show(inst.services, hold)
+    assert shown["status"] == "released" and shown["release_reason"] == "settled" and not inst.held(alice)
+    assert report(inst.services).ok
