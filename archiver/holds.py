@@ -358,7 +358,7 @@ def _apply_held(services: Services, seq: int, body: dict[str, Any], at: datetime
         have = set(session.scalars(select(HoldObject.object_key).where(HoldObject.hold_id == hold_id))) if active else set()
         known = _already_held(session, hold_id, seqs) if active else set()
     new_objects = {key: kind for key, kind in objects.items() if key not in have}
-    for key in sorted(new_objects):
+    for key in new_objects:  # each segment, then its checkpoint, in seq order; then media
         services.store.set_legal_hold(key, True)  # idempotent: a crash before the commit repeats it
     with services.sessions.begin() as session:
         if active:
@@ -406,12 +406,16 @@ def _apply_release(services: Services, seq: int, body: dict[str, Any], at: datet
 
 
 def _objects(session: Session, seqs: list[int]) -> dict[str, str]:
-    """The WORM objects holding ``seqs``: segments, their checkpoints, media objects of media records."""
+    """The WORM objects holding ``seqs``: segments, their checkpoints, media objects of media records.
+
+    In seq order, each segment before its checkpoint, the media after.
+    """
     out: dict[str, str] = {}
+    media_keys: dict[str, str] = {}
     for part in chunked(seqs, 500):
-        for key, checkpoint in session.execute(
-                select(Segment.key, Segment.checkpoint_key).join(Record, Record.segment_id == Segment.id)
-                .where(Record.seq.in_(part)).distinct()):
+        for key, checkpoint, _ in session.execute(
+                select(Segment.key, Segment.checkpoint_key, Segment.first_seq).join(Record, Record.segment_id == Segment.id)
+                .where(Record.seq.in_(part)).distinct().order_by(Segment.first_seq)):
             out[key], out[checkpoint] = "segment", "checkpoint"
         media = [links.get("message") for links in session.scalars(
             select(Record.links).where(Record.seq.in_(part), Record.kind == "media")) if links]
@@ -419,8 +423,8 @@ def _objects(session: Session, seqs: list[int]) -> dict[str, str]:
             for found in session.scalars(select(Media.object_key).where(Media.record_seq.in_(sub),
                                                                         Media.object_key.is_not(None))):
                 if found:
-                    out[found] = "media"
-    return out
+                    media_keys[found] = "media"
+    return {**out, **media_keys}
 
 
 # --------------------------------------------------------------------------- evaluation
