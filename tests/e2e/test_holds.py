@@ -4,6 +4,9 @@ are read back from the server with boto3), SQLite and PostgreSQL catalogs, both 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -351,33 +354,49 @@ def test_a_held_message_holds_its_media_object_fetched_later(with_graph: tuple[I
     assert inst.server_holds(row.object_key) == {"OFF"}
 
 
-def test_a_crash_while_setting_legal_holds_is_finished_by_the_next_sync(inst: Instance,
-                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    """The process dies after the store turned some legal holds on, before the catalog commit."""
+# Run in a child process: create a hold whose application blocks after turning two legal
+# holds on (the first segment and its checkpoint), so the test kills it there with SIGKILL.
+_DIES_MID_APPLY = """
+import sys
+from archiver import holds
+from archiver.config import Settings
+from archiver.services import Services
+
+services = Services.open(Settings.from_env())
+real, done = services.store.set_legal_hold, []
+
+def blocking(key, on):
+    if len(done) == 2:
+        print("blocked", flush=True)
+        sys.stdin.read()  # until killed
+    done.append(key)
+    real(key, on)
+
+services.store.set_legal_hold = blocking
+holds.create_hold(services, "test:legal", sys.argv[1], "n", holds.parse_criteria([sys.argv[2]]), "r")
+"""
+
+
+def test_kill_9_while_setting_legal_holds_is_finished_by_the_next_sync(inst: Instance) -> None:
     (first,) = inst.ingest(message("wamid.A1", "one", ALICE))
     (second,) = inst.ingest(message("wamid.A2", "two", ALICE))
     matter = inst.matter()
-    store = inst.services.store
-    real, done = store.set_legal_hold, []
-
-    def dying(key: str, on: bool) -> None:
-        if len(done) == 2:  # the first segment and its checkpoint are held; then the process is gone
-            raise KeyboardInterrupt
-        done.append(key)
-        real(key, on)
-
-    monkeypatch.setattr(store, "set_legal_hold", dying)
-    with pytest.raises(KeyboardInterrupt):
-        inst.hold(matter, custodians=[ALICE])
-    monkeypatch.setattr(store, "set_legal_hold", real)
+    with subprocess.Popen([sys.executable, "-c", _DIES_MID_APPLY, matter, ALICE], env={**os.environ, **inst.env},
+                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) as child:
+        try:
+            assert child.stdout is not None and child.stdout.readline() == "blocked\n"
+        finally:
+            child.kill()  # SIGKILL
+            child.wait()
     (hold,) = [h["id"] for h in holds.list_holds(inst.services)]
-    assert inst.counts(hold)["records"] == 0 and inst.held(first) != inst.held(second)  # half done, unrecorded
+    assert inst.counts(hold)["records"] == 0 and inst.held(first) and not inst.held(second)  # half done, unrecorded
 
     holds.sync(inst.services)  # the next run (the job step, or the next command)
     assert inst.held(first) and inst.held(second) and inst.counts(hold)["records"] == 4
     with inst.services.sessions() as session:
         applied = session.scalars(select(Record.seq).where(Record.kind == "audit", Record.type == "hold_applied")).all()
     assert len(applied) == 1  # evaluated once, applied once: no second decision for the same records
+    assert report(inst.services).ok
 
 
 @pytest.mark.parametrize("inst", [("sqlite", "fts5")], indirect=True, ids=["sqlite"])
