@@ -19,12 +19,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from archiver.catalog import Token
-from archiver.errors import AuthError, Forbidden
+from archiver.errors import AuthError, Forbidden, TokenNameError
 from archiver.rejections import note
 from archiver.roles import HOLDERS, OVERSIGHT, READERS, ROLES, WRITERS
 
 __all__ = ["HOLDERS", "OVERSIGHT", "READERS", "ROLES", "WRITERS", "authenticate", "bearer", "check_route_table",
-           "create_token", "lookup", "require", "revoke_token"]
+           "create_token", "list_tokens", "lookup", "require", "revoke_token"]
 
 PUBLIC_ENDPOINTS = {"intake.webhook_verify", "intake.webhook_receive", "api.healthz", "static"}
 
@@ -36,9 +36,19 @@ def _digest(token: str) -> str:
 
 
 def create_token(session: Session, role: str, name: str) -> str:
-    """Create a token for ``role``; return the secret (shown once). Raises ValueError on a bad role."""
+    """Create a token for ``role``; return the secret (shown once).
+
+    Names are unique for good (a revoked token's name too): the audit trail names the
+    token, so one name must mean one token. Raises ValueError on a bad role,
+    TokenNameError on a name already used.
+    """
     if role not in ROLES:
         raise ValueError(f"role must be one of {', '.join(ROLES)}")
+    if not name.strip():
+        raise TokenNameError("a token needs a name")
+    if session.scalar(select(Token.id).where(Token.name == name).limit(1)) is not None:
+        raise TokenNameError(f"a token named {name!r} already exists",
+                             hint="pick another name (see `archiver token list`)")
     secret = "wa_" + secrets.token_urlsafe(32)
     session.add(Token(name=name, role=role, token_hash=_digest(secret)))
     session.flush()
@@ -46,11 +56,25 @@ def create_token(session: Session, role: str, name: str) -> str:
 
 
 def revoke_token(session: Session, name: str) -> int:
-    """Revoke every live token called ``name``; return how many."""
+    """Revoke every live token called ``name``; return how many.
+
+    Raises TokenNameError when no live token has that name (unknown or already revoked).
+    """
     rows = session.scalars(select(Token).where(Token.name == name, Token.revoked_at.is_(None))).all()
+    if not rows:
+        revoked = session.scalar(select(Token.id).where(Token.name == name).limit(1)) is not None
+        raise TokenNameError(f"token {name!r} is {'already revoked' if revoked else 'unknown'}",
+                             hint="see `archiver token list`")
     for row in rows:
         row.revoked_at = datetime.now(timezone.utc)
     return len(rows)
+
+
+def list_tokens(session: Session) -> list[dict[str, Any]]:
+    """Every token, oldest first: name, role, created, revoked (never the secret nor its hash)."""
+    rows = session.scalars(select(Token).order_by(Token.id)).all()
+    return [{"name": t.name, "role": t.role, "created": t.created_at.isoformat() if t.created_at else None,
+             "revoked": t.revoked_at.isoformat() if t.revoked_at else None} for t in rows]
 
 
 def lookup(session: Session, secret: str) -> Token | None:

@@ -26,6 +26,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.sql.schema import Table
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
+from archiver import home
 from archiver.errors import CatalogUnknown, ConfigError
 
 SEQ = BigInteger().with_variant(Integer, "sqlite")
@@ -303,6 +304,7 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA synchronous=FULL")  # a 200 means the body is on disk
     cur.execute("PRAGMA busy_timeout=30000")
     cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA secure_delete=ON")  # freed pages (sealed journal bodies) are zeroed
     cur.close()
 
 
@@ -325,7 +327,7 @@ def make_engine(url: str, *, check_schema: bool = True) -> Engine:
         if url.startswith("sqlite:"):
             path = url.split("///", 1)[-1]
             if path and path != ":memory:":
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                home.private_dir(Path(path).parent)
             # hide_parameters: error messages must never quote values (contacts, wamids).
             engine = create_engine(url, connect_args={"timeout": 30}, hide_parameters=True)
             event.listen(engine, "connect", _sqlite_pragmas)
@@ -343,6 +345,9 @@ def make_engine(url: str, *, check_schema: bool = True) -> Engine:
         except BaseException:
             engine.dispose()
             raise
+    db_file = home.sqlite_path(url)
+    if db_file is not None:
+        home.private_file(db_file)  # an older file may be wider; SQLite gives -wal and -shm its mode
     return engine
 
 
@@ -419,6 +424,34 @@ def make_sessionmaker(engine: Engine) -> CatalogSessions:
     sessions = CatalogSessions(engine, expire_on_commit=False)
     sessions.gate = WriteGate(gate_path(engine))
     return sessions
+
+
+#: How long ``truncate_wal`` waits for readers of old WAL frames before leaving it to the next run.
+CHECKPOINT_BUSY_MS = 50
+
+
+def truncate_wal(sessions: CatalogSessions) -> bool:
+    """SQLite: copy the WAL into the database and truncate it to zero bytes, so the frames of
+    journal rows already sealed (and deleted, their pages zeroed by ``secure_delete``) do not
+    linger in it. Holds the write gate meanwhile. Returns False when a reader kept it from
+    completing (the next call tries again); True on PostgreSQL, which has nothing to do.
+    """
+    engine = sessions.kw["bind"]
+    if engine.dialect.name != "sqlite":
+        return True
+    with sessions.gate.held():
+        raw = engine.raw_connection()  # autocommit (see _sqlite_pragmas): no transaction open
+        try:
+            cur = raw.cursor()
+            # Writers wait on the gate meanwhile: wait for a lingering reader only briefly.
+            cur.execute(f"PRAGMA busy_timeout={CHECKPOINT_BUSY_MS}")
+            try:
+                busy = cur.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            finally:
+                cur.execute("PRAGMA busy_timeout=30000")
+        finally:
+            raw.close()
+    return busy is not None and busy[0] == 0
 
 
 @contextlib.contextmanager

@@ -1,4 +1,10 @@
-"""The ``archiver`` command line (click). Errors render once, with their code and hint."""
+"""The ``archiver`` command line (click). Errors render once, with their code and hint.
+
+Every command names the archive it uses (``ARCHIVER_HOME``, one line on stderr). Commands
+that read an archive (:func:`needs_archive`) refuse a folder that holds none instead of
+creating one; ``init`` and ``serve`` create it. Human output goes through
+``archiver.terminal``, which escapes every control character of archived text.
+"""
 
 from __future__ import annotations
 
@@ -6,36 +12,54 @@ import functools
 import getpass
 import json
 import logging
+import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
 import click
 
-from archiver.config import Settings
-from archiver import params
-from archiver.errors import ArchiverError, ValidationError
+from archiver import home, params
+from archiver.config import Settings, home_from_env
+from archiver.errors import ArchiverError, InsecureStoreWarning, ValidationError
 from archiver.roles import ROLES
+from archiver.terminal import clean, json_safe, plural, say, say_json
 
 
-def _services() -> Any:
+def _services(*, create: bool = False) -> Any:
+    """The archive's services; ``create`` makes the archive if missing (``init``, ``serve``)."""
     from archiver.services import Services
 
-    return Services.open(Settings.from_env())
+    return Services.open(Settings.from_env(), create=create)
 
 
 def handled(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Render ArchiverError as ``error[code]: message`` + hint, exit 2."""
+    """Render ArchiverError as ``error[code]: message`` + hint; exit with its ``exit_status`` (2)."""
     @functools.wraps(fn)
     def inner(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except ArchiverError as exc:
-            click.echo(f"error[{exc.code}]: {exc}", err=True)
+            say(f"error[{exc.code}]: {exc}", err=True)
             if exc.hint:
-                click.echo(f"hint: {exc.hint}", err=True)
-            sys.exit(2)
+                say(f"hint: {exc.hint}", err=True)
+            sys.exit(getattr(exc, "exit_status", 2))
     return inner
+
+
+def needs_archive(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """For commands that read an archive: refuse (NoArchive, exit 2, nothing created) unless
+    ``ARCHIVER_HOME`` holds one. Place under :func:`handled`."""
+    @functools.wraps(fn)
+    def inner(*args: Any, **kwargs: Any) -> Any:
+        home.require_archive(Settings.from_env())
+        return fn(*args, **kwargs)
+    return inner
+
+
+#: Set by ``serve`` for the commands it starts itself, which then do not name the archive again.
+ANNOUNCED = "ARCHIVER_HOME_ANNOUNCED"
 
 
 def _actor() -> str:
@@ -48,12 +72,28 @@ def main(verbose: bool) -> None:
     """WhatsApp Business compliance archive."""
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    home.private_umask()
+    # The local store's warning is said once, by `serve` (see there), not by every command.
+    warnings.simplefilter("ignore", InsecureStoreWarning)
+    where = str(home_from_env())
+    if os.environ.get(ANNOUNCED) != where:  # serve's own children (selftest, jobs) stay quiet
+        say(f"archiver: ARCHIVER_HOME={where}", err=True)
+
+
+@main.command()
+@handled
+def init() -> None:
+    """Create an archive in ARCHIVER_HOME (keys, catalog, store), or check the one there."""
+    existed = home.exists(Settings.from_env())
+    services = _services(create=True)
+    services.close()
+    say(f"{'archive already there' if existed else 'created an archive'} in {services.settings.home}")
 
 
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=None, type=int,
-              help="TCP port. Default 8080 (--role all, intake); --role read listens on --reader-socket unless given.")
+              help="TCP port. Default ARCHIVER_PORT, else 8080 (--role all, intake); --role read listens on --reader-socket unless given.")
 @click.option("--workers", default=None, type=int,
               help="Intake worker processes (gevent). Default: 1 on SQLite, one per core on PostgreSQL.")
 @click.option("--role", default="all", show_default=True, type=click.Choice(["all", "intake", "read"]),
@@ -73,10 +113,12 @@ def serve(host: str, port: int | None, workers: int | None, role: str, read_work
 
     settings = Settings.from_env()
     plan = server.Plan(
-        role=role, host=host, port=port if port is not None or role == "read" else 8080,
+        role=role, host=host, port=port if port is not None or role == "read" else settings.port,
         workers=workers or server.default_workers(settings.catalog_url),
         read_workers=read_workers or server.default_read_workers(),
         reader_socket=(reader_socket or tiers.reader_socket(settings.home)).absolute(), ready_fd=ready_fd)
+    if ready_fd is None:  # not the read tier that `serve --role all` starts: say it here, once
+        server.warn_insecure_store(settings)
     server.run(settings, plan)
 
 
@@ -92,9 +134,9 @@ def migrate() -> None:
     finally:
         engine.dispose()
     if before == after:
-        click.echo(f"catalog schema at revision {after}: nothing to migrate")
+        say(f"catalog schema at revision {after}: nothing to migrate")
     else:
-        click.echo(f"catalog schema migrated from revision {before or '(new catalog)'} to {after}")
+        say(f"catalog schema migrated from revision {before or '(new catalog)'} to {after}")
 
 
 @main.command()
@@ -114,7 +156,7 @@ def jobs(die_with_parent: bool) -> None:
 
     if die_with_parent:
         processes.die_with_parent()
-    services = _services()
+    services = _services(create=True)
     server.self_test(services)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -128,12 +170,13 @@ def selftest() -> None:
     """Check the catalog, the keys and that the store enforces WORM (exit 0), or say why not (exit 2)."""
     from archiver import server
 
-    server.self_test(_services())
-    click.echo("ok: catalog, keys and a WORM-enforcing store")
+    server.self_test(_services(create=True))
+    say("ok: catalog, keys and a WORM-enforcing store")
 
 
 @main.command()
 @handled
+@needs_archive
 def seal() -> None:
     """Seal everything pending, then exit."""
     from archiver import sealer
@@ -142,31 +185,38 @@ def seal() -> None:
     services = _services()
     assert_worm(services.store)
     n = sealer.seal_pending(services)
-    click.echo(f"sealed {n} records")
+    say(f"sealed {plural(n, 'record')}")
 
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @handled
+@needs_archive
 def verify(as_json: bool) -> None:
-    """Prove the archive is intact by re-reading the store; exit 1 on any break."""
+    """Prove the archive is intact by re-reading the store; exit 1 on any break, 3 when it is empty."""
     from archiver import verify as verifier
 
     services = _services()
     with services.sessions() as session:
         report = verifier.audit(services.store, services.signing_key.public_key(), session)
+    empty = report.ok and report.records == 0
     if as_json:
-        click.echo(json.dumps({k: report.as_dict()[k] for k in ("ok", "records", "segments", "checkpoints", "first_error")}))
+        out = {k: report.as_dict()[k] for k in ("ok", "records", "segments", "checkpoints", "first_error")}
+        say_json({**out, "empty": empty})
+    elif empty:
+        say(f"empty: no record sealed in {services.settings.home} yet, so nothing was verified", err=True)
     elif report.ok:
-        click.echo(f"ok: {report.records} records in {report.segments} segments, {report.checkpoints} checkpoints verified")
+        say(f"ok: {plural(report.records, 'record')} in {plural(report.segments, 'segment')}, "
+            f"{plural(report.checkpoints, 'checkpoint')} verified")
     else:
-        click.echo(f"BROKEN: {report.first_error}", err=True)
-    sys.exit(0 if report.ok else 1)
+        say(f"BROKEN: {report.first_error}", err=True)
+    sys.exit(3 if empty else 0 if report.ok else 1)
 
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @handled
+@needs_archive
 def stats(as_json: bool) -> None:
     """Counts of deliveries, items, duplicates, media, the chain tip and the search index's state and lag."""
     from archiver import stats as counts
@@ -174,7 +224,7 @@ def stats(as_json: bool) -> None:
     services = _services()
     with services.sessions.begin() as session:
         data = counts.collect(session, services.search)
-    click.echo(json.dumps(data, indent=None if as_json else 2))
+    say_json(data, indent=None if as_json else 2)
 
 
 class _Seq(click.ParamType[int, Any]):
@@ -194,6 +244,7 @@ class _Seq(click.ParamType[int, Any]):
 @click.option("--raw", is_flag=True,
               help="Write the exact bytes of the record's delivery to stdout (their SHA-256 is its body_sha256).")
 @handled
+@needs_archive
 def show(seq: int, raw: bool) -> None:
     """Print one decrypted record with its raw bytes, delivery, links and proof (audited).
 
@@ -209,20 +260,20 @@ def show(seq: int, raw: bool) -> None:
             append_audit(session, "record_viewed", _actor(), seq=seq, **({"raw": True} if raw else {}))
         with services.sessions() as session:
             if not raw:
-                click.echo(jsonview.dumps(records.read_record(services, session, seq), indent=2))
+                click.echo(json_safe(jsonview.dumps(records.read_record(services, session, seq), indent=2)))
                 return
             got = records.read_raw(services, session, seq)
     finally:
         services.close()
     if got.data is None:
-        click.echo(f"error: the data key of record {got.seq} was destroyed; its bytes cannot be read", err=True)
+        say(f"error: the data key of record {got.seq} was destroyed; its bytes cannot be read", err=True)
         sys.exit(2)
     out = sys.stdout.buffer
     out.write(got.data)
     out.flush()
     if not got.matches:
-        click.echo(f"warning: the bytes of record {got.seq} do not hash to the journal's body_sha256 "
-                   f"({got.body_sha256}); run 'archiver verify'", err=True)
+        say(f"warning: the bytes of record {got.seq} do not hash to the journal's body_sha256 "
+            f"({got.body_sha256}); run 'archiver verify'", err=True)
         sys.exit(1)
 
 
@@ -264,24 +315,13 @@ def _print_page(out: dict[str, Any], as_json: bool, nouns: tuple[str, str], line
     from archiver import jsonview
 
     if as_json:
-        click.echo(jsonview.dumps(out))
+        click.echo(json_safe(jsonview.dumps(out)))
         return
-    n = len(out["items"])
-    click.echo(f"{n} {nouns[0] if n == 1 else nouns[1]}")
+    say(plural(len(out["items"]), *nouns))
     for item in out["items"]:
-        click.echo(_printable(line(item)))
+        say(clean(line(item)))
     if out["next_cursor"] is not None:
-        click.echo(f"more: --cursor {out['next_cursor']}")
-
-
-def _printable(text: str) -> str:
-    """``text`` without control characters (C0, DEL, C1, bidi overrides): nothing steers the terminal.
-
-    A lone surrogate (not writable as UTF-8) becomes U+FFFD.
-    """
-    return "".join("\ufffd" if 0xD800 <= ord(c) <= 0xDFFF else c for c in text
-                   if not (ord(c) < 32 or 0x7F <= ord(c) < 0xA0 or 0x202A <= ord(c) <= 0x202E
-                           or 0x2066 <= ord(c) <= 0x2069))
+        say(f"more: --cursor {out['next_cursor']}")
 
 
 @main.group()
@@ -292,6 +332,7 @@ def audit() -> None:
 @audit.command("list")
 @_listing_options("kind", "Only these events, comma-separated (e.g. requests_rejected,record_viewed).")
 @handled
+@needs_archive
 def audit_list(as_json: bool, **options: Any) -> None:
     """List sealed audit records, newest first (audited)."""
     from archiver import listing
@@ -312,6 +353,7 @@ def quarantine() -> None:
 @quarantine.command("list")
 @_listing_options("reason", "Only reasons containing one of these texts, comma-separated (e.g. 'not UTF-8').")
 @handled
+@needs_archive
 def quarantine_list(as_json: bool, **options: Any) -> None:
     """List quarantine records, newest first (audited); 'archiver show DELIVERY --raw' gives a body."""
     from archiver import listing
@@ -326,20 +368,22 @@ def quarantine_list(as_json: bool, **options: Any) -> None:
 
 @main.command()
 @handled
+@needs_archive
 def index() -> None:
     """Index everything sealed and not yet indexed, then exit."""
     from archiver import indexer
 
-    click.echo(f"indexed {indexer.index_pending(_services())} documents")
+    say(f"indexed {plural(indexer.index_pending(_services()), 'document')}")
 
 
 @main.command()
 @handled
+@needs_archive
 def reindex() -> None:
     """Rebuild the search index from the WORM store alone."""
     from archiver import indexer
 
-    click.echo(f"rebuilt the index with {indexer.reindex(_services())} documents")
+    say(f"rebuilt the index with {plural(indexer.reindex(_services()), 'document')}")
 
 
 @main.command()
@@ -349,17 +393,49 @@ def reindex() -> None:
 @click.option("--sort", default="newest", type=click.Choice(["newest", "oldest"]))
 @click.option("--json", "as_json", is_flag=True, help="Print the API's JSON.")
 @handled
+@needs_archive
 def search(query: str, page: int, size: int, sort: str, as_json: bool) -> None:
     """Search the archive (audited), e.g. 'refund AND from:33612345678 after:2026-01-01'."""
     from archiver.search_api import run_search
+    from archiver.terminal import is_tty, snippet, table
 
     out = run_search(_services(), _actor(), query, page, size, sort)
     if as_json:
-        click.echo(json.dumps(out, ensure_ascii=False))
+        say_json(out)
         return
-    click.echo(f"{out['total']} results")
-    for hit in out["hits"]:
-        click.echo(f"#{hit['seq']} {hit['time_iso']} {hit['kind']}/{hit['channel']} {hit['snippet']}")
+    hits = out["hits"]
+    shown = f", showing {out['size'] * (out['page'] - 1) + 1}-{out['size'] * (out['page'] - 1) + len(hits)}" \
+        if hits and len(hits) < out["total"] else ""
+    say(f"{plural(out['total'], 'result')}{shown}")
+    if not hits:
+        return
+    tty = is_tty()
+    rows = [(f"#{hit['seq']}", hit["time_iso"][:19].replace("T", " "), _direction(hit),
+             str(hit.get("contact") or "-"), snippet(hit.get("snippet") or "", tty)) for hit in hits]
+    table(("seq", "time (UTC)", "dir", "contact", "snippet"), rows, raw_last=True)
+
+
+def _direction(hit: dict[str, Any]) -> str:
+    """``in`` / ``out``, or ``-`` for a record without a direction."""
+    return str(hit.get("direction") or "-")
+
+
+@main.command("sample-webhook")
+@click.option("--url", default=None, help="Default: http://127.0.0.1:$ARCHIVER_PORT/webhooks/whatsapp.")
+@click.option("--text", default=None, help="The sample message's text.")
+@click.option("--wait", is_flag=True, help="Wait (for the service to answer, then) until the message is sealed and indexed.")
+@click.option("--timeout", default=300.0, show_default=True, help="Seconds --wait waits at most.")
+@handled
+def sample_webhook(url: str | None, text: str | None, wait: bool, timeout: float) -> None:
+    """Send a signed sample WhatsApp webhook to the running service (with the configured app secret)."""
+    from archiver import sample
+
+    settings = Settings.from_env()
+    wamid = sample.send(settings, url=url, text=text, retry_for=timeout if wait else 0.0)
+    say(f"sent sample message {wamid}")
+    if wait:
+        seq = sample.wait_searchable(settings, wamid, timeout)
+        say(f"sealed and indexed as #{seq}")
 
 
 @main.group()
@@ -369,10 +445,11 @@ def token() -> None:
 
 @token.command("create")
 @click.option("--role", required=True, type=click.Choice(ROLES))
-@click.option("--name", required=True)
+@click.option("--name", required=True, help="Unique, for good: a revoked token's name is not reused.")
 @handled
+@needs_archive
 def token_create(role: str, name: str) -> None:
-    """Create a token; it is printed once, on the last line."""
+    """Create a token; the secret alone goes to stdout (TOKEN=$(archiver token create ...)), once."""
     from archiver import auth
     from archiver.journal import append_audit
 
@@ -380,15 +457,37 @@ def token_create(role: str, name: str) -> None:
     with services.sessions.begin() as session:
         secret = auth.create_token(session, role, name)
         append_audit(session, "token_created", _actor(), name=name, role=role)
-    click.echo(f"token for {name} ({role}); store it now, it is not shown again:")
+    say(f"token for {name} ({role}) on stdout; store it now, it is not shown again", err=True)
     click.echo(secret)
+
+
+@token.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@handled
+@needs_archive
+def token_list(as_json: bool) -> None:
+    """Every token: name, role, created, revoked (never the secret)."""
+    from archiver import auth
+    from archiver.terminal import table
+
+    with _services().sessions() as session:
+        rows = auth.list_tokens(session)
+    if as_json:
+        say_json(rows)
+        return
+    say(plural(len(rows), "token"))
+    if rows:
+        table(("name", "role", "created", "revoked"),
+              [(r["name"], r["role"], r["created"][:19].replace("T", " ") if r["created"] else "-",
+                r["revoked"][:19].replace("T", " ") if r["revoked"] else "-") for r in rows])
 
 
 @token.command("revoke")
 @click.option("--name", required=True)
 @handled
+@needs_archive
 def token_revoke(name: str) -> None:
-    """Revoke every live token with this name."""
+    """Revoke the live token with this name; exit 1 if there is none."""
     from archiver import auth
     from archiver.journal import append_audit
 
@@ -396,7 +495,7 @@ def token_revoke(name: str) -> None:
     with services.sessions.begin() as session:
         n = auth.revoke_token(session, name)
         append_audit(session, "token_revoked", _actor(), name=name, count=n)
-    click.echo(f"revoked {n} token(s)")
+    say(f"revoked {plural(n, 'token')} named {name}")
 
 
 # --------------------------------------------------------------------------- policy (issue 9)
@@ -448,6 +547,7 @@ def matter() -> None:
 @matter.command("create")
 @click.argument("name")
 @handled
+@needs_archive
 def matter_create(name: str) -> None:
     """Create a matter (sealed first); its id is the last word printed."""
     from archiver import holds
@@ -457,7 +557,7 @@ def matter_create(name: str) -> None:
         matter_id = holds.create_matter(services, _actor(), name)
     finally:
         services.close()
-    click.echo(f"matter created: {matter_id}")
+    say(f"matter created: {matter_id}")
 
 
 @main.group()
@@ -475,6 +575,7 @@ def hold() -> None:
 @click.option("--query", help="A search query (the search language), e.g. 'refund AND has:media'.")
 @click.option("--reason", required=True, help="Why (sealed with the decision).")
 @handled
+@needs_archive
 def hold_create(matter_id: str, name: str, custodians: tuple[str, ...], after: str | None, before: str | None,
                 query: str | None, reason: str) -> None:
     """Create a hold (sealed first, then evaluated); its id is the last word printed."""
@@ -487,7 +588,7 @@ def hold_create(matter_id: str, name: str, custodians: tuple[str, ...], after: s
         counts = holds.show(services, hold_id)["counts"]
     finally:
         services.close()
-    click.echo(f"{counts['records']} records held; hold created: {hold_id}")
+    say(f"{plural(counts['records'], 'record')} held; hold created: {hold_id}")
 
 
 def _audited(services: Any, event: str, **details: Any) -> None:
@@ -500,6 +601,7 @@ def _audited(services: Any, event: str, **details: Any) -> None:
 @hold.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Print the API's JSON.")
 @handled
+@needs_archive
 def hold_list(as_json: bool) -> None:
     """List every hold with its status and counts (audited)."""
     from archiver import holds
@@ -511,19 +613,20 @@ def hold_list(as_json: bool) -> None:
     finally:
         services.close()
     if as_json:
-        click.echo(json.dumps({"holds": found}, ensure_ascii=False))
+        say_json({"holds": found})
         return
-    click.echo(f"{len(found)} hold{'' if len(found) == 1 else 's'}")
+    say(plural(len(found), "hold"))
     for h in found:
         c = h["counts"]
-        click.echo(_printable(f"{h['id']}  {h['status']}  {h['matter']['id']}  {h['name']}  records={c['records']} "
-                              f"segments={c['segments']} media={c['media_objects']}"))
+        say(f"{h['id']}  {h['status']}  {h['matter']['id']}  {h['name']}  records={c['records']} "
+            f"segments={c['segments']} media={c['media_objects']}")
 
 
 @hold.command("show")
 @click.argument("hold_id")
 @click.option("--json", "as_json", is_flag=True, help="Print the API's JSON.")
 @handled
+@needs_archive
 def hold_show(hold_id: str, as_json: bool) -> None:
     """One hold: criteria, status, counts and history (audited)."""
     from archiver import holds
@@ -535,7 +638,7 @@ def hold_show(hold_id: str, as_json: bool) -> None:
     finally:
         services.close()
     if as_json:
-        click.echo(json.dumps(out, ensure_ascii=False))
+        say_json(out)
         return
     c = out["counts"]
     lines = [f"hold {out['id']} ({out['status']}): {out['name']}",
@@ -547,13 +650,14 @@ def hold_show(hold_id: str, as_json: bool) -> None:
     lines += [f"#{e['seq']}  {e['at']}  {e['event']}  {e['actor'] or '-'}  {json.dumps(e['details'], ensure_ascii=False)}"
               for e in out.get("history", [])]
     for line in lines:
-        click.echo(_printable(line))
+        say(line)
 
 
 @hold.command("release")
 @click.argument("hold_id")
 @click.option("--reason", required=True, help="Why (sealed with the decision).")
 @handled
+@needs_archive
 def hold_release(hold_id: str, reason: str) -> None:
     """Release a hold (sealed first); legal holds no other active hold needs go OFF."""
     from archiver import holds
@@ -563,7 +667,7 @@ def hold_release(hold_id: str, reason: str) -> None:
         holds.release_hold(services, _actor(), hold_id, reason)
     finally:
         services.close()
-    click.echo(f"hold released: {hold_id}")
+    say(f"hold released: {hold_id}")
 
 
 if __name__ == "__main__":

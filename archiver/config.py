@@ -54,6 +54,10 @@ def _flag(env: Mapping[str, str], name: str) -> bool:
     return env.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
 
 
+def home_from_env(env: Mapping[str, str] | None = None) -> Path:
+    """The archive's folder: ``ARCHIVER_HOME``, else ``./var``, as an absolute path."""
+    env = os.environ if env is None else env
+    return Path(env.get("ARCHIVER_HOME") or "./var").resolve()
 def _rejection_limits(env: Mapping[str, str]) -> dict[str, Any]:
     """The rejection audit's window and samples and the failure bucket. Raises ValueError, ConfigError."""
     limits = {"rejection_window": float(env.get("ARCHIVER_REJECTION_WINDOW") or 60),
@@ -98,6 +102,7 @@ class Settings:
     segment_max_records: int = 20000
     media_max_attempts: int = 8
     index_interval: float = 2.0
+    port: int = 8080
     migrate_on_start: bool = True
     rejection_window: float = 60.0
     rejection_samples: int = 3
@@ -109,12 +114,13 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
         """Build from ``ARCHIVER_*`` variables. Raises ConfigError on a bad value."""
         env = os.environ if env is None else env
-        home = Path(env.get("ARCHIVER_HOME") or "./var").resolve()
+        home = home_from_env(env)
         retention = env.get("ARCHIVER_DEFAULT_RETENTION") or "7y"
         retention_days(retention)
         secrets = tuple(s.strip() for s in _read_secret(env, "ARCHIVER_APP_SECRET").split(",") if s.strip())
         try:
             max_body = int(env.get("ARCHIVER_MAX_BODY_BYTES") or 16 * 1024 * 1024)
+            port = int(env.get("ARCHIVER_PORT") or 8080)
             seal_interval = float(env.get("ARCHIVER_SEAL_INTERVAL") or 1.0)
             media_attempts = int(env.get("ARCHIVER_MEDIA_MAX_ATTEMPTS") or 8)
             limits = _rejection_limits(env)
@@ -131,6 +137,7 @@ class Settings:
             graph_token=_read_secret(env, "ARCHIVER_GRAPH_TOKEN"),
             default_retention=retention,
             max_body_bytes=max_body,
+            port=port,
             kek_path=Path(env.get("ARCHIVER_KEK_FILE") or home / "keys" / "kek"),
             signing_key_path=Path(env.get("ARCHIVER_SIGNING_KEY") or home / "keys" / "checkpoint-ed25519.pem"),
             policies_dir=Path(env.get("ARCHIVER_POLICIES") or Path.cwd() / "policies"),

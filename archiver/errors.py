@@ -187,5 +187,25 @@ class PolicyError(ArchiverError):
         return out
 
 
+class NoArchive(ConfigError):
+    """A command that reads the archive was pointed at a folder that holds none."""
+
+    code = "no-archive"
+
+
+class TokenNameError(ArchiverError):
+    """``token create`` with a name already used, or ``token revoke`` of a name with no live token."""
+
+    code = "token-name"
+    http_status = 409
+    exit_status = 1
+
+
+class SampleFailed(ArchiverError):
+    """``archiver sample-webhook``: the service refused the sample, or it was not searchable in time."""
+
+    code = "sample-failed"
+
+
 class InsecureStoreWarning(UserWarning):
     """A development-only, weaker store mode is in use (e.g. local WORM cannot stop root)."""

@@ -65,6 +65,8 @@ OUTAGE_DELAY = timedelta(seconds=60)
 ID_LIFETIME = timedelta(days=7)
 _MEDIA_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")  # Graph ids are digits; never a path
 _DUE = select(Media).where(Media.state == "pending")
+#: Settings whose missing Graph token this process has already logged.
+_SAID_NO_TOKEN: set[Settings] = set()
 
 
 class _Failed(Exception):
@@ -470,7 +472,11 @@ def fetch_due(services: Services, *, limit: int = 50, now: datetime | None = Non
         if not leader:
             return 0
         if not services.settings.graph_token:
-            log.warning("media.skipped reason=no-graph-token deferred=%d", _defer_all(services, now))
+            deferred = _defer_all(services, now)
+            if services.settings not in _SAID_NO_TOKEN:  # once per process and settings, not every pass
+                _SAID_NO_TOKEN.add(services.settings)
+                log.warning("media.skipped reason=no-graph-token deferred=%d "
+                            "(attachments wait until ARCHIVER_GRAPH_TOKEN is set; said once)", deferred)
             return 0
         with _graph(services.settings) as graph:
             return _run(services, graph, _due(services, now, limit), now)

@@ -36,7 +36,7 @@ from archiver import chain, items, pipeline
 from archiver.canonical import sha256_hex
 from archiver.catalog import (
     DuplicateHit, Journal, Media, MessageState, PendingLink, Record, Segment, chain_head, chunked, insert_rows,
-    leader_lock,
+    leader_lock, truncate_wal,
 )
 from archiver.journal import mark_sealed
 from archiver.planner import Batch, Carry, Planner, Run, ensure_data_keys
@@ -62,7 +62,11 @@ def seal_pending(services: Services, *, max_batches: int | None = None, pipeline
         pipeline.steady_allocator()
         runner = pipeline.Pipeline(_Stages(services))
         with pipeline.fewer_collections():
-            return runner.run(max_batches) if pipelined else runner.run_inline(max_batches)
+            sealed = runner.run(max_batches) if pipelined else runner.run_inline(max_batches)
+        if sealed:
+            # Sealed journal bodies would otherwise linger in old WAL frames (SQLite).
+            truncate_wal(services.sessions)
+        return sealed
 
 
 class _Stages:

@@ -31,6 +31,7 @@ import os
 import subprocess
 import sys
 import threading
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,7 @@ from gunicorn.app.base import BaseApplication
 
 from archiver import processes, tiers
 from archiver.config import Settings
+from archiver.errors import InsecureStoreWarning
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +112,9 @@ def run(settings: Settings, plan: Plan) -> None:
     or the store; the child has printed why.
     """
     verbose = ["-v"] if logging.getLogger().getEffectiveLevel() <= logging.INFO else []
+    # The children (migrate, selftest, jobs, the read tier) are part of this command, which
+    # has named its archive already.
+    os.environ["ARCHIVER_HOME_ANNOUNCED"] = str(settings.home)
     if not plan.child:
         if settings.migrate_on_start:
             migrated = subprocess.run([sys.executable, "-m", "archiver.cli", *verbose, "migrate"])
@@ -160,7 +165,8 @@ def _listening(plan: Plan) -> None:
     reads = f"reads relayed to unix:{plan.reader_socket}" if plan.role == tiers.ALL else \
         f"reads relayed to unix:{plan.reader_socket} if a read tier listens there"
     print(f"archiver listening on {plan.public}  (webhook: /webhooks/whatsapp; {reads})", flush=True)
-    print("create an API token with: archiver token create --role compliance --name <who>", flush=True)
+    print(f"try it: ARCHIVER_PORT={plan.port} archiver sample-webhook --wait; "
+          "TOKEN=$(archiver token create --role compliance --name <who>)", flush=True)
 
 
 def _run_read_tier(settings: Settings, plan: Plan) -> None:
@@ -293,6 +299,23 @@ class _Child:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+
+
+def warn_insecure_store(settings: Settings) -> None:
+    """Say once per ``serve``, in the arbiter, what the local store cannot promise.
+
+    The CLI ignores InsecureStoreWarning (so ``selftest``, ``jobs`` and every other command
+    stay quiet); this shows it once, before the children start.
+    """
+    if not settings.store_url.startswith("file:") or os.geteuid() != 0:
+        return
+    from archiver.store import local
+
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always", InsecureStoreWarning)
+        local.warn_if_root(settings.store_url)
+    for warning in said:
+        print(f"warning: {warning.message}", file=sys.stderr, flush=True)
 
 
 def self_test(services: Any) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy.engine import Engine
 
-from archiver import catalog, keys
+from archiver import catalog, home, keys
 from archiver.config import Settings
 from archiver.store import WormStore, open_store
 
@@ -31,16 +31,25 @@ class Services:
     _rejections: Any = field(default=None, repr=False)
 
     @classmethod
-    def open(cls, settings: Settings) -> "Services":
-        """Build every backend named by ``settings``. Raises ConfigError, StoreError."""
+    def open(cls, settings: Settings, *, create: bool = True) -> "Services":
+        """Build every backend named by ``settings``, creating the archive on first use
+        (private: see ``archiver.home``). ``create=False`` opens only an existing archive.
+
+        Raises ConfigError (NoArchive when ``create`` is false and there is none), StoreError.
+        """
+        home.private_umask()
+        if create:
+            home.private_dir(settings.home)
+        else:
+            home.require_archive(settings)
         engine = catalog.make_engine(settings.catalog_url)
         return cls(
             settings=settings,
             engine=engine,
             sessions=catalog.make_sessionmaker(engine),
             store=open_store(settings.store_url, allow_unlocked=settings.allow_unlocked_store),
-            kek=keys.Kek.from_file(settings.kek_path),
-            signing_key=keys.load_signing_key(settings.signing_key_path),
+            kek=keys.Kek.from_file(settings.kek_path, create=create),
+            signing_key=keys.load_signing_key(settings.signing_key_path, create=create),
         )
 
     @property

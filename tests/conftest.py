@@ -81,12 +81,17 @@ def client(app: Any) -> Any:
 
 @pytest.fixture
 def token(services: Any) -> Callable[[str], dict[str, str]]:
-    """``token(role)`` -> Authorization header of a fresh token with that role."""
+    """``token(role)`` -> Authorization header of a fresh token with that role (token names
+    are unique: ``test-{role}``, then ``test-{role}-2``...)."""
     from archiver.auth import create_token
 
+    made: dict[str, int] = {}
+
     def make(role: str) -> dict[str, str]:
+        made[role] = made.get(role, 0) + 1
+        name = f"test-{role}" if made[role] == 1 else f"test-{role}-{made[role]}"
         with services.sessions.begin() as session:
-            secret = create_token(session, role, f"test-{role}")
+            secret = create_token(session, role, name)
         return {"Authorization": f"Bearer {secret}"}
     return make
 

@@ -25,6 +25,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
+from archiver import home
 from archiver.errors import ConfigError, SearchUnavailable
 from archiver.search import (
     DOC_FIELDS,
@@ -98,11 +99,12 @@ class Fts5Index:
             raise ConfigError(f"search URL {url!r} needs a file path: sqlite:////var/lib/archiver/search.db")
         index = cls(Path(path))
         try:
-            index.path.parent.mkdir(parents=True, exist_ok=True)
+            home.private_dir(index.path.parent)
             with index._connect() as db:
                 db.execute("PRAGMA journal_mode=WAL")
                 _create(db)
                 _add_new_columns(db)
+            home.private_file(index.path)  # it holds every message's text in clear
         except (OSError, SearchUnavailable) as exc:
             raise ConfigError(f"cannot open the search index at {path}") from exc
         return index
@@ -112,6 +114,7 @@ class Fts5Index:
         """A fresh connection in autocommit mode. Raises SearchUnavailable on SQLite errors."""
         try:
             db = sqlite3.connect(self.path, timeout=5, isolation_level=None)
+            db.execute("PRAGMA secure_delete=ON")  # a deleted or updated document's text is zeroed
         except sqlite3.Error as exc:
             raise SearchUnavailable(f"cannot open the search index: {type(exc).__name__}") from exc
         try:

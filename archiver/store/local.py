@@ -2,7 +2,7 @@
 
 Layout under the root::
 
-    objects/<key>          the bytes, written once, mode 0444
+    objects/<key>          the bytes, written once, mode 0400
     locks/<key>.json       {"retain_until": ISO-8601 UTC, "legal_hold": bool, "sha256": hex}
     .mutex                 flock'd while a write or delete is in progress
 
@@ -36,10 +36,12 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from archiver.canonical import sha256_hex
+from archiver import home
 from archiver.errors import ConfigError, Held, InsecureStoreWarning, Locked, NotFound, StoreError
 from archiver.store import ObjectInfo, check_key, check_prefix, check_retain_until
 
-_READ_ONLY = 0o444
+_READ_ONLY = 0o400  # read-only, and private to the archive's user
+_DIR_MODE = 0o700
 
 
 @dataclass(frozen=True)
@@ -92,7 +94,7 @@ class LocalStore:
         store = cls(_root_from_url(url), url)
         try:
             for sub in ("objects", "locks"):
-                (store.root / sub).mkdir(parents=True, exist_ok=True)
+                home.private_dir(store.root / sub)
         except OSError as exc:
             raise StoreError(f"cannot create local store at {store.root}: {exc.strerror}") from exc
         _warn_if_root(store)
@@ -235,13 +237,19 @@ def _root_from_url(url: str) -> Path:
 
 def _warn_if_root(store: LocalStore) -> None:
     """Say loudly, once per opened store, that read-only files do not stop root."""
+    warn_if_root(store.url, stacklevel=4)
+
+
+def warn_if_root(url: str, stacklevel: int = 2) -> None:
+    """Warn InsecureStoreWarning when this process runs as root: the local store at ``url``
+    cannot stop it (``serve`` says it once; see ``server.warn_insecure_store``)."""
     if os.geteuid() == 0:
         warnings.warn(
-            f"{store.url} is software WORM: the archive refuses overwrite and early delete and "
+            f"{url} is software WORM: the archive refuses overwrite and early delete and "
             "the files are read-only, but this process runs as root, which can still delete "
             "or change them; use s3:// with Object Lock COMPLIANCE for compliance storage",
             InsecureStoreWarning,
-            stacklevel=3,
+            stacklevel=stacklevel,
         )
 
 
@@ -286,7 +294,8 @@ def _make_dirs(base: Path, folder: Path) -> None:
         missing.append(folder)
         folder = folder.parent
     for new in reversed(missing):
-        new.mkdir(exist_ok=True)
+        new.mkdir(mode=_DIR_MODE, exist_ok=True)
+        os.chmod(new, _DIR_MODE)  # whatever the umask
         _fsync_dir(new.parent)
 
 

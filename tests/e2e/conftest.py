@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
+from archiver.cli import main
 from archiver.config import Settings
 from archiver.services import Services
 from tests import backends
@@ -42,3 +44,14 @@ def catalog_env(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict
     else:
         for url in _pg_schema_url():
             yield make_env(tmp_path / "home", ARCHIVER_CATALOG_URL=url)
+
+
+@pytest.fixture
+def catalog_cli(catalog_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Any:
+    """``catalog_cli(*args)`` -> click Result of ``archiver ARGS`` in-process, on the archive of ``catalog_env``."""
+    for k, v in catalog_env.items():
+        monkeypatch.setenv(k, v)
+
+    def run(*args: str) -> Any:
+        return CliRunner().invoke(main, list(args))
+    return run

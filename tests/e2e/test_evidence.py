@@ -15,13 +15,11 @@ from typing import Any
 
 import pytest
 import requests
-from click.testing import CliRunner
 from sqlalchemy import select
 
 from archiver import sealer
 from archiver.auth import create_token
 from archiver.catalog import Journal, Record
-from archiver.cli import main
 from archiver.config import Settings
 from archiver.services import Services
 from tests.conftest import all_fixture_bodies, make_env, sign
@@ -70,17 +68,6 @@ def settings(catalog_env: dict[str, str]) -> Settings:
     return Settings.from_env(catalog_env)
 
 
-@pytest.fixture
-def cli(catalog_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Any:
-    """``cli(*args)`` -> click Result, on the same archive as ``services``."""
-    for k, v in catalog_env.items():
-        monkeypatch.setenv(k, v)
-
-    def run(*args: str) -> Any:
-        return CliRunner().invoke(main, list(args))
-    return run
-
-
 def _post_and_seal(client: Any, services: Any, bodies: list[tuple[str, bytes]]) -> list[tuple[str, bytes, int, str]]:
     """Post each body signed, seal; (name, body, delivery seq, journal body_sha256) in posting order."""
     for name, body in bodies:
@@ -117,7 +104,7 @@ def _check_view(got: dict[str, Any], body: bytes) -> None:
     assert shown_form(got["content"], view) == body_form(body)  # every digit, every key
 
 
-def test_every_fixture_and_odd_body_comes_back_byte_exact(client: Any, services: Any, token: Any, cli: Any) -> None:
+def test_every_fixture_and_odd_body_comes_back_byte_exact(client: Any, services: Any, token: Any, catalog_cli: Any) -> None:
     posted = _post_and_seal(client, services, all_fixture_bodies() + sorted(ODD.items()))
     auth = token("auditor")
     for name, body, seq, digest in posted:
@@ -127,7 +114,7 @@ def test_every_fixture_and_odd_body_comes_back_byte_exact(client: Any, services:
         assert got["kind"] == "delivery", name
         _check_record(got, body, digest, seq)
         _check_view(got, body)
-        out = cli("show", str(seq), "--raw")
+        out = catalog_cli("show", str(seq), "--raw")
         assert out.exit_code == 0, (name, out.output)
         assert out.stdout_bytes == body, name
         assert hashlib.sha256(out.stdout_bytes).hexdigest() == digest
@@ -160,7 +147,7 @@ def test_the_odd_bodies_views_keep_what_a_re_serialisation_loses(client: Any, se
 
 
 def test_a_quarantine_record_gives_the_bytes_of_its_delivery(client: Any, services: Any, token: Any,
-                                                             cli: Any) -> None:
+                                                             catalog_cli: Any) -> None:
     bodies = [(name, ODD[name]) for name in sorted(QUARANTINED)]
     posted = _post_and_seal(client, services, bodies)
     with services.sessions() as session:
@@ -172,12 +159,12 @@ def test_a_quarantine_record_gives_the_bytes_of_its_delivery(client: Any, servic
         got = strict_loads(client.get(f"/api/v1/records/{qseq}", headers=auth).data)
         assert got["kind"] == "quarantine" and isinstance(got["content"]["reason"], str), name
         _check_record(got, body, digest, dseq)
-        out = cli("show", str(qseq), "--raw")
+        out = catalog_cli("show", str(qseq), "--raw")
         assert out.exit_code == 0 and out.stdout_bytes == body, name
 
 
 def test_an_item_record_points_at_and_gives_its_delivery(client: Any, services: Any, token: Any,
-                                                         cli: Any) -> None:
+                                                         catalog_cli: Any) -> None:
     body = ODD["40-digit-decimal"]
     [(_, _, dseq, digest)] = _post_and_seal(client, services, [("dec", body)])
     with services.sessions() as session:
@@ -185,26 +172,26 @@ def test_an_item_record_points_at_and_gives_its_delivery(client: Any, services: 
     got = strict_loads(client.get(f"/api/v1/records/{mseq}", headers=token("legal")).data)
     assert got["kind"] == "message" and got["content_view"]["format"] == "json"
     _check_record(got, body, digest, dseq)
-    out = cli("show", str(mseq), "--raw")
+    out = catalog_cli("show", str(mseq), "--raw")
     assert out.exit_code == 0 and out.stdout_bytes == body
-    shown = cli("show", str(mseq))  # the JSON form: strict too, and printable
+    shown = catalog_cli("show", str(mseq))  # the JSON form: strict too, and printable
     assert shown.exit_code == 0, shown.output
     assert strict_loads(shown.stdout)["raw_sha256"] == digest
 
 
 @pytest.mark.parametrize("seq", ["0", "-1", "9223372036854775808", "99999999999999999999999"])
 def test_seqs_no_record_can_have_are_refused_naming_the_field(client: Any, services: Any, token: Any,
-                                                              cli: Any, seq: str) -> None:
-    out = cli("show", "--raw", "--", seq)
+                                                              catalog_cli: Any, seq: str) -> None:
+    out = catalog_cli("show", "--raw", "--", seq)
     assert out.exit_code == 2 and "seq" in out.stderr.lower() and "Traceback" not in out.output
     if not seq.startswith("-"):  # the route's int converter takes no sign: 404 for those
         resp = client.get(f"/api/v1/records/{seq}", headers=token("auditor"))
         assert resp.status_code == 400 and resp.get_json()["field"] == "seq"
 
 
-def test_an_unknown_seq_is_not_found(client: Any, services: Any, token: Any, cli: Any) -> None:
+def test_an_unknown_seq_is_not_found(client: Any, services: Any, token: Any, catalog_cli: Any) -> None:
     assert client.get("/api/v1/records/12345", headers=token("auditor")).status_code == 404
-    out = cli("show", "12345", "--raw")
+    out = catalog_cli("show", "12345", "--raw")
     assert out.exit_code == 2 and "no record with seq 12345" in out.stderr and out.stdout_bytes == b""
 
 
@@ -247,7 +234,7 @@ def test_through_archiver_serve_and_the_cli_the_bytes_are_the_posted_ones(tmp_pa
 
 
 def test_a_shredded_record_has_no_bytes_and_says_so(client: Any, services: Any, token: Any,
-                                                    cli: Any) -> None:
+                                                    catalog_cli: Any) -> None:
     from archiver.catalog import DataKey
 
     [(_, _, dseq, digest)] = _post_and_seal(client, services, [("dec", ODD["40-digit-decimal"])])
@@ -257,5 +244,5 @@ def test_a_shredded_record_has_no_bytes_and_says_so(client: Any, services: Any, 
     assert got["content"] is None and got["content_view"]["format"] == "shredded"
     assert got["raw"] is None and got["raw_sha256"] is None and got["raw_size"] is None
     assert got["delivery"]["body_sha256"] == digest  # what the bytes were is still on record
-    out = cli("show", str(dseq), "--raw")
+    out = catalog_cli("show", str(dseq), "--raw")
     assert out.exit_code == 2 and "destroyed" in out.stderr and out.stdout_bytes == b""

@@ -273,7 +273,7 @@ def test_cli_prints_ids_as_the_last_word_and_shows_counts(inst: Instance) -> Non
     def run(*args: str) -> str:
         done = runner.invoke(cli, list(args), env=inst.env, catch_exceptions=False)
         assert done.exit_code == 0, done.output
-        return done.output
+        return done.stdout  # the archive's name goes to stderr
 
     matter = run("matter", "create", "Acme v. Us").split()[-1]
     hold = run("hold", "create", "--matter", matter, "--name", "Alice", "--custodian", ALICE,
@@ -286,10 +286,10 @@ def test_cli_prints_ids_as_the_last_word_and_shows_counts(inst: Instance) -> Non
     assert run("hold", "release", hold, "--reason", "done").split()[-1] == hold
     assert json.loads(run("hold", "show", hold, "--json"))["status"] == "released"
     bad = runner.invoke(cli, ["hold", "create", "--matter", matter, "--name", "x", "--reason", "r"], env=inst.env)
-    assert bad.exit_code == 2 and "error[invalid-field]: criteria" in bad.output
+    assert bad.exit_code == 2 and "error[invalid-field]: criteria" in bad.stderr
     unknown = runner.invoke(cli, ["hold", "create", "--matter", "matter-nope", "--name", "x", "--reason", "r",
                                   "--custodian", ALICE], env=inst.env)
-    assert unknown.exit_code == 2 and "error[no-such-matter]" in unknown.output
+    assert unknown.exit_code == 2 and "error[no-such-matter]" in unknown.stderr
 
 
 def test_api_lets_legal_and_admin_decide_and_refuses_other_roles(inst: Instance) -> None:

@@ -8,7 +8,6 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from click.testing import CliRunner
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
@@ -16,7 +15,6 @@ from sqlalchemy import select, update
 
 from archiver import sealer
 from archiver.catalog import Journal, Record
-from archiver.cli import main
 from archiver.config import Settings
 from tests.conftest import sign
 from tests.e2e.test_pipeline import msg_body
@@ -30,17 +28,6 @@ NOT_OBJECT = b"[1, 2]"
 def settings(catalog_env: dict[str, str]) -> Settings:
     """Each test here runs on SQLite and on PostgreSQL (the lists are SQL joins over the catalog)."""
     return Settings.from_env(catalog_env)
-
-
-@pytest.fixture
-def cli(catalog_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Any:
-    """``cli(*args)`` -> click Result, on the same archive as ``services``."""
-    for k, v in catalog_env.items():
-        monkeypatch.setenv(k, v)
-
-    def run(*args: str) -> Any:
-        return CliRunner().invoke(main, list(args))
-    return run
 
 
 @pytest.fixture
@@ -155,11 +142,11 @@ def test_lists_are_for_oversight_roles(client: Any, token: Any, route: str) -> N
     assert _api(client, {}, route).status_code == 401
 
 
-def test_listing_is_itself_audited(client: Any, services: Any, token: Any, cli: Any) -> None:
+def test_listing_is_itself_audited(client: Any, services: Any, token: Any, catalog_cli: Any) -> None:
     auth = token("auditor")
     assert _api(client, auth, "audit", kind="record_viewed", limit="5").status_code == 200
     assert _api(client, auth, "quarantine", reason="UTF-8").status_code == 200
-    assert cli("audit", "list", "--since", "2026-01-01").exit_code == 0
+    assert catalog_cli("audit", "list", "--since", "2026-01-01").exit_code == 0
     sealer.seal_pending(services)
     listed = _api(client, auth, "audit", kind="audit_listed,quarantine_listed", order="oldest").get_json()["items"]
     assert [(i["event"], i["actor"]) for i in listed][:2] == [("audit_listed", "test-auditor (auditor)"),
@@ -169,30 +156,30 @@ def test_listing_is_itself_audited(client: Any, services: Any, token: Any, cli: 
     assert listed[2]["actor"].startswith("cli:") and listed[2]["details"]["since"] == "2026-01-01T00:00:00+00:00"
 
 
-def test_the_cli_lists_what_the_api_lists(client: Any, token: Any, cli: Any, archive: dict[str, Any]) -> None:
+def test_the_cli_lists_what_the_api_lists(client: Any, token: Any, catalog_cli: Any, archive: dict[str, Any]) -> None:
     auth = token("auditor")
     for route, args in (("audit", ["--kind", "requests_rejected", "--limit", "2"]),
                         ("quarantine", ["--reason", "json", "--order", "oldest"])):
-        out = cli(route, "list", "--json", *args)
+        out = catalog_cli(route, "list", "--json", *args)
         assert out.exit_code == 0, out.output
         api_params = {a[2:]: b for a, b in zip(args[::2], args[1::2])}
         assert json.loads(out.stdout) == _api(client, auth, route, **api_params).get_json()
-    page = json.loads(cli("audit", "list", "--json", "--limit", "1", "--order", "oldest").stdout)
-    nxt = json.loads(cli("audit", "list", "--json", "--limit", "1", "--order", "oldest",
+    page = json.loads(catalog_cli("audit", "list", "--json", "--limit", "1", "--order", "oldest").stdout)
+    nxt = json.loads(catalog_cli("audit", "list", "--json", "--limit", "1", "--order", "oldest",
                          "--cursor", str(page["next_cursor"])).stdout)
     assert [i["seq"] for i in page["items"] + nxt["items"]] == archive["audits"][:2]
 
 
-def test_the_cli_human_output(cli: Any, archive: dict[str, Any]) -> None:
-    out = cli("quarantine", "list")
+def test_the_cli_human_output(catalog_cli: Any, archive: dict[str, Any]) -> None:
+    out = catalog_cli("quarantine", "list")
     assert out.exit_code == 0, out.output
     lines = out.stdout.splitlines()
     assert lines[0] == "3 quarantined deliveries"
     assert lines[1].startswith(f"#{archive['quarantined'][-1]}  ") and lines[1].endswith("body is not a JSON object")
-    one = cli("audit", "list", "--kind", "requests_rejected", "--limit", "1")
+    one = catalog_cli("audit", "list", "--kind", "requests_rejected", "--limit", "1")
     assert one.stdout.splitlines()[0] == "1 audit record"
     assert 'reason="bad signature"' in one.stdout
-    more = cli("audit", "list", "--limit", "1")
+    more = catalog_cli("audit", "list", "--limit", "1")
     assert more.stdout.splitlines()[-1] == f"more: --cursor {archive['audits'][-1]}"
 
 
@@ -200,19 +187,19 @@ def test_the_cli_human_output(cli: Any, archive: dict[str, Any]) -> None:
     (["audit", "list", "--since", "soon"], "since"), (["audit", "list", "--limit", "0"], "limit"),
     (["quarantine", "list", "--until", "2026-02-30"], "until"), (["quarantine", "list", "--cursor", "-5"], "cursor"),
 ])
-def test_the_cli_refuses_bad_filters_naming_the_field(cli: Any, args: list[str], field: str) -> None:
-    out = cli(*args)
+def test_the_cli_refuses_bad_filters_naming_the_field(services: Any, catalog_cli: Any, args: list[str], field: str) -> None:
+    out = catalog_cli(*args)  # on an archive (``services`` made it): without one, the command refuses first
     assert out.exit_code == 2 and f"error[invalid-field]: {field}:" in out.stderr, out.output
 
 
-def test_control_characters_never_reach_the_terminal(client: Any, services: Any, token: Any, cli: Any) -> None:
+def test_control_characters_never_reach_the_terminal(client: Any, services: Any, token: Any, catalog_cli: Any) -> None:
     evil = "refund\x1b]0;owned\x07\x9b31m\u202e"
     assert client.get("/api/v1/search", query_string={"q": evil}, headers=token("legal")).status_code in (200, 400)
     sealer.seal_pending(services)
     listed = _api(client, token("auditor"), "audit", kind="search").get_json()["items"]
     assert [i["details"]["query"] for i in listed] == [evil]  # the API keeps it (JSON escapes it)
     for args in (["audit", "list", "--kind", "search"], ["audit", "list", "--kind", "search", "--json"]):
-        out = cli(*args)
+        out = catalog_cli(*args)
         assert out.exit_code == 0, out.output
         assert "refund" in out.stdout
         assert not any((ord(c) < 32 and c != "\n") or 0x7F <= ord(c) < 0xA0 or c == "\u202e" for c in out.stdout), out.stdout

@@ -126,7 +126,7 @@ def test_live_image_is_fetched_stored_linked_and_verifiable(inst: Instance, fake
 
     out = CliRunner().invoke(cli, ["stats", "--json"], env=inst.env)
     assert out.exit_code == 0, out.output
-    assert json.loads(out.output)["media"] == {"stored": 1, "pending": 0, "failed": 0}
+    assert json.loads(out.stdout)["media"] == {"stored": 1, "pending": 0, "failed": 0}
     r = report(inst.services)
     assert r.ok, r.first_error
     assert inst.fetch(later(3600)) == 0  # nothing left to do: no more requests

@@ -19,28 +19,12 @@ from archiver.config import Settings
 from archiver.services import Services
 from tests import backends
 from tests.conftest import make_env, sign
-from tests.serving import ROOT, free_port, start_service, stop_service, wait_until
+from tests.serving import ROOT, children, free_port, start_service, stop_service, wait_until
 from tests.e2e.test_pipeline import msg_body
 
 
-def _children(pid: int) -> dict[int, str]:
-    """Direct children of ``pid``: pid -> command line."""
-    out = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except (OSError, IndexError, ValueError):
-            continue
-        if ppid == pid:
-            out[int(entry.name)] = cmd
-    return out
-
-
 def _jobs_pid(arbiter: int) -> int:
-    (pid,) = [p for p, cmd in _children(arbiter).items() if " jobs " in f"{cmd} "]
+    (pid,) = [p for p, cmd in children(arbiter).items() if " jobs " in f"{cmd} "]
     return pid
 
 

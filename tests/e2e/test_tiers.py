@@ -33,7 +33,7 @@ from archiver.config import Settings
 from archiver.services import Services
 from tests.conftest import make_env, sign
 from tests.e2e.test_pipeline import msg_body
-from tests.serving import ROOT, free_port, start_service, stop_service, wait_until
+from tests.serving import ROOT, children, free_port, start_service, stop_service, wait_until
 
 INTAKE_ENDPOINTS = {"intake.webhook_verify", "intake.webhook_receive", "intake.capture_message",
                     "intake.capture_consent"}
@@ -170,23 +170,8 @@ def _rejection_sources(env: dict[str, str], route: str) -> list[str]:
         services.close()
 
 
-def _children(pid: int) -> dict[int, str]:
-    """Direct children of ``pid``: pid -> command line."""
-    out = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-                cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            except (OSError, IndexError, ValueError):
-                continue
-            if ppid == pid:
-                out[int(entry.name)] = cmd
-    return out
-
-
 def _reader(arbiter: int) -> int:
-    (pid,) = [p for p, cmd in _children(arbiter).items() if "--role read" in cmd]
+    (pid,) = [p for p, cmd in children(arbiter).items() if "--role read" in cmd]
     return pid
 
 
@@ -231,7 +216,7 @@ def test_intake_answers_while_the_read_tier_is_frozen_or_dead(
     port, proc = served
     base, auth = f"http://127.0.0.1:{port}", _token(env)
     reader = _reader(proc.pid)
-    frozen = [reader, *_children(reader)]
+    frozen = [reader, *children(reader)]
     answers: list[requests.Response] = []
     search = threading.Thread(target=lambda: answers.append(
         requests.get(f"{base}/api/v1/search", params={"q": "hello"}, headers=auth, timeout=120)))
@@ -256,7 +241,7 @@ def test_intake_answers_while_the_read_tier_is_frozen_or_dead(
     assert requests.post(f"{base}/webhooks/whatsapp", data=body, headers=sign(body), timeout=30).status_code == 200
     r = requests.get(f"{base}/api/v1/stats", headers=auth, timeout=30)
     assert r.status_code == 200 or (r.status_code, r.json()["error"]) == (503, "read-tier-unavailable")
-    wait_until(lambda: [p for p, cmd in _children(proc.pid).items() if "--role read" in cmd and p != reader], 60,
+    wait_until(lambda: [p for p, cmd in children(proc.pid).items() if "--role read" in cmd and p != reader], 60,
                "a new read tier")
     wait_until(lambda: requests.get(f"{base}/api/v1/stats", headers=auth, timeout=30).status_code == 200, 60,
                "the new read tier to answer")
@@ -292,7 +277,7 @@ def test_roles_split_the_tiers_into_services_of_their_own(env: dict[str, str], t
             assert (r.status_code, r.headers[tiers.TIER_HEADER]) == (200, "intake")
             r = requests.get(f"{base}/api/v1/search", params={"q": "split"}, headers=auth, timeout=30)
             assert (r.status_code, r.headers[tiers.TIER_HEADER]) == (200, "read")  # relayed to the other service
-            assert " jobs " not in " ".join(_children(reader.pid).values())  # the read role runs no jobs
+            assert " jobs " not in " ".join(children(reader.pid).values())  # the read role runs no jobs
             stop_service(reader)
             r = requests.get(f"{base}/api/v1/search", params={"q": "split"}, headers=auth, timeout=30)
             assert (r.status_code, r.json()["error"]) == (503, "read-tier-unavailable")
@@ -336,8 +321,8 @@ def test_listening_is_printed_once_every_worker_has_warmed_up(env: dict[str, str
     try:
         # No request has been sent: each worker answered its own first one while booting.
         reader = _reader(proc.pid)
-        intake_workers = [p for p, cmd in _children(proc.pid).items() if "--role read" not in cmd and " jobs " not in cmd]
-        read_workers = list(_children(reader))
+        intake_workers = [p for p, cmd in children(proc.pid).items() if "--role read" not in cmd and " jobs " not in cmd]
+        read_workers = list(children(reader))
         assert len(intake_workers) == 1 and len(read_workers) == 2
         for pid in intake_workers:
             assert str(home / "catalog.db") in _open_files(pid), "an intake worker did not warm up"

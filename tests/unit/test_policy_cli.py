@@ -38,10 +38,17 @@ def folder(tmp_path: Path, text: str) -> Path:
     return tmp_path
 
 
+def errors(stderr: str) -> str:
+    """stderr without the line naming the archive (every command prints it first)."""
+    lines = stderr.splitlines(keepends=True)
+    assert lines and lines[0].startswith("archiver: ARCHIVER_HOME="), stderr
+    return "".join(lines[1:])
+
+
 def test_a_good_file_prints_its_classes_and_hash(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["policy", "check", "--dir", str(folder(tmp_path, GOOD))])
     assert result.exit_code == 0, result.output
-    assert result.output.splitlines() == [
+    assert result.stdout.splitlines() == [
         f"ok: {tmp_path / 'retention.yaml'}",
         f"sha256 {sha256_hex(GOOD.encode())}",
         "class       retain  rule                   review  erasable  match",
@@ -54,7 +61,7 @@ def test_a_good_file_prints_its_classes_and_hash(tmp_path: Path) -> None:
 def test_json_output_names_each_class(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["policy", "check", "--dir", str(folder(tmp_path, GOOD)), "--json"])
     assert result.exit_code == 0, result.output
-    out = json.loads(result.output)
+    out = json.loads(result.stdout)
     assert out["sha256"] == sha256_hex(GOOD.encode())
     assert out["classes"][1] == {"name": "broker", "retain": "5y", "rule": "finra-4511",
                                  "override": "demo desk, nothing regulated", "review": True, "erasable": False,
@@ -66,7 +73,7 @@ def test_a_bad_file_prints_file_line_key_and_problem_and_exits_1(tmp_path: Path)
     bad = GOOD.replace("override: demo desk, nothing regulated\n    ", "")
     result = CliRunner().invoke(main, ["policy", "check", "--dir", str(folder(tmp_path, bad))])
     assert result.exit_code == 1
-    assert result.output == (f"error[policy-invalid]: {tmp_path / 'retention.yaml'}:8: classes[1].retain: "
+    assert errors(result.stderr) == (f"error[policy-invalid]: {tmp_path / 'retention.yaml'}:8: classes[1].retain: "
                              "5y is shorter than the 6y that finra-4511 requires; lengthen it, "
                              "or give the reason in override:\n")
 
@@ -74,13 +81,13 @@ def test_a_bad_file_prints_file_line_key_and_problem_and_exits_1(tmp_path: Path)
 def test_a_bad_file_as_json_and_a_missing_file(tmp_path: Path) -> None:
     bad = CliRunner().invoke(main, ["policy", "check", "--dir", str(folder(tmp_path, "classes: []\n")), "--json"])
     assert bad.exit_code == 1
-    assert json.loads(bad.output) == {
+    assert json.loads(errors(bad.stderr)) == {
         "error": "policy-invalid", "file": str(tmp_path / "retention.yaml"), "line": "1", "key": "classes",
         "message": f"{tmp_path / 'retention.yaml'}:1: classes: is empty: at least the default class is needed",
         "hint": "fix the file and run 'archiver policy check' (see policies/README.md)"}
     missing = CliRunner().invoke(main, ["policy", "check", "--dir", str(tmp_path / "nowhere")])
     assert missing.exit_code == 1
-    assert missing.output == (f"error[policy-invalid]: {tmp_path / 'nowhere' / 'retention.yaml'}: "
+    assert errors(missing.stderr) == (f"error[policy-invalid]: {tmp_path / 'nowhere' / 'retention.yaml'}: "
                               "cannot be read: No such file or directory\n")
 
 
@@ -88,7 +95,7 @@ def test_without_dir_it_checks_archiver_policies(tmp_path: Path, monkeypatch: py
     monkeypatch.setenv("ARCHIVER_POLICIES", str(folder(tmp_path, GOOD.replace("retain: 7y", "retain: 7w"))))
     result = CliRunner().invoke(main, ["policy", "check"])
     assert result.exit_code == 0, result.output
-    assert result.output.splitlines()[-1].startswith("default     7w ")
+    assert result.stdout.splitlines()[-1].startswith("default     7w ")
 
 
 def test_the_installed_command_checks_the_shipped_example_from_the_repository() -> None:
@@ -102,4 +109,4 @@ def test_the_installed_command_checks_the_shipped_example_from_the_repository() 
     bad = subprocess.run([str(archiver), "policy", "check", "--dir", str(ROOT / "templates")], cwd=ROOT, env=env,
                          capture_output=True, text=True, check=False)
     assert (bad.returncode, bad.stdout) == (1, "")
-    assert bad.stderr.startswith("error[policy-invalid]: ") and "cannot be read" in bad.stderr
+    assert errors(bad.stderr).startswith("error[policy-invalid]: ") and "cannot be read" in bad.stderr

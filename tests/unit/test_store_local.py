@@ -48,8 +48,8 @@ def test_object_is_written_read_only_with_no_temp_files_left(store: LocalStore) 
     store.put_locked(KEY, b"evidence", later(days=1))
     path = store.root / "objects" / KEY
     assert path.read_bytes() == b"evidence"
-    assert stat.S_IMODE(path.stat().st_mode) == 0o444
-    assert stat.S_IMODE((store.root / "locks" / f"{KEY}.json").stat().st_mode) == 0o444
+    assert stat.S_IMODE(path.stat().st_mode) == 0o400
+    assert stat.S_IMODE((store.root / "locks" / f"{KEY}.json").stat().st_mode) == 0o400
     assert [p.name for p in path.parent.iterdir()] == [path.name]
 
 
