@@ -1,7 +1,8 @@
 """The search index: derived from WORM, thrown away and rebuilt at will.
 
 ``SearchIndex`` is shaped by its callers: the indexer (``index``, ``update``, ``delete``,
-``max_seq``, ``state``, ``mark``, ``rebuild``), the UI/API/CLI (``search``, ``conversation``), health checks
+``max_seq``, ``state``, ``mark``, ``rebuild``), the UI/API/CLI (``search``, ``conversation``), litigation
+holds (``matching_seqs``), health checks
 (``ping``) and tests or operators (``reset``). Drivers are chosen by URL scheme in
 :func:`open_index` and imported lazily, so the embedded install never imports opensearch-py:
 
