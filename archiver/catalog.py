@@ -288,6 +288,71 @@ class JobState(Base):
     failures: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
+class Matter(Base):
+    """A legal matter (case), from its sealed ``matter_created`` decision (derived state)."""
+
+    __tablename__ = "matters"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    created_by: Mapped[str | None] = mapped_column(String(255))
+    decision_seq: Mapped[int] = mapped_column(SEQ)
+
+
+class Hold(Base):
+    """A litigation hold, from its sealed decisions (derived state, see :mod:`archiver.holds`).
+
+    ``cursor``: the last seq evaluated against the criteria (records after it are looked at
+    by the next hold sync).
+    """
+
+    __tablename__ = "holds"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    matter_id: Mapped[str] = mapped_column(ForeignKey("matters.id"), index=True)
+    name: Mapped[str] = mapped_column(String(255))
+    criteria: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    reason: Mapped[str] = mapped_column(String(2000))
+    status: Mapped[str] = mapped_column(String(16), default="active")  # active | released
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    created_by: Mapped[str | None] = mapped_column(String(255))
+    decision_seq: Mapped[int] = mapped_column(SEQ)
+    cursor: Mapped[int] = mapped_column(SEQ, default=0)
+    released_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    released_by: Mapped[str | None] = mapped_column(String(255))
+    release_reason: Mapped[str | None] = mapped_column(String(2000))
+    release_seq: Mapped[int | None] = mapped_column(SEQ)
+
+
+class HeldRecord(Base):
+    """A record an active hold holds."""
+
+    __tablename__ = "held_records"
+    hold_id: Mapped[str] = mapped_column(ForeignKey("holds.id"), primary_key=True)
+    seq: Mapped[int] = mapped_column(SEQ, primary_key=True, autoincrement=False, index=True)
+
+
+class HoldObject(Base):
+    """A WORM object an active hold has put its legal hold on (segment, checkpoint, media)."""
+
+    __tablename__ = "hold_objects"
+    hold_id: Mapped[str] = mapped_column(ForeignKey("holds.id"), primary_key=True)
+    object_key: Mapped[str] = mapped_column(String(255), primary_key=True, index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # segment | checkpoint | media
+
+
+class HoldEvent(Base):
+    """One line of a hold's history: a sealed decision applied (created, applied, released)."""
+
+    __tablename__ = "hold_history"
+    id: Mapped[int] = mapped_column(SEQ, primary_key=True, autoincrement=True)
+    hold_id: Mapped[str] = mapped_column(ForeignKey("holds.id"), index=True)
+    event: Mapped[str] = mapped_column(String(32))
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    actor: Mapped[str | None] = mapped_column(String(255))
+    decision_seq: Mapped[int] = mapped_column(SEQ)
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     """WAL lets intake write while readers read; busy_timeout makes writers wait, not fail."""
     dbapi_conn.isolation_level = None  # let SQLAlchemy's "begin" event emit BEGIN itself

@@ -665,5 +665,139 @@ def jobs_run(name: str) -> None:
         sys.exit(1)
 
 
+# --------------------------------------------------------------------------- matters and holds (issue 9)
+
+
+@main.group()
+def matter() -> None:
+    """Legal matters (cases) that litigation holds belong to."""
+
+
+@matter.command("create")
+@click.argument("name")
+@handled
+@needs_archive
+def matter_create(name: str) -> None:
+    """Create a matter (sealed first); its id is the last word printed."""
+    from archiver import holds
+
+    services = _services()
+    try:
+        matter_id = holds.create_matter(services, _actor(), name)
+    finally:
+        services.close()
+    say(f"matter created: {matter_id}")
+
+
+@main.group()
+def hold() -> None:
+    """Litigation holds: preserve every record of a matter's custodians, dates or query."""
+
+
+@hold.command("create")
+@click.option("--matter", "matter_id", required=True, help="The matter's id ('archiver matter create').")
+@click.option("--name", required=True)
+@click.option("--custodian", "custodians", multiple=True,
+              help="A contact (wa_id, phone, BSUID) or a business phone-number id; repeatable.")
+@click.option("--after", help="Records from this date or UTC time (inclusive).")
+@click.option("--before", help="Records before this date or UTC time.")
+@click.option("--query", help="A search query (the search language), e.g. 'refund AND has:media'.")
+@click.option("--reason", required=True, help="Why (sealed with the decision).")
+@handled
+@needs_archive
+def hold_create(matter_id: str, name: str, custodians: tuple[str, ...], after: str | None, before: str | None,
+                query: str | None, reason: str) -> None:
+    """Create a hold (sealed first, then evaluated); its id is the last word printed."""
+    from archiver import holds
+
+    criteria = holds.parse_criteria(custodians, after, before, query)
+    services = _services()
+    try:
+        hold_id = holds.create_hold(services, _actor(), matter_id, name, criteria, reason)
+        counts = holds.show(services, hold_id)["counts"]
+    finally:
+        services.close()
+    say(f"{plural(counts['records'], 'record')} held; hold created: {hold_id}")
+
+
+def _audited(services: Any, event: str, **details: Any) -> None:
+    from archiver.journal import append_audit
+
+    with services.sessions.begin() as session:
+        append_audit(session, event, _actor(), **details)
+
+
+@hold.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print the API's JSON.")
+@handled
+@needs_archive
+def hold_list(as_json: bool) -> None:
+    """List every hold with its status and counts (audited)."""
+    from archiver import holds
+
+    services = _services()
+    try:
+        _audited(services, "holds_listed")
+        found = holds.list_holds(services)
+    finally:
+        services.close()
+    if as_json:
+        say_json({"holds": found})
+        return
+    say(plural(len(found), "hold"))
+    for h in found:
+        c = h["counts"]
+        say(f"{h['id']}  {h['status']}  {h['matter']['id']}  {h['name']}  records={c['records']} "
+            f"segments={c['segments']} media={c['media_objects']}")
+
+
+@hold.command("show")
+@click.argument("hold_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the API's JSON.")
+@handled
+@needs_archive
+def hold_show(hold_id: str, as_json: bool) -> None:
+    """One hold: criteria, status, counts and history (audited)."""
+    from archiver import holds
+
+    services = _services()
+    try:
+        out = holds.show(services, hold_id)
+        _audited(services, "hold_viewed", hold=hold_id)
+    finally:
+        services.close()
+    if as_json:
+        say_json(out)
+        return
+    c = out["counts"]
+    lines = [f"hold {out['id']} ({out['status']}): {out['name']}",
+             f"matter {out['matter']['id']}: {out['matter']['name']}",
+             f"criteria {json.dumps(out['criteria'], ensure_ascii=False)}",
+             f"reason {out['reason']}",
+             f"held now: {c['records']} records, {c['contacts']} contacts, {c['segments']} segments, "
+             f"{c['checkpoints']} checkpoints, {c['media_objects']} media objects (legal hold ON)"]
+    lines += [f"#{e['seq']}  {e['at']}  {e['event']}  {e['actor'] or '-'}  {json.dumps(e['details'], ensure_ascii=False)}"
+              for e in out.get("history", [])]
+    for line in lines:
+        say(line)
+
+
+@hold.command("release")
+@click.argument("hold_id")
+@click.option("--reason", required=True, help="Why (sealed with the decision).")
+@handled
+@needs_archive
+def hold_release(hold_id: str, reason: str) -> None:
+    """Release a hold (sealed first); legal holds no other active hold needs go OFF."""
+    from archiver import holds
+
+    services = _services()
+    try:
+        holds.release_hold(services, _actor(), hold_id, reason)
+    finally:
+        services.close()
+    say(f"hold released: {hold_id}")
+
+
 if __name__ == "__main__":
     main()

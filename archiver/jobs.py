@@ -389,6 +389,12 @@ def _index(services: Services) -> int:
     return int(indexer.index_pending(services))
 
 
+def _holds(services: Services) -> Any:
+    from archiver import holds
+
+    return holds.sync(services)
+
+
 def _worm_selftest(services: Services) -> dict[str, Any]:
     from archiver.store import assert_worm
 
@@ -401,6 +407,8 @@ register(Job("seal", _seal, "seal journaled deliveries into WORM segments",
 register(Job("media", _media, "fetch attachments from the Graph API into WORM",
              every=lambda s: 5.0, cadence="every 5 seconds"))
 register(Job("index", _index, "index sealed records for search",
+             every=lambda s: s.index_interval, cadence="every 2 seconds"))
+register(Job("holds", _holds, "evaluate litigation holds on newly sealed and indexed records; apply sealed hold decisions",
              every=lambda s: s.index_interval, cadence="every 2 seconds"))
 register(Job("worm-selftest", _worm_selftest, "prove the store still refuses to delete a locked object",
              cron="0 */6 * * *"))

@@ -20,7 +20,7 @@ from flask import Blueprint, Flask, Response, jsonify
 from archiver.auth import require
 from archiver.listing import DEFAULT_LIMIT, MAX_LIMIT
 from archiver.params import SEQ_MAX
-from archiver.roles import OVERSIGHT, READERS, ROLES, WRITERS
+from archiver.roles import HOLDERS, OVERSIGHT, READERS, ROLES, WRITERS
 from archiver.search import MAX_SIZE, MAX_WINDOW, SORTS
 
 bp = Blueprint("openapi", __name__)
@@ -38,6 +38,7 @@ def _errors(*codes: int) -> dict[str, Any]:
     """Error responses, each an :data:`_ERROR` body."""
     reasons = {400: "a parameter or body field is invalid (``field`` names it)", 401: "no live bearer token",
                403: "the token's role may not use this operation", 404: "no such record",
+               409: "the state does not allow it (a hold released already)",
                413: "the body is larger than ARCHIVER_MAX_BODY_BYTES", 414: "the URL is longer than 4096 bytes",
                429: "too many requests", 503: "a backend is down"}
     return {str(code): _json(reasons[code], _ERROR) for code in codes}
@@ -125,6 +126,23 @@ PATHS: dict[str, dict[str, Any]] = {
         "Quarantined deliveries, one page (audited)", OVERSIGHT,
         {"200": _json("items, next_cursor and filters"), **_errors(400)}, parameters=[
             *_LISTING, _query("reason", {"type": "string"}, "texts the reason contains, comma-separated")])},
+    "/api/v1/matters": {"post": _op(
+        "Create a matter (sealed as matter_created before it exists): {name}", HOLDERS,
+        {"201": _json("the matter's id and name"), **_errors(400)}, requestBody=_ANY_BODY)},
+    "/api/v1/holds": {
+        "get": _op("Every litigation hold: criteria, status, counts (audited)", HOLDERS, {"200": _json("holds")}),
+        "post": _op("Create a litigation hold (sealed as hold_created, then evaluated): {matter, name, reason, "
+                    "custodians, after, before, query}", HOLDERS,
+                    {"201": _json("the hold"), **_errors(400, 404, 503)}, requestBody=_ANY_BODY),
+    },
+    "/api/v1/holds/{hold_id}": {"get": _op(
+        "One hold: criteria, status, counts (records, contacts, segments, checkpoints, media objects with the "
+        "legal hold ON) and history (audited)", HOLDERS, {"200": _json("the hold"), **_errors(404)},
+        parameters=[_path("hold_id", {"type": "string"}, "the hold's id")])},
+    "/api/v1/holds/{hold_id}/release": {"post": _op(
+        "Release a hold (sealed as hold_released first): {reason}; legal holds no other active hold needs go OFF",
+        HOLDERS, {"200": _json("the hold"), **_errors(400, 404, 409, 503)},
+        parameters=[_path("hold_id", {"type": "string"}, "the hold's id")], requestBody=_ANY_BODY)},
     "/api/v1/openapi.json": {"get": _op("This document", ROLES, {"200": _json("OpenAPI 3.1")})},
 }
 

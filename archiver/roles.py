@@ -13,3 +13,5 @@ WRITERS = ("ingest", "admin")  # post to the capture and consent APIs
 # Who lists the audit trail and the quarantine: oversight of the archive itself, not case work
 # (legal reads records and searches) nor intake (ingest).
 OVERSIGHT = ("compliance", "auditor", "admin")
+# Who creates matters and litigation holds, lists them and releases them (case work).
+HOLDERS = ("legal", "admin")

@@ -1,7 +1,8 @@
 """The search index: derived from WORM, thrown away and rebuilt at will.
 
 ``SearchIndex`` is shaped by its callers: the indexer (``index``, ``update``, ``delete``,
-``max_seq``, ``state``, ``mark``, ``rebuild``), the UI/API/CLI (``search``, ``conversation``), health checks
+``max_seq``, ``state``, ``mark``, ``rebuild``), the UI/API/CLI (``search``, ``conversation``), litigation
+holds (``matching_seqs``), health checks
 (``ping``) and tests or operators (``reset``). Drivers are chosen by URL scheme in
 :func:`open_index` and imported lazily, so the embedded install never imports opensearch-py:
 
@@ -161,6 +162,13 @@ class SearchIndex(Protocol):
         and those after; ``[]`` if that seq is not one of the contact's documents. Without
         it, the latest ``size`` documents. Raises ValueError for a bad size,
         SearchUnavailable.
+        """
+
+    def matching_seqs(self, query: str, *, after: int, through: int, limit: int = 1000) -> list[int]:
+        """Seqs of the documents matching ``query`` with ``after < seq <= through``, ascending,
+        at most ``limit`` (call again from the last to read on). Litigation holds use it.
+
+        Raises QuerySyntaxError, SearchUnavailable.
         """
 
     def max_seq(self) -> int:

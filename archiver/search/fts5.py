@@ -242,6 +242,14 @@ class Fts5Index:
                 [contact, *key, size - len(before)]).fetchall()
         return [_doc(row) for row in [*reversed(before), *after]]
 
+    def matching_seqs(self, query: str, *, after: int, through: int, limit: int = 1000) -> list[int]:
+        """Matching seqs in ``(after, through]``, ascending. Raises QuerySyntaxError, SearchUnavailable."""
+        cond, params = _where(ql.parse(query))
+        with self._transaction("DEFERRED") as db:
+            rows = db.execute(f"SELECT d.seq FROM docs d WHERE {cond} AND d.seq > ? AND d.seq <= ? "  # noqa: S608 - compiled conditions, placeholders
+                              "ORDER BY d.seq LIMIT ?", [*params, after, through, limit]).fetchall()
+        return [int(row[0]) for row in rows]
+
     def max_seq(self) -> int:
         """Highest indexed seq, 0 when empty. Raises SearchUnavailable."""
         with self._connect() as db:

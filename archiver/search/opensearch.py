@@ -440,6 +440,15 @@ class OpenSearchIndex:
         return resp
 
     @_translated
+    def matching_seqs(self, query: str, *, after: int, through: int, limit: int = 1000) -> list[int]:
+        """Matching seqs in ``(after, through]``, ascending. Raises QuerySyntaxError, SearchUnavailable."""
+        tree = ql.parse(query)
+        self._ensure_ready()
+        body = {"query": {"bool": {"filter": [_compile(tree), {"range": {"seq": {"gt": after, "lte": through}}}]}},
+                "sort": [{"seq": {"order": "asc"}}], "size": limit, "_source": False}
+        return [int(hit["sort"][0]) for hit in self._search(body)["hits"]["hits"]]
+
+    @_translated
     def max_seq(self) -> int:
         """Highest indexed seq, 0 when empty. Raises SearchUnavailable."""
         self._ensure_ready()

@@ -313,8 +313,8 @@ def everything(index: SearchIndex, query: str, sort: str = "newest") -> SearchRe
 
 def test_every_protocol_method_exists(corpus: SearchIndex) -> None:
     assert isinstance(corpus, SearchIndex)
-    for name in ("index", "update", "delete", "search", "conversation", "max_seq", "state", "mark", "rebuild",
-                 "reset", "ping"):
+    for name in ("index", "update", "delete", "search", "conversation", "matching_seqs", "max_seq", "state", "mark",
+                 "rebuild", "reset", "ping"):
         assert callable(getattr(corpus, name))
 
 
@@ -338,6 +338,23 @@ def test_backends_agree_on_every_case(fts5_corpus: SearchIndex, opensearch_corpu
         a, b = everything(fts5_corpus, query), everything(opensearch_corpus, query)
         assert (seqs(a), a.total, a.facets) == (seqs(b), b.total, b.facets), query
         assert [h.snippet for h in a.hits] == [h.snippet for h in b.hits], query
+
+
+@pytest.mark.parametrize(("query", "expected"), CASES, ids=[q for q, _ in CASES])
+def test_matching_seqs_are_the_query_case_in_seq_order_within_the_window(corpus: SearchIndex, query: str,
+                                                                         expected: set[int]) -> None:
+    """What a litigation hold reads: every matching seq in ``(after, through]``, ascending."""
+    assert corpus.matching_seqs(query, after=0, through=10**9) == sorted(expected)
+    assert corpus.matching_seqs(query, after=2, through=15) == sorted(s for s in expected if 2 < s <= 15)
+    got, after = [], 0
+    while found := corpus.matching_seqs(query, after=after, through=10**9, limit=1):  # read on from the last
+        got, after = got + found, found[-1]
+    assert got == sorted(expected)
+
+
+def test_matching_seqs_refuse_a_bad_query(corpus: SearchIndex) -> None:
+    with pytest.raises(QuerySyntaxError):
+        corpus.matching_seqs("invoice AND (blue", after=0, through=100)
 
 
 def test_syntax_errors_come_from_search(corpus: SearchIndex) -> None:

@@ -27,7 +27,9 @@ from tests.serving import ROOT, free_port, start_service, stop_service
 READ_COMMANDS = [["verify"], ["verify", "--json"], ["show", "1"], ["search", "refund"], ["stats"], ["stats", "--json"],
                  ["index"], ["reindex"], ["seal"], ["token", "list"], ["token", "revoke", "--name", "x"],
                  ["token", "create", "--role", "admin", "--name", "x"], ["audit", "list"], ["quarantine", "list"],
-                 ["show", "1", "--raw"]]
+                 ["show", "1", "--raw"], ["matter", "create", "Acme v. Us"], ["hold", "list"], ["hold", "show", "hold-x"],
+                 ["hold", "create", "--matter", "m", "--name", "n", "--custodian", "1", "--reason", "r"],
+                 ["hold", "release", "hold-x", "--reason", "r"]]
 OSC = "\x1b]0;pwned\x07"
 
 BASH = shutil.which("bash") or "/bin/bash"

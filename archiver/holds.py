@@ -1,0 +1,681 @@
+"""Matters and litigation holds: decisions sealed first, then applied (derived state).
+
+Every decision is journaled as an ``audit`` record and sealed in the chain before it acts
+(architecture decisions 7, 11-13):
+
+- ``matter_created`` (matter, name), ``hold_created`` (hold, matter, name, criteria, reason),
+- ``hold_applied`` (hold, the seq window evaluated, the seqs newly held as ranges, counts),
+- ``hold_released`` (hold, reason, the counts at release).
+
+Each names its ``actor`` and ``at`` (see ``journal.append_audit``). The catalog tables
+(``matters``, ``holds``, ``held_records``, ``hold_objects``, ``hold_history``) are derived:
+:func:`replay` applies the sealed decisions after the ``holds`` cursor in seq order, so a
+crash between seal and apply is finished by the next :func:`sync`, and :func:`rebuild`
+makes the tables again from the chain alone. Applying a hold puts the S3 legal hold ON
+every WORM object holding a held record (its segment, the segment's checkpoint, and the
+media object of a held media record); releasing one turns it OFF on the objects no other
+active hold still needs.
+
+Evaluation follows the sealer (and, for a query hold, the search index) by seq, with a
+cursor per hold: :func:`sync` runs at each decision and as the ``holds`` job, so records
+sealed while a hold is active are held too. A record matches when it meets every given
+criterion: a custodian (a contact's wa_id, phone or BSUID, digits compared for phone
+numbers; or a business phone-number id or display number), a time window on the record's
+own time (the message's timestamp, else its delivery's receipt), and a search query (the
+search language). With a matching item its delivery is held too, and with a held message
+the media records linked to it. Audit records are never held (they are the service's own).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import secrets
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
+
+from archiver import records
+from archiver.catalog import (
+    Cursor, Hold, HoldEvent, HeldRecord, HoldObject, Journal, Matter, Media, Record, Segment, chain_head, chunked,
+    cursor_value, insert_rows, leader_lock, set_cursor,
+)
+from archiver.errors import ArchiverError, QuerySyntaxError, ValidationError
+from archiver.journal import append_audit
+from archiver.retention_policy import identifier
+from archiver.search import query as ql
+from archiver.services import Services
+
+log = logging.getLogger(__name__)
+
+EVENTS = ("matter_created", "hold_created", "hold_applied", "hold_released")
+CURSOR = "holds"  # the last sealed decision applied to the catalog tables
+WINDOW = 20000  # records evaluated per step (and at most per hold_applied decision)
+NOT_HELD = ("audit",)  # the service's own records
+ITEMLESS = ("delivery", "media", "quarantine", "audit")  # kinds whose payload carries no business metadata
+WAIT_SECONDS = 120.0
+
+
+class NoSuchMatter(ArchiverError):
+    code = "no-such-matter"
+    http_status = 404
+
+
+class NoSuchHold(ArchiverError):
+    code = "no-such-hold"
+    http_status = 404
+
+
+class HoldReleased(ArchiverError):
+    code = "hold-released"
+    http_status = 409
+
+
+class DecisionPending(ArchiverError):
+    """The decision is journaled (and will be applied) but was not sealed in time."""
+
+    code = "decision-pending"
+    http_status = 503
+    hint = ("the decision is journaled: the background jobs seal and apply it once the cause is gone "
+            "(see 'archiver hold show'); do not repeat it")
+
+
+# --------------------------------------------------------------------------- criteria
+
+
+@dataclass(frozen=True)
+class Criteria:
+    """What a hold holds: every given criterion must match (at least one is given)."""
+
+    custodians: tuple[str, ...] = ()
+    after: int | None = None  # epoch seconds, inclusive
+    before: int | None = None  # epoch seconds, exclusive
+    query: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"custodians": list(self.custodians), "after": _iso(self.after), "before": _iso(self.before),
+                "query": self.query}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Criteria:
+        def epoch(value: Any) -> int | None:
+            return int(datetime.fromisoformat(value).timestamp()) if value else None
+        return cls(custodians=tuple(data.get("custodians") or ()), after=epoch(data.get("after")),
+                   before=epoch(data.get("before")), query=data.get("query") or None)
+
+
+def _iso(epoch: int | None) -> str | None:
+    return datetime.fromtimestamp(epoch, timezone.utc).isoformat() if epoch is not None else None
+
+
+def parse_criteria(custodians: Iterable[str] = (), after: str | None = None, before: str | None = None,
+                   query: str | None = None) -> Criteria:
+    """Check and normalise a hold's criteria. Raises ValidationError naming the field, QuerySyntaxError."""
+    found = []
+    for custodian in custodians:
+        if not isinstance(custodian, str):
+            raise ValidationError("custodian", "must be a wa_id, phone number, BSUID or phone-number id")
+        if not custodian.strip() or len(custodian) > 128 or "\x00" in custodian:
+            raise ValidationError("custodian", "must be a wa_id, phone number, BSUID or phone-number id")
+        found.append(identifier(custodian))
+    times = {}
+    for name, value in (("after", after), ("before", before)):
+        if value in (None, ""):
+            continue
+        if not isinstance(value, str):
+            raise ValidationError(name, "must be a date (2026-01-31) or a UTC time (2026-01-31T10:00:00Z)")
+        try:
+            times[name] = ql.parse_time(value.strip(), 0)
+        except QuerySyntaxError as exc:
+            raise ValidationError(name, "must be a date (2026-01-31) or a UTC time (2026-01-31T10:00:00Z)") from exc
+    if "after" in times and "before" in times and times["after"] >= times["before"]:
+        raise ValidationError("before", "must be later than after")
+    if query is not None and (not isinstance(query, str) or "\x00" in query or len(query) > 2000):
+        raise ValidationError("query", "must be a search query")
+    if query is not None and query.strip():
+        ql.parse(query)  # QuerySyntaxError names the position
+    q = query.strip() if query and query.strip() else None
+    crit = Criteria(tuple(dict.fromkeys(found)), times.get("after"), times.get("before"), q)
+    if not (crit.custodians or crit.after is not None or crit.before is not None or crit.query):
+        raise ValidationError("criteria", "give at least one of custodian, after, before, query")
+    return crit
+
+
+def _text(value: Any, field: str, limit: int) -> str:
+    """A required text field, stripped. Raises ValidationError naming ``field``."""
+    if not isinstance(value, str) or not value.strip():
+        raise ValidationError(field, "is required")
+    if len(value) > limit:
+        raise ValidationError(field, f"must be at most {limit} characters")
+    if "\x00" in value:  # no catalog column takes NUL (PostgreSQL refuses it)
+        raise ValidationError(field, "must not contain NUL characters")
+    return value.strip()
+
+
+_ID = re.compile(r"[A-Za-z0-9_.-]{1,32}")
+
+
+def _id(value: Any, field: str) -> str:
+    """A matter or hold id as this module makes them. Raises ValidationError."""
+    if not isinstance(value, str) or not _ID.fullmatch(value):
+        raise ValidationError(field, "must be an id as 'archiver matter create' / 'hold create' print them")
+    return value
+
+
+# --------------------------------------------------------------------------- decisions
+
+
+def create_matter(services: Services, actor: str, name: Any) -> str:
+    """Seal a ``matter_created`` decision, apply it; return the matter's id. Raises ValidationError."""
+    matter = "matter-" + secrets.token_hex(6)
+    _decide(services, "matter_created", actor, matter=matter, name=_text(name, "name", 255))
+    return matter
+
+
+def create_hold(services: Services, actor: str, matter: Any, name: Any, criteria: Criteria, reason: Any) -> str:
+    """Seal a ``hold_created`` decision, apply it and evaluate the hold once; return its id.
+
+    Raises ValidationError, NoSuchMatter, DecisionPending.
+    """
+    matter_id = _id(matter, "matter")
+    hold_name, why = _text(name, "name", 255), _text(reason, "reason", 2000)
+    with services.sessions() as session:
+        if session.get(Matter, matter_id) is None:
+            raise NoSuchMatter(f"no matter {matter_id}", hint="create it with 'archiver matter create NAME'")
+    hold = "hold-" + secrets.token_hex(6)
+    _decide(services, "hold_created", actor, hold=hold, matter=matter_id, name=hold_name,
+            criteria=criteria.as_dict(), reason=why)
+    return hold
+
+
+def release_hold(services: Services, actor: str, hold_id: str, reason: Any) -> None:
+    """Seal a ``hold_released`` decision, then turn legal holds off where no other hold needs them.
+
+    Raises ValidationError, NoSuchHold, HoldReleased, DecisionPending.
+    """
+    why = _text(reason, "reason", 2000)
+    with services.sessions() as session:
+        hold = _get(session, hold_id)
+        if hold.status != "active":
+            raise HoldReleased(f"hold {hold_id} was released already")
+        counts = hold_counts(session, hold_id)
+    _decide(services, "hold_released", actor, hold=hold_id, reason=why, counts=counts)
+
+
+def _decide(services: Services, event: str, actor: str, **details: Any) -> None:
+    """Journal a decision, have it sealed, then apply it (and evaluate holds)."""
+    with services.sessions.begin() as session:
+        journal_id = append_audit(session, event, actor, **details)
+    deadline = time.monotonic() + WAIT_SECONDS
+    subject = details.get("hold") or details.get("matter")
+    while True:
+        try:
+            sync(services)
+        except ArchiverError as exc:  # reported; the decision stays journaled and the job applies it
+            raise DecisionPending(f"{subject}: {event} is journaled (#{journal_id}) but not applied yet "
+                                  f"({exc.code}: {exc})") from exc
+        if _applied(services, journal_id):
+            return
+        if time.monotonic() > deadline:
+            raise DecisionPending(f"{subject}: {event} is journaled (#{journal_id}) but not sealed yet")
+        time.sleep(0.2)  # another process seals or syncs now; it applies the decision
+
+
+def _applied(services: Services, journal_id: int) -> bool:
+    with services.sessions() as session:
+        seq = session.scalar(select(Journal.delivery_seq).where(Journal.id == journal_id, Journal.sealed.is_(True)))
+        return seq is not None and cursor_value(session, CURSOR) >= seq
+
+
+# --------------------------------------------------------------------------- sync (the job step)
+
+
+def sync(services: Services) -> dict[str, int]:
+    """Seal pending decisions, apply sealed ones, evaluate active holds on newly sealed records.
+
+    Single instance (``leader_lock``); returns ``{}`` when another process syncs. Idempotent.
+    Raises StoreError, SearchUnavailable (the next run retries).
+    """
+    with leader_lock(services.engine, "holds") as leader:
+        if not leader:
+            return {}
+        with services.sessions() as session:  # a decision to seal, or one in the outbox to publish
+            unsealed = _unsealed_decisions(session) or session.scalar(
+                select(Segment.id).where(Segment.state == "writing").limit(1)) is not None
+        if unsealed:
+            _seal(services)
+        applied = replay(services)
+        held = 0
+        for _ in range(1000):  # evaluate in windows until every hold has caught up
+            journaled, more = evaluate(services)
+            if journaled:
+                _seal(services)
+                applied += replay(services)
+            held += journaled
+            if not more:
+                break
+        return {"decisions": applied, "evaluated": held}
+
+
+def _seal(services: Services) -> None:
+    from archiver import sealer
+
+    sealer.seal_pending(services, pipelined=False)
+
+
+def replay(services: Services) -> int:
+    """Apply every sealed decision after the ``holds`` cursor, in seq order; return how many.
+
+    A decision is applied once its segment is in WORM (not while it waits in the outbox).
+    """
+    done = 0
+    while True:
+        with services.sessions() as session:
+            after = cursor_value(session, CURSOR)
+            rows = session.execute(
+                select(Record.seq, Record.type, Record.segment_id).where(
+                    Record.kind == "audit", Record.type.in_(EVENTS), Record.seq > after,
+                    Record.seq <= _sealed_through(session))
+                .order_by(Record.seq).limit(200)).all()
+            if not rows:
+                return done
+            bodies = _bodies(services, session, [(r.seq, r.segment_id) for r in rows])
+        for row in rows:
+            body = bodies.get(row.seq)
+            if body is None:  # its data key was destroyed: nothing left to apply
+                with services.sessions.begin() as session:
+                    set_cursor(session, CURSOR, row.seq)
+                continue
+            _apply(services, row.seq, body)
+            done += 1
+
+
+def _bodies(services: Services, session: Session, wanted: list[tuple[int, int]]) -> dict[int, dict[str, Any] | None]:
+    """The decrypted bodies of sealed decision records (None if unreadable)."""
+    out: dict[int, dict[str, Any] | None] = {}
+    cache: dict[str, bytes | None] = {}
+    by_segment: dict[int, set[int]] = {}
+    for seq, segment_id in wanted:
+        by_segment.setdefault(segment_id, set()).add(seq)
+    for segment_id, seqs in by_segment.items():
+        seg = session.get(Segment, segment_id)
+        assert seg is not None
+        for rec in records.segment_records(services, seg):
+            if rec["seq"] in seqs:
+                plain = records.decrypt(services, session, rec, cache)
+                out[rec["seq"]] = json.loads(plain) if plain is not None else None
+    return out
+
+
+def _apply(services: Services, seq: int, body: dict[str, Any]) -> None:
+    """Apply one sealed decision to the catalog (and the store's legal holds), then move the cursor."""
+    event, actor = body["event"], body.get("actor")
+    at = datetime.fromisoformat(body["at"])
+    if event == "matter_created":
+        with services.sessions.begin() as session:
+            if session.get(Matter, body["matter"]) is None:
+                session.add(Matter(id=body["matter"], name=body["name"], created_at=at, created_by=actor,
+                                   decision_seq=seq))
+            set_cursor(session, CURSOR, seq)
+    elif event == "hold_created":
+        with services.sessions.begin() as session:
+            if session.get(Matter, body["matter"]) is not None and session.get(Hold, body["hold"]) is None:
+                session.add(Hold(id=body["hold"], matter_id=body["matter"], name=body["name"],
+                                 criteria=body["criteria"], reason=body["reason"], status="active", created_at=at,
+                                 created_by=actor, decision_seq=seq, cursor=0))
+                session.flush()
+                _history(session, body["hold"], "created", at, actor, seq,
+                         {"criteria": body["criteria"], "reason": body["reason"]})
+            set_cursor(session, CURSOR, seq)
+    elif event == "hold_applied":
+        _apply_held(services, seq, body, at, actor)
+    elif event == "hold_released":
+        _apply_release(services, seq, body, at, actor)
+    else:  # not a hold decision (EVENTS filters): step over it
+        with services.sessions.begin() as session:
+            set_cursor(session, CURSOR, seq)
+
+
+def _history(session: Session, hold: str, event: str, at: datetime, actor: str | None, seq: int,
+             details: dict[str, Any]) -> None:
+    session.add(HoldEvent(hold_id=hold, event=event, at=at, actor=actor, decision_seq=seq, details=details))
+
+
+def _apply_held(services: Services, seq: int, body: dict[str, Any], at: datetime, actor: str | None) -> None:
+    """Hold the decision's seqs: legal hold ON their objects first, then the catalog rows."""
+    hold_id = body["hold"]
+    seqs = sorted(expand(body.get("seqs") or []))
+    with services.sessions() as session:
+        hold = session.get(Hold, hold_id)
+        active = hold is not None and hold.status == "active"
+        objects = _objects(session, seqs) if active else {}
+        have = set(session.scalars(select(HoldObject.object_key).where(HoldObject.hold_id == hold_id))) if active else set()
+        known = _already_held(session, hold_id, seqs) if active else set()
+    new_objects = {key: kind for key, kind in objects.items() if key not in have}
+    for key in new_objects:  # each segment, then its checkpoint, in seq order; then media
+        services.store.set_legal_hold(key, True)  # idempotent: a crash before the commit repeats it
+    with services.sessions.begin() as session:
+        if active:
+            conn = session.connection()
+            insert_rows(conn, HeldRecord.__table__, [{"hold_id": hold_id, "seq": s} for s in seqs if s not in known])
+            insert_rows(conn, HoldObject.__table__, [{"hold_id": hold_id, "object_key": k, "kind": v}
+                                                     for k, v in sorted(new_objects.items())])
+            row = session.get(Hold, hold_id)
+            assert row is not None
+            row.cursor = max(row.cursor, int(body["through"]))
+            _history(session, hold_id, "applied", at, actor, seq,
+                     {"after": body["after"], "through": body["through"], "records": len(seqs),
+                      "objects": len(new_objects)})
+        set_cursor(session, CURSOR, seq)
+    log.info("hold.applied hold=%s records=%d objects=%d", hold_id, len(seqs), len(new_objects))
+
+
+def _apply_release(services: Services, seq: int, body: dict[str, Any], at: datetime, actor: str | None) -> None:
+    """Release: legal hold OFF on the objects no other active hold needs, then the catalog rows."""
+    hold_id = body["hold"]
+    with services.sessions() as session:
+        hold = session.get(Hold, hold_id)
+        active = hold is not None and hold.status == "active"
+        mine = list(session.scalars(select(HoldObject.object_key).where(HoldObject.hold_id == hold_id))) if active else []
+        needed: set[str] = set()
+        for part in chunked(mine, 500):
+            needed.update(session.scalars(
+                select(HoldObject.object_key).join(Hold, Hold.id == HoldObject.hold_id)
+                .where(HoldObject.object_key.in_(part), HoldObject.hold_id != hold_id, Hold.status == "active")))
+    off = [key for key in mine if key not in needed]
+    for key in off:
+        services.store.set_legal_hold(key, False)
+    with services.sessions.begin() as session:
+        row = session.get(Hold, hold_id)
+        if active and row is not None:
+            session.execute(delete(HeldRecord).where(HeldRecord.hold_id == hold_id))
+            session.execute(delete(HoldObject).where(HoldObject.hold_id == hold_id))
+            row.status, row.released_at, row.released_by = "released", at, actor
+            row.release_reason, row.release_seq = body.get("reason"), seq
+            _history(session, hold_id, "released", at, actor, seq,
+                     {"reason": body.get("reason"), "counts": body.get("counts"), "legal_holds_off": len(off),
+                      "kept_for_other_holds": len(mine) - len(off)})
+        set_cursor(session, CURSOR, seq)
+    log.info("hold.released hold=%s off=%d kept=%d", hold_id, len(off), len(mine) - len(off))
+
+
+def _objects(session: Session, seqs: list[int]) -> dict[str, str]:
+    """The WORM objects holding ``seqs``: segments, their checkpoints, media objects of media records.
+
+    In seq order, each segment before its checkpoint, the media after.
+    """
+    out: dict[str, str] = {}
+    media_keys: dict[str, str] = {}
+    for part in chunked(seqs, 500):
+        for key, checkpoint, _ in session.execute(
+                select(Segment.key, Segment.checkpoint_key, Segment.first_seq).join(Record, Record.segment_id == Segment.id)
+                .where(Record.seq.in_(part)).distinct().order_by(Segment.first_seq)):
+            out[key], out[checkpoint] = "segment", "checkpoint"
+        media = [links.get("message") for links in session.scalars(
+            select(Record.links).where(Record.seq.in_(part), Record.kind == "media")) if links]
+        for sub in chunked(sorted({m for m in media if isinstance(m, int)}), 500):
+            for found in session.scalars(select(Media.object_key).where(Media.record_seq.in_(sub),
+                                                                        Media.object_key.is_not(None))):
+                if found:
+                    media_keys[found] = "media"
+    return {**out, **media_keys}
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def evaluate(services: Services) -> tuple[int, bool]:
+    """Evaluate each active hold on the next window of sealed records after its cursor.
+
+    Journals (does not seal) one ``hold_applied`` per hold with new matches, or for a hold
+    never evaluated, and moves its cursor in the same transaction. Returns (decisions
+    journaled, whether any hold has more to evaluate). Does nothing while a hold decision
+    waits to be sealed or applied (the held sets it would read are not final yet).
+    """
+    with services.sessions() as session:
+        if _decisions_waiting(session):
+            return 0, False
+        holds = list(session.scalars(select(Hold).where(Hold.status == "active").order_by(Hold.created_at)))
+        ready = _sealed_through(session)
+    index_seq: int | None = None
+    journaled, more = 0, False
+    for hold in holds:
+        crit = Criteria.from_dict(hold.criteria)
+        through = ready
+        if crit.query:
+            if index_seq is None:
+                state = services.search.state()
+                index_seq = state.seq if state is not None else 0
+            through = min(through, index_seq)
+        if through <= hold.cursor:
+            continue
+        through = min(through, hold.cursor + WINDOW)
+        more = more or through < ready
+        with services.sessions() as session:
+            new = sorted(_matches(services, session, hold, crit, hold.cursor, through))
+        if not new and hold.cursor > 0:
+            with services.sessions.begin() as session:
+                row = session.get(Hold, hold.id)
+                if row is not None:
+                    row.cursor = max(row.cursor, through)
+            continue
+        with services.sessions.begin() as session:
+            row = session.get(Hold, hold.id)
+            if row is None or row.status != "active" or row.cursor != hold.cursor:
+                continue  # changed meanwhile: the next run looks again
+            append_audit(session, "hold_applied", "archiver:holds", hold=hold.id, after=hold.cursor, through=through,
+                         seqs=ranges(new), counts={"new_records": len(new)})
+            row.cursor = through
+        journaled += 1
+    return journaled, more
+
+
+def _unsealed_decisions(session: Session) -> bool:
+    """A hold decision journaled and not yet sealed."""
+    return any((meta or {}).get("event") in EVENTS for meta in session.scalars(
+        select(Journal.meta).where(Journal.sealed.is_(False), Journal.source == "audit")))
+
+
+def _decisions_waiting(session: Session) -> bool:
+    """A hold decision journaled and not yet sealed, or sealed and not yet applied."""
+    if _unsealed_decisions(session):
+        return True
+    after = cursor_value(session, CURSOR)
+    return session.scalar(select(Record.seq).where(Record.kind == "audit", Record.type.in_(EVENTS),
+                                                   Record.seq > after).limit(1)) is not None
+
+
+def _sealed_through(session: Session) -> int:
+    """The last seq whose segment is in WORM (a legal hold needs the object there)."""
+    head = chain_head(session).seq
+    writing = session.scalar(select(func.min(Segment.first_seq)).where(Segment.state == "writing"))
+    return head if writing is None else min(head, writing - 1)
+
+
+def _matches(services: Services, session: Session, hold: Hold, crit: Criteria, after: int, through: int) -> set[int]:
+    """Seqs in ``(after, through]`` the hold newly holds (with the deliveries of matching items)."""
+    rows = session.execute(
+        select(Record.seq, Record.kind, Record.contact, Record.delivery_seq, Record.occurred_at, Record.links)
+        .where(Record.seq > after, Record.seq <= through, Record.kind.not_in(NOT_HELD)).order_by(Record.seq)).all()
+    if not rows:
+        return set()
+    candidates = {r.seq for r in rows}
+    if crit.query:
+        candidates &= set(_query_seqs(services, crit.query, after, through))
+    if crit.after is not None or crit.before is not None:
+        times = _times(session, list(rows))
+        candidates = {s for s in candidates if _in_window(times.get(s), crit)}
+    if crit.custodians:
+        wanted = set(crit.custodians)
+        by_contact = {r.seq for r in rows if r.contact and identifier(r.contact) in wanted}
+        # Only an identifier no record names as its contact can be a business number: reading
+        # the payloads (decrypting) is skipped for a hold on contacts alone.
+        numbers = {c for c in wanted if session.scalar(select(Record.seq).where(Record.contact == c).limit(1)) is None}
+        candidates = {s for s in candidates if s in by_contact} | (
+            _business_matches(services, session, [r for r in rows if r.seq in candidates - by_contact
+                                                  and r.kind not in ITEMLESS], numbers) if numbers else set())
+    linked = {r.seq: m for r in rows if r.kind == "media"
+              and isinstance(m := (r.links or {}).get("message"), int)}
+    held_messages = candidates | _already_held(session, hold.id, sorted(set(linked.values()) - candidates))
+    out = set(candidates) | {seq for seq, message in linked.items() if message in held_messages}
+    out |= {r.delivery_seq for r in rows if r.seq in candidates and r.delivery_seq is not None}
+    return out - _already_held(session, hold.id, sorted(out))
+
+
+def _already_held(session: Session, hold_id: str, seqs: list[int]) -> set[int]:
+    """Which of ``seqs`` the hold holds already."""
+    found: set[int] = set()
+    for part in chunked(seqs, 500):
+        found.update(session.scalars(select(HeldRecord.seq).where(HeldRecord.hold_id == hold_id,
+                                                                  HeldRecord.seq.in_(part))))
+    return found
+
+
+def _query_seqs(services: Services, query: str, after: int, through: int) -> Iterator[int]:
+    while True:
+        found = services.search.matching_seqs(query, after=after, through=through, limit=1000)
+        yield from found
+        if len(found) < 1000:
+            return
+        after = found[-1]
+
+
+def _times(session: Session, rows: list[Any]) -> dict[int, int]:
+    """Each record's own time: its timestamp, else its delivery's receipt (epoch seconds)."""
+    out = {r.seq: r.occurred_at for r in rows if r.occurred_at is not None}
+    wanted = {r.delivery_seq or r.seq: r.seq for r in rows if r.occurred_at is None}
+    received: dict[int, datetime] = {}
+    for part in chunked(sorted(wanted), 500):
+        received.update((d, t) for d, t in session.execute(  # type: ignore[misc]
+            select(Journal.delivery_seq, Journal.received_at).where(Journal.delivery_seq.in_(part))))
+    for r in rows:
+        if r.occurred_at is None and (when := received.get(r.delivery_seq or r.seq)) is not None:
+            out[r.seq] = int(when.timestamp())
+    return out
+
+
+def _in_window(when: int | None, crit: Criteria) -> bool:
+    if when is None:
+        return False
+    return (crit.after is None or when >= crit.after) and (crit.before is None or when < crit.before)
+
+
+def _business_matches(services: Services, session: Session, rows: list[Any], wanted: set[str]) -> set[int]:
+    """Items whose business phone-number id (or display number) is one of ``wanted`` (decrypted)."""
+    if not rows:
+        return set()
+    seqs = {r.seq for r in rows}
+    out: set[int] = set()
+    cache: dict[str, bytes | None] = {}
+    for seg in session.scalars(select(Segment).join(Record, Record.segment_id == Segment.id)
+                               .where(Record.seq.in_(sorted(seqs))).distinct()):
+        for rec in records.segment_records(services, seg):
+            if rec["seq"] not in seqs:
+                continue
+            plain = records.decrypt(services, session, rec, cache)
+            if plain is None:
+                continue
+            try:
+                payload = json.loads(plain)
+            except ValueError:
+                continue
+            meta = payload.get("metadata") if isinstance(payload, dict) else None
+            if isinstance(meta, dict):
+                numbers = {meta.get("phone_number_id"), meta.get("display_phone_number")}
+                if any(isinstance(n, (str, int)) and identifier(str(n)) in wanted for n in numbers):
+                    out.add(rec["seq"])
+    return out
+
+
+def ranges(seqs: list[int]) -> list[list[int]]:
+    """Sorted seqs as ``[[first, last], ...]`` runs (how a decision lists them)."""
+    out: list[list[int]] = []
+    for s in seqs:
+        if out and s == out[-1][1] + 1:
+            out[-1][1] = s
+        else:
+            out.append([s, s])
+    return out
+
+
+def expand(runs: list[list[int]]) -> Iterator[int]:
+    for first, last in runs:
+        yield from range(int(first), int(last) + 1)
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _get(session: Session, hold_id: str) -> Hold:
+    hold = session.get(Hold, hold_id) if isinstance(hold_id, str) and _ID.fullmatch(hold_id) else None
+    if hold is None:
+        raise NoSuchHold(f"no hold {hold_id}", hint="'archiver hold list' shows the holds")
+    return hold
+
+
+def hold_counts(session: Session, hold_id: str) -> dict[str, int]:
+    """Records held now, their contacts, and the objects this hold has the legal hold ON."""
+    records_held = session.scalar(select(func.count()).select_from(HeldRecord).where(HeldRecord.hold_id == hold_id))
+    contacts = session.scalar(select(func.count(func.distinct(Record.contact)))
+                              .select_from(HeldRecord).join(Record, Record.seq == HeldRecord.seq)
+                              .where(HeldRecord.hold_id == hold_id, Record.contact.is_not(None)))
+    kinds = dict(session.execute(select(HoldObject.kind, func.count()).where(HoldObject.hold_id == hold_id)
+                                 .group_by(HoldObject.kind)).all())
+    return {"records": records_held or 0, "contacts": contacts or 0, "segments": kinds.get("segment", 0),
+            "checkpoints": kinds.get("checkpoint", 0), "media_objects": kinds.get("media", 0)}
+
+
+def describe(session: Session, hold: Hold, *, history: bool = True) -> dict[str, Any]:
+    """The JSON view of a hold: criteria, status, counts, history."""
+    matter = session.get(Matter, hold.matter_id)
+    out: dict[str, Any] = {
+        "id": hold.id, "matter": {"id": hold.matter_id, "name": matter.name if matter else None},
+        "name": hold.name, "status": hold.status, "criteria": hold.criteria, "reason": hold.reason,
+        "created_at": hold.created_at.isoformat(), "created_by": hold.created_by, "decision_seq": hold.decision_seq,
+        "evaluated_through": hold.cursor, "counts": hold_counts(session, hold.id),
+        "released_at": hold.released_at.isoformat() if hold.released_at else None,
+        "released_by": hold.released_by, "release_reason": hold.release_reason, "release_seq": hold.release_seq,
+    }
+    if history:
+        out["history"] = [{"event": e.event, "at": e.at.isoformat(), "actor": e.actor, "seq": e.decision_seq,
+                           "details": e.details} for e in session.scalars(
+                               select(HoldEvent).where(HoldEvent.hold_id == hold.id).order_by(HoldEvent.id))]
+    return out
+
+
+def show(services: Services, hold_id: str) -> dict[str, Any]:
+    """One hold. Raises NoSuchHold."""
+    with services.sessions() as session:
+        return describe(session, _get(session, hold_id))
+
+
+def list_holds(services: Services) -> list[dict[str, Any]]:
+    """Every hold, newest first, without history."""
+    with services.sessions() as session:
+        return [describe(session, h, history=False)
+                for h in session.scalars(select(Hold).order_by(Hold.created_at.desc(), Hold.id))]
+
+
+def held_seqs(session: Session) -> set[int]:
+    """Every seq an active hold holds (what disposition and erasure must skip)."""
+    return set(session.scalars(select(HeldRecord.seq).join(Hold, Hold.id == HeldRecord.hold_id)
+                               .where(Hold.status == "active").distinct()))
+
+
+def rebuild(services: Services) -> int:
+    """Drop the derived tables and replay every sealed decision; return how many were applied.
+
+    The store's legal holds are set again as the decisions say (idempotent); a hold released
+    since is released again, turning off what no active hold needs.
+    """
+    with services.sessions.begin() as session:
+        for model in (HoldEvent, HoldObject, HeldRecord, Hold, Matter):
+            session.execute(delete(model))
+        session.execute(delete(Cursor).where(Cursor.name == CURSOR))
+    return replay(services)
