@@ -229,7 +229,7 @@ def _render(services: Services, session: Session, seqs: list[int]) -> tuple[dict
             threads.setdefault(row.contact, []).append((row.occurred_at or 0, seq))
         first_cp = seg.first_seq if first_cp is None else min(first_cp, seg.first_seq)
         last_cp = seg.last_seq if last_cp is None else max(last_cp, seg.last_seq)
-    checkpoints = _checkpoints(services, session, first_cp, last_cp) if first_cp is not None else []
+    checkpoints = _checkpoints(services, session, first_cp, last_cp) if first_cp is not None and last_cp is not None else []
     counts["checkpoints"] = len(checkpoints)
     counts["threads"] = len(threads)
     public = services.signing_key.public_key()

@@ -94,20 +94,20 @@ def verify_bundle(folder: Path, public_key: Path | None = None) -> tuple[list[st
         checkpoints[cp.segment] = cp
         prev = cp
 
-    proofs = {p.get("seq"): p for p in _lines(folder, "proofs/inclusion.jsonl", bad)}
+    proofs: dict[Any, dict[str, Any]] = {p.get("seq"): p for p in _lines(folder, "proofs/inclusion.jsonl", bad)}
     records = _lines(folder, "records.jsonl", bad)
-    seen = [r.get("seq") if isinstance(r.get("seq"), int) else -1 for r in records]
+    seen: list[int] = [r["seq"] if isinstance(r.get("seq"), int) else -1 for r in records]
     for rec in records:
         _record(folder, rec, proofs.get(rec.get("seq")), checkpoints, listed, bad)
-    wanted = {s for first, last in manifest.get("seqs") or [] for s in range(int(first), int(last) + 1)}
+    wanted: set[int] = {s for first, last in manifest.get("seqs") or [] for s in range(int(first), int(last) + 1)}
     if seen != sorted(set(seen)):
         bad("records.jsonl", "records are not in strictly ascending seq order")
     for seq in sorted(wanted - set(seen)):
         bad("records.jsonl", "listed in MANIFEST.json but missing", seq)
     for seq in sorted(set(seen) - wanted):
         bad("records.jsonl", "not listed in MANIFEST.json", seq)
-    for seq in sorted((s for s in proofs if s not in set(seen)), key=str):
-        bad("proofs/inclusion.jsonl", "proof of a record the bundle does not hold", seq)
+    for stray in sorted((s for s in proofs if s not in set(seen)), key=str):
+        bad("proofs/inclusion.jsonl", "proof of a record the bundle does not hold", stray)
     if (manifest.get("counts") or {}).get("records") != len(records):
         bad("MANIFEST.json", f"counts.records differs from the {len(records)} records in records.jsonl")
     summary = {"records": len(records), "shredded": sum(1 for r in records if r.get("shredded")),
