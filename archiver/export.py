@@ -143,7 +143,7 @@ def write_bundle(services: Services, sel: Selection, out: Path, actor: str) -> R
     _write(out / "MANIFEST.json", manifest)
     _write(out / "MANIFEST.json.sig", _signature(services, manifest))
     export = canonical({"manifest_sha256": digest, "exported_by": actor,
-                        "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}) + b"\n"
+                        "exported_at": datetime.now(timezone.utc).isoformat()}) + b"\n"
     _write(out / "EXPORT.json", export)
     _write(out / "EXPORT.json.sig", _signature(services, export))
     with services.sessions.begin() as session:
