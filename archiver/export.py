@@ -181,6 +181,10 @@ def _render(services: Services, session: Session, seqs: list[int]) -> tuple[dict
     rows: dict[int, Record] = {}
     for part in chunked(seqs, 500):
         rows.update((r.seq, r) for r in session.scalars(select(Record).where(Record.seq.in_(part))))
+    attachments: dict[int, list[Media]] = {}  # one query per 500 seqs, not one per record
+    for part in chunked(seqs, 500):
+        for m in session.scalars(select(Media).where(Media.record_seq.in_(part)).order_by(Media.id)):
+            attachments.setdefault(m.record_seq, []).append(m)
     segments: dict[int, tuple[Segment, list[dict[str, Any]], list[bytes]]] = {}
     keys_cache: dict[str, bytes | None] = {}
     selected = set(seqs)
@@ -216,7 +220,8 @@ def _render(services: Services, session: Session, seqs: list[int]) -> tuple[dict
             "shredded": plain is None, "salt": salt.hex() if salt is not None else None,
             "plaintext": base64.b64encode(plain).decode() if plain is not None else None,
             "content": jsonview.view(plain).get("value") if plain is not None else None,
-            "media": _media(services, session, rec, row, plain is not None, keys_cache, media_files, counts),
+            "media": _media(services, session, rec, attachments.get(seq, []), plain is not None, keys_cache,
+                            media_files, counts),
             "sealed": {k: v for k, v in rec.items() if k != "hash"},
         }
         lines.append(canonical(line))
@@ -275,7 +280,7 @@ def _open(services: Services, session: Session, rec: dict[str, Any],
     return keys.open_payload(data_key, base64.b64decode(rec["ct"]), str(rec["seq"]).encode(), f"seq {rec['seq']}")
 
 
-def _media(services: Services, session: Session, rec: dict[str, Any], row: Record, readable: bool,
+def _media(services: Services, session: Session, rec: dict[str, Any], named: list[Media], readable: bool,
            cache: dict[str, bytes | None], media_files: dict[str, bytes], counts: dict[str, int]) -> list[dict[str, Any]]:
     """The attachments of a record: a media record's file (written to ``media/<sha256>``), or the
     fetch state of each attachment a message named (stored, pending or failed: never silently absent)."""
@@ -299,7 +304,7 @@ def _media(services: Services, session: Session, rec: dict[str, Any], row: Recor
         entry["file"] = name
         return [entry]
     out = []
-    for m in session.scalars(select(Media).where(Media.record_seq == row.seq).order_by(Media.id)):
+    for m in named:
         out.append({"media_id": m.media_id, "state": m.state, "sha256": m.sha256, "mime_type": m.mime_type,
                     "error": m.last_error if m.state != "stored" else None})
         counts["media_missing"] += m.state != "stored"

@@ -29,6 +29,10 @@ from archiver.config import Settings
 from archiver.services import Services
 from archiver.app import create_app
 from tests.conftest import make_env
+from tests.e2e.test_media import PHOTO, image_body
+from tests.e2e.test_media import Instance as MediaInstance
+from tests.e2e.test_media import ingest as ingest_media
+from tests.fakegraph import FakeGraph, fake_graph  # noqa: F401  (the fixture)
 from tests.e2e.test_holds import ALICE, BOB, CATALOGS, FEB, JAN, MAR, Instance, _instance, message
 from tests.e2e.test_pipeline import post, seal
 
@@ -341,3 +345,38 @@ def test_api_export_roles_and_zip_download(inst: Instance, tmp_path: Path) -> No
     assert bad.status_code == 400 and bad.get_json()["field"] == "selection"
     assert call("compliance", "GET", "/api/v1/exports/exp-000000000000/bundle.zip").status_code == 404
     assert call("compliance", "POST", "/api/v1/exports", {"queryx": "refund"}).get_json()["field"] == "queryx"
+
+
+def test_media_files_are_exported_by_sha256_and_missing_ones_listed(
+        tmp_path: Path, fake_graph: FakeGraph, standalone: Callable[[Path], tuple[int, str]]) -> None:  # noqa: F811
+    inst = MediaInstance(tmp_path / "home", ARCHIVER_GRAPH_URL=fake_graph.url)
+    try:
+        ingest_media(inst, image_body("wamid.IMG1", "1487220933510642", fake_graph.add("1487220933510642", PHOTO)))
+        ingest_media(inst, image_body("wamid.IMG2", "9999999999999999", "bm90IGZldGNoZWQgeWV0IG5vdCBmZXRjaGVkIHk="))
+        assert inst.fetch() >= 1
+        seal(inst.services)
+        out = tmp_path / "m"
+        done = export.write_bundle(inst.services, export.Selection(contact="4479460001234"), out, "test")
+        sha = hashlib.sha256(PHOTO).hexdigest()
+        assert (out / "media" / sha).read_bytes() == PHOTO
+        assert done.counts["media_files"] == 1 and done.counts["media_missing"] == 1
+        recs = lines(out)
+        (media_rec,) = [r for r in recs if r["kind"] == "media"]
+        assert media_rec["media"] == [{"object": media_rec["sealed"]["object"], "sha256": sha,
+                                       "file": f"media/{sha}", "state": "stored"}]
+        waiting = [m for r in recs if r["kind"] == "message" for m in r["media"] if m["state"] != "stored"]
+        assert [m["media_id"] for m in waiting] == ["9999999999999999"] and waiting[0]["sha256"] is None
+        both_pass(out, standalone)
+
+        flipped = tmp_path / "flipped"
+        shutil.copytree(out, flipped)
+        data = bytearray((flipped / "media" / sha).read_bytes())
+        data[10] ^= 1
+        (flipped / "media" / sha).write_bytes(bytes(data))
+        problems, _ = export_verify.verify_bundle(flipped)
+        assert f"media/{sha}: SHA-256 differs from MANIFEST.json" in problems
+        assert f"media/{sha}: seq {media_rec['seq']}: bytes do not hash to the name and sha256 the record gives" in problems
+        code, text = standalone(flipped)
+        assert code == 1 and f"media/{sha}: seq {media_rec['seq']}: bytes do not hash" in text
+    finally:
+        inst.services.close()
