@@ -20,6 +20,8 @@ from __future__ import annotations
 import base64
 import io
 import os
+import secrets
+import shutil
 import zipfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -129,10 +131,30 @@ def write_bundle(services: Services, sel: Selection, out: Path, actor: str) -> R
         through = sealed_through(session)
         seqs = selected_seqs(services, session, sel, through)
         files, counts, ranges = _render(services, session, seqs)
-    out.mkdir(parents=True, exist_ok=True)
+    # Written beside ``out`` and moved into place once audited: no bundle exists unaudited.
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = out.parent / f".{out.name}.partial-{secrets.token_hex(4)}"
+    try:
+        digest = _write_files(services, work, sel, through, files, counts, ranges, actor)
+        with services.sessions.begin() as session:
+            append_audit(session, "export", actor, selection=sel.as_dict(), through_seq=through, counts=counts,
+                         manifest_sha256=digest)
+        if out.exists():
+            out.rmdir()  # empty, checked above
+        work.rename(out)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return Result(out, counts, digest, through)
+
+
+def _write_files(services: Services, work: Path, sel: Selection, through: int, files: dict[str, bytes],
+                 counts: dict[str, int], ranges: list[list[int]], actor: str) -> str:
+    """Write the bundle into ``work``; return the manifest's SHA-256."""
+    work.mkdir(mode=0o700)
     listed: dict[str, str] = {}
     for name in sorted(files):
-        _write(out / name, files[name])
+        _write(work / name, files[name])
         listed[name] = sha256_hex(files[name])
     public = services.signing_key.public_key()
     manifest = canonical({
@@ -140,16 +162,13 @@ def write_bundle(services: Services, sel: Selection, out: Path, actor: str) -> R
         "archive": {"key_id": chain.key_id_of(public)}, "counts": counts, "seqs": ranges, "files": listed,
     }) + b"\n"
     digest = sha256_hex(manifest)
-    _write(out / "MANIFEST.json", manifest)
-    _write(out / "MANIFEST.json.sig", _signature(services, manifest))
+    _write(work / "MANIFEST.json", manifest)
+    _write(work / "MANIFEST.json.sig", _signature(services, manifest))
     export = canonical({"manifest_sha256": digest, "exported_by": actor,
                         "exported_at": datetime.now(timezone.utc).isoformat()}) + b"\n"
-    _write(out / "EXPORT.json", export)
-    _write(out / "EXPORT.json.sig", _signature(services, export))
-    with services.sessions.begin() as session:
-        append_audit(session, "export", actor, selection=sel.as_dict(), through_seq=through, counts=counts,
-                     manifest_sha256=digest)
-    return Result(out, counts, digest, through)
+    _write(work / "EXPORT.json", export)
+    _write(work / "EXPORT.json.sig", _signature(services, export))
+    return digest
 
 
 def zip_bundle(folder: Path) -> bytes:

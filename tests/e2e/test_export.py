@@ -380,3 +380,15 @@ def test_media_files_are_exported_by_sha256_and_missing_ones_listed(
         assert code == 1 and f"media/{sha}: seq {media_rec['seq']}: bytes do not hash" in text
     finally:
         inst.services.close()
+
+
+def test_no_bundle_is_left_when_the_export_cannot_be_audited(inst: Instance, tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    ingest_three(inst)
+
+    def refuse(*args: Any, **kwargs: Any) -> int:
+        raise RuntimeError("catalog down")
+    monkeypatch.setattr(export, "append_audit", refuse)
+    with pytest.raises(RuntimeError):
+        bundle(inst, tmp_path / "exports" / "x", query="refund")
+    assert list((tmp_path / "exports").iterdir()) == []  # neither the bundle nor its partial folder
