@@ -82,10 +82,13 @@ def standalone(tmp_path: Path) -> Callable[[Path], tuple[int, str]]:
     return run
 
 
+BOB_TEXT = "hello there 東京 🎉 \u202eשלום\u202c \x1b[31m red \udcff"  # CJK, emoji, bidi, a control, a lone surrogate
+
+
 def ingest_three(inst: Instance) -> tuple[int, int, int]:
     """Alice in January (refund), Bob in February, Alice in March (refund): three segments."""
     (a1,) = inst.ingest(message("wamid.A1", "refund the deposit", ALICE, ts=JAN))
-    (b1,) = inst.ingest(message("wamid.B1", "hello there", BOB, ts=FEB, phone_id="2088"))
+    (b1,) = inst.ingest(message("wamid.B1", BOB_TEXT, BOB, ts=FEB, phone_id="2088"))
     (a2,) = inst.ingest(message("wamid.A2", "refund again, please", ALICE, ts=MAR))
     indexer.index_pending(inst.services)
     return a1, b1, a2
@@ -153,7 +156,9 @@ def test_export_by_hold_and_by_contact_with_dates(inst: Instance, tmp_path: Path
     a1, b1, a2 = ingest_three(inst)
     hold_id = inst.hold(inst.matter(), custodians=[BOB])
     bundle(inst, tmp_path / "h", hold=hold_id)
-    assert [r["seq"] for r in lines(tmp_path / "h")] == sorted([b1, dseq(inst, b1)])
+    held = lines(tmp_path / "h")
+    assert [r["seq"] for r in held] == sorted([b1, dseq(inst, b1)])
+    assert next(r for r in held if r["seq"] == b1)["content"]["message"]["text"]["body"] == BOB_TEXT
     both_pass(tmp_path / "h", standalone)
 
     bundle(inst, tmp_path / "c", contact=ALICE, after="2026-02-01", before="2026-04-01")
@@ -305,6 +310,14 @@ def test_cli_export_and_verify_export(inst: Instance, tmp_path: Path, monkeypatc
     assert json.loads(done.stdout)["counts"]["records"] == 4
     ok = runner.invoke(cli, ["verify-export", str(tmp_path / "cli")])
     assert ok.exit_code == 0 and "OK: 4 records" in ok.stdout, ok.output
+    ours = Path(inst.env["ARCHIVER_HOME"]) / "keys" / "checkpoint-ed25519.pub"
+    pinned = runner.invoke(cli, ["verify-export", str(tmp_path / "cli"), "--public-key", str(ours)])
+    assert pinned.exit_code == 0, pinned.output
+    other = Services.open(Settings.from_env(make_env(tmp_path / "other")))
+    other.close()
+    theirs = tmp_path / "other" / "keys" / "checkpoint-ed25519.pub"
+    wrong = runner.invoke(cli, ["verify-export", str(tmp_path / "cli"), "--public-key", str(theirs)])
+    assert wrong.exit_code == 1 and "public-key.pem: is not the key given by --public-key" in wrong.stdout
     _remove_record(tmp_path / "cli", lines(tmp_path / "cli")[-1]["seq"])
     bad = runner.invoke(cli, ["verify-export", str(tmp_path / "cli")])
     assert bad.exit_code == 1 and "listed in MANIFEST.json but missing" in bad.stdout
