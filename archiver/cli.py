@@ -774,8 +774,9 @@ def hold_show(hold_id: str, as_json: bool) -> None:
              f"matter {out['matter']['id']}: {out['matter']['name']}",
              f"criteria {json.dumps(out['criteria'], ensure_ascii=False)}",
              f"reason {out['reason']}",
-             f"held now: {c['records']} records, {c['contacts']} contacts, {c['segments']} segments, "
-             f"{c['checkpoints']} checkpoints, {c['media_objects']} media objects (legal hold ON)"]
+             f"held now: {plural(c['records'], 'record')}, {plural(c['contacts'], 'contact')}, "
+             f"{plural(c['segments'], 'segment')}, {plural(c['checkpoints'], 'checkpoint')}, "
+             f"{plural(c['media_objects'], 'media object')} (legal hold ON)"]
     lines += [f"#{e['seq']}  {e['at']}  {e['event']}  {e['actor'] or '-'}  {json.dumps(e['details'], ensure_ascii=False)}"
               for e in out.get("history", [])]
     for line in lines:
