@@ -131,7 +131,7 @@ def plan(services: Services, now: datetime | None = None) -> dict[str, Any]:
         force = in_force(session)
         review_classes = {c.name for c in force.policy.classes if c.review} if force else set()
         batches = list(session.scalars(select(DispositionBatch).where(DispositionBatch.state != "disposed")))
-        policy_of = {}
+        policy_of: dict[str, set[int | None]] = {}
         due = due_keys(facts, held, now, through, destroyed)
         cls_of = {f.key_id: f.retention_class for f in facts if f.key_id in due}
         for part in chunked(sorted(due), 500):
@@ -158,7 +158,7 @@ def plan(services: Services, now: datetime | None = None) -> dict[str, Any]:
                              "approved_at": batch.decided_at.isoformat() if batch.decided_at else None,
                              "decision_journal_id": batch.decision_journal_id,
                              "keys": [k for k in batch.key_ids if k in dispose]})
-    keys = [{"key": kid, "class": cls_of[kid], "records": len(due[kid]), "seqs": ranges(due[kid]),
+    keys: list[dict[str, Any]] = [{"key": kid, "class": cls_of[kid], "records": len(due[kid]), "seqs": ranges(due[kid]),
              "first_seq": due[kid][0], "last_seq": due[kid][-1],
              "policy_seqs": sorted(p for p in policy_of.get(kid, ()) if p is not None)} for kid in sorted(dispose)]
     classes: dict[str, dict[str, Any]] = {}
@@ -349,7 +349,7 @@ def decide(services: Services, batch_id: Any, actor: str, approve: bool, reason:
                 "reason": reason.strip() if isinstance(reason, str) else None}
         jid = append_delivery(session, "decision", canonical(body), {"event": event})
         batch.decision_journal_id = jid
-        batch.reason = body["reason"]
+        batch.reason = reason.strip() if isinstance(reason, str) else None
         batch.decided_by, batch.decided_at = actor, utcnow()
         batch.state = "approving" if approve else "rejecting"  # acts once sealed (below, or the next run)
     sealer.seal_pending(services)

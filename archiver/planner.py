@@ -507,7 +507,7 @@ def successor_keys(services: Services, ids: set[str]) -> dict[str, str]:
     its scope sealed afterwards get: ``<id>~2``, ``<id>~3``... (a destroyed key never comes back)."""
     out: dict[str, str] = {}
     with services.sessions() as session:
-        gone = set()
+        gone: set[str] = set()
         for part in chunked(sorted(ids), 500):
             gone.update(session.scalars(select(DataKey.id).where(DataKey.id.in_(part), DataKey.wrapped.is_(None))))
         for kid in sorted(gone):
