@@ -91,9 +91,11 @@ class Archive:
                                         .order_by(Record.seq)))
 
     def wait_expired(self, *seqs: int) -> None:
-        """Until every record of ``seqs``' keys has passed its retain_until (the clock moves on)."""
+        """Until every record under the keys of ``seqs`` and their deliveries has passed its
+        retain_until (the clock moves on)."""
         with self.services.sessions() as session:
-            kids = [self.row(s).key_id for s in seqs]
+            rows = [self.row(s) for s in seqs]
+            kids = [r.key_id for r in rows] + [self.row(r.delivery_seq).key_id for r in rows if r.delivery_seq]
             last = session.scalar(select(func.max(Record.retain_until)).where(Record.key_id.in_(kids)))
         assert last is not None
         while datetime.now(timezone.utc) < last:
@@ -160,11 +162,14 @@ def test_expired_keys_are_shredded_held_and_default_ones_kept_review_waits_for_a
     assert dry.exit_code == 0, dry.output
     plan = json.loads(dry.stdout)
     assert plan["dry_run"] is True
-    assert [k["key"] for k in plan["keys"]] == [arch.row(short).key_id]
-    covered = arch.under(short)
-    assert short in covered and arch.row(short).delivery_seq in covered  # the message and its delivery
-    assert plan["classes"]["short-test"]["records"] == len(covered)
-    assert plan["keys"][0]["first_seq"] == covered[0] and plan["keys"][0]["last_seq"] == covered[-1]
+    # The message's key (the period of its own time) and its delivery's (the period of receipt).
+    delivery = arch.row(short).delivery_seq
+    assert delivery is not None
+    scopes = sorted({arch.row(short).key_id, arch.row(delivery).key_id})
+    covered = sorted(set(arch.under(short)) | set(arch.under(delivery)))
+    assert [k["key"] for k in plan["keys"]] == scopes
+    assert plan["classes"]["short-test"]["records"] == len(covered) == 2
+    assert (plan["classes"]["short-test"]["first_seq"], plan["classes"]["short-test"]["last_seq"]) == (delivery, short)
     assert [r["class"] for r in plan["to_review"]] == ["reviewed"]
     with arch.services.sessions() as session:
         assert session.scalar(select(func.max(Journal.id))) == journal_before
@@ -176,7 +181,7 @@ def test_expired_keys_are_shredded_held_and_default_ones_kept_review_waits_for_a
     assert got.exit_code == 0, got.output
     out = json.loads(got.stdout)
     assert out["disposition_seq"] and out["records"] == len(covered) and len(out["batches_proposed"]) == 1
-    assert not arch.key_alive(short)
+    assert not arch.key_alive(short) and not arch.key_alive(delivery)
     assert arch.key_alive(kept) and arch.key_alive(held) and arch.key_alive(reviewed)
     assert arch.found("expiring") == {kept, held, reviewed}
     decision = arch.row(out["disposition_seq"])
@@ -190,8 +195,8 @@ def test_expired_keys_are_shredded_held_and_default_ones_kept_review_waits_for_a
     assert view["content"] is None and view["proof"]["hash"] == arch.row(short).hash
     assert view["proof"]["inclusion_path"] is not None
     sealed = json.loads(arch.cli("show", str(out["disposition_seq"])).stdout)["content"]
-    assert sealed["event"] == "disposition" and sealed["keys"][0]["key"] == arch.row(short).key_id
-    assert [s for first, last in sealed["keys"][0]["seqs"] for s in range(first, last + 1)] == covered
+    assert sealed["event"] == "disposition" and [k["key"] for k in sealed["keys"]] == scopes
+    assert sorted(s for k in sealed["keys"] for first, last in k["seqs"] for s in range(first, last + 1)) == covered
     assert sealed["classes"]["short-test"]["policy_seqs"] == [arch.row(short).policy_seq]
     assert report(arch.services).ok
 
@@ -208,7 +213,7 @@ def test_expired_keys_are_shredded_held_and_default_ones_kept_review_waits_for_a
     runner = jobs.Runner(arch.services, jobs.load_schedule(arch.services.settings))
     done = runner.run_scheduled("disposition", "manual", actor="test")
     assert done is not None and done.outcome.outcome == "ok", done
-    assert done.outcome.summary is not None and done.outcome.summary["records"] == len(arch.under(reviewed))
+    assert done.outcome.summary is not None and done.outcome.summary["records"] == 2
     assert not arch.key_alive(reviewed) and arch.key_alive(held) and arch.key_alive(kept)
     seal(arch.services)
     with arch.services.sessions() as session:
