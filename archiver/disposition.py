@@ -254,11 +254,11 @@ def finish_pending(services: Services) -> int:
                                     .order_by(Disposition.id)))
     done = 0
     for row in rows:
-        seq = _sealed_seq(services, row.journal_id)
-        if seq is None:
-            sealer.seal_pending(services)
-            seq = _sealed_seq(services, row.journal_id)
-        if seq is None:  # the sealer is busy elsewhere: it seals it; the next run applies it
+        deadline = time.monotonic() + LOCK_WAIT
+        while (seq := _sealed_seq(services, row.journal_id)) is None and time.monotonic() < deadline:
+            if not sealer.seal_pending(services):
+                time.sleep(0.2)  # another process is sealing: it seals this decision too
+        if seq is None:  # not sealed in time: the next run applies it
             continue
         if _apply(services, row, seq):
             done += 1
@@ -282,7 +282,9 @@ def _apply(services: Services, row: Disposition, seq: int) -> bool:
             log.warning("disposition.apply_deferred id=%d reason=sealer-busy", row.id)
             return False
         time.sleep(0.2)  # the sealer runs a batch now; retry when it lets go
-    seqs = [s for k in row.plan["keys"] for first, last in k["seqs"] for s in range(first, last + 1)]
+    with services.sessions() as session:
+        gone = set(session.scalars(select(DisposedKey.key_id).where(DisposedKey.disposition_id == row.id)))
+    seqs = [s for k in row.plan["keys"] if k["key"] in gone for first, last in k["seqs"] for s in range(first, last + 1)]
     for part in chunked(seqs, 500):
         services.search.delete(part)
     with services.sessions.begin() as session:
@@ -292,9 +294,19 @@ def _apply(services: Services, row: Disposition, seq: int) -> bool:
 
 
 def _destroy(services: Services, row: Disposition, seq: int) -> None:
+    """Wipe the keys (idempotent). A key a hold has come to hold since the decision was sealed
+    is kept: a hold always wins (it is logged, and the key is not noted as disposed)."""
+    from archiver import holds
+
     at = utcnow()
-    kids = [k["key"] for k in row.plan["keys"]]
     with services.sessions.begin() as session:
+        held = holds.held_seqs(session)
+        kids = []
+        for k in row.plan["keys"]:
+            if any(s in held for first, last in k["seqs"] for s in range(first, last + 1)):
+                log.warning("disposition.kept_for_hold id=%d key=%s", row.id, k["key"])
+                continue
+            kids.append(k["key"])
         session.execute(update(Disposition).where(Disposition.id == row.id).values(seq=seq))
         for part in chunked(kids, 500):
             session.execute(update(DataKey).where(DataKey.id.in_(part), DataKey.wrapped.is_not(None))
