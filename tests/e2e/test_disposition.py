@@ -277,3 +277,28 @@ def test_kill_9_between_seal_and_apply_is_finished_by_the_next_run(arch: Archive
         assert session.scalar(select(func.count()).select_from(Record).where(Record.type == "disposition")) == 1
     assert json.loads(arch.cli("show", str(short)).stdout)["disposition"]["status"] == "disposed"
     assert report(arch.services).ok
+
+
+def test_review_batches_over_the_api_for_compliance_only(arch: Archive) -> None:
+    from archiver.auth import create_token
+
+    (reviewed,) = arch.ingest(message("wamid.R1", "keep me too", REVIEWED))
+    arch.wait_expired(reviewed)
+    (batch,) = json.loads(arch.cli("dispose", "--json").stdout)["batches_proposed"]
+    with arch.services.sessions.begin() as session:
+        tokens = {role: create_token(session, role, f"t-{role}") for role in ("compliance", "legal")}
+
+    def call(method: str, path: str, role: str, body: Any = None) -> Any:
+        return arch.client.open(path, method=method, json=body, headers={"Authorization": f"Bearer {tokens[role]}"})
+
+    assert call("GET", "/api/v1/dispositions", "legal").status_code == 403
+    listed = call("GET", "/api/v1/dispositions", "compliance")
+    assert listed.status_code == 200 and [b["id"] for b in listed.get_json()["batches"]] == [batch]
+    assert call("POST", f"/api/v1/dispositions/{batch}/reject", "compliance", {}).status_code == 400
+    assert call("POST", "/api/v1/dispositions/disp-000000000000/approve", "compliance").status_code == 404
+    approved = call("POST", f"/api/v1/dispositions/{batch}/approve", "compliance")
+    assert approved.status_code == 200 and approved.get_json()["state"] == "approved"
+    assert approved.get_json()["decided_by"]
+    assert call("POST", f"/api/v1/dispositions/{batch}/approve", "compliance").status_code == 409
+    out = json.loads(arch.cli("dispose", "--json").stdout)
+    assert [b["batch"] for b in out["approved_batches"]] == [batch] and not arch.key_alive(reviewed)
