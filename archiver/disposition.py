@@ -34,7 +34,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -76,7 +76,7 @@ class Fact:
 
 
 def due_keys(facts: Iterable[Fact], held: set[int], now: datetime, evaluated_through: int,
-             destroyed: set[str] = frozenset()) -> dict[str, list[int]]:  # type: ignore[assignment]
+             destroyed: Collection[str] = frozenset()) -> dict[str, list[int]]:
     """The keys that may be destroyed, each with its records' seqs (sorted).
 
     A key is due when every record under it has ``retain_until <= now``, none is in ``held``,
