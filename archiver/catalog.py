@@ -354,6 +354,15 @@ class ContactId(Base):
     link_seq: Mapped[int] = mapped_column(SEQ)
 
 
+class ContactLink(Base):
+    """An identifier a sealed ``identity_link`` record names (derived with ``contact_ids``)."""
+
+    __tablename__ = "contact_links"
+    link_seq: Mapped[int] = mapped_column(SEQ, primary_key=True, autoincrement=False)
+    identifier: Mapped[str] = mapped_column(String(128), primary_key=True, index=True)
+    proof_seq: Mapped[int] = mapped_column(SEQ)
+
+
 class HoldEvent(Base):
     """One line of a hold's history: a sealed decision applied (created, applied, released)."""
 

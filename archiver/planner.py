@@ -58,6 +58,7 @@ class Pending:
     short: bool = False  # the class keeps records less than a day (its segment locks are not rounded to midnight)
     retain_until: datetime | None = None
     period: str = ""  # the key scope's period: the month the record's retention starts
+    ids: tuple[str, ...] = field(default=(), repr=False)  # the customer identifiers the item pairs (identity)
 
 
 def key_digest(natural_key: str) -> str:
@@ -126,6 +127,8 @@ class Batch:
     waiting: list[tuple[str, int, str]] = field(default_factory=list)  # (target key, edit/revoke seq, kind)
     resolved: list[tuple[int, int, str]] = field(default_factory=list)  # (message seq, edit/revoke seq, kind)
     decisions: list[tuple[str, int, int]] = field(default_factory=list)  # (policy | decision, journal id, seq)
+    pairings: list[tuple[int, str, tuple[str, ...]]] = field(default_factory=list)  # (seq, kind, ids): identity.learn
+    identity_links: list[tuple[int, bytes]] = field(default_factory=list)  # (seq, body) of identity_link records
 
 
 class Planner:
@@ -249,7 +252,10 @@ class Planner:
                      runs=runs, record_count=len(records), first_seq=first_seq, prev_hash=prev_hash,
                      **_side_rows(records, dups), waiting=waiting, resolved=resolved,
                      decisions=[(r.kind, r.journal_id, r.seq) for r in records
-                                if r.kind in ("policy", "decision") and r.journal_id is not None])
+                                if r.kind in ("policy", "decision") and r.journal_id is not None],
+                     pairings=[(r.seq, r.kind, r.ids) for r in records if len(r.ids) > 1],
+                     identity_links=[(r.seq, r.plaintext) for r in records
+                                     if r.kind == "audit" and r.type == "identity_link"])
 
     def _policy_seq(self, records: list[Pending]) -> int:
         """The seq of the policy record classing this batch: a new version's own (it heads the
@@ -395,7 +401,7 @@ def _item_record(it: items.Item, delivery: Pending) -> Pending:
     return Pending(
         kind=it.kind, plaintext=b"", contact=it.contact or delivery.contact,
         type=it.type, wamid=it.wamid, occurred_at=it.occurred_at, delivery=delivery,
-        media=it.media, state=it.state, links=dict(it.refs), original_ref=it.refs.get("original"),
+        media=it.media, state=it.state, links=dict(it.refs), original_ref=it.refs.get("original"), ids=it.ids,
     )
 
 

@@ -4,7 +4,7 @@ Revision ID: 0007
 Revises: 0005
 Create Date: 2026-12-02
 
-``contact_ids`` is derived state (``archiver.identity``, architecture decision 12): the
+``contact_ids`` and ``contact_links`` (which identifiers each link record names) are derived state (``archiver.identity``, architecture decision 12): the
 pairings are sealed as ``identity_link`` audit records, and this table is their union
 (identifier -> identity, the smallest identifier of the person). A catalog migrated to
 this revision starts empty; the sealer's next run replays every sealed link record after
@@ -34,9 +34,19 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("identifier"),
     )
     op.create_index("ix_contact_ids_identity", "contact_ids", ["identity"], unique=False)
+    op.create_table(
+        "contact_links",
+        sa.Column("link_seq", SEQ, nullable=False, autoincrement=False),
+        sa.Column("identifier", sa.String(length=128), nullable=False),
+        sa.Column("proof_seq", SEQ, nullable=False),
+        sa.PrimaryKeyConstraint("link_seq", "identifier"),
+    )
+    op.create_index("ix_contact_links_identifier", "contact_links", ["identifier"], unique=False)
 
 
 def downgrade() -> None:
+    op.drop_index("ix_contact_links_identifier", table_name="contact_links")
+    op.drop_table("contact_links")
     op.drop_index("ix_contact_ids_identity", table_name="contact_ids")
     op.drop_table("contact_ids")
     op.execute("DELETE FROM cursors WHERE name = 'identity'")
