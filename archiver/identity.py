@@ -114,7 +114,7 @@ def learn(session: Session, pairings: Sequence[tuple[int, str, Sequence[str]]]) 
         if decided is not None:
             known.join(*decided["ids"])
     journaled = 0
-    for seq, kind, ids in pairings:
+    for seq, kind, ids in sorted(pairings):
         found = normalized(ids)[:MAX_IDS]
         if len(found) < 2 or known.same(found):
             continue

@@ -59,6 +59,7 @@ class Pending:
     retain_until: datetime | None = None
     period: str = ""  # the key scope's period: the month the record's retention starts
     ids: tuple[str, ...] = field(default=(), repr=False)  # the customer identifiers the item pairs (identity)
+    dup_ids: list[tuple[str, ...]] = field(default_factory=list, repr=False)  # a delivery's duplicate items' ids
 
 
 def key_digest(natural_key: str) -> str:
@@ -253,7 +254,8 @@ class Planner:
                      **_side_rows(records, dups), waiting=waiting, resolved=resolved,
                      decisions=[(r.kind, r.journal_id, r.seq) for r in records
                                 if r.kind in ("policy", "decision") and r.journal_id is not None],
-                     pairings=[(r.seq, r.kind, r.ids) for r in records if len(r.ids) > 1],
+                     pairings=[(r.seq, r.kind, r.ids) for r in records if len(r.ids) > 1]
+                     + [(r.seq, r.kind, ids) for r in records for ids in r.dup_ids],
                      identity_links=[(r.seq, r.plaintext) for r in records
                                      if r.kind == "audit" and r.type == "identity_link"])
 
@@ -286,6 +288,8 @@ class Planner:
                 prior = first.get(d) or known.get(d)
                 if prior:
                     dups.append((prior, own, it.kind))
+                    if len(rec.ids) > 1:  # a copy can still pair: its delivery is the proof
+                        own.dup_ids.append(rec.ids)
                     continue
                 first[d] = rec
                 rec.item_key, rec.plaintext = d, canonical(it.payload)  # only now: duplicates never need it
