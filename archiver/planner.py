@@ -241,7 +241,8 @@ class Planner:
         for r in records:
             r.clear["kid"] = self.kid(r)
             r.clear["policy"] = policy_seq
-        runs = []
+        links = [(r.seq, r.plaintext) for r in records if r.kind == "audit" and r.type == "identity_link"]
+        runs = []  # (sealing a run frees its records' plaintext)
         for cls in by_class:  # in seq order
             for run in _runs(by_class[cls], self.services.settings.segment_max_records):
                 runs.append(self._seal_run(cls, run, carry))
@@ -256,8 +257,7 @@ class Planner:
                                 if r.kind in ("policy", "decision") and r.journal_id is not None],
                      pairings=[(r.seq, r.kind, r.ids) for r in records if len(r.ids) > 1]
                      + [(r.seq, r.kind, ids) for r in records for ids in r.dup_ids],
-                     identity_links=[(r.seq, r.plaintext) for r in records
-                                     if r.kind == "audit" and r.type == "identity_link"])
+                     identity_links=links)
 
     def _policy_seq(self, records: list[Pending]) -> int:
         """The seq of the policy record classing this batch: a new version's own (it heads the
