@@ -259,9 +259,10 @@ def unsealed_links(session: Session) -> bool:
 
 def snapshot(session: Session) -> dict[str, Any]:
     """The derived tables: identifier -> identity, and (link seq, identifier, proof seq) rows."""
-    return {"ids": dict(session.execute(select(ContactId.identifier, ContactId.identity)).tuples().all()),
-            "links": sorted(session.execute(select(ContactLink.link_seq, ContactLink.identifier,
-                                                   ContactLink.proof_seq)).tuples().all())}
+    ids = {ident: who for ident, who in session.execute(select(ContactId.identifier, ContactId.identity))}
+    links = sorted((seq, ident, proof) for seq, ident, proof in session.execute(
+        select(ContactLink.link_seq, ContactLink.identifier, ContactLink.proof_seq)))
+    return {"ids": ids, "links": links}
 
 
 # --------------------------------------------------------------------------- reading
