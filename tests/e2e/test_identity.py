@@ -179,17 +179,17 @@ def test_the_table_rebuilds_from_the_sealed_links_and_contact_show_names_them(in
     runner = CliRunner()
     shown = runner.invoke(cli, ["contact", "show", PHONE, "--json"], env=inst.env)
     assert shown.exit_code == 0, shown.output
-    out = json.loads(shown.output)
+    out = json.loads(shown.stdout)
     assert out["identity"] == min(PHONE, BSUID) and out["identifiers"] == sorted([PHONE, BSUID])
     (link,) = out["links"]
     assert link["proof"] == first and link["ids"] == sorted([PHONE, BSUID])
     assert out["records"] == len(_seqs(inst, contact=PHONE) | _seqs(inst, contact=BSUID))
     text = runner.invoke(cli, ["contact", "show", BSUID], env=inst.env)
-    assert text.exit_code == 0 and f"proved by #{first} (message)" in text.output
+    assert text.exit_code == 0 and f"proved by #{first} (message)" in text.stdout
     missing = runner.invoke(cli, ["contact", "show", "4400000000000"], env=inst.env)
     assert missing.exit_code != 0 and "no-such-contact" in missing.output
     rebuilt = runner.invoke(cli, ["contact", "rebuild"], env=inst.env)
-    assert rebuilt.exit_code == 0 and "1 identity link applied" in rebuilt.output
+    assert rebuilt.exit_code == 0 and "1 identity link applied" in rebuilt.stdout
     assert report(inst.services).ok
 
 
