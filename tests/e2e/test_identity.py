@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from archiver import holds, identity, indexer, records
-from archiver.catalog import Record
+from archiver.catalog import ContactId, ContactLink, Cursor, Record
 from archiver.cli import main as cli
 from tests.conftest import all_fixture_bodies
 from tests.e2e.test_holds import CATALOGS, Instance, _instance
@@ -176,6 +176,15 @@ def test_the_table_rebuilds_from_the_sealed_links_and_contact_show_names_them(in
     with inst.services.sessions() as session:
         assert identity.snapshot(session) == before and before["ids"]
 
+    # A catalog just migrated (the table empty, no cursor): the next sealer run replays the links.
+    with inst.services.sessions.begin() as session:
+        session.execute(delete(ContactId))
+        session.execute(delete(ContactLink))
+        session.execute(delete(Cursor).where(Cursor.name == identity.CURSOR))
+    seal(inst.services)
+    with inst.services.sessions() as session:
+        assert identity.snapshot(session) == before
+
     runner = CliRunner()
     shown = runner.invoke(cli, ["contact", "show", PHONE, "--json"], env=inst.env)
     assert shown.exit_code == 0, shown.output
@@ -190,6 +199,20 @@ def test_the_table_rebuilds_from_the_sealed_links_and_contact_show_names_them(in
     assert missing.exit_code != 0 and "no-such-contact" in missing.output
     rebuilt = runner.invoke(cli, ["contact", "rebuild"], env=inst.env)
     assert rebuilt.exit_code == 0 and "1 identity link applied" in rebuilt.stdout
+    assert report(inst.services).ok
+
+
+def test_a_copy_of_a_message_archived_by_phone_still_pairs_her_ids(inst: Instance) -> None:
+    inst.ingest(history("wamid.SAME"))
+    (held,) = _seqs(inst, kind="history_message")
+    assert inst.ingest(live("wamid.SAME", "old times wamid.SAME")) == []  # the live copy is a duplicate
+    (link,) = _links(inst)
+    proof = inst.record(link["proof"])
+    assert proof.kind == "delivery" and proof.contact == BSUID and link["ids"] == sorted([PHONE, BSUID])
+    with inst.services.sessions() as session:
+        assert identity.resolve(session, BSUID) == {PHONE, BSUID}
+    hold = inst.hold(inst.matter(), custodians=[BSUID])
+    assert held in inst.held_seqs(hold)
     assert report(inst.services).ok
 
 
