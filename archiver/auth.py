@@ -21,9 +21,9 @@ from sqlalchemy.orm import Session
 from archiver.catalog import Token
 from archiver.errors import AuthError, Forbidden, TokenNameError
 from archiver.rejections import note
-from archiver.roles import HOLDERS, OVERSIGHT, READERS, ROLES, WRITERS
+from archiver.roles import HOLDERS, OVERSIGHT, READERS, REVIEWERS, ROLES, WRITERS
 
-__all__ = ["HOLDERS", "OVERSIGHT", "READERS", "ROLES", "WRITERS", "authenticate", "bearer", "check_route_table",
+__all__ = ["HOLDERS", "OVERSIGHT", "READERS", "REVIEWERS", "ROLES", "WRITERS", "authenticate", "bearer", "check_route_table",
            "create_token", "list_tokens", "lookup", "require", "revoke_token"]
 
 PUBLIC_ENDPOINTS = {"intake.webhook_verify", "intake.webhook_receive", "api.healthz", "static"}

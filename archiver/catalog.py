@@ -376,6 +376,53 @@ class HoldEvent(Base):
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
 
+class Disposition(Base):
+    """One disposition run's decision (``archiver.disposition``): journaled with its plan, sealed as
+    a ``decision`` record (event ``disposition``; ``seq`` once sealed), then applied
+    (``applied_at``): keys destroyed, index entries removed. Derived state: the sealed record
+    holds the same plan."""
+
+    __tablename__ = "dispositions"
+    id: Mapped[int] = mapped_column(SEQ, primary_key=True, autoincrement=True)
+    journal_id: Mapped[int] = mapped_column(SEQ, index=True)
+    seq: Mapped[int | None] = mapped_column(SEQ)
+    plan: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    actor: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    applied_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class DisposedKey(Base):
+    """A data key a sealed disposition destroyed (what ``archiver show`` names for its records)."""
+
+    __tablename__ = "disposed_keys"
+    key_id: Mapped[str] = mapped_column(String(96), primary_key=True)
+    disposition_id: Mapped[int] = mapped_column(ForeignKey("dispositions.id"), index=True)
+    disposed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class DispositionBatch(Base):
+    """Keys of a ``review: true`` class due for disposition, waiting for a compliance officer.
+
+    ``state``: pending | approved | rejected | disposed. An approval or rejection is sealed as a
+    ``decision`` record first (``decision_journal_id``); only approved batches are destroyed,
+    by the next disposition run (``disposition_id``)."""
+
+    __tablename__ = "disposition_batches"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    retention_class: Mapped[str] = mapped_column(String(64))
+    key_ids: Mapped[list[str]] = mapped_column(JSON, default=list)
+    seqs: Mapped[list[list[int]]] = mapped_column(JSON, default=list)  # runs [[first, last], ...]
+    records: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    decided_by: Mapped[str | None] = mapped_column(String(255))
+    reason: Mapped[str | None] = mapped_column(String(2000))
+    decision_journal_id: Mapped[int | None] = mapped_column(SEQ)
+    disposition_id: Mapped[int | None] = mapped_column(SEQ)
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     """WAL lets intake write while readers read; busy_timeout makes writers wait, not fail."""
     dbapi_conn.isolation_level = None  # let SQLAlchemy's "begin" event emit BEGIN itself

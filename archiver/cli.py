@@ -774,8 +774,9 @@ def hold_show(hold_id: str, as_json: bool) -> None:
              f"matter {out['matter']['id']}: {out['matter']['name']}",
              f"criteria {json.dumps(out['criteria'], ensure_ascii=False)}",
              f"reason {out['reason']}",
-             f"held now: {c['records']} records, {c['contacts']} contacts, {c['segments']} segments, "
-             f"{c['checkpoints']} checkpoints, {c['media_objects']} media objects (legal hold ON)"]
+             f"held now: {plural(c['records'], 'record')}, {plural(c['contacts'], 'contact')}, "
+             f"{plural(c['segments'], 'segment')}, {plural(c['checkpoints'], 'checkpoint')}, "
+             f"{plural(c['media_objects'], 'media object')} (legal hold ON)"]
     lines += [f"#{e['seq']}  {e['at']}  {e['event']}  {e['actor'] or '-'}  {json.dumps(e['details'], ensure_ascii=False)}"
               for e in out.get("history", [])]
     for line in lines:
@@ -797,6 +798,105 @@ def hold_release(hold_id: str, reason: str) -> None:
     finally:
         services.close()
     say(f"hold released: {hold_id}")
+
+
+# --------------------------------------------------------------------------- disposition (issue 9)
+
+
+@main.command()
+@click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the run's summary as JSON.")
+@handled
+@needs_archive
+def dispose(dry_run: bool, as_json: bool) -> None:
+    """Destroy the data keys whose records' retention has run out and that no hold holds
+    (crypto-shredding), sealing one disposition record first; review classes are listed for
+    approval instead ('archiver disposition list')."""
+    from archiver import disposition
+
+    services = _services()
+    try:
+        out = disposition.run(services, _actor(), dry_run=dry_run)
+    finally:
+        services.close()
+    if as_json:
+        say_json(out)
+        return
+    verb = "would dispose" if dry_run else "disposed"
+    say(f"{verb} {plural(len(out['keys']), 'key')}, {plural(out['records'], 'record')}"
+        + (f" (disposition record {out['disposition_seq']})" if out.get("disposition_seq") else ""))
+    for cls, c in sorted(out["classes"].items()):
+        say(f"  class {cls}: {plural(c['keys'], 'key')}, {plural(c['records'], 'record')}, "
+            f"seqs {c['first_seq']}-{c['last_seq']}")
+    for k in out["keys"]:
+        say(f"  key {k['key']}  {k['class']}  {plural(k['records'], 'record')}  seqs {k['first_seq']}-{k['last_seq']}")
+    for r in out["to_review"]:
+        say(f"  for review: class {r['class']}: {plural(len(r['keys']), 'key')}, {plural(r['records'], 'record')}")
+    for bid in out.get("batches_proposed", []):
+        say(f"  batch proposed: {bid}")
+    if out["pending_batches"]:
+        say(f"  waiting for approval: {', '.join(out['pending_batches'])}")
+
+
+@main.group()
+def disposition() -> None:
+    """Disposition review: batches of review classes waiting for a compliance officer."""
+
+
+@disposition.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print the API's JSON.")
+@handled
+@needs_archive
+def disposition_list(as_json: bool) -> None:
+    """List the review batches with their state."""
+    from archiver import disposition as disp
+
+    services = _services()
+    try:
+        found = disp.list_batches(services)
+    finally:
+        services.close()
+    if as_json:
+        say_json({"batches": found})
+        return
+    say(plural(len(found), "batch", "batches"))
+    for b in found:
+        say(f"{b['id']}  {b['state']}  {b['class']}  keys={len(b['keys'])} records={b['records']} "
+            f"seqs {b['first_seq']}-{b['last_seq']}")
+
+
+@disposition.command("approve")
+@click.argument("batch_id")
+@handled
+@needs_archive
+def disposition_approve(batch_id: str) -> None:
+    """Approve a batch (sealed first); the next disposition run destroys its keys."""
+    from archiver import disposition as disp
+
+    services = _services()
+    try:
+        out = disp.decide(services, batch_id, _actor(), approve=True)
+    finally:
+        services.close()
+    say(f"batch {out['id']}: {out['state']}")
+
+
+@disposition.command("reject")
+@click.argument("batch_id")
+@click.option("--reason", required=True, help="Why the records are kept (sealed with the decision).")
+@handled
+@needs_archive
+def disposition_reject(batch_id: str, reason: str) -> None:
+    """Reject a batch (sealed first): its keys are kept and not proposed again."""
+    from archiver import disposition as disp
+
+    services = _services()
+    try:
+        out = disp.decide(services, batch_id, _actor(), approve=False, reason=reason)
+    finally:
+        services.close()
+    say(f"batch {out['id']}: {out['state']}")
+
 
 
 # --------------------------------------------------------------------------- contact identities (issue 9)
@@ -844,6 +944,7 @@ def contact_rebuild() -> None:
     finally:
         services.close()
     say(f"{plural(applied, 'identity link')} applied")
+
 
 
 if __name__ == "__main__":

@@ -395,6 +395,12 @@ def _holds(services: Services) -> Any:
     return holds.sync(services)
 
 
+def _disposition(services: Services) -> Any:
+    from archiver import disposition
+
+    return disposition.summary(disposition.run(services, "archiver:jobs"))
+
+
 def _worm_selftest(services: Services) -> dict[str, Any]:
     from archiver.store import assert_worm
 
@@ -410,5 +416,7 @@ register(Job("index", _index, "index sealed records for search",
              every=lambda s: s.index_interval, cadence="every 2 seconds"))
 register(Job("holds", _holds, "evaluate litigation holds on newly sealed and indexed records; apply sealed hold decisions",
              every=lambda s: s.index_interval, cadence="every 2 seconds"))
+register(Job("disposition", _disposition, "destroy the data keys whose records' retention has run out "
+             "(none held); review classes wait for approval", cron="0 2 * * *"))
 register(Job("worm-selftest", _worm_selftest, "prove the store still refuses to delete a locked object",
              cron="0 */6 * * *"))

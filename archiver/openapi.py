@@ -20,7 +20,7 @@ from flask import Blueprint, Flask, Response, jsonify
 from archiver.auth import require
 from archiver.listing import DEFAULT_LIMIT, MAX_LIMIT
 from archiver.params import SEQ_MAX
-from archiver.roles import HOLDERS, OVERSIGHT, READERS, ROLES, WRITERS
+from archiver.roles import HOLDERS, OVERSIGHT, READERS, REVIEWERS, ROLES, WRITERS
 from archiver.search import MAX_SIZE, MAX_WINDOW, SORTS
 
 bp = Blueprint("openapi", __name__)
@@ -143,6 +143,17 @@ PATHS: dict[str, dict[str, Any]] = {
         "Release a hold (sealed as hold_released first): {reason}; legal holds no other active hold needs go OFF",
         HOLDERS, {"200": _json("the hold"), **_errors(400, 404, 409, 503)},
         parameters=[_path("hold_id", {"type": "string"}, "the hold's id")], requestBody=_ANY_BODY)},
+    "/api/v1/dispositions": {"get": _op(
+        "Disposition review batches (keys of review classes due for disposition) with their state (audited)",
+        REVIEWERS, {"200": _json("batches")})},
+    "/api/v1/dispositions/{batch_id}/approve": {"post": _op(
+        "Approve a batch (sealed as disposition_approved first); the next disposition run destroys its keys",
+        REVIEWERS, {"200": _json("the batch"), **_errors(404, 409)},
+        parameters=[_path("batch_id", {"type": "string"}, "the batch's id")], requestBody=_ANY_BODY)},
+    "/api/v1/dispositions/{batch_id}/reject": {"post": _op(
+        "Reject a batch (sealed as disposition_rejected first): {reason}; its keys are kept",
+        REVIEWERS, {"200": _json("the batch"), **_errors(400, 404, 409)},
+        parameters=[_path("batch_id", {"type": "string"}, "the batch's id")], requestBody=_ANY_BODY)},
     "/api/v1/openapi.json": {"get": _op("This document", ROLES, {"200": _json("OpenAPI 3.1")})},
 }
 

@@ -143,6 +143,7 @@ class Planner:
         self.parsed: list[tuple[Journal, Pending, list[items.Item]]] = []
         self._items: dict[int, list[Pending]] = {}  # journal id -> its items' records, classed
         self.data_keys: dict[str, bytes] = {}
+        self.successors: dict[str, str] = {}  # a destroyed scope's key -> the key new records get
         self.session: Session
         self.carried: dict[str, int] = {}
         self._kids: dict[tuple[str | None, str, str], str] = {}
@@ -226,7 +227,7 @@ class Planner:
         scope = (r.contact, r.cls, r.period)
         if (kid := self._kids.get(scope)) is None:
             kid = self._kids[scope] = keys.scope_id(*scope)
-        return kid
+        return self.successors.get(kid, kid)
 
     def plan(self, session: Session, carry: Carry, no: int) -> Batch:
         """1b-1e. De-duplicate, assign seqs, encrypt and chain; advance ``carry``."""
@@ -509,6 +510,23 @@ def ensure_data_keys(services: Services, ids: set[str], cache: dict[str, bytes] 
             found.update(created)
         cache.update({kid: services.kek.unwrap(w, kid) for kid, w in found.items() if w})
     return {kid: cache[kid] for kid in ids if kid in cache}
+
+
+def successor_keys(services: Services, ids: set[str]) -> dict[str, str]:
+    """For each of ``ids`` that was destroyed (disposition, erasure), the live key that records of
+    its scope sealed afterwards get: ``<id>~2``, ``<id>~3``... (a destroyed key never comes back)."""
+    out: dict[str, str] = {}
+    with services.sessions() as session:
+        gone: set[str] = set()
+        for part in chunked(sorted(ids), 500):
+            gone.update(session.scalars(select(DataKey.id).where(DataKey.id.in_(part), DataKey.wrapped.is_(None))))
+        for kid in sorted(gone):
+            later = dict(session.execute(select(DataKey.id, DataKey.wrapped).where(DataKey.id.like(f"{kid}~%"))).all())
+            n = 2
+            while f"{kid}~{n}" in later and later[f"{kid}~{n}"] is None:
+                n += 1
+            out[kid] = f"{kid}~{n}"
+    return out
 
 
 def _wrapped_keys(session: Session, ids: set[str]) -> dict[str, bytes | None]:

@@ -175,7 +175,16 @@ def read_record(services: Services, session: Session, seq: int) -> dict[str, Any
         "delivery": _delivery(reader, row), "links": rec.get("links", {}),
         "duplicates": _duplicates(session, seq),
         "proof": _proof(sealed, index, seg, rec),
+        **_disposition(session, row),
     }
+
+
+def _disposition(session: Session, row: Record) -> dict[str, Any]:
+    """``disposition``: once disposed, by which sealed disposition record (``archiver.disposition``)."""
+    from archiver.disposition import disposed
+
+    found = disposed(session, row.key_id)
+    return {"disposition": found} if found else {}
 
 
 def _extended(row: Record, rec: dict[str, Any]) -> dict[str, Any]:

@@ -15,3 +15,5 @@ WRITERS = ("ingest", "admin")  # post to the capture and consent APIs
 OVERSIGHT = ("compliance", "auditor", "admin")
 # Who creates matters and litigation holds, lists them and releases them (case work).
 HOLDERS = ("legal", "admin")
+# Who reviews disposition: approves or rejects batches of review classes (records management).
+REVIEWERS = ("compliance", "admin")

@@ -39,7 +39,7 @@ from archiver.catalog import (
     chain_head, chunked, insert_rows, leader_lock, truncate_wal,
 )
 from archiver.journal import mark_sealed
-from archiver.planner import Batch, Carry, Planner, Run, ensure_data_keys
+from archiver.planner import Batch, Carry, Planner, Run, ensure_data_keys, successor_keys
 from archiver.services import Services
 
 log = logging.getLogger(__name__)
@@ -158,6 +158,7 @@ def _plan(services: Services, carry: Carry, after_id: int, no: int,
     planner = Planner(services, carry.in_force)
     for row in planned:
         planner.add_journal_row(row)
+    planner.successors = successor_keys(services, planner.scopes())
     planner.data_keys = ensure_data_keys(services, planner.scopes(), carry.data_keys)
     with services.sessions() as session:
         batch = planner.plan(session, carry, no)

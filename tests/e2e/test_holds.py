@@ -282,7 +282,7 @@ def test_cli_prints_ids_as_the_last_word_and_shows_counts(inst: Instance) -> Non
     assert shown["id"] == hold and shown["matter"]["id"] == matter and shown["counts"]["records"] == 2
     assert shown["criteria"]["after"] == "2026-01-01T00:00:00+00:00"
     assert [h["id"] for h in json.loads(run("hold", "list", "--json"))["holds"]] == [hold]
-    assert "held now: 2 records" in run("hold", "show", hold)
+    assert "held now: 2 records, 1 contact, " in run("hold", "show", hold)
     assert run("hold", "release", hold, "--reason", "done").split()[-1] == hold
     assert json.loads(run("hold", "show", hold, "--json"))["status"] == "released"
     bad = runner.invoke(cli, ["hold", "create", "--matter", matter, "--name", "x", "--reason", "r"], env=inst.env)

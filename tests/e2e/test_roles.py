@@ -33,10 +33,14 @@ EXPECTED_ROLES: dict[tuple[str, str], set[str]] = {
     ("/api/v1/holds", "post"): {"legal", "admin"},
     ("/api/v1/holds/{hold_id}", "get"): {"legal", "admin"},
     ("/api/v1/holds/{hold_id}/release", "post"): {"legal", "admin"},
+    ("/api/v1/dispositions", "get"): {"compliance", "admin"},
+    ("/api/v1/dispositions/{batch_id}/approve", "post"): {"compliance", "admin"},
+    ("/api/v1/dispositions/{batch_id}/reject", "post"): {"compliance", "admin"},
     ("/api/v1/openapi.json", "get"): set(ROLES),
 }
 # A value for each path placeholder and query an allowed caller would send.
-EXAMPLE_PATH = {"seq": "1", "contact": "4479460001234", "hold_id": "hold-000000000000"}
+EXAMPLE_PATH = {"seq": "1", "contact": "4479460001234", "hold_id": "hold-000000000000",
+                "batch_id": "disp-000000000000"}
 EXAMPLE_QUERY = {"/api/v1/search": "?q=refund"}
 
 

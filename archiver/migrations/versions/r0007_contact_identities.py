@@ -1,7 +1,7 @@
 """Contact identities: every identifier of a person (wa_id/phone, BSUID) -> one identity.
 
 Revision ID: 0007
-Revises: 0005
+Revises: 0006
 Create Date: 2026-12-02
 
 ``contact_ids`` and ``contact_links`` (which identifiers each link record names) are derived state (``archiver.identity``, architecture decision 12): the
@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0007"
-down_revision = "0005"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
