@@ -898,6 +898,65 @@ def disposition_reject(batch_id: str, reason: str) -> None:
     say(f"batch {out['id']}: {out['state']}")
 
 
+# --------------------------------------------------------------------------- exports (issue 10)
+
+
+@main.command("export")
+@click.option("--query", help="A search query: the matching items, their deliveries and media.")
+@click.option("--hold", "hold_id", help="A litigation hold's id: every record it holds now.")
+@click.option("--contact", help="A contact (wa_id, phone, BSUID) or business phone-number id.")
+@click.option("--after", help="With --contact: records from this date or UTC time (inclusive).")
+@click.option("--before", help="With --contact: records before this date or UTC time.")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="A new (or empty) folder for the bundle.")
+@click.option("--json", "as_json", is_flag=True, help="Print the counts and manifest hash as JSON.")
+@handled
+@needs_archive
+def export_cmd(query: str | None, hold_id: str | None, contact: str | None, after: str | None,
+               before: str | None, out: Path, as_json: bool) -> None:
+    """Write a provable export bundle (docs/export-format.md); the export is audited."""
+    from archiver import export
+
+    selection = export.Selection(query=query, hold=hold_id, contact=contact, after=after, before=before).check()
+    services = _services()
+    try:
+        done = export.write_bundle(services, selection, out, _actor())
+    finally:
+        services.close()
+    if as_json:
+        say_json(done.as_dict())
+        return
+    c = done.counts
+    say(f"{plural(c['records'], 'record')} exported to {out} ({c['shredded']} shredded, "
+        f"{plural(c['media_files'], 'media file')}, {c['media_missing']} attachments not exported, "
+        f"{plural(c['checkpoints'], 'checkpoint')}); manifest sha256 {done.manifest_sha256}")
+
+
+@main.command("verify-export")
+@click.argument("folder", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("--public-key", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="The archive's public key (PEM): the bundle must carry this very key.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON report.")
+@handled
+def verify_export(folder: Path, public_key: Path | None, as_json: bool) -> None:
+    """Check a bundle offline: file hashes, commitments, inclusion paths, checkpoints. Exit 1 on a problem."""
+    from archiver import export_verify
+
+    try:
+        problems, summary = export_verify.verify_bundle(folder, public_key)
+    except export_verify.NotABundle as exc:
+        say(f"error[not-a-bundle]: {exc}", err=True)
+        sys.exit(2)
+    if as_json:
+        say_json({"ok": not problems, "problems": problems, **summary})
+    else:
+        for line in problems:
+            say(line)
+        say(f"{'FAILED' if problems else 'OK'}: {plural(summary['records'], 'record')} "
+            f"({summary['shredded']} shredded), {plural(summary['checkpoints'], 'checkpoint')}, key {summary['key_id']}")
+    if problems:
+        sys.exit(1)
+
 
 # --------------------------------------------------------------------------- contact identities (issue 9)
 
@@ -944,7 +1003,6 @@ def contact_rebuild() -> None:
     finally:
         services.close()
     say(f"{plural(applied, 'identity link')} applied")
-
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -549,6 +549,21 @@ def _matches(services: Services, session: Session, hold: Hold, crit: Criteria, a
 
     ``contacts``: only records naming one of these contacts (an identity's re-check).
     """
+    found = matching(services, session, crit, after, through, lambda seqs: _already_held(session, hold.id, seqs),
+                     contacts=contacts)
+    return found - _already_held(session, hold.id, sorted(found))
+
+
+def matching(services: Services, session: Session, crit: Criteria, after: int, through: int,
+             already: Callable[[list[int]], set[int]] = lambda seqs: set(), *,
+             contacts: list[str] | None = None) -> set[int]:
+    """Seqs in ``(after, through]`` that ``crit`` selects, with the deliveries of matching items and
+    the media records of matching messages (or of those ``already`` says were selected before).
+    A custodian stands for every identifier of the person (``identity.resolve``); ``contacts``
+    narrows to records naming one of these contacts.
+
+    Holds and exports (``archiver.export``) select alike. Raises QuerySyntaxError, SearchUnavailable.
+    """
     where = [Record.seq > after, Record.seq <= through, Record.kind.not_in(NOT_HELD)]
     if contacts is not None:
         where.append(Record.contact.in_(contacts))
@@ -577,10 +592,10 @@ def _matches(services: Services, session: Session, hold: Hold, crit: Criteria, a
                                                   and r.kind not in ITEMLESS], numbers) if numbers else set())
     linked = {r.seq: m for r in rows if r.kind == "media"
               and isinstance(m := (r.links or {}).get("message"), int)}
-    held_messages = candidates | _already_held(session, hold.id, sorted(set(linked.values()) - candidates))
+    held_messages = candidates | already(sorted(set(linked.values()) - candidates))
     out = set(candidates) | {seq for seq, message in linked.items() if message in held_messages}
     out |= {r.delivery_seq for r in rows if r.seq in candidates and r.delivery_seq is not None}
-    return out - _already_held(session, hold.id, sorted(out))
+    return out
 
 
 def _already_held(session: Session, hold_id: str, seqs: list[int]) -> set[int]:

@@ -20,7 +20,7 @@ from flask import Blueprint, Flask, Response, jsonify
 from archiver.auth import require
 from archiver.listing import DEFAULT_LIMIT, MAX_LIMIT
 from archiver.params import SEQ_MAX
-from archiver.roles import HOLDERS, OVERSIGHT, READERS, REVIEWERS, ROLES, WRITERS
+from archiver.roles import EXPORTERS, HOLDERS, OVERSIGHT, READERS, REVIEWERS, ROLES, WRITERS
 from archiver.search import MAX_SIZE, MAX_WINDOW, SORTS
 
 bp = Blueprint("openapi", __name__)
@@ -154,6 +154,16 @@ PATHS: dict[str, dict[str, Any]] = {
         "Reject a batch (sealed as disposition_rejected first): {reason}; its keys are kept",
         REVIEWERS, {"200": _json("the batch"), **_errors(400, 404, 409)},
         parameters=[_path("batch_id", {"type": "string"}, "the batch's id")], requestBody=_ANY_BODY)},
+    "/api/v1/exports": {"post": _op(
+        "Write a provable export bundle (docs/export-format.md) under ARCHIVER_HOME/exports/<id>, audited: "
+        "{query} | {hold} | {contact, after, before}; role legal by hold only", EXPORTERS,
+        {"201": _json("the export's id, counts, manifest_sha256 and download route"), **_errors(400, 404, 503)},
+        requestBody=_ANY_BODY)},
+    "/api/v1/exports/{export_id}/bundle.zip": {"get": _op(
+        "The bundle as one zip (audited); role legal for hold exports only", EXPORTERS,
+        {"200": {"description": "the bundle", "content": {"application/zip": {"schema": {"type": "string",
+                                                                                         "format": "binary"}}}},
+         **_errors(404)}, parameters=[_path("export_id", {"type": "string"}, "the export's id")])},
     "/api/v1/openapi.json": {"get": _op("This document", ROLES, {"200": _json("OpenAPI 3.1")})},
 }
 

@@ -17,3 +17,5 @@ OVERSIGHT = ("compliance", "auditor", "admin")
 HOLDERS = ("legal", "admin")
 # Who reviews disposition: approves or rejects batches of review classes (records management).
 REVIEWERS = ("compliance", "admin")
+# Who takes provable exports out of the archive (legal: by hold only until tokens carry matters).
+EXPORTERS = ("compliance", "auditor", "legal")

@@ -36,11 +36,13 @@ EXPECTED_ROLES: dict[tuple[str, str], set[str]] = {
     ("/api/v1/dispositions", "get"): {"compliance", "admin"},
     ("/api/v1/dispositions/{batch_id}/approve", "post"): {"compliance", "admin"},
     ("/api/v1/dispositions/{batch_id}/reject", "post"): {"compliance", "admin"},
+    ("/api/v1/exports", "post"): {"compliance", "auditor", "legal"},
+    ("/api/v1/exports/{export_id}/bundle.zip", "get"): {"compliance", "auditor", "legal"},
     ("/api/v1/openapi.json", "get"): set(ROLES),
 }
 # A value for each path placeholder and query an allowed caller would send.
 EXAMPLE_PATH = {"seq": "1", "contact": "4479460001234", "hold_id": "hold-000000000000",
-                "batch_id": "disp-000000000000"}
+                "batch_id": "disp-000000000000", "export_id": "exp-000000000000"}
 EXAMPLE_QUERY = {"/api/v1/search": "?q=refund"}
 
 

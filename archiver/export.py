@@ -1,0 +1,342 @@
+"""Provable exports: a folder an auditor checks offline, without trusting the archive.
+
+``write_bundle`` selects records (a search query, a litigation hold, or a contact with an
+optional time window), decrypts them and writes the bundle described in
+``docs/export-format.md``: ``records.jsonl``, ``threads.json``, ``media/``, ``proofs/``,
+``public-key.pem``, ``MANIFEST.json`` (+ ``.sig``) and ``EXPORT.json`` (+ ``.sig``).
+
+Everything but ``EXPORT.json`` and its signature is a function of the selection and the
+archive's sealed state: the same selection on the same archive gives the same bytes
+(Ed25519 signatures are deterministic). Who exported and when live in ``EXPORT.json``,
+which names the manifest's hash. The export itself is audited (an ``export`` audit record:
+the selection, the counts and the manifest's hash, never content).
+
+Only records whose segment is stored in WORM with its checkpoint are exported (a record
+still in the outbox has no signed checkpoint to prove it yet).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import secrets
+import shutil
+import zipfile
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from archiver import chain, holds, jsonview, keys
+from archiver.canonical import canonical, sha256_hex
+from archiver.catalog import DataKey, HeldRecord, Media, Record, Segment, chunked
+from archiver.errors import ArchiverError, IntegrityError, ValidationError
+from archiver.journal import append_audit
+from archiver.records import segment_records
+from archiver.services import Services
+
+FORMAT = "archiver-export"
+VERSION = 1
+#: Files whose bytes depend on who exported and when; the manifest does not list them.
+UNLISTED = ("MANIFEST.json", "MANIFEST.json.sig", "EXPORT.json", "EXPORT.json.sig")
+
+
+class ExportExists(ArchiverError):
+    code = "export-exists"
+    http_status = 409
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What to export: exactly one of query, hold, contact (after/before only with contact)."""
+
+    query: str | None = None
+    hold: str | None = None
+    contact: str | None = None
+    after: str | None = None
+    before: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        if self.query is not None:
+            return {"by": "query", "query": self.query}
+        if self.hold is not None:
+            return {"by": "hold", "hold": self.hold}
+        return {"by": "contact", "contact": self.contact, "after": self.after, "before": self.before}
+
+    def check(self) -> "Selection":
+        """Raises ValidationError naming the field when the selection is not exactly one kind."""
+        given = [name for name in ("query", "hold", "contact") if getattr(self, name) not in (None, "")]
+        if len(given) != 1:
+            raise ValidationError("selection", "give exactly one of query, hold, contact")
+        if (self.after or self.before) and self.contact is None:
+            raise ValidationError("after", "after and before go with contact")
+        for name in ("query", "hold", "contact", "after", "before"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or len(value) > 2000 or "\x00" in value):
+                raise ValidationError(name, "must be a string")
+        return self
+
+
+@dataclass
+class Result:
+    """What an export wrote: the folder, counts and the manifest's hash."""
+
+    out: Path
+    counts: dict[str, int] = field(default_factory=dict)
+    manifest_sha256: str = ""
+    through_seq: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"out": str(self.out), "counts": self.counts, "manifest_sha256": self.manifest_sha256,
+                "through_seq": self.through_seq}
+
+
+def sealed_through(session: Session) -> int:
+    """The last seq of the last stored segment (every record up to it has a signed checkpoint)."""
+    seqs = session.scalars(select(Segment.last_seq).where(Segment.state == "stored")
+                           .order_by(Segment.first_seq)).all()
+    writing = session.scalar(select(Segment.first_seq).where(Segment.state == "writing").order_by(Segment.first_seq).limit(1))
+    stored = [s for s in seqs if writing is None or s < writing]
+    return stored[-1] if stored else 0
+
+
+def selected_seqs(services: Services, session: Session, sel: Selection, through: int) -> list[int]:
+    """The seqs ``sel`` selects up to ``through``, ascending. Raises ValidationError, NoSuchHold, QuerySyntaxError."""
+    if sel.hold is not None:
+        holds.show(services, sel.hold)  # NoSuchHold
+        seqs = set(session.scalars(select(HeldRecord.seq).where(HeldRecord.hold_id == sel.hold)))
+        return sorted(s for s in seqs if s <= through)
+    if sel.query is not None:
+        crit = holds.parse_criteria(query=sel.query)
+    else:
+        crit = holds.parse_criteria(custodians=[str(sel.contact)], after=sel.after, before=sel.before)
+    return sorted(holds.matching(services, session, crit, 0, through))
+
+
+def write_bundle(services: Services, sel: Selection, out: Path, actor: str) -> Result:
+    """Write the bundle of ``sel`` into ``out`` (absent or empty) and audit it.
+
+    Raises ValidationError, ExportExists, NoSuchHold, QuerySyntaxError, SearchUnavailable,
+    StoreError, IntegrityError.
+    """
+    sel.check()
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ExportExists(f"{out} exists and is not an empty folder", hint="give a new folder to --out")
+    with services.sessions() as session:
+        through = sealed_through(session)
+        seqs = selected_seqs(services, session, sel, through)
+        files, counts, ranges = _render(services, session, seqs)
+    # Written beside ``out`` and moved into place once audited: no bundle exists unaudited.
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = out.parent / f".{out.name}.partial-{secrets.token_hex(4)}"
+    try:
+        digest = _write_files(services, work, sel, through, files, counts, ranges, actor)
+        with services.sessions.begin() as session:
+            append_audit(session, "export", actor, selection=sel.as_dict(), through_seq=through, counts=counts,
+                         manifest_sha256=digest)
+        if out.exists():
+            out.rmdir()  # empty, checked above
+        work.rename(out)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return Result(out, counts, digest, through)
+
+
+def _write_files(services: Services, work: Path, sel: Selection, through: int, files: dict[str, bytes],
+                 counts: dict[str, int], ranges: list[list[int]], actor: str) -> str:
+    """Write the bundle into ``work``; return the manifest's SHA-256."""
+    work.mkdir(mode=0o700)
+    listed: dict[str, str] = {}
+    for name in sorted(files):
+        _write(work / name, files[name])
+        listed[name] = sha256_hex(files[name])
+    public = services.signing_key.public_key()
+    manifest = canonical({
+        "format": FORMAT, "version": VERSION, "selection": sel.as_dict(), "through_seq": through,
+        "archive": {"key_id": chain.key_id_of(public)}, "counts": counts, "seqs": ranges, "files": listed,
+    }) + b"\n"
+    digest = sha256_hex(manifest)
+    _write(work / "MANIFEST.json", manifest)
+    _write(work / "MANIFEST.json.sig", _signature(services, manifest))
+    export = canonical({"manifest_sha256": digest, "exported_by": actor,
+                        "exported_at": datetime.now(timezone.utc).isoformat()}) + b"\n"
+    _write(work / "EXPORT.json", export)
+    _write(work / "EXPORT.json.sig", _signature(services, export))
+    return digest
+
+
+def zip_bundle(folder: Path) -> bytes:
+    """The bundle as one zip: files in name order, a fixed time, so equal folders zip equally."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            info = zipfile.ZipInfo(path.relative_to(folder).as_posix(), date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            zf.writestr(info, path.read_bytes())
+    return buf.getvalue()
+
+
+def _signature(services: Services, data: bytes) -> bytes:
+    return base64.b64encode(services.signing_key.sign(data)) + b"\n"
+
+
+def _write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _render(services: Services, session: Session, seqs: list[int]) -> tuple[dict[str, bytes], dict[str, int], list[list[int]]]:
+    """Every file the manifest lists, by relative path, with the counts and the seq ranges."""
+    rows: dict[int, Record] = {}
+    for part in chunked(seqs, 500):
+        rows.update((r.seq, r) for r in session.scalars(select(Record).where(Record.seq.in_(part))))
+    attachments: dict[int, list[Media]] = {}  # one query per 500 seqs, not one per record
+    for part in chunked(seqs, 500):
+        for m in session.scalars(select(Media).where(Media.record_seq.in_(part)).order_by(Media.id)):
+            attachments.setdefault(m.record_seq, []).append(m)
+    segments: dict[int, tuple[Segment, list[dict[str, Any]], list[bytes]]] = {}
+    keys_cache: dict[str, bytes | None] = {}
+    selected = set(seqs)
+    items_of: dict[int, list[int]] = {}
+    for seq in seqs:
+        d = rows[seq].delivery_seq
+        if d is not None and d in selected and d != seq:
+            items_of.setdefault(d, []).append(seq)
+    lines, proofs = [], []
+    threads: dict[str, list[tuple[int, int]]] = {}
+    media_files: dict[str, bytes] = {}
+    counts = {"records": 0, "shredded": 0, "media_files": 0, "media_missing": 0, "checkpoints": 0, "threads": 0}
+    first_cp = last_cp = None
+    for seq in seqs:
+        row = rows[seq]
+        if row.segment_id not in segments:
+            seg = session.get(Segment, row.segment_id)
+            if seg is None:
+                raise IntegrityError(f"seq {seq}", "its segment is not in the catalog")
+            sealed = segment_records(services, seg)
+            segments[row.segment_id] = (seg, sealed, [chain.leaf_hash(chain.record_bytes(r)) for r in sealed])
+        seg, sealed, leaves = segments[row.segment_id]
+        index = seq - seg.first_seq
+        rec = sealed[index]
+        if rec["seq"] != seq or rec["hash"] != row.hash:
+            raise IntegrityError(f"seq {seq}", f"segment {seg.key} does not hold it as the catalog says")
+        salt, plain = _open(services, session, rec, keys_cache)
+        line: dict[str, Any] = {
+            "seq": seq, "hash": rec["hash"], "prev_hash": _prev_hash(session, seq, sealed, index),
+            "kind": rec["kind"], "type": rec.get("type"), "contact": row.contact, "thread": row.contact,
+            "occurred_at": _iso(row.occurred_at), "delivery_seq": row.delivery_seq if row.delivery_seq != seq else None,
+            "items": items_of.get(seq, []), "links": row.links or {}, "commitment": rec["commit"],
+            "shredded": plain is None, "salt": salt.hex() if salt is not None else None,
+            "plaintext": base64.b64encode(plain).decode() if plain is not None else None,
+            "content": jsonview.view(plain).get("value") if plain is not None else None,
+            "media": _media(services, session, rec, attachments.get(seq, []), plain is not None, keys_cache,
+                            media_files, counts),
+            "sealed": {k: v for k, v in rec.items() if k != "hash"},
+        }
+        lines.append(canonical(line))
+        proofs.append(canonical({"seq": seq, "segment": seg.key, "checkpoint": seg.checkpoint_key,
+                                 "leaf_index": index, "tree_size": len(leaves),
+                                 "path": chain.inclusion_proof(leaves, index)}))
+        counts["records"] += 1
+        counts["shredded"] += plain is None
+        if row.contact and rec["kind"] != "delivery":
+            threads.setdefault(row.contact, []).append((row.occurred_at or 0, seq))
+        first_cp = seg.first_seq if first_cp is None else min(first_cp, seg.first_seq)
+        last_cp = seg.last_seq if last_cp is None else max(last_cp, seg.last_seq)
+    checkpoints = _checkpoints(services, session, first_cp, last_cp) if first_cp is not None and last_cp is not None else []
+    counts["checkpoints"] = len(checkpoints)
+    counts["threads"] = len(threads)
+    public = services.signing_key.public_key()
+    files = {
+        "records.jsonl": b"".join(line + b"\n" for line in lines),
+        "threads.json": canonical({c: [s for _, s in sorted(v)] for c, v in sorted(threads.items())}) + b"\n",
+        "proofs/inclusion.jsonl": b"".join(p + b"\n" for p in proofs),
+        "proofs/checkpoints.jsonl": b"".join(cp + b"\n" for cp in checkpoints),
+        "public-key.pem": public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo),
+        **media_files,
+    }
+    return files, counts, holds.ranges(seqs)
+
+
+def _iso(epoch: int | None) -> str | None:
+    return datetime.fromtimestamp(epoch, timezone.utc).isoformat() if epoch is not None else None
+
+
+def _prev_hash(session: Session, seq: int, sealed: list[dict[str, Any]], index: int) -> str:
+    if index > 0:
+        return str(sealed[index - 1]["hash"])
+    if seq == 1:
+        return chain.GENESIS
+    prev = session.get(Record, seq - 1)
+    if prev is None:
+        raise IntegrityError(f"seq {seq - 1}", "the record before an exported one is not in the catalog")
+    return prev.hash
+
+
+def _key(session: Session, services: Services, kid: str, cache: dict[str, bytes | None]) -> bytes | None:
+    if kid not in cache:
+        row = session.get(DataKey, kid)
+        cache[kid] = services.kek.unwrap(row.wrapped, kid) if row and row.wrapped else None
+    return cache[kid]
+
+
+def _open(services: Services, session: Session, rec: dict[str, Any],
+          cache: dict[str, bytes | None]) -> tuple[bytes | None, bytes | None]:
+    """(salt, plaintext) of a sealed record, (None, None) once its data key was destroyed."""
+    data_key = _key(session, services, rec["kid"], cache)
+    if data_key is None:
+        return None, None
+    return keys.open_payload(data_key, base64.b64decode(rec["ct"]), str(rec["seq"]).encode(), f"seq {rec['seq']}")
+
+
+def _media(services: Services, session: Session, rec: dict[str, Any], named: list[Media], readable: bool,
+           cache: dict[str, bytes | None], media_files: dict[str, bytes], counts: dict[str, int]) -> list[dict[str, Any]]:
+    """The attachments of a record: a media record's file (written to ``media/<sha256>``), or the
+    fetch state of each attachment a message named (stored, pending or failed: never silently absent)."""
+    if rec["kind"] == "media":
+        found = session.scalar(select(Media).where(Media.object_key == rec.get("object")).limit(1))
+        entry: dict[str, Any] = {"object": rec.get("object"), "sha256": found.sha256 if found else None,
+                                 "file": None, "state": "stored"}
+        data_key = _key(session, services, found.key_id, cache) if found and readable else None
+        if found is None or found.sha256 is None or data_key is None:
+            entry["state"] = "shredded" if found is not None and data_key is None else "unreadable"
+            counts["media_missing"] += 1
+            return [entry]
+        name = f"media/{found.sha256}"
+        if name not in media_files:
+            blob = services.store.get(str(rec["object"]))
+            _, data = keys.open_payload(data_key, blob, str(rec["object"]).encode(), str(rec["object"]))
+            if sha256_hex(data) != found.sha256:
+                raise IntegrityError(str(rec["object"]), "media object holds other content than its record names")
+            media_files[name] = data
+            counts["media_files"] += 1
+        entry["file"] = name
+        return [entry]
+    out = []
+    for m in named:
+        out.append({"media_id": m.media_id, "state": m.state, "sha256": m.sha256, "mime_type": m.mime_type,
+                    "error": m.last_error if m.state != "stored" else None})
+        counts["media_missing"] += m.state != "stored"
+    return out
+
+
+def _checkpoints(services: Services, session: Session, first: int, last: int) -> list[bytes]:
+    """The stored checkpoints of the segments from the one starting at ``first`` to the one ending at
+    ``last``: the chain between the first and the last exported record's checkpoints."""
+    out = []
+    for seg in session.scalars(select(Segment).where(Segment.first_seq >= first, Segment.last_seq <= last,
+                                                      Segment.state == "stored").order_by(Segment.first_seq)):
+        blob = services.store.get(seg.checkpoint_key)
+        cp = chain.Checkpoint.from_bytes(blob, seg.checkpoint_key)
+        out.append(cp.to_bytes())
+    return out
