@@ -340,6 +340,29 @@ class HoldObject(Base):
     kind: Mapped[str] = mapped_column(String(16))  # segment | checkpoint | media
 
 
+class ContactId(Base):
+    """One identifier (wa_id/phone digits, BSUID) of a contact identity (``archiver.identity``).
+
+    Derived from the sealed ``identity_link`` records; ``identity`` is the smallest identifier
+    of the person; ``link_seq`` the link record that joined this identifier (the record that
+    proved the pairing is named in that link record).
+    """
+
+    __tablename__ = "contact_ids"
+    identifier: Mapped[str] = mapped_column(String(128), primary_key=True)
+    identity: Mapped[str] = mapped_column(String(128), index=True)
+    link_seq: Mapped[int] = mapped_column(SEQ)
+
+
+class ContactLink(Base):
+    """An identifier a sealed ``identity_link`` record names (derived with ``contact_ids``)."""
+
+    __tablename__ = "contact_links"
+    link_seq: Mapped[int] = mapped_column(SEQ, primary_key=True, autoincrement=False)
+    identifier: Mapped[str] = mapped_column(String(128), primary_key=True, index=True)
+    proof_seq: Mapped[int] = mapped_column(SEQ)
+
+
 class HoldEvent(Base):
     """One line of a hold's history: a sealed decision applied (created, applied, released)."""
 

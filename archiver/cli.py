@@ -958,5 +958,52 @@ def verify_export(folder: Path, public_key: Path | None, as_json: bool) -> None:
         sys.exit(1)
 
 
+# --------------------------------------------------------------------------- contact identities (issue 9)
+
+
+@main.group()
+def contact() -> None:
+    """Contact identities: a person's phone/wa_id and BSUIDs, learned from sealed pairings."""
+
+
+@contact.command("show")
+@click.argument("ident")
+@click.option("--json", "as_json", is_flag=True, help="Print the identity as JSON.")
+@handled
+@needs_archive
+def contact_show(ident: str, as_json: bool) -> None:
+    """A contact's identity: its identifiers and the sealed records that proved each pairing (audited)."""
+    from archiver import identity
+
+    services = _services()
+    try:
+        out = identity.show(services, ident)
+        _audited(services, "contact_viewed", contact=ident)
+    finally:
+        services.close()
+    if as_json:
+        say_json(out)
+        return
+    say(f"identity {out['identity']}: {', '.join(out['identifiers'])} ({plural(out['records'], 'record')})")
+    for link in out["links"]:
+        say(f"#{link['seq']}  {link['at']}  paired {' = '.join(link['ids'])}  "
+            f"proved by #{link['proof']} ({link['proof_kind']})")
+
+
+@contact.command("rebuild")
+@handled
+@needs_archive
+def contact_rebuild() -> None:
+    """Make the contact identity table again from the sealed identity_link records."""
+    from archiver import identity
+
+    services = _services()
+    try:
+        applied = identity.rebuild(services)
+    finally:
+        services.close()
+    say(f"{plural(applied, 'identity link')} applied")
+
+
 if __name__ == "__main__":
     main()

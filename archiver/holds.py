@@ -20,10 +20,14 @@ Evaluation follows the sealer (and, for a query hold, the search index) by seq, 
 cursor per hold: :func:`sync` runs at each decision and as the ``holds`` job, so records
 sealed while a hold is active are held too. A record matches when it meets every given
 criterion: a custodian (a contact's wa_id, phone or BSUID, digits compared for phone
-numbers; or a business phone-number id or display number), a time window on the record's
+numbers, standing for every identifier of that person (``identity.resolve``); or a
+business phone-number id or display number), a time window on the record's
 own time (the message's timestamp, else its delivery's receipt), and a search query (the
 search language). With a matching item its delivery is held too, and with a held message
 the media records linked to it. Audit records are never held (they are the service's own).
+When a pairing is learned (the ``identity`` cursor moves), every active custodian hold is
+evaluated again on the records it already passed that name one of its custodians'
+identifiers, so her records sealed before the pairing are held too.
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ from typing import Any
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from archiver import records
+from archiver import identity, records
 from archiver.catalog import (
     Cursor, Hold, HoldEvent, HeldRecord, HoldObject, Journal, Matter, Media, Record, Segment, chain_head, chunked,
     cursor_value, insert_rows, leader_lock, set_cursor,
@@ -56,6 +60,7 @@ log = logging.getLogger(__name__)
 
 EVENTS = ("matter_created", "hold_created", "hold_applied", "hold_released")
 CURSOR = "holds"  # the last sealed decision applied to the catalog tables
+IDENTITY_SEEN = "holds-identity"  # the identity cursor the holds were last re-checked at
 WINDOW = 20000  # records evaluated per step (and at most per hold_applied decision)
 NOT_HELD = ("audit",)  # the service's own records
 ITEMLESS = ("delivery", "media", "quarantine", "audit")  # kinds whose payload carries no business metadata
@@ -443,6 +448,8 @@ def evaluate(services: Services) -> tuple[int, bool]:
             return 0, False
         holds = list(session.scalars(select(Hold).where(Hold.status == "active").order_by(Hold.created_at)))
         ready = _sealed_through(session)
+    if (rechecked := _recheck_identities(services, holds)) is not None:
+        return rechecked, True
     index_seq: int | None = None
     journaled, more = 0, False
     for hold in holds:
@@ -476,6 +483,44 @@ def evaluate(services: Services) -> tuple[int, bool]:
     return journaled, more
 
 
+def _recheck_identities(services: Services, holds: list[Hold]) -> int | None:
+    """A custodian's identity grew (a pairing learned): hold her records evaluated before.
+
+    When contact identities changed since the last look (the ``identity`` cursor moved past
+    ``holds-identity``), each active custodian hold is evaluated again on the records up to
+    its cursor that name one of its custodians' identifiers, and journals a ``hold_applied``
+    for what it did not hold yet. Returns the decisions journaled, or None when nothing
+    changed (then marks the identities seen).
+    """
+    with services.sessions() as session:
+        learned = cursor_value(session, identity.CURSOR)
+        if learned <= cursor_value(session, IDENTITY_SEEN):
+            return None
+    journaled = 0
+    for hold in holds:
+        crit = Criteria.from_dict(hold.criteria)
+        if not crit.custodians or hold.cursor <= 0:
+            continue
+        with services.sessions() as session:
+            ids = identity.resolve_many(session, crit.custodians)
+            contacts = sorted(ids | set(crit.custodians))
+            new = sorted(_matches(services, session, hold, crit, 0, hold.cursor, contacts))
+        if not new:
+            continue
+        with services.sessions.begin() as session:
+            row = session.get(Hold, hold.id)
+            if row is None or row.status != "active":
+                continue
+            append_audit(session, "hold_applied", "archiver:holds", hold=hold.id, after=0, through=hold.cursor,
+                         seqs=ranges(new), counts={"new_records": len(new)}, reason="identity")
+        journaled += 1
+    if journaled:
+        return journaled  # sealed and applied first; the next look finds nothing new and moves on
+    with services.sessions.begin() as session:
+        set_cursor(session, IDENTITY_SEEN, learned)
+    return None
+
+
 def _unsealed_decisions(session: Session) -> bool:
     """A hold decision journaled and not yet sealed."""
     return any((meta or {}).get("event") in EVENTS for meta in session.scalars(
@@ -498,22 +543,33 @@ def _sealed_through(session: Session) -> int:
     return head if writing is None else min(head, writing - 1)
 
 
-def _matches(services: Services, session: Session, hold: Hold, crit: Criteria, after: int, through: int) -> set[int]:
-    """Seqs in ``(after, through]`` the hold newly holds (with the deliveries of matching items)."""
-    found = matching(services, session, crit, after, through, lambda seqs: _already_held(session, hold.id, seqs))
+def _matches(services: Services, session: Session, hold: Hold, crit: Criteria, after: int, through: int,
+             contacts: list[str] | None = None) -> set[int]:
+    """Seqs in ``(after, through]`` the hold newly holds (with the deliveries of matching items).
+
+    ``contacts``: only records naming one of these contacts (an identity's re-check).
+    """
+    found = matching(services, session, crit, after, through, lambda seqs: _already_held(session, hold.id, seqs),
+                     contacts=contacts)
     return found - _already_held(session, hold.id, sorted(found))
 
 
 def matching(services: Services, session: Session, crit: Criteria, after: int, through: int,
-             already: Callable[[list[int]], set[int]] = lambda seqs: set()) -> set[int]:
+             already: Callable[[list[int]], set[int]] = lambda seqs: set(), *,
+             contacts: list[str] | None = None) -> set[int]:
     """Seqs in ``(after, through]`` that ``crit`` selects, with the deliveries of matching items and
     the media records of matching messages (or of those ``already`` says were selected before).
+    A custodian stands for every identifier of the person (``identity.resolve``); ``contacts``
+    narrows to records naming one of these contacts.
 
     Holds and exports (``archiver.export``) select alike. Raises QuerySyntaxError, SearchUnavailable.
     """
+    where = [Record.seq > after, Record.seq <= through, Record.kind.not_in(NOT_HELD)]
+    if contacts is not None:
+        where.append(Record.contact.in_(contacts))
     rows = session.execute(
         select(Record.seq, Record.kind, Record.contact, Record.delivery_seq, Record.occurred_at, Record.links)
-        .where(Record.seq > after, Record.seq <= through, Record.kind.not_in(NOT_HELD)).order_by(Record.seq)).all()
+        .where(*where).order_by(Record.seq)).all()
     if not rows:
         return set()
     candidates = {r.seq for r in rows}
@@ -523,11 +579,14 @@ def matching(services: Services, session: Session, crit: Criteria, after: int, t
         times = _times(session, list(rows))
         candidates = {s for s in candidates if _in_window(times.get(s), crit)}
     if crit.custodians:
-        wanted = set(crit.custodians)
+        # A custodian is a person: every identifier of hers (identity.resolve) is held.
+        people = {c: identity.resolve(session, c) for c in crit.custodians}
+        wanted = set().union(*people.values())
         by_contact = {r.seq for r in rows if r.contact and identifier(r.contact) in wanted}
         # Only an identifier no record names as its contact can be a business number: reading
         # the payloads (decrypting) is skipped for a hold on contacts alone.
-        numbers = {c for c in wanted if session.scalar(select(Record.seq).where(Record.contact == c).limit(1)) is None}
+        numbers = {c for c, ids in people.items() if len(ids) == 1 and session.scalar(
+            select(Record.seq).where(Record.contact == c).limit(1)) is None}
         candidates = {s for s in candidates if s in by_contact} | (
             _business_matches(services, session, [r for r in rows if r.seq in candidates - by_contact
                                                   and r.kind not in ITEMLESS], numbers) if numbers else set())
@@ -550,7 +609,8 @@ def _already_held(session: Session, hold_id: str, seqs: list[int]) -> set[int]:
 
 def _query_seqs(services: Services, query: str, after: int, through: int) -> Iterator[int]:
     while True:
-        found = services.search.matching_seqs(query, after=after, through=through, limit=1000)
+        with identity.contact_aliases(services):  # contact:X means the person, as in search
+            found = services.search.matching_seqs(query, after=after, through=through, limit=1000)
         yield from found
         if len(found) < 1000:
             return

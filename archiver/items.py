@@ -76,6 +76,9 @@ class Item:
     refs: dict[str, str] = field(default_factory=dict)  # original / context / completes / reaction_to -> wamid
     media: tuple[MediaRef, ...] = ()
     state: str | None = None  # statuses: sent, delivered, read, played, failed
+    # Every identifier of the customer the item names (wa_id/phone, BSUID): two or more pair
+    # them as one person (``archiver.identity``). Never a business number.
+    ids: tuple[str, ...] = field(default=(), repr=False)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -456,6 +459,18 @@ def _identity(bsuid: str | None, phone: str | None, entry: dict[str, Any] | None
     return bsuid or _text(entry.get("user_id")) or phone or _text(entry.get("wa_id"))
 
 
+def _ids(ctx: _Change, *given: str | None, entry: dict[str, Any] | None = None) -> tuple[str, ...]:
+    """The customer identifiers an item names: ``given`` and its ``contacts[]`` entry's
+    ``wa_id``/``user_id`` (never ``parent_user_id``, never the business's own numbers)."""
+    entry = entry or {}
+    business = {ctx.phone_number_id, ctx.display_number}
+    out: list[str] = []
+    for value in (*given, _text(entry.get("wa_id")), _text(entry.get("user_id"))):
+        if value and value not in business and value not in out:
+            out.append(value)
+    return tuple(out)
+
+
 def _conversation_item(ctx: _Change, msg: dict[str, Any], kind: str, key: str,
                        side: tuple[str | None, str | None], **extra: Any) -> Item:
     """An item for a message-shaped object (live, echo or history)."""
@@ -464,7 +479,7 @@ def _conversation_item(ctx: _Change, msg: dict[str, Any], kind: str, key: str,
     return Item(kind=kind, key=key, payload=ctx.base(entry, message=msg, **extra),
                 wamid=_need(msg, "id"), contact=_identity(side[0], side[1], entry),
                 business=ctx.phone_number_id, occurred_at=parse_time(msg.get("timestamp")),
-                type=mtype, refs=_refs(msg, mtype), media=_media(msg))
+                type=mtype, refs=_refs(msg, mtype), media=_media(msg), ids=_ids(ctx, *side, entry=entry))
 
 
 def _inbound_message(ctx: _Change, el: Any) -> Item:
@@ -507,7 +522,8 @@ def _status(ctx: _Change, el: Any) -> Item:
     return Item(kind="status", key=f"status:{wamid}:{state}",
                 payload=ctx.base(entry, status=st), wamid=wamid,
                 contact=_identity(bsuid, phone, entry), business=ctx.phone_number_id,
-                occurred_at=parse_time(st.get("timestamp")), type=state, state=state)
+                occurred_at=parse_time(st.get("timestamp")), type=state, state=state,
+                ids=_ids(ctx, bsuid, phone, entry=entry))
 
 
 def _value_errors(ctx: _Change) -> list[Item | None]:
@@ -587,8 +603,9 @@ def _state_sync(ctx: _Change, el: Any) -> Item:
     action = _need(sync, "action")
     stamp = _need(_dict(sync.get("metadata")), "timestamp")
     return Item(kind="contact_sync", key=f"contact:{phone}:{action}:{stamp}",
-                payload=ctx.base(ctx.contact_entry(phone), state_sync=sync), contact=phone,
-                business=ctx.phone_number_id, occurred_at=parse_time(stamp), type=action)
+                payload=ctx.base(entry := ctx.contact_entry(phone), state_sync=sync), contact=phone,
+                business=ctx.phone_number_id, occurred_at=parse_time(stamp), type=action,
+                ids=_ids(ctx, phone, _text(_dict(sync.get("contact")).get("user_id")), entry=entry))
 
 
 def _preference(ctx: _Change, el: Any) -> Item:
@@ -600,7 +617,8 @@ def _preference(ctx: _Change, el: Any) -> Item:
     entry = ctx.contact_entry(user_id, wa_id)
     return Item(kind="consent", key=f"consent:{who}:{category}:{choice}:{stamp}",
                 payload=ctx.base(entry, preference=pref), contact=_identity(user_id, wa_id, entry),
-                business=ctx.phone_number_id, occurred_at=parse_time(stamp), type=choice)
+                business=ctx.phone_number_id, occurred_at=parse_time(stamp), type=choice,
+                ids=_ids(ctx, user_id, wa_id, entry=entry))
 
 
 # ----- template and account fields (one object per value, entry.time present)

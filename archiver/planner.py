@@ -58,6 +58,8 @@ class Pending:
     short: bool = False  # the class keeps records less than a day (its segment locks are not rounded to midnight)
     retain_until: datetime | None = None
     period: str = ""  # the key scope's period: the month the record's retention starts
+    ids: tuple[str, ...] = field(default=(), repr=False)  # the customer identifiers the item pairs (identity)
+    dup_ids: list[tuple[str, ...]] = field(default_factory=list, repr=False)  # a delivery's duplicate items' ids
 
 
 def key_digest(natural_key: str) -> str:
@@ -126,6 +128,8 @@ class Batch:
     waiting: list[tuple[str, int, str]] = field(default_factory=list)  # (target key, edit/revoke seq, kind)
     resolved: list[tuple[int, int, str]] = field(default_factory=list)  # (message seq, edit/revoke seq, kind)
     decisions: list[tuple[str, int, int]] = field(default_factory=list)  # (policy | decision, journal id, seq)
+    pairings: list[tuple[int, str, tuple[str, ...]]] = field(default_factory=list)  # (seq, kind, ids): identity.learn
+    identity_links: list[tuple[int, bytes]] = field(default_factory=list)  # (seq, body) of identity_link records
 
 
 class Planner:
@@ -238,7 +242,8 @@ class Planner:
         for r in records:
             r.clear["kid"] = self.kid(r)
             r.clear["policy"] = policy_seq
-        runs = []
+        links = [(r.seq, r.plaintext) for r in records if r.kind == "audit" and r.type == "identity_link"]
+        runs = []  # (sealing a run frees its records' plaintext)
         for cls in by_class:  # in seq order
             for run in _runs(by_class[cls], self.services.settings.segment_max_records):
                 runs.append(self._seal_run(cls, run, carry))
@@ -250,7 +255,10 @@ class Planner:
                      runs=runs, record_count=len(records), first_seq=first_seq, prev_hash=prev_hash,
                      **_side_rows(records, dups), waiting=waiting, resolved=resolved,
                      decisions=[(r.kind, r.journal_id, r.seq) for r in records
-                                if r.kind in ("policy", "decision") and r.journal_id is not None])
+                                if r.kind in ("policy", "decision") and r.journal_id is not None],
+                     pairings=[(r.seq, r.kind, r.ids) for r in records if len(r.ids) > 1]
+                     + [(r.seq, r.kind, ids) for r in records for ids in r.dup_ids],
+                     identity_links=links)
 
     def _policy_seq(self, records: list[Pending]) -> int:
         """The seq of the policy record classing this batch: a new version's own (it heads the
@@ -281,6 +289,8 @@ class Planner:
                 prior = first.get(d) or known.get(d)
                 if prior:
                     dups.append((prior, own, it.kind))
+                    if len(rec.ids) > 1:  # a copy can still pair: its delivery is the proof
+                        own.dup_ids.append(rec.ids)
                     continue
                 first[d] = rec
                 rec.item_key, rec.plaintext = d, canonical(it.payload)  # only now: duplicates never need it
@@ -396,7 +406,7 @@ def _item_record(it: items.Item, delivery: Pending) -> Pending:
     return Pending(
         kind=it.kind, plaintext=b"", contact=it.contact or delivery.contact,
         type=it.type, wamid=it.wamid, occurred_at=it.occurred_at, delivery=delivery,
-        media=it.media, state=it.state, links=dict(it.refs), original_ref=it.refs.get("original"),
+        media=it.media, state=it.state, links=dict(it.refs), original_ref=it.refs.get("original"), ids=it.ids,
     )
 
 

@@ -32,7 +32,7 @@ from typing import Any, Iterable
 from sqlalchemy import Text, bindparam, insert, select, type_coerce, update
 from sqlalchemy.orm import Session
 
-from archiver import chain, items, pipeline, policy_records, retention
+from archiver import chain, identity, items, pipeline, policy_records, retention
 from archiver.canonical import sha256_hex
 from archiver.catalog import (
     DuplicateHit, Journal, Media, MessageState, PendingLink, PolicyVersion, Record, RetentionExtension, Segment,
@@ -66,6 +66,15 @@ def seal_pending(services: Services, *, max_batches: int | None = None, pipeline
         runner = pipeline.Pipeline(_Stages(services))
         with pipeline.fewer_collections():
             sealed = runner.run(max_batches) if pipelined else runner.run_inline(max_batches)
+            # Identity links journaled by the last commits are sealed in the same run (they hold
+            # no pairings themselves: one more pass ends it).
+            for _ in range(3):
+                with services.sessions() as session:
+                    if max_batches is not None or not identity.unsealed_links(session):
+                        break
+                runner = pipeline.Pipeline(_Stages(services))
+                sealed += runner.run(None) if pipelined else runner.run_inline(None)
+        identity.catch_up(services)  # links sealed while the table was behind (a catalog just migrated)
         if sealed:
             # Sealed journal bodies would otherwise linger in old WAL frames (SQLite).
             truncate_wal(services.sessions)
@@ -171,6 +180,10 @@ def _write(services: Services, batch: Batch) -> list[Segment]:
         # The bodies go now: from this commit on the outbox segment holds them (encrypted).
         mark_sealed(session.connection(), batch.journal)
         _decisions(session, batch)
+        # Contact identities (decision 12): links sealed now act now; new pairings are journaled
+        # as link decisions in this same commit, to be sealed next.
+        identity.apply_sealed(session, batch.identity_links)
+        identity.learn(session, batch.pairings)
         _side_tables(session, batch)
         _late_links(session, batch)
     return segments

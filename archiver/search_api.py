@@ -12,7 +12,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
-from archiver import params
+from archiver import identity, params
 from archiver.auth import READERS, require
 from archiver.errors import ArchiverError, ValidationError
 from archiver.journal import append_audit
@@ -48,7 +48,8 @@ def run_search(services: Any, actor: str, q: str, page: int, size: int, sort: st
     """Search and audit it (the attempt is audited even when it fails). Raises ArchiverError."""
     try:
         check_paging(page, size, sort)
-        result = services.search.search(q, page=page, size=size, sort=sort)
+        with identity.contact_aliases(services):  # contact:X finds every identifier of the person
+            result = services.search.search(q, page=page, size=size, sort=sort)
     except ArchiverError as exc:
         _audit(services, "search", actor, query=q, page=page, error=exc.code)
         raise
@@ -76,11 +77,13 @@ def search() -> Response:
 @bp.get("/api/v1/conversations/<contact>")
 @require(*READERS)
 def conversation(contact: str) -> Response:
-    """The thread with ``contact`` in time order, around ``?around=<seq>`` if given."""
+    """The thread with ``contact`` (all her identifiers) in time order, around ``?around=<seq>`` if given."""
     services = current_app.extensions["archiver"]
     around = request.args.get("around")
     around_seq = params.seq_arg(around, "around") if around else None
     size = params.bounded_int(request.args.get("size"), "size", 50, 1, MAX_SIZE)
-    docs = services.search.conversation(contact, around_seq, size)
+    with services.sessions() as session:  # every identifier of the person (phone, wa_id, BSUID)
+        aliases = sorted(identity.resolve(session, contact) - {contact})
+    docs = services.search.conversation(contact, around_seq, size, aliases)
     _audit(services, "conversation_viewed", g.actor, contact=contact, around=around_seq, results=len(docs))
     return jsonify({"contact": contact, "around": around_seq, "messages": docs})

@@ -155,13 +155,15 @@ class SearchIndex(Protocol):
         SearchUnavailable if the backend cannot answer.
         """
 
-    def conversation(self, contact: str, around_seq: int | None = None, size: int = 50) -> list[dict[str, Any]]:
+    def conversation(self, contact: str, around_seq: int | None = None, size: int = 50,
+                     aliases: Sequence[str] = ()) -> list[dict[str, Any]]:
         """Up to ``size`` documents of ``contact``, oldest first.
 
         With ``around_seq``, a window of about ``size // 2`` documents before it, then it
         and those after; ``[]`` if that seq is not one of the contact's documents. Without
-        it, the latest ``size`` documents. Raises ValueError for a bad size,
-        SearchUnavailable.
+        it, the latest ``size`` documents. ``aliases`` are more identifiers of the same
+        person (``identity.resolve``): their documents are hers too. Raises ValueError for
+        a bad size, SearchUnavailable.
         """
 
     def matching_seqs(self, query: str, *, after: int, through: int, limit: int = 1000) -> list[int]:

@@ -217,29 +217,31 @@ class Fts5Index:
         hits = [Hit.from_doc(by_seq[seq], text.snippet(by_seq[seq]["text"], patterns)) for seq in seqs]
         return SearchResult(total=total, hits=hits, facets=facets, page=page, size=size)
 
-    def conversation(self, contact: str, around_seq: int | None = None, size: int = 50) -> list[dict[str, Any]]:
+    def conversation(self, contact: str, around_seq: int | None = None, size: int = 50,
+                     aliases: Sequence[str] = ()) -> list[dict[str, Any]]:
         """The contact's documents in time order, around ``around_seq`` or the latest.
 
         Raises ValueError, SearchUnavailable.
         """
         check_size(size)
-        contact = contact.removeprefix("+")
-        select = f"SELECT {_COLUMNS} FROM docs d WHERE d.contact IS ?"  # noqa: S608
+        contacts = list(dict.fromkeys(c.removeprefix("+") for c in (contact, *aliases)))
+        marks = ", ".join("?" * len(contacts))
+        select = f"SELECT {_COLUMNS} FROM docs d WHERE d.contact IN ({marks})"  # noqa: S608 - placeholders only
         with self._transaction("DEFERRED") as db:
             if around_seq is None:
-                rows = db.execute(f"{select} ORDER BY {_ORDER['newest']} LIMIT ?", [contact, size]).fetchall()
+                rows = db.execute(f"{select} ORDER BY {_ORDER['newest']} LIMIT ?", [*contacts, size]).fetchall()
                 return [_doc(row) for row in reversed(rows)]
-            anchor = db.execute(f"{select} AND d.seq = ?", [contact, around_seq]).fetchone()
+            anchor = db.execute(f"{select} AND d.seq = ?", [*contacts, around_seq]).fetchone()
             if anchor is None:
                 return []
             time = _doc(anchor)["time"]
             key = [time, time, around_seq]
             before = db.execute(
                 f"{select} AND (d.time < ? OR (d.time = ? AND d.seq < ?)) ORDER BY {_ORDER['newest']} LIMIT ?",
-                [contact, *key, size // 2]).fetchall()
+                [*contacts, *key, size // 2]).fetchall()
             after = db.execute(
                 f"{select} AND (d.time > ? OR (d.time = ? AND d.seq >= ?)) ORDER BY {_ORDER['oldest']} LIMIT ?",
-                [contact, *key, size - len(before)]).fetchall()
+                [*contacts, *key, size - len(before)]).fetchall()
         return [_doc(row) for row in [*reversed(before), *after]]
 
     def matching_seqs(self, query: str, *, after: int, through: int, limit: int = 1000) -> list[int]:

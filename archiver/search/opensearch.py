@@ -398,14 +398,15 @@ class OpenSearchIndex:
                             facets=_facets(resp["aggregations"]), page=page, size=size)
 
     @_translated
-    def conversation(self, contact: str, around_seq: int | None = None, size: int = 50) -> list[dict[str, Any]]:
+    def conversation(self, contact: str, around_seq: int | None = None, size: int = 50,
+                     aliases: Sequence[str] = ()) -> list[dict[str, Any]]:
         """The contact's documents in time order, around ``around_seq`` or the latest.
 
         Raises ValueError, SearchUnavailable.
         """
         check_size(size)
         self._ensure_ready()
-        mine = {"term": {"contact": contact.removeprefix("+")}}
+        mine = {"terms": {"contact": list(dict.fromkeys(c.removeprefix("+") for c in (contact, *aliases)))}}
         if around_seq is None:
             return list(reversed(self._window([mine], "newest", size)))
         anchor = self._window([mine, {"term": {"seq": around_seq}}], "newest", 1)

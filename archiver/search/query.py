@@ -26,7 +26,8 @@ character position of the offending part. This module is pure.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TypeAlias
@@ -45,6 +46,9 @@ ENUM_FILTERS = {
     "kind": DOCUMENT_KINDS,
 }
 FILTERS = (*ID_FILTERS, *EXACT_FILTERS, *ENUM_FILTERS, "has", "after", "before")
+CONTACT_ALIASES: ContextVar[Callable[[str], tuple[str, ...]] | None] = ContextVar("contact_aliases", default=None)
+"""When set (``identity.contact_aliases``), ``contact:X`` matches any of the identifiers it gives for X
+(the contact identity's wa_id/phone and BSUID): expanded at query time, no reindexing."""
 
 _FILTER_SYNTAX = re.compile(r"([A-Za-z_]+):(.*)", re.DOTALL)
 _PHONE = re.compile(r"[\d\s+\-().]+")
@@ -225,6 +229,9 @@ def _filter(name: str, value: str, pos: int) -> Node:
         number = re.sub(r"\D", "", value) if _PHONE.fullmatch(value) else value
         if not number:
             raise QuerySyntaxError(f"filter {name!r} needs a value", vpos)
+        aliases = CONTACT_ALIASES.get() if name == "contact" else None
+        if aliases is not None:
+            return disjoin([Field("contact", v) for v in dict.fromkeys((number, *aliases(number)))])
         return Field(ID_FILTERS[name], number)
     if name in EXACT_FILTERS:
         return Field(EXACT_FILTERS[name], value)
