@@ -34,7 +34,7 @@ import re
 import secrets
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
@@ -47,7 +47,7 @@ from archiver.catalog import (
     cursor_value, insert_rows, leader_lock, set_cursor,
 )
 from archiver.errors import ArchiverError, QuerySyntaxError, ValidationError
-from archiver.journal import append_audit
+from archiver.journal import append_audit, append_job_run
 from archiver.retention_policy import identifier
 from archiver.search import query as ql
 from archiver.services import Services
@@ -57,7 +57,7 @@ log = logging.getLogger(__name__)
 EVENTS = ("matter_created", "hold_created", "hold_applied", "hold_released")
 CURSOR = "holds"  # the last sealed decision applied to the catalog tables
 WINDOW = 20000  # records evaluated per step (and at most per hold_applied decision)
-NOT_HELD = ("audit",)  # the service's own records
+NOT_HELD = ("audit", "job_run")  # the service's own records
 ITEMLESS = ("delivery", "media", "quarantine", "audit")  # kinds whose payload carries no business metadata
 WAIT_SECONDS = 120.0
 
@@ -250,17 +250,52 @@ def sync(services: Services) -> dict[str, int]:
                 select(Segment.id).where(Segment.state == "writing").limit(1)) is not None
         if unsealed:
             _seal(services)
-        applied = replay(services)
+        started = datetime.now(timezone.utc)
+        done = Applied()
+        applied = replay(services, done)
         held = 0
         for _ in range(1000):  # evaluate in windows until every hold has caught up
             journaled, more = evaluate(services)
             if journaled:
                 _seal(services)
-                applied += replay(services)
+                applied += replay(services, done)
             held += journaled
             if not more:
                 break
-        return {"decisions": applied, "evaluated": held}
+        summary = {"decisions": applied, "evaluated": held}
+        if applied:
+            _seal_run(services, started, summary, done)
+        return summary
+
+
+@dataclass
+class Applied:
+    """What one sync applied: the seqs of the decisions by event, and the holds they named."""
+
+    seqs: dict[str, list[int]] = field(default_factory=dict)
+    holds: set[str] = field(default_factory=set)
+
+    def add(self, seq: int, body: dict[str, Any]) -> None:
+        self.seqs.setdefault(str(body.get("event")), []).append(seq)
+        if isinstance(body.get("hold"), str):
+            self.holds.add(body["hold"])
+
+
+def _seal_run(services: Services, started: datetime, summary: dict[str, int], done: Applied) -> None:
+    """Journal and seal one ``job_run`` record (job ``holds``) for a sync that applied decisions.
+
+    The decisions themselves are sealed before they act; this record says what the run did
+    with them: each applied decision's seq by event, the holds touched, and when. An idle
+    sync seals nothing. ``job_run`` records are never held (``NOT_HELD``), so this record
+    gives the next sync nothing to do.
+    """
+    report = {"trigger": "sync", "actor": None, "started_at": started.isoformat(),
+              "ended_at": datetime.now(timezone.utc).isoformat(), "outcome": "ok", "error": None, "code": None,
+              "summary": {**summary, "applied": {event: ranges(sorted(seqs)) for event, seqs in sorted(done.seqs.items())},
+                          "holds": sorted(done.holds)}}
+    with services.sessions.begin() as session:
+        append_job_run(session, "holds", report)
+    _seal(services)
 
 
 def _seal(services: Services) -> None:
@@ -269,12 +304,13 @@ def _seal(services: Services) -> None:
     sealer.seal_pending(services, pipelined=False)
 
 
-def replay(services: Services) -> int:
-    """Apply every sealed decision after the ``holds`` cursor, in seq order; return how many.
+def replay(services: Services, done: Applied | None = None) -> int:
+    """Apply every sealed decision after the ``holds`` cursor, in seq order; return how many
+    (and add each to ``done``).
 
     A decision is applied once its segment is in WORM (not while it waits in the outbox).
     """
-    done = 0
+    count = 0
     while True:
         with services.sessions() as session:
             after = cursor_value(session, CURSOR)
@@ -284,7 +320,7 @@ def replay(services: Services) -> int:
                     Record.seq <= _sealed_through(session))
                 .order_by(Record.seq).limit(200)).all()
             if not rows:
-                return done
+                return count
             bodies = _bodies(services, session, [(r.seq, r.segment_id) for r in rows])
         for row in rows:
             body = bodies.get(row.seq)
@@ -293,7 +329,9 @@ def replay(services: Services) -> int:
                     set_cursor(session, CURSOR, row.seq)
                 continue
             _apply(services, row.seq, body)
-            done += 1
+            count += 1
+            if done is not None:
+                done.add(row.seq, body)
 
 
 def _bodies(services: Services, session: Session, wanted: list[tuple[int, int]]) -> dict[int, dict[str, Any] | None]:

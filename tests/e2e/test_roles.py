@@ -33,6 +33,7 @@ EXPECTED_ROLES: dict[tuple[str, str], set[str]] = {
     ("/api/v1/holds", "post"): {"legal", "admin"},
     ("/api/v1/holds/{hold_id}", "get"): {"legal", "admin"},
     ("/api/v1/holds/{hold_id}/release", "post"): {"legal", "admin"},
+    ("/api/v1/holds/{hold_id}/certificate", "get"): {"legal", "admin"},
     ("/api/v1/openapi.json", "get"): set(ROLES),
 }
 # A value for each path placeholder and query an allowed caller would send.
