@@ -99,7 +99,7 @@ def test_certificate_verifies_with_only_the_public_key_and_its_root_recomputes(i
     with inst.services.sessions() as session:
         assert session.scalar(select(func.count()).select_from(Record).where(
             Record.kind == "audit", Record.type == "hold_certificate_generated")) == 0  # journaled, not yet sealed
-    holds.sync(inst.services)
+    seal(inst.services)
     with inst.services.sessions() as session:
         assert session.scalar(select(func.count()).select_from(Record).where(
             Record.kind == "audit", Record.type == "hold_certificate_generated")) == 1
