@@ -92,12 +92,12 @@ def generate(services: Services, hold_id: str, actor: str) -> dict[str, Any]:
     if missing:
         raise IntegrityError(f"seq {missing[0]}", "held, but not in its segment")
     checkpoint = (json.loads(services.store.get(checkpoint_key)) if checkpoint_key else None)
-    listed = [[s, leaves[s]] for s in seqs]
+    listed: list[tuple[int, str]] = [(s, leaves[s]) for s in seqs]
     hold.pop("counts", None)
     cert: dict[str, Any] = {
         "v": 1, "type": "hold_certificate", "archive_id": archive,
         "generated_at": datetime.now(timezone.utc).isoformat(), "generated_by": actor,
-        "hold": hold, "record_count": len(listed), "records": listed,
+        "hold": hold, "record_count": len(listed), "records": [list(r) for r in listed],
         "merkle_root": merkle_root([bytes.fromhex(h) for _, h in listed]),
         "merkle_tree": "RFC 6962 2.1 over records[].leaf_hash in seq order; leaf_hash = SHA-256(0x00 || canonical "
                        "record without hash), as in the segment trees; no records: SHA-256('')",
