@@ -18,12 +18,14 @@ active hold still needs.
 
 Evaluation follows the sealer (and, for a query hold, the search index) by seq, with a
 cursor per hold: :func:`sync` runs at each decision and as the ``holds`` job, so records
-sealed while a hold is active are held too. A record matches when it meets every given
+sealed while a hold is active are held too. A sync that applied at least one decision
+seals one ``job_run`` record (job ``holds``) saying what it applied; an idle one seals
+nothing (see :func:`_seal_run`). A record matches when it meets every given
 criterion: a custodian (a contact's wa_id, phone or BSUID, digits compared for phone
 numbers; or a business phone-number id or display number), a time window on the record's
 own time (the message's timestamp, else its delivery's receipt), and a search query (the
 search language). With a matching item its delivery is held too, and with a held message
-the media records linked to it. Audit records are never held (they are the service's own).
+the media records linked to it. Audit and job_run records are never held (they are the service's own).
 """
 
 from __future__ import annotations
