@@ -557,8 +557,9 @@ def _matches(services: Services, session: Session, hold: Hold, crit: Criteria, a
         # Only an identifier no record names as its contact can be a business number: reading
         # the payloads (decrypting) is skipped for a hold on contacts alone.
         numbers = {c for c in wanted if session.scalar(select(Record.seq).where(Record.contact == c).limit(1)) is None}
+        rest = candidates - by_contact  # once: computed per row it made a window quadratic
         candidates = {s for s in candidates if s in by_contact} | (
-            _business_matches(services, session, [r for r in rows if r.seq in candidates - by_contact
+            _business_matches(services, session, [r for r in rows if r.seq in rest
                                                   and r.kind not in ITEMLESS], numbers) if numbers else set())
     linked = {r.seq: m for r in rows if r.kind == "media"
               and isinstance(m := (r.links or {}).get("message"), int)}
