@@ -1005,5 +1005,58 @@ def contact_rebuild() -> None:
     say(f"{plural(applied, 'identity link')} applied")
 
 
+@hold.command("certificate")
+@click.argument("hold_id")
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False, writable=True),
+              help="File to write the signed certificate to (JSON).")
+@handled
+@needs_archive
+def hold_certificate(hold_id: str, out: str) -> None:
+    """Write the hold's signed certificate: held seqs, leaf hashes, Merkle root, checkpoint (audited)."""
+    from archiver import hold_certificate as certificates
+
+    services = _services()
+    try:
+        doc = certificates.generate(services, hold_id, _actor())
+    finally:
+        services.close()
+    Path(out).write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    cert = doc["certificate"]
+    say(f"{plural(cert['record_count'], 'record')}, Merkle root {cert['merkle_root']}; certificate written: {out}")
+
+
+@hold.command("verify-certificate")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--public-key", "public_key", type=click.Path(exists=True, dir_okay=False),
+              help="The archive's checkpoint public key (PEM); without it, the key in the file is used.")
+@click.option("--offline", is_flag=True, help="Do not check the records against the archive in ARCHIVER_HOME.")
+@handled
+def hold_verify_certificate(file: str, public_key: str | None, offline: bool) -> None:
+    """Check a hold certificate: signature, Merkle root, checkpoint; and, with the archive, every record."""
+    from archiver import hold_certificate as certificates
+
+    try:
+        doc = json.loads(Path(file).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ValidationError("file", f"is not a JSON file ({exc.__class__.__name__})") from exc
+    key = certificates.load_public_key(Path(public_key).read_bytes()) if public_key else None
+    settings = Settings.from_env()
+    services = None if offline or not home.exists(settings) else _services()
+    try:
+        problems = certificates.verify(doc, key, services)
+    finally:
+        if services is not None:
+            services.close()
+    for problem in problems:
+        say(f"FAIL {problem}", err=True)
+    if problems:
+        sys.exit(1)
+    cert = doc["certificate"]
+    where = "offline" if services is None else "against the archive"
+    trust = "" if key is not None or services is not None else " (with the key in the file: give --public-key)"
+    say(f"certificate OK ({where}{trust}): {plural(cert['record_count'], 'record')}, "
+        f"Merkle root {cert['merkle_root']}")
+
+
 if __name__ == "__main__":
     main()

@@ -75,6 +75,15 @@ def show_hold(hold_id: str) -> Response:
     return jsonify(out)
 
 
+@bp.get("/api/v1/holds/<hold_id>/certificate")
+@require(*HOLDERS)
+def hold_certificate(hold_id: str) -> Response:
+    """The hold's signed certificate (``archiver.hold_certificate``); generating it is audited."""
+    from archiver import hold_certificate
+
+    return jsonify(hold_certificate.generate(_services(), hold_id, g.actor))
+
+
 @bp.post("/api/v1/holds/<hold_id>/release")
 @require(*HOLDERS)
 def release_hold(hold_id: str) -> Response:

@@ -2,16 +2,18 @@
 
 Two kinds of job (``Job``):
 
-*Housekeeping* (``seal``, ``media``, ``index``) runs every few seconds (intervals from the
+*Housekeeping* (``seal``, ``media``, ``index``, ``holds``) runs every few seconds (intervals from the
 settings). Each run takes that stage's own lock (``leader_lock``) and is idempotent: a run
 that fails is retried on the next tick from what the catalog says is done. A run is not
 sealed: a record every few seconds would grow the WORM store by records no one may delete,
-and what the stage did is sealed anyway (the records, segments and media it wrote). Its
+and what the stage did is sealed anyway (the records, segments and media it wrote); the
+``holds`` sync seals one ``job_run`` of its own when a run applied hold decisions
+(``holds.sync``), none when idle. Its
 ``job_state`` row (last run, outcome, next run) is written when the outcome changes and
 otherwise at most every ``STATE_EVERY`` seconds, so an idle archive does not write the
 catalog every tick.
 
-*Scheduled* jobs (``worm-selftest``; disposition and hold sync register here too) run on
+*Scheduled* jobs (``worm-selftest``; disposition registers here too) run on
 a cron line in UTC from ``policies/schedule.yaml`` (``archiver.schedule``), or the default
 they were registered with. Each run:
 

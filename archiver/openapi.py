@@ -139,6 +139,11 @@ PATHS: dict[str, dict[str, Any]] = {
         "One hold: criteria, status, counts (records, contacts, segments, checkpoints, media objects with the "
         "legal hold ON) and history (audited)", HOLDERS, {"200": _json("the hold"), **_errors(404)},
         parameters=[_path("hold_id", {"type": "string"}, "the hold's id")])},
+    "/api/v1/holds/{hold_id}/certificate": {"get": _op(
+        "The hold's certificate: the held records' seqs and leaf hashes, their RFC 6962 Merkle root and the "
+        "latest checkpoint, signed with the checkpoint key (Ed25519); generating it is audited", HOLDERS,
+        {"200": _json("{certificate, signature, public_key, algorithm}"), **_errors(404, 503)},
+        parameters=[_path("hold_id", {"type": "string"}, "the hold's id")])},
     "/api/v1/holds/{hold_id}/release": {"post": _op(
         "Release a hold (sealed as hold_released first): {reason}; legal holds no other active hold needs go OFF",
         HOLDERS, {"200": _json("the hold"), **_errors(400, 404, 409, 503)},

@@ -33,6 +33,7 @@ EXPECTED_ROLES: dict[tuple[str, str], set[str]] = {
     ("/api/v1/holds", "post"): {"legal", "admin"},
     ("/api/v1/holds/{hold_id}", "get"): {"legal", "admin"},
     ("/api/v1/holds/{hold_id}/release", "post"): {"legal", "admin"},
+    ("/api/v1/holds/{hold_id}/certificate", "get"): {"legal", "admin"},
     ("/api/v1/dispositions", "get"): {"compliance", "admin"},
     ("/api/v1/dispositions/{batch_id}/approve", "post"): {"compliance", "admin"},
     ("/api/v1/dispositions/{batch_id}/reject", "post"): {"compliance", "admin"},
