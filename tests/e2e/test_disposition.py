@@ -24,16 +24,13 @@ from click.testing import CliRunner
 from sqlalchemy import func, select
 
 from archiver import holds, indexer, jobs
-from archiver.app import create_app
 from archiver.catalog import DataKey, Disposition, Journal, Record
 from archiver.cli import main as cli
-from archiver.config import Settings
-from archiver.services import Services
 from tests import backends
 from tests.contract.test_catalog import _pg_schema_url
 from tests.conftest import make_env
-from tests.e2e.test_holds import message
-from tests.e2e.test_pipeline import post, report, seal
+from tests.e2e.test_holds import InProcess, message
+from tests.e2e.test_pipeline import report, seal
 from tests.serving import ROOT
 
 pytestmark = [pytest.mark.s3]
@@ -56,46 +53,27 @@ POLICY = f"""classes:
 """
 
 
-class Archive:
-    def __init__(self, env: dict[str, str]) -> None:
-        self.env = env
-        self.services = Services.open(Settings.from_env(env))
-        self.client = create_app(services=self.services).test_client()
-
-    def ingest(self, *bodies: bytes) -> list[int]:
-        with self.services.sessions() as session:
-            before = session.scalar(select(func.max(Record.seq))) or 0
-        for body in bodies:
-            assert post(self.client, body).status_code == 200
-        seal(self.services)
-        with self.services.sessions() as session:
-            return list(session.scalars(select(Record.seq).where(Record.seq > before, Record.kind == "message")
-                                        .order_by(Record.seq)))
-
-    def row(self, seq: int) -> Record:
-        with self.services.sessions() as session:
-            found = session.get(Record, seq)
-            assert found is not None
-            return found
+class Archive(InProcess):
+    """An in-process archiver, with what the disposition tests look at."""
 
     def key_alive(self, seq: int) -> bool:
         with self.services.sessions() as session:
-            key = session.get(DataKey, self.row(seq).key_id)
+            key = session.get(DataKey, self.record(seq).key_id)
             assert key is not None
             return key.wrapped is not None
 
     def under(self, seq: int) -> list[int]:
         """Every seq under the data key of ``seq``."""
         with self.services.sessions() as session:
-            return list(session.scalars(select(Record.seq).where(Record.key_id == self.row(seq).key_id)
+            return list(session.scalars(select(Record.seq).where(Record.key_id == self.record(seq).key_id)
                                         .order_by(Record.seq)))
 
     def wait_expired(self, *seqs: int) -> None:
         """Until every record under the keys of ``seqs`` and their deliveries has passed its
         retain_until (the clock moves on)."""
         with self.services.sessions() as session:
-            rows = [self.row(s) for s in seqs]
-            kids = [r.key_id for r in rows] + [self.row(r.delivery_seq).key_id for r in rows if r.delivery_seq]
+            rows = [self.record(s) for s in seqs]
+            kids = [r.key_id for r in rows] + [self.record(r.delivery_seq).key_id for r in rows if r.delivery_seq]
             last = session.scalar(select(func.max(Record.retain_until)).where(Record.key_id.in_(kids)))
         assert last is not None
         while datetime.now(timezone.utc) < last:
@@ -163,9 +141,9 @@ def test_expired_keys_are_shredded_held_and_default_ones_kept_review_waits_for_a
     plan = json.loads(dry.stdout)
     assert plan["dry_run"] is True
     # The message's key (the period of its own time) and its delivery's (the period of receipt).
-    delivery = arch.row(short).delivery_seq
+    delivery = arch.record(short).delivery_seq
     assert delivery is not None
-    scopes = sorted({arch.row(short).key_id, arch.row(delivery).key_id})
+    scopes = sorted({arch.record(short).key_id, arch.record(delivery).key_id})
     covered = sorted(set(arch.under(short)) | set(arch.under(delivery)))
     assert [k["key"] for k in plan["keys"]] == scopes
     assert plan["classes"]["short-test"]["records"] == len(covered) == 2
@@ -184,7 +162,7 @@ def test_expired_keys_are_shredded_held_and_default_ones_kept_review_waits_for_a
     assert not arch.key_alive(short) and not arch.key_alive(delivery)
     assert arch.key_alive(kept) and arch.key_alive(held) and arch.key_alive(reviewed)
     assert arch.found("expiring") == {kept, held, reviewed}
-    decision = arch.row(out["disposition_seq"])
+    decision = arch.record(out["disposition_seq"])
     assert (decision.kind, decision.type) == ("decision", "disposition")
 
     shown = arch.cli("show", str(short))
@@ -192,12 +170,12 @@ def test_expired_keys_are_shredded_held_and_default_ones_kept_review_waits_for_a
     view = json.loads(shown.stdout)
     assert view["disposition"]["status"] == "disposed"
     assert view["disposition"]["disposition_seq"] == out["disposition_seq"]
-    assert view["content"] is None and view["proof"]["hash"] == arch.row(short).hash
+    assert view["content"] is None and view["proof"]["hash"] == arch.record(short).hash
     assert view["proof"]["inclusion_path"] is not None
     sealed = json.loads(arch.cli("show", str(out["disposition_seq"])).stdout)["content"]
     assert sealed["event"] == "disposition" and [k["key"] for k in sealed["keys"]] == scopes
     assert sorted(s for k in sealed["keys"] for first, last in k["seqs"] for s in range(first, last + 1)) == covered
-    assert sealed["classes"]["short-test"]["policy_seqs"] == [arch.row(short).policy_seq]
+    assert sealed["classes"]["short-test"]["policy_seqs"] == [arch.record(short).policy_seq]
     assert report(arch.services).ok
 
     # Review: nothing goes until a compliance officer approves.
@@ -218,7 +196,7 @@ def test_expired_keys_are_shredded_held_and_default_ones_kept_review_waits_for_a
     seal(arch.services)
     with arch.services.sessions() as session:
         run_seq = session.scalar(select(Journal.delivery_seq).where(Journal.id == done.journal_id))
-    assert run_seq is not None and arch.row(run_seq).kind == "job_run"
+    assert run_seq is not None and arch.record(run_seq).kind == "job_run"
     second = json.loads(arch.cli("show", str(done.outcome.summary["disposition_seq"])).stdout)["content"]
     assert second["approved_batches"][0]["approved_by"].startswith("cli:")
     assert arch.found("expiring") == {kept, held}
@@ -227,7 +205,7 @@ def test_expired_keys_are_shredded_held_and_default_ones_kept_review_waits_for_a
 
     # A record sealed later in a destroyed key's scope gets a new key, and stays readable.
     (later,) = arch.ingest(message("wamid.S2", "after the shredding", SHORT))
-    assert arch.row(later).key_id == arch.row(short).key_id + "~2" and arch.key_alive(later)
+    assert arch.record(later).key_id == arch.record(short).key_id + "~2" and arch.key_alive(later)
     assert json.loads(arch.cli("show", str(later)).stdout)["content"] is not None
     assert report(arch.services).ok
 

@@ -45,14 +45,13 @@ def message(wamid: str, text: str, contact: str = ALICE, ts: str = FEB, phone_id
                        "entry": [{"id": "2099", "changes": [{"field": "messages", "value": value}]}]}).encode()
 
 
-class Instance:
-    """One archiver on a fresh Object Lock bucket, a catalog and a search backend."""
+class InProcess:
+    """One archiver in this process: its services and a test client of its app."""
 
-    def __init__(self, env: dict[str, str], bucket: str) -> None:
-        self.env, self.bucket = env, bucket
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
         self.services = Services.open(Settings.from_env(env))
         self.client = create_app(services=self.services).test_client()
-        self.s3 = backends.s3_client()
 
     def ingest(self, *bodies: bytes) -> list[int]:
         """Post and seal (one segment per call); return the seqs of the new message records."""
@@ -70,6 +69,15 @@ class Instance:
             found = session.get(Record, seq)
             assert found is not None
             return found
+
+
+class Instance(InProcess):
+    """One archiver on a fresh Object Lock bucket, a catalog and a search backend."""
+
+    def __init__(self, env: dict[str, str], bucket: str) -> None:
+        super().__init__(env)
+        self.bucket = bucket
+        self.s3 = backends.s3_client()
 
     def segment_of(self, seq: int) -> Segment:
         with self.services.sessions() as session:
