@@ -83,10 +83,16 @@ class Gate:
         self.tier = tier
         self.relay = relay
         self.trust_remote_header = trust_remote_header
+        # Routes without converters (every intake route, the webhook above all) are looked up
+        # by (method, path) here, so their requests are not matched twice (here and by Flask).
+        self._static = {(method, rule.rule): tier_of(str(rule.endpoint))
+                        for rule in url_map.iter_rules() if not rule.arguments for method in rule.methods or ()}
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-        endpoint = self._endpoint(environ)
-        owner = tier_of(endpoint) if endpoint else ALL
+        owner = self._static.get((environ.get("REQUEST_METHOD", ""), environ.get("PATH_INFO", "")))
+        if owner is None:
+            endpoint = self._endpoint(environ)
+            owner = tier_of(endpoint) if endpoint else ALL
         if self.tier == ALL or owner in (ALL, self.tier):
             remote = environ.pop(_environ_key(REMOTE_HEADER), None)  # from the relay, or a forgery
             if remote is not None and self.trust_remote_header:
