@@ -36,8 +36,8 @@ def render_pdf(template: str, context: dict[str, Any], *, attachment: Any = None
 def html_to_pdf(html: str, *, attachment: Any = None, attachment_name: str = "data.json",
                 title: str = "whatsapp-archiver", base_url: str | None = None,
                 created: str | datetime | None = None) -> bytes:
-    import weasyprint  # heavy import: only when a PDF is written
-    from weasyprint import Attachment
+    import weasyprint  # type: ignore[import-untyped]  # heavy: only when a PDF is written
+    from weasyprint import Attachment  # type: ignore[import-untyped]
 
     doc = weasyprint.HTML(string=html, base_url=base_url or str(TEMPLATES)).render()
     doc.metadata.title = title

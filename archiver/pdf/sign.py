@@ -151,17 +151,17 @@ def sign_pdf(pdf: bytes, signer: Signer, *, tsa_url: str | None = None,
     from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
     from pyhanko.sign import fields, signers, timestamps
     from pyhanko_certvalidator.registry import SimpleCertificateStore
-    from asn1crypto import keys as asn1_keys, x509 as asn1_x509
+    from asn1crypto import keys as asn1_keys, x509 as asn1_x509  # type: ignore[import-untyped]
     from asn1crypto import pem as asn1_pem
 
     def der(pem_bytes: bytes) -> bytes:
-        return asn1_pem.unarmor(pem_bytes)[2]
+        return bytes(asn1_pem.unarmor(pem_bytes)[2])
 
     cert = asn1_x509.Certificate.load(der(signer.cert_pem))
     key = asn1_keys.PrivateKeyInfo.load(der(signer.key_pem))
     chain = [asn1_x509.Certificate.load(der(c)) for c in signer.chain_pem]
     cms = signers.SimpleSigner(signing_cert=cert, signing_key=key,
-                               cert_registry=SimpleCertificateStore.from_certs([cert, *chain]))
+                               cert_registry=SimpleCertificateStore.from_certs([cert, *chain]))  # type: ignore[no-untyped-call]
     url = tsa_url if tsa_url is not None else os.environ.get("ARCHIVER_TSA_URL", "").strip()
     tst = timestamps.HTTPTimeStamper(url) if url else None
     meta = signers.PdfSignatureMetadata(field_name=field, reason=reason,
