@@ -37,7 +37,7 @@ def html_to_pdf(html: str, *, attachment: Any = None, attachment_name: str = "da
                 title: str = "whatsapp-archiver", base_url: str | None = None,
                 created: str | datetime | None = None) -> bytes:
     import weasyprint  # type: ignore[import-untyped]  # heavy: only when a PDF is written
-    from weasyprint import Attachment  # type: ignore[import-untyped]
+    from weasyprint import Attachment
 
     doc = weasyprint.HTML(string=html, base_url=base_url or str(TEMPLATES)).render()
     doc.metadata.title = title
