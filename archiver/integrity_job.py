@@ -58,11 +58,8 @@ def alert(summary: dict[str, Any]) -> None:
     url = os.environ.get(WEBHOOK_ENV, "").strip()
     if not url:
         return
-    if not url.startswith(("https://", "http://")):
-        log.error("verification.alert_unsent error=scheme (http or https only)")
-        return
     payload = json.dumps({"alert": "integrity-verification-failed", **summary}).encode()
-    request = urllib.request.Request(url, data=payload, method="POST",  # noqa: S310 - scheme checked
+    request = urllib.request.Request(url, data=payload, method="POST",
                                      headers={"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - an operator's URL
