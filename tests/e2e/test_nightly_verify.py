@@ -50,4 +50,3 @@ def test_nightly_verification_ok_then_degraded_with_alert(sealed: Any, client: A
         assert RECEIVED and RECEIVED[-1]["alert"] == "integrity-verification-failed"
     finally:
         server.shutdown()
-        server.server_close()
