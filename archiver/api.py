@@ -37,14 +37,7 @@ def healthz() -> tuple[Response, int]:
     except Exception as exc:  # noqa: BLE001
         checks["store"] = f"error: {exc.__class__.__name__}"
     ok = all(v == "ok" for v in checks.values())
-    integrity: dict[str, object] = {"status": "unknown", "first_error": None}
-    if checks["catalog"] == "ok":
-        from archiver import integrity_job
-
-        with services.sessions() as session:
-            integrity = integrity_job.state(session)
-    status = "degraded" if integrity["status"] == "degraded" else "ok" if ok else "error"
-    return jsonify(ok=ok, status=status, checks=checks, integrity=integrity), 200 if ok else 503
+    return jsonify(ok=ok, checks=checks), 200 if ok else 503
 
 
 @bp.get("/api/v1/stats")

@@ -422,13 +422,3 @@ register(Job("disposition", _disposition, "destroy the data keys whose records' 
              "(none held); review classes wait for approval", cron="0 2 * * *"))
 register(Job("worm-selftest", _worm_selftest, "prove the store still refuses to delete a locked object",
              cron="0 */6 * * *"))
-
-
-def _verification(services: Services) -> dict[str, Any]:
-    from archiver import integrity_job
-
-    return integrity_job.run(services)
-
-
-register(Job("verification", _verification, "nightly full verification of the chain, segments and checkpoints; "
-             "alerts (log, stats/healthz degraded, ARCHIVER_ALERT_WEBHOOK_URL) on a break", cron="0 3 * * *"))

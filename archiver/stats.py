@@ -7,7 +7,6 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from archiver import integrity_job
 from archiver.catalog import DuplicateHit, JobState, Journal, Media, Record, archive_id, chain_head
 from archiver.errors import ArchiverError
 
@@ -36,7 +35,6 @@ def collect(session: Session, search: Any = None) -> dict[str, Any]:
         "chain": {"seq": head.seq, "hash": head.hash},
         "job_runs": by_kind.get("job_run", 0),
         "jobs": job_status(session),
-        "integrity": integrity_job.state(session),
     }
     if search is not None:
         out["index"] = index_status(search, archive_id(session), head.seq)
