@@ -9,7 +9,7 @@ API for report writers (issue 10):
   (``application/json``, AFRelationship ``Data``). Metadata dates are fixed from
   ``context["generated_at"]`` when given, so the same input gives the same bytes.
 - ``render.render_html(template, context, templates_dir=None) -> str``: the HTML only.
-- ``sign.load_signer(settings_or_home, env=os.environ) -> Signer``: the identity from
+- ``sign.load_signer(home, env=os.environ, *, now=None) -> Signer``: the identity from
   ``ARCHIVER_REPORT_SIGNER`` (PEM with key + chain, or PKCS#12 with the password in
   ``ARCHIVER_REPORT_SIGNER_PASSWORD_FILE``); without it, ``<home>/report-signer.pem`` is
   generated self-signed (mode 0600) on first use. Raises ``SignerError`` (an

@@ -147,7 +147,6 @@ def sign_pdf(pdf: bytes, signer: Signer, *, tsa_url: str | None = None,
              reason: str = "whatsapp-archiver: document integrity",
              field: str = "Signature1") -> bytes:
     """PAdES B-B over the whole document; B-T when ``tsa_url`` (default ARCHIVER_TSA_URL)."""
-    from pyhanko.keys import load_cert_from_pemder  # noqa: F401  (import check)
     from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
     from pyhanko.sign import fields, signers, timestamps
     from pyhanko_certvalidator.registry import SimpleCertificateStore
