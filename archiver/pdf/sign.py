@@ -23,6 +23,9 @@ DEFAULT_NAME = "report-signer.pem"
 class SignerError(ArchiverError):
     """The report signer cannot be used (missing, unreadable, expired, key mismatch)."""
 
+    code = "report-signer-invalid"
+    http_status = 503  # the service's configuration, not the caller's request
+
 
 @dataclass(frozen=True)
 class Signer:
