@@ -86,6 +86,10 @@ def integrity(services: Services, period: Period) -> dict[str, Any]:
             if cp.first_seq > next_seq:
                 gaps.append({"first_seq": next_seq, "last_seq": cp.first_seq - 1,
                              "reason": f"no checkpoint covers these seqs ({key} starts at {cp.first_seq})"})
+                # The signed chain hash before this segment is gone with the missing checkpoint:
+                # start from the catalog's (this segment's own signed end hash still has to match).
+                prev_hash = session.scalar(select(Segment.last_hash).where(
+                    Segment.last_seq == cp.first_seq - 1)) or prev_hash
             made = _when(cp.created_at)
             in_period = made is not None and made in period
             checkpoints.append({"key": key, "segment": cp.segment, "first_seq": cp.first_seq, "last_seq": cp.last_seq,
