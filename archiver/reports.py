@@ -6,7 +6,8 @@
 1. loads and checks the signing identity first (``archiver.pdf.sign.load_signer``): an
    expired certificate or a key that does not match it is refused before anything is
    gathered or rendered;
-2. gathers the report's data (``archiver.report_data``) for the period;
+2. gathers the report's data (``archiver.report_data``) for the period (for ``access``, the
+   audit records journaled but not sealed yet are sealed first, unless a sealer is running);
 3. renders ``templates/reports/<kind>.html`` to PDF/A-3b with that data embedded as the
    attachment ``report.json`` (``archiver.pdf.render``);
 4. signs it PAdES B-B, B-T when ``ARCHIVER_TSA_URL`` names a timestamp authority
@@ -92,6 +93,10 @@ def generate(services: Services, kind: str, period: Period, actor: str) -> Repor
     kind = check_kind(kind)
     signer = sign.load_signer(services.settings.home)
     cert = signer.certificate
+    if kind == "access":  # the report reads sealed audit records: seal what is journaled (unless a sealer runs now)
+        from archiver import sealer
+
+        sealer.seal_pending(services)
     now = datetime.now(timezone.utc).replace(microsecond=0)
     with services.sessions() as session:
         archive, head = archive_id(session), chain_head(session).seq
