@@ -97,6 +97,10 @@ def _activity(arch: Archive) -> dict[str, Any]:
     return {"hold": hold, "matter": matter, "batch": batch, "kept": kept}
 
 
+CATALOGS = [("sqlite", "fts5"), pytest.param(("postgresql", "fts5"), marks=pytest.mark.postgres)]
+
+
+@pytest.mark.parametrize("arch", CATALOGS, indirect=True, ids=["sqlite", "postgresql"])
 def test_every_report_kind_is_signed_pdfa_with_its_data_and_is_audited(arch: Archive, tmp_path: Path) -> None:
     start = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
     did = _activity(arch)
@@ -158,6 +162,7 @@ def test_every_report_kind_is_signed_pdfa_with_its_data_and_is_audited(arch: Arc
                .isoformat() for a in audited)
 
 
+@pytest.mark.parametrize("arch", CATALOGS, indirect=True, ids=["sqlite", "postgresql"])
 def test_the_api_answers_the_signed_pdf_to_the_roles_it_names(arch: Archive, tmp_path: Path,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     signer, ca = pdfcheck.ca_issued_signer(tmp_path / "pki")  # an organisation's CA, not the default
