@@ -11,14 +11,18 @@ from __future__ import annotations
 import io
 import shutil
 import subprocess
+import threading
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from pyhanko.pdf_utils.reader import PdfFileReader
 
 PDFAID = "http://www.aiim.org/pdfa/ns/id/"
@@ -151,3 +155,52 @@ def ca_issued_signer(folder: Path, *, not_after: datetime | None = None,
     path.write_bytes(held.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
                      + leaf.public_bytes(pem) + ca.public_bytes(pem))
     return path, ca.public_bytes(pem)
+
+
+@contextmanager
+def local_tsa() -> Iterator[str]:
+    """An RFC 3161 timestamp authority on 127.0.0.1 (pyHanko's DummyTimeStamper behind HTTP, with a
+    new RSA certificate for time stamping); yields its URL and stops when the block ends."""
+    from asn1crypto import keys as asn1_keys, tsp, x509 as asn1_x509  # type: ignore[import-untyped]
+    from pyhanko.sign.timestamps.dummy_client import DummyTimeStamper
+
+    now = datetime.now(UTC)
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    cert = (x509.CertificateBuilder().subject_name(_name("archiver test TSA")).issuer_name(_name("archiver test TSA"))
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(days=1)).not_valid_after(now + timedelta(days=30))
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.TIME_STAMPING]), critical=True)
+            .sign(key, hashes.SHA256()))
+    stamper = DummyTimeStamper(asn1_x509.Certificate.load(cert.public_bytes(serialization.Encoding.DER)),
+                               asn1_keys.PrivateKeyInfo.load(key.private_bytes(
+                                   serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                                   serialization.NoEncryption())))
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            req = tsp.TimeStampReq.load(self.rfile.read(int(self.headers["Content-Length"])))
+            body = stamper.request_tsa_response(req).dump()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/timestamp-reply")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def unsigned_attributes(pdf: bytes) -> list[str]:
+    """The unsigned attributes of the first signature (``signature_time_stamp_token``: PAdES B-T)."""
+    sig = PdfFileReader(io.BytesIO(pdf)).embedded_signatures[0]
+    return [a["type"].native for a in sig.signer_info["unsigned_attrs"] or []]

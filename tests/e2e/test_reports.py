@@ -252,6 +252,23 @@ def test_the_integrity_report_of_a_tampered_archive_names_each_break_and_gap(loc
     assert "FAILED" in text and "does not recompute" in text
 
 
+def test_with_a_timestamp_authority_the_report_is_signed_pades_b_t(local: Archive, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    assert post(local.client, msg_body("wamid.TSA", "text")).status_code == 200
+    seal(local.services)
+    plain, stamped = tmp_path / "b-b.pdf", tmp_path / "b-t.pdf"
+    assert CliRunner().invoke(cli, ["report", "holds", "--out", str(plain)]).exit_code == 0
+    with pdfcheck.local_tsa() as url:
+        monkeypatch.setenv("ARCHIVER_TSA_URL", url)
+        got = CliRunner().invoke(cli, ["report", "holds", "--out", str(stamped)])
+    assert got.exit_code == 0, got.output
+    assert "signature_time_stamp_token" not in pdfcheck.unsigned_attributes(plain.read_bytes())
+    assert "signature_time_stamp_token" in pdfcheck.unsigned_attributes(stamped.read_bytes())
+    nssdir = pdfcheck.nss_db(tmp_path / "nss", pdfcheck.signer_certificate(
+        local.services.settings.home / "report-signer.pem"))
+    _check_pdf(stamped, nssdir, "holds")
+
+
 @pytest.mark.parametrize("problem", ["expired", "wrong-key"])
 def test_a_bad_signer_is_refused_before_anything_is_rendered(local: Archive, tmp_path: Path,
                                                               monkeypatch: pytest.MonkeyPatch, problem: str) -> None:
