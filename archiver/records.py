@@ -66,6 +66,24 @@ def iter_decrypted(services: Services, session: Session, after_seq: int,
             yield rec, decrypt(services, session, rec, cache) if wanted else None
 
 
+def payloads(services: Services, session: Session, wanted: Collection[tuple[int, int]]) -> dict[int, bytes | None]:
+    """The plaintexts of sealed records given as (seq, segment id): each segment read once
+    (None for a record whose data key was destroyed). Raises NotFound, IntegrityError."""
+    by_segment: dict[int, set[int]] = {}
+    for seq, segment_id in wanted:
+        by_segment.setdefault(segment_id, set()).add(seq)
+    out: dict[int, bytes | None] = {}
+    cache: dict[str, bytes | None] = {}
+    for segment_id, seqs in sorted(by_segment.items()):
+        seg = session.get(Segment, segment_id)
+        if seg is None:
+            raise IntegrityError(f"segment id {segment_id}", "the catalog names a segment it lacks")
+        for rec in segment_records(services, seg):
+            if rec["seq"] in seqs:
+                out[rec["seq"]] = decrypt(services, session, rec, cache)
+    return out
+
+
 def check_seq(seq: int, field: str = "seq") -> int:
     """``seq`` if a record could have it. Raises ValidationError naming ``field``."""
     if not 1 <= seq <= SEQ_MAX:

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 from archiver.catalog import DuplicateHit, JobState, Journal, Media, Record, archive_id, chain_head
 from archiver.errors import ArchiverError
 
-ITEM_EXCLUDED = ("delivery", "audit", "media", "job_run")
+ITEM_EXCLUDED = ("delivery", "audit", "media", "job_run", "finding")
 INDEX_STATES = ("built", "not-built", "foreign", "unavailable")
 """``built``: the index holds this archive up to ``indexed``; ``not-built``: it records no
 state (new, wiped or reset: the next index run rebuilds it); ``foreign``: it was built for
