@@ -787,6 +787,15 @@ def archive_id(session: Session) -> str:
     return found
 
 
+def stored_through(session: Session) -> int:
+    """The last seq whose segment is in WORM (derived stages act on records stored there)."""
+    from sqlalchemy import func
+
+    head = chain_head(session).seq
+    writing = session.scalar(select(func.min(Segment.first_seq)).where(Segment.state == "writing"))
+    return head if writing is None else min(head, writing - 1)
+
+
 def cursor_value(session: Session, name: str) -> int:
     """Current value of a stage cursor (0 if never set)."""
     row = session.get(Cursor, name)

@@ -1058,5 +1058,7 @@ def hold_verify_certificate(file: str, public_key: str | None, offline: bool) ->
         f"Merkle root {cert['merkle_root']}")
 
 
+from archiver import cli_consent  # noqa: E402,F401  - attaches consent, review and findings to main
+
 if __name__ == "__main__":
     main()

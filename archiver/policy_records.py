@@ -57,9 +57,14 @@ def load_all(folder: Path) -> dict[str, PolicyFile | None]:
     return {RETENTION: retention_policy.load(folder), CONSENT: consent_policy.load(folder)}
 
 
-def register(services: Services, actor: str, *, strict: bool = True) -> Policy | None:
-    """Load ``retention.yaml`` and ``consent.yaml`` and journal each that differs from its version
-    loaded last; return the retention policy.
+def register(services: Services, actor: str, *, strict: bool = True,
+             journal: tuple[str, ...] = (RETENTION,)) -> Policy | None:
+    """Load ``retention.yaml`` and ``consent.yaml``, journal each of ``journal`` that differs from
+    its version loaded last; return the retention policy.
+
+    Start-up and the sealer journal the retention policy only; the consent ledger journals
+    ``consent.yaml`` when it first reads it (``consent.sync``), so an archive that never runs
+    the ledger seals no consent policy record.
 
     ``strict`` (start-up): an invalid file (or a missing ``retention.yaml``; ``consent.yaml``
     is optional) raises PolicyError naming file, line, key and problem. Not strict (the
@@ -70,12 +75,15 @@ def register(services: Services, actor: str, *, strict: bool = True) -> Policy |
     folder = services.settings.policies_dir
     loaded: dict[str, PolicyFile | None] = {}
     for name, load in ((RETENTION, retention_policy.load), (CONSENT, consent_policy.load)):
+        if not strict and name not in journal:
+            continue  # start-up validated it; who journals it reads it again then
         try:
             loaded[name] = load(folder)
         except PolicyError as exc:
             if strict or (name == RETENTION and not _any_version(services)):
                 raise
             log.error("policy.refused file=%s keeping=last-good-version %s", name, exc)
+    loaded = {name: policy for name, policy in loaded.items() if name in journal}
     changed = _changed(services, loaded)
     if changed:
         with services.sessions.begin() as session:
