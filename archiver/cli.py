@@ -526,14 +526,17 @@ def policy() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the classes as JSON.")
 @handled
 def policy_check(folder: str | None, as_json: bool) -> None:
-    """Validate retention.yaml: print its classes and SHA-256 (exit 0), or the first problem (exit 1)."""
+    """Validate retention.yaml (and consent.yaml when there is one): print the classes and SHA-256
+    (exit 0), or the first problem (exit 1)."""
     from pathlib import Path
 
-    from archiver import retention_policy
+    from archiver import consent_policy, retention_policy
     from archiver.errors import PolicyError
 
+    where = Path(folder) if folder else Settings.from_env().policies_dir
     try:
-        loaded = retention_policy.load(Path(folder) if folder else Settings.from_env().policies_dir)
+        loaded = retention_policy.load(where)
+        consent = consent_policy.load(where)
     except PolicyError as exc:
         click.echo(json.dumps(exc.as_dict()) if as_json else f"error[{exc.code}]: {exc}", err=True)
         sys.exit(1)
@@ -548,6 +551,11 @@ def policy_check(folder: str | None, as_json: bool) -> None:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    if consent is not None:
+        languages = sorted({k.language for k in consent.keywords})
+        click.echo(f"ok: {consent.file}\nsha256 {consent.sha256}\n"
+                   f"{len(consent.keywords)} opt-out keywords in {len(languages)} languages ({', '.join(languages)}), "
+                   f"category {consent.category}, require_opt_in {'yes' if consent.require_opt_in else 'no'}")
 
 
 

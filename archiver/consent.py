@@ -121,7 +121,8 @@ def _seal_consent_policy(services: Services) -> None:
     """Journal ``consent.yaml`` if its version changed, and have it sealed before it is used."""
     from archiver.catalog import PolicyVersion
 
-    policy_records.register(services, ACTOR, strict=False, journal=(policy_records.CONSENT,))
+    # The retention policy too: on an archive never sealed, it must be journaled (and sealed) first.
+    policy_records.register(services, ACTOR, strict=False, journal=policy_records.NAMES)
     with services.sessions() as session:
         waiting = session.scalar(select(func.count()).select_from(PolicyVersion).where(
             PolicyVersion.name == policy_records.CONSENT, PolicyVersion.seq.is_(None)))
