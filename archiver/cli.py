@@ -236,8 +236,11 @@ def stats(as_json: bool) -> None:
     from archiver import stats as counts
 
     services = _services()
-    with services.sessions.begin() as session:
-        data = counts.collect(session, services.search)
+    try:
+        with services.sessions.begin() as session:
+            data = counts.collect(session, services.search)
+    finally:
+        services.close()
     say_json(data, indent=None if as_json else 2)
 
 
