@@ -27,12 +27,13 @@ from archiver.auth import create_token
 from archiver.catalog import Record
 from archiver.cli import main as cli
 from tests.e2e.test_holds import CATALOGS, Instance, _instance
-from tests.e2e.test_pipeline import post, seal
+from tests.e2e.test_pipeline import post, report, seal
 
 pytestmark = [pytest.mark.s3]
 
 BUSINESS, BUSINESS_ID, WABA = "15550009999", "1099", "2099"
 ANA, BEA, CARLOS, DAN, EVE = "4479460001234", "33612345678", "34612345678", "4915112345678", "4479460005555"
+TEMPLATE_IDS = {"spring_offer": 1500440012345678, "order_update": 1500440087654321}
 BASE = int(datetime(2026, 11, 1, 10, tzinfo=timezone.utc).timestamp())
 
 
@@ -67,7 +68,7 @@ def preference(who: str, value: str, at: int) -> bytes:
 
 def template_status(name: str, event: str, category: str, at: int) -> bytes:
     return _webhook("message_template_status_update", {
-        "event": event, "message_template_id": abs(hash(name)) % 10**15, "message_template_name": name,
+        "event": event, "message_template_id": TEMPLATE_IDS[name], "message_template_name": name,
         "message_template_language": "en_GB", "reason": "NONE", "message_template_category": category}, at)
 
 
@@ -264,6 +265,10 @@ def test_a_scripted_month_gives_exactly_the_expected_findings_and_a_rerun_none(m
     stats = json.loads(m.cli("stats", "--json").stdout)
     review = stats["reviews"]["consent"]
     assert review["open_findings"] == 3 and review["last_run"] and review["next_run"] and review["outcome"] == "ok"
+    with m.inst.services.sessions() as session:  # consent.yaml was sealed as a policy record of type consent
+        assert session.scalar(select(func.count()).select_from(Record).where(
+            Record.kind == "policy", Record.type == "consent")) == 1
+    assert report(m.inst.services).ok  # findings, decisions and the policy record are in the verified chain
 
 
 def test_user_preferences_out_of_order_and_duplicated_give_the_same_state_at_every_time(month: Month) -> None:
