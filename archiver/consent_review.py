@@ -79,8 +79,10 @@ class TemplateBook:
 
     def category_at(self, name: str, lang: str | None, moment: int) -> tuple[str | None, list[int]]:
         """The template's category at ``moment`` and the event records that say so."""
+        # The send's language, else any language of the template (a send naming "en" of an
+        # "en_GB" template, or none): its category is the template's, not the translation's.
         found = self.events.get((name, lang or "")) or [e for (n, _), evs in self.events.items()
-                                                        if n == name and not lang for e in evs]
+                                                        if n == name for e in evs]
         if not found:
             return None, []
         ordered = sorted(found)
