@@ -85,12 +85,23 @@ class ConsentPolicy:
         found = terms(_QUOTED.sub(" ", text))
         if not found:
             return []
-        return [Match(k.language, k.text) for k in self.keywords if _holds(found, k.terms)]
+        by_first = self._by_first()
+        hit: set[int] = set()
+        for i, term in enumerate(found):  # one pass: only keywords starting with this term are tried
+            for index in by_first.get(term, ()):
+                wanted = self.keywords[index].terms
+                if tuple(found[i:i + len(wanted)]) == wanted:
+                    hit.add(index)
+        return [Match(self.keywords[i].language, self.keywords[i].text) for i in sorted(hit)]
 
-
-def _holds(found: list[str], wanted: tuple[str, ...]) -> bool:
-    n = len(wanted)
-    return any(tuple(found[i:i + n]) == wanted for i in range(len(found) - n + 1))
+    def _by_first(self) -> dict[str, list[int]]:
+        cached: dict[str, list[int]] | None = self.__dict__.get("_first")
+        if cached is None:
+            cached = {}
+            for index, k in enumerate(self.keywords):
+                cached.setdefault(k.terms[0], []).append(index)
+            object.__setattr__(self, "_first", cached)  # frozen: a derived index, set once
+        return cached
 
 
 def load(folder: Path) -> ConsentPolicy | None:

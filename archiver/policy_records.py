@@ -19,6 +19,7 @@ then on.
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,4 +147,10 @@ def consent_versions(session: Session) -> list[tuple[int, ConsentPolicy]]:
     """Every sealed version of ``consent.yaml``: (its policy record's seq, the policy), by seq."""
     rows = session.scalars(select(PolicyVersion).where(PolicyVersion.seq.is_not(None), PolicyVersion.name == CONSENT)
                            .order_by(PolicyVersion.seq)).all()
-    return [(row.seq, ConsentPolicy.from_yaml(row.raw, row.file)) for row in rows if row.seq is not None]
+    return [(row.seq, _consent(row.sha256, row.file, row.raw)) for row in rows if row.seq is not None]
+
+
+@functools.lru_cache(maxsize=32)
+def _consent(sha256: str, file: str, raw: bytes) -> ConsentPolicy:
+    """A sealed consent.yaml version parsed once per process (keyed by its hash)."""
+    return ConsentPolicy.from_yaml(raw, file)
