@@ -53,7 +53,7 @@ CURSOR = "consent"
 ACTOR = "archiver:consent"
 CONFIRMED, DISMISSED = "consent_opt_out_confirmed", "consent_opt_out_dismissed"
 DECISIONS = {"confirm": CONFIRMED, "dismiss": DISMISSED}
-BATCH = 500
+BATCH = 5000  # records read per step (a segment is read once per step that needs it)
 WAIT_SECONDS = 30.0
 _CHOICES = {"stop": "opt_out", "resume": "opt_in", "signup": "opt_in", "opt_in": "opt_in", "opt_out": "opt_out"}
 
@@ -265,7 +265,7 @@ def entry_dict(e: ConsentEntry, decided: dict[int, ConsentEntry] | None = None) 
     return out
 
 
-def _require_opt_in(session: Session) -> bool:
+def require_opt_in(session: Session) -> bool:
     versions = policy_records.consent_versions(session)
     return versions[-1][1].require_opt_in if versions else False
 
@@ -283,8 +283,20 @@ def _decide_state(entries: list[ConsentEntry], moment: int, require_opt_in: bool
 
 def state_at(session: Session, contact: str, category: str, moment: int) -> dict[str, Any]:
     """Was consent of ``category`` valid at epoch ``moment``? With the deciding lines and their seqs."""
+    return states_at(session, contact, category, [moment])[0]
+
+
+def states_at(session: Session, contact: str, category: str, moments: list[int],
+              require: bool | None = None) -> list[dict[str, Any]]:
+    """:func:`state_at` for each of ``moments`` (the ledger read once); ``require``: the
+    policy's ``require_opt_in`` if the caller read it already."""
     ids, entries = _entries(session, contact, category)
-    require = _require_opt_in(session)
+    require = require_opt_in(session) if require is None else require
+    return [_state(contact, ids, category, entries, moment, require) for moment in moments]
+
+
+def _state(contact: str, ids: set[str], category: str, entries: list[ConsentEntry], moment: int,
+           require: bool) -> dict[str, Any]:
     valid, deciding = _decide_state(entries, moment, require)
     decided = _decided(entries)
     if deciding:
@@ -305,7 +317,7 @@ def show(session: Session, contact: str) -> dict[str, Any]:
         raise identity.NoSuchContact(f"no record names contact {contact}")
     decided = _decided(entries)
     now = int(time.time())
-    require = _require_opt_in(session)
+    require = require_opt_in(session)
     states = {}
     for category in sorted({e.category for e in entries} | {"marketing"}):
         valid, deciding = _decide_state([e for e in entries if e.category == category], now, require)

@@ -50,7 +50,7 @@ CRON = "0 * * * *"
 CURSOR = "consent-review"  # the last record seq read for sends
 LEDGER_CURSOR = "consent-review-ledger"  # the last ledger line re-checked
 RULE = "marketing-without-consent"
-BATCH = 1000
+BATCH = 5000
 SEND_KINDS = ("outbound", "echo", "status")
 MARKETING = "MARKETING"
 
@@ -188,10 +188,12 @@ def _read_sends(services: Services, book: TemplateBook, run: Run) -> bool:
     with services.sessions.begin() as session:
         if cursor_value(session, CURSOR) != after:
             return True
+        wamids = sorted({r.wamid for r in rows if r.seq in plains and r.wamid is not None})
+        known = _known(session, wamids)
         for r in rows:
             if r.wamid is None or r.contact is None or r.occurred_at is None or r.seq not in plains:
                 continue
-            send = _marketing(session, r, _json(plains[r.seq]), book)
+            send = _marketing(session, r, _json(plains[r.seq]), book, known)
             if send is not None:
                 new.append(Send.of(send))
         if upto > after:
@@ -203,15 +205,35 @@ def _read_sends(services: Services, book: TemplateBook, run: Run) -> bool:
     return len(rows) == BATCH
 
 
-def _marketing(session: Session, r: Any, payload: dict[str, Any], book: TemplateBook) -> MarketingSend | None:
+@dataclass
+class Known:
+    """What a batch's wamids already have: their marketing sends, and their sent messages."""
+
+    sends: dict[str, MarketingSend]
+    messages: dict[str, Any]
+
+
+def _known(session: Session, wamids: list[str]) -> Known:
+    out = Known({}, {})
+    for start in range(0, len(wamids), 500):
+        part = wamids[start:start + 500]
+        out.sends.update((m.wamid, m) for m in session.scalars(select(MarketingSend).where(
+            MarketingSend.wamid.in_(part))))
+        for row in session.execute(select(Record.wamid, Record.seq, Record.occurred_at).where(
+                Record.wamid.in_(part), Record.kind.in_(("outbound", "echo"))).order_by(Record.seq.desc())):
+            out.messages[row.wamid] = row  # the first (lowest seq) wins
+    return out
+
+
+def _marketing(session: Session, r: Any, payload: dict[str, Any], book: TemplateBook,
+               known_in_batch: Known) -> MarketingSend | None:
     """The marketing send record ``r`` makes known (None: not marketing, or known already)."""
     evidence = [r.seq]
     if r.kind == "status":
         pricing = (payload.get("status") or {}).get("pricing") or {}
         if not isinstance(pricing, dict) or str(pricing.get("category", "")).lower() != "marketing":
             return None
-        message = session.scalars(select(Record).where(Record.wamid == r.wamid, Record.kind.in_(
-            ("outbound", "echo"))).order_by(Record.seq).limit(1)).first()
+        message = known_in_batch.messages.get(r.wamid)  # every sealed record of the batch's wamids was read
         record_seq = message.seq if message is not None else r.seq
         sent_at = message.occurred_at if message is not None and message.occurred_at else r.occurred_at
         via = "status"
@@ -226,14 +248,14 @@ def _marketing(session: Session, r: Any, payload: dict[str, Any], book: Template
             return None
         record_seq, sent_at, via = r.seq, r.occurred_at, "capture" if r.kind == "outbound" else "echo"
         evidence.extend(seqs)
-    known = session.get(MarketingSend, r.wamid)
+    known = known_in_batch.sends.get(r.wamid)
     if known is not None:
         known.evidence = sorted(set(known.evidence) | set(evidence))
         return None
     send = MarketingSend(wamid=r.wamid, record_seq=record_seq, contact=identifier(r.contact), sent_at=sent_at,
                          via=via, evidence=sorted(set(evidence)))
     session.add(send)
-    session.flush()  # a status and its message in one batch name one wamid
+    known_in_batch.sends[r.wamid] = send  # a status and its message in one batch name one wamid
     return send
 
 
@@ -253,9 +275,16 @@ def _template_of(kind: str, payload: dict[str, Any]) -> tuple[str, str | None] |
 
 def _check(services: Services, sends: Iterable[Send], run: Run) -> None:
     """Raise a finding for each send made while marketing consent was not valid."""
+    by_contact: dict[str, list[Send]] = {}
+    for send in sends:
+        by_contact.setdefault(send.contact, []).append(send)
     with services.sessions.begin() as session:
-        for send in sends:
-            state = consent.state_at(session, send.contact, "marketing", send.sent_at)
+        require = consent.require_opt_in(session)
+        checked: list[tuple[Send, dict[str, Any]]] = []
+        for contact, theirs in by_contact.items():  # each person's ledger read once
+            states = consent.states_at(session, contact, "marketing", [s.sent_at for s in theirs], require)
+            checked.extend(zip(theirs, states))
+        for send, state in checked:
             if state["valid"]:
                 continue
             evidence = list(send.evidence) + state["deciding_seqs"]

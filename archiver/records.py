@@ -72,16 +72,18 @@ def payloads(services: Services, session: Session, wanted: Collection[tuple[int,
     by_segment: dict[int, set[int]] = {}
     for seq, segment_id in wanted:
         by_segment.setdefault(segment_id, set()).add(seq)
-    out: dict[int, bytes | None] = {}
-    cache: dict[str, bytes | None] = {}
+    found: list[dict[str, Any]] = []
     for segment_id, seqs in sorted(by_segment.items()):
         seg = session.get(Segment, segment_id)
         if seg is None:
             raise IntegrityError(f"segment id {segment_id}", "the catalog names a segment it lacks")
-        for rec in segment_records(services, seg):
-            if rec["seq"] in seqs:
-                out[rec["seq"]] = decrypt(services, session, rec, cache)
-    return out
+        found.extend(rec for rec in segment_records(services, seg) if rec["seq"] in seqs)
+    cache: dict[str, bytes | None] = {}
+    kids = sorted({rec["kid"] for rec in found})
+    for start in range(0, len(kids), 500):  # the data keys in a few queries, not one each
+        for row in session.scalars(select(DataKey).where(DataKey.id.in_(kids[start:start + 500]))):
+            cache[row.id] = services.kek.unwrap(row.wrapped, row.id) if row.wrapped else None
+    return {rec["seq"]: decrypt(services, session, rec, cache) for rec in found}
 
 
 def check_seq(seq: int, field: str = "seq") -> int:
