@@ -840,7 +840,10 @@ def dispose(dry_run: bool, as_json: bool) -> None:
     if out["pending_batches"]:
         say(f"  waiting for approval: {', '.join(out['pending_batches'])}")
     worm = out.get("worm")
-    if worm is not None:
+    if worm is not None and dry_run:
+        for o in worm["objects"]:
+            say(f"  would delete {o['kind']} {o['object']}" + (f" (not yet: {o['wait']})" if o["wait"] else ""))
+    elif worm is not None:
         say(f"  WORM objects deleted: {len(worm['deleted'])}; still pending: {len(worm['pending'])}")
         for p in worm["pending"]:
             say(f"  pending delete: {p['object']} ({p['error']}; retried by the next run)")
@@ -961,7 +964,8 @@ def verify_export(folder: Path, public_key: Path | None, as_json: bool) -> None:
         for line in problems:
             say(line)
         say(f"{'FAILED' if problems else 'OK'}: {plural(summary['records'], 'record')} "
-            f"({summary['shredded']} shredded), {plural(summary['checkpoints'], 'checkpoint')}, key {summary['key_id']}")
+            f"({summary['shredded']} shredded, {summary['disposed']} disposed), "
+            f"{plural(summary['checkpoints'], 'checkpoint')}, key {summary['key_id']}")
     if problems:
         sys.exit(1)
 

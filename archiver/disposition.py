@@ -198,6 +198,7 @@ def run(services: Services, actor: str = "archiver:disposition", *, dry_run: boo
     if dry_run:
         out = plan(services, now)
         out["dry_run"] = True
+        out["worm"] = worm_disposal.preview(services, [k["key"] for k in out["keys"]], now)
         return out
     with leader_lock(services.engine, "disposition") as mine:
         if not mine:
@@ -249,6 +250,9 @@ def _worm_summary(out: dict[str, Any]) -> dict[str, Any]:
     worm = out.get("worm")
     if worm is None:
         return {}
+    if "objects" in worm:  # a dry run's preview
+        return {"worm": {"would_delete": [o["object"] for o in worm["objects"] if o["wait"] is None],
+                         "would_wait": [o for o in worm["objects"] if o["wait"] is not None]}}
     return {"worm": {"noted": worm["noted"], "deleted": len(worm["deleted"]),
                      "deleted_objects": [d["object"] for d in worm["deleted"]], "pending": worm["pending"]}}
 

@@ -73,20 +73,25 @@ def skeleton(blob: bytes, where: str) -> tuple[list[str], list[str]]:
     return leaves, commits
 
 
-def note(services: Services) -> int:
-    """Step 1: a pending row for every object that may now go; returns how many were noted."""
+def note(services: Services) -> tuple[int, list[dict[str, Any]]]:
+    """Step 1: a pending row for every object that may now go. Returns how many were noted, and
+    the segments that could not be read to be noted (``{"object", "kind", "error"}``: a later
+    run notes them)."""
     with services.sessions() as session:
         segments = deletable_segments(session)
         media = deletable_media(session)
     noted = 0
+    deferred: list[dict[str, Any]] = []
     for seg, by in segments:
         try:
             leaves, commits = skeleton(services.store.get(seg.key), seg.key)
-        except StoreError as exc:  # store down (or the object already gone): a later run notes it
+        except Exception as exc:  # noqa: BLE001 - store down, object unreadable: a later run notes it
             log.warning("worm.note_deferred object=%s reason=%s", seg.key, type(exc).__name__)
+            deferred.append({"object": seg.key, "kind": "segment", "error": f"store: {type(exc).__name__}"})
             continue
         if len(leaves) != seg.records:
             log.error("worm.note_refused object=%s reason=record-count", seg.key)  # verify names it
+            deferred.append({"object": seg.key, "kind": "segment", "error": "record-count"})
             continue
         with services.sessions.begin() as session:
             session.add(WormDeletion(object_key=seg.key, kind="segment", segment_id=seg.id, disposition_id=by,
@@ -98,7 +103,7 @@ def note(services: Services) -> int:
                 session.add(WormDeletion(object_key=key, kind="media", disposition_id=by, state="pending",
                                          leaf_hashes=[], commitments=[], attempts=0))
         noted += len(media)
-    return noted
+    return noted, deferred
 
 
 def _held_objects(session: Any, keys: list[str]) -> set[str]:
@@ -114,17 +119,17 @@ def sweep(services: Services, run_id: int | None, now: datetime | None = None) -
     of this run, if it had one). Never raises.
 
     Returns ``{"noted", "deleted": [{"object", "kind", "disposition_id"}...], "pending":
-    [{"object", "kind", "error", "attempts"}...]}``; ``error`` is ``legal-hold``, ``retained``
-    or ``store: <ErrorClass>``.
+    [{"object", "kind", "error"}...]}``; ``error`` is ``legal-hold``, ``retained`` or ``store:
+    <ErrorClass>`` (the store refused or could not be reached, also while noting a segment).
     """
     now = now or datetime.now(timezone.utc)
+    deleted: list[dict[str, Any]] = []
+    pending: list[dict[str, Any]] = []
     try:
-        noted = note(services)
+        noted, pending = note(services)
     except Exception as exc:  # noqa: BLE001 - a deletion is never an error that stops the job
         log.error("worm.note_failed reason=%s", type(exc).__name__)
         noted = 0
-    deleted: list[dict[str, Any]] = []
-    pending: list[dict[str, Any]] = []
     with services.sessions() as session:
         rows = session.execute(select(WormDeletion.object_key, WormDeletion.kind, WormDeletion.disposition_id,
                                       Segment.retain_until)
@@ -176,6 +181,56 @@ def _record_attempt(services: Services, key: str, run_id: int | None, error: str
             values.update(state="deleted", deleted_at=utcnow(), deleted_by_run=run_id)
         session.execute(update(WormDeletion).where(WormDeletion.object_key == key, WormDeletion.state == "pending")
                         .values(**values))
+
+
+# --------------------------------------------------------------------------- dry run
+
+
+def preview(services: Services, planned: list[str], now: datetime | None = None) -> dict[str, Any]:
+    """What :func:`sweep` would try after destroying the ``planned`` keys; changes nothing.
+
+    Returns ``{"objects": [{"object", "kind", "wait"}...]}``, ``wait`` None (it would be deleted
+    now, unless the store itself refuses), ``legal-hold`` or ``retained`` (it would stay pending):
+    the objects pending from earlier runs, those every record of which is under a destroyed key,
+    and those every record of which would be once ``planned`` are destroyed.
+    """
+    now = now or datetime.now(timezone.utc)
+    with services.sessions() as session:
+        destroyed = set(session.scalars(select(DisposedKey.key_id))) | set(planned)
+        found: dict[str, tuple[str, datetime | None]] = {
+            key: (kind, until) for key, kind, until in session.execute(
+                select(WormDeletion.object_key, WormDeletion.kind, Segment.retain_until)
+                .outerjoin(Segment, Segment.id == WormDeletion.segment_id).where(WormDeletion.state == "pending"))}
+        found.update((seg.key, ("segment", seg.retain_until)) for seg, _ in deletable_segments(session))
+        found.update((key, ("media", None)) for key, _ in deletable_media(session))
+        noted = set(session.scalars(select(WormDeletion.object_key)))
+        segment_ids: set[int] = set()
+        media_keys: set[str] = set()
+        for part in chunked(sorted(planned), 500):
+            segment_ids.update(session.scalars(select(Record.segment_id).where(Record.key_id.in_(part)).distinct()))
+            media_keys.update(k for k in session.scalars(select(Media.object_key).where(
+                Media.key_id.in_(part), Media.state == "stored", Media.object_key.is_not(None)).distinct()) if k)
+        for part in chunked(sorted(segment_ids), 500):
+            kids: dict[int, set[str]] = {}
+            for sid, kid in session.execute(select(Record.segment_id, Record.key_id)
+                                            .where(Record.segment_id.in_(part)).distinct()):
+                kids.setdefault(sid, set()).add(kid)
+            for seg in session.scalars(select(Segment).where(Segment.id.in_(part), Segment.state == "stored")):
+                if seg.key not in noted and kids.get(seg.id, set()) <= destroyed:
+                    found[seg.key] = ("segment", seg.retain_until)
+        for part in chunked(sorted(media_keys), 500):
+            kids_of: dict[str, set[str]] = {}
+            for key, kid in session.execute(select(Media.object_key, Media.key_id).where(Media.object_key.in_(part))):
+                kids_of.setdefault(str(key), set()).add(kid)
+            found.update((key, ("media", None)) for key, kids_of_key in kids_of.items()
+                         if key not in noted and kids_of_key <= destroyed)
+        held = _held_objects(session, sorted(found))
+    objects = []
+    for key in sorted(found):
+        kind, until = found[key]
+        wait = "legal-hold" if key in held else "retained" if until is not None and until > now else None
+        objects.append({"object": key, "kind": kind, "wait": wait})
+    return {"objects": objects}
 
 
 # --------------------------------------------------------------------------- reading

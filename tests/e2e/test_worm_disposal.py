@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -30,7 +31,9 @@ from archiver.store import open_store
 from tests import backends
 from tests.contract.test_catalog import _pg_schema_url
 from tests.conftest import make_env
+from archiver.export_verify import canonical_line
 from tests.e2e.test_disposition import KEPT, SHORT, Archive
+from tests.e2e.test_export import SCRIPT
 from tests.e2e.test_holds import message
 from tests.e2e.test_media import image_body
 from tests.e2e.test_pipeline import report
@@ -145,13 +148,29 @@ def test_a_segment_goes_once_its_lock_passes_and_still_verifies_shows_and_export
 
         (media_row,) = session.scalars(select(Media))
     assert media_row.object_key is not None
-    seg, photo_seg = arch.segment(short), arch.segment(pictured)
+    seg = arch.segment(short)
+    with arch.services.sessions() as session:  # the image message's segment and its media record's
+        photo_segs = list(session.scalars(select(Segment).where(Segment.retention_class == "short-test",
+                                                                Segment.key != seg.key)))
+    assert arch.segment(pictured).key in {p.key for p in photo_segs}
+    photo_keys = {p.key for p in photo_segs}
     assert seg.key != arch.segment(kept).key
     # The segment's real lock is extended a few seconds past its records' retention.
     lock = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(seconds=12)
     arch.services.store.extend_retention(seg.key, lock)
     arch.wait_expired(short, pictured)
-    wait_until(max(photo_seg.retain_until, arch.services.store.head(media_row.object_key).retain_until or photo_seg.retain_until))
+    photo_until = max(p.retain_until for p in photo_segs)
+    wait_until(max(photo_until, arch.services.store.head(media_row.object_key).retain_until or photo_until))
+
+    # A dry run names the objects a run would delete, and deletes nothing.
+    dry = arch.cli("dispose", "--dry-run", "--json")
+    assert dry.exit_code == 0, dry.output
+    previewed = {o["object"]: o for o in json.loads(dry.stdout)["worm"]["objects"]}
+    assert set(previewed) == {seg.key, media_row.object_key} | photo_keys, previewed
+    assert previewed[media_row.object_key]["kind"] == "media" and previewed[seg.key]["kind"] == "segment"
+    assert arch.deletion(seg.key) is None and arch.exists(seg.key) and arch.exists(media_row.object_key)
+    text = arch.cli("dispose", "--dry-run")
+    assert text.exit_code == 0 and f"would delete segment {seg.key}" in text.stdout, text.output
 
     # The keys go; the segment is still locked: it stays, pending, retried by the next run.
     out = arch.dispose()
@@ -159,19 +178,19 @@ def test_a_segment_goes_once_its_lock_passes_and_still_verifies_shows_and_export
     pending = {p["object"]: p["error"] for p in out["worm"]["pending"]}
     assert pending == {seg.key: "retained"}, out["worm"]
     deleted = {d["object"] for d in out["worm"]["deleted"]}
-    assert deleted == {photo_seg.key, media_row.object_key}  # the image's segment and its attachment
-    assert arch.exists(seg.key) and not arch.exists(photo_seg.key) and not arch.exists(media_row.object_key)
-    assert arch.exists(seg.checkpoint_key) and arch.exists(photo_seg.checkpoint_key)  # checkpoints are kept
+    assert deleted == photo_keys | {media_row.object_key}  # the image's segments and its attachment
+    assert arch.exists(seg.key) and not any(arch.exists(k) for k in photo_keys) and not arch.exists(media_row.object_key)
+    assert arch.exists(seg.checkpoint_key) and all(arch.exists(p.checkpoint_key) for p in photo_segs)  # kept
     if arch.bucket:  # SeaweedFS itself refuses to delete the locked version
         (version,) = arch.s3_versions(seg.key)
         with pytest.raises(Exception) as refused:
             backends.s3_client().delete_object(Bucket=arch.bucket, Key=f"archive/{seg.key}", VersionId=version)
         assert "AccessDenied" in str(refused.value) or "locked" in str(refused.value).lower(), refused.value
         assert arch.s3_versions(seg.key) == [version]
-        assert arch.s3_versions(photo_seg.key) == [] and arch.s3_versions(media_row.object_key) == []
+        assert all(arch.s3_versions(k) == [] for k in photo_keys) and arch.s3_versions(media_row.object_key) == []
     r = report(arch.services)
     assert r.ok, r.first_error
-    assert r.disposed_segments == 1  # the image's; the locked one is still read from the store
+    assert r.disposed_segments == len(photo_segs)  # the image's; the locked one is still read from the store
 
     # Once the lock has passed, the next run deletes it (every version: nothing left).
     wait_until(lock)
@@ -187,8 +206,8 @@ def test_a_segment_goes_once_its_lock_passes_and_still_verifies_shows_and_export
     got = arch.cli("verify", "--json")
     assert got.exit_code == 0, got.output
     verified = json.loads(got.stdout)
-    assert verified["ok"] and verified["disposed_segments"] == 2
-    assert verified["disposed_records"] == seg.records + photo_seg.records
+    assert verified["ok"] and verified["disposed_segments"] == 1 + len(photo_segs)
+    assert verified["disposed_records"] == seg.records + sum(p.records for p in photo_segs)
 
     # show: disposed, by which disposition record, with its proof fields (the path really leads
     # from the kept leaf to the segment's root, which the signed checkpoint names).
@@ -216,6 +235,19 @@ def test_a_segment_goes_once_its_lock_passes_and_still_verifies_shows_and_export
     checked = arch.cli("verify-export", str(bundle), "--json")
     assert checked.exit_code == 0, checked.output
     assert json.loads(checked.stdout)["disposed"] == len(lines)
+    alone = subprocess.run([sys.executable, str(SCRIPT), str(bundle), "--json"], capture_output=True, text=True,
+                           check=False)
+    assert alone.returncode == 0, alone.stdout + alone.stderr
+    assert json.loads(alone.stdout)["disposed"] == len(lines) and json.loads(alone.stdout)["ok"]
+    # A disposed line whose kept leaf hash was changed is caught by both verifiers.
+    forged = tmp_path / "forged"
+    shutil.copytree(bundle, forged)
+    flipped = [{**x, "leaf_hash": "00" * 32} if x["seq"] == short else x for x in lines]
+    (forged / "records.jsonl").write_bytes(b"".join(canonical_line(x) for x in flipped))
+    bad = arch.cli("verify-export", str(forged), "--json")
+    assert bad.exit_code == 1 and "Merkle root" in bad.stdout, bad.output
+    alone = subprocess.run([sys.executable, str(SCRIPT), str(forged)], capture_output=True, text=True, check=False)
+    assert alone.returncode == 1 and "Merkle root" in alone.stdout, alone.stdout + alone.stderr
 
     # A segment missing with no deletion row is still a break; so are tampered leaf hashes.
     with arch.services.sessions.begin() as session:
@@ -281,6 +313,37 @@ def test_a_legal_hold_on_keeps_the_object_and_the_store_down_is_retried_and_repo
 
     back = arch.dispose()
     assert [d["object"] for d in back["worm"]["deleted"]] == [seg.key] and arch.s3_versions(seg.key) == []
+    assert report(arch.services).ok
+
+
+def test_seaweedfs_itself_refuses_a_delete_before_the_lock_passes_and_the_next_run_retries(
+        s3arch: Worm, monkeypatch: pytest.MonkeyPatch) -> None:
+    arch = s3arch
+    (short,) = arch.ingest(message("wamid.S1", "locked a little longer", SHORT))
+    seg = arch.segment(short)
+    lock = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(seconds=12)
+    arch.services.store.extend_retention(seg.key, lock)  # the real lock, longer than the catalog says
+    arch.wait_expired(short)
+    wait_until(seg.retain_until)
+    store: Any = arch.services.store
+
+    def server_only(key: str) -> None:  # skips the driver's own check: only SeaweedFS may refuse
+        versions, _ = store._versions(key)  # noqa: SLF001
+        for version in versions:
+            store._delete_version(key, version)  # noqa: SLF001
+
+    monkeypatch.setattr(store, "delete_expired", server_only)
+    out = arch.dispose()
+    assert not arch.key_alive(short)
+    assert out["worm"]["pending"] == [{"object": seg.key, "kind": "segment", "error": "retained"}], out["worm"]
+    assert len(arch.s3_versions(seg.key)) == 1 and report(arch.services).ok
+    row = arch.deletion(seg.key)
+    assert row is not None and row.state == "pending" and row.last_error == "retained"
+
+    wait_until(lock)
+    again = arch.dispose()
+    assert [d["object"] for d in again["worm"]["deleted"]] == [seg.key] and again["worm"]["pending"] == []
+    assert arch.s3_versions(seg.key) == [] and arch.exists(seg.checkpoint_key)
     assert report(arch.services).ok
 
 
