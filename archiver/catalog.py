@@ -403,6 +403,31 @@ class DisposedKey(Base):
     disposed_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
+class WormDeletion(Base):
+    """A WORM object (a segment or a media object) disposition deletes: every record in it disposed.
+
+    ``state``: pending (held, retained, or the store refused or was down: retried by the next
+    run) | deleted. For a segment, ``leaf_hashes`` are its RFC 6962 leaves and ``commitments``
+    its records' content commitments, in seq order, read just before the delete, so ``archiver
+    verify`` still checks the segment's Merkle root against its signed checkpoint and ``archiver
+    show`` still gives each record's proof once the bytes are gone (checkpoints are never deleted)."""
+
+    __tablename__ = "worm_deletions"
+    object_key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))  # segment | media
+    segment_id: Mapped[int | None] = mapped_column(SEQ, index=True)  # a segment's catalog row
+    version: Mapped[str | None] = mapped_column(String(255))
+    disposition_id: Mapped[int] = mapped_column(SEQ, index=True)
+    state: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    leaf_hashes: Mapped[list[str]] = mapped_column(JSON, default=list)
+    commitments: Mapped[list[str]] = mapped_column(JSON, default=list)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(String(255))
+    requested_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    deleted_by_run: Mapped[int | None] = mapped_column(SEQ)  # the disposition whose run deleted it
+
+
 class DispositionBatch(Base):
     """Keys of a ``review: true`` class due for disposition, waiting for a compliance officer.
 
