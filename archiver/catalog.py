@@ -288,6 +288,27 @@ class JobState(Base):
     failures: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
+class VerificationState(Base):
+    """The last nightly verification (``archiver.integrity_job``): one row (``id`` 1), derived.
+
+    Each run is sealed as a ``verification`` audit record; this row only keeps its outcome so
+    that ``/healthz`` and ``archiver stats`` read it by primary key instead of the journal.
+    ``first_error`` names a seq or an object, never content.
+    """
+
+    __tablename__ = "verification_state"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    checked_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    status: Mapped[str] = mapped_column(String(16))  # ok | degraded
+    first_error: Mapped[str | None] = mapped_column(String(1024))
+    records: Mapped[int] = mapped_column(BigInteger, default=0)
+    segments: Mapped[int] = mapped_column(BigInteger, default=0)
+    checkpoints: Mapped[int] = mapped_column(BigInteger, default=0)
+    journal_id: Mapped[int | None] = mapped_column(SEQ)
+    report_key: Mapped[str | None] = mapped_column(String(512))
+    report_sha256: Mapped[str | None] = mapped_column(String(64))
+
+
 class Matter(Base):
     """A legal matter (case), from its sealed ``matter_created`` decision (derived state)."""
 

@@ -422,3 +422,18 @@ register(Job("disposition", _disposition, "destroy the data keys whose records' 
              "(none held); review classes wait for approval", cron="0 2 * * *"))
 register(Job("worm-selftest", _worm_selftest, "prove the store still refuses to delete a locked object",
              cron="0 */6 * * *"))
+
+
+def _verification(services: Services) -> dict[str, Any]:
+    from archiver import integrity_job
+    from archiver.errors import IntegrityError
+
+    summary = integrity_job.run(services)
+    if summary["outcome"] != "ok":  # sealed, stored and alerted already: the run itself failed
+        raise IntegrityError("verification", "the nightly verification found a break (see its verification record)")
+    return summary
+
+
+register(Job("verification", _verification, "full verification of the chain, segments, checkpoints and catalog; "
+             "seals a verification record, stores the signed integrity report in WORM, alerts on a break",
+             cron="0 3 * * *"))
