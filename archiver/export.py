@@ -26,6 +26,7 @@ import zipfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
@@ -42,6 +43,10 @@ from archiver.services import Services
 
 FORMAT = "archiver-export"
 VERSION = 1
+#: ``progress(records_done, records_total)``: called as records are rendered (every
+#: ``PROGRESS_EVERY`` records and at the end).
+Progress = Callable[[int, int], None]
+PROGRESS_EVERY = 200
 #: Files whose bytes depend on who exported and when; the manifest does not list them.
 UNLISTED = ("MANIFEST.json", "MANIFEST.json.sig", "EXPORT.json", "EXPORT.json.sig")
 
@@ -118,8 +123,11 @@ def selected_seqs(services: Services, session: Session, sel: Selection, through:
     return sorted(holds.matching(services, session, crit, 0, through))
 
 
-def write_bundle(services: Services, sel: Selection, out: Path, actor: str) -> Result:
-    """Write the bundle of ``sel`` into ``out`` (absent or empty) and audit it.
+def write_bundle(services: Services, sel: Selection, out: Path, actor: str, progress: Progress | None = None,
+                 export_id: str | None = None) -> Result:
+    """Write the bundle of ``sel`` into ``out`` (absent or empty) and audit it (the ``export``
+    record names ``export_id`` when given: the export job's id). ``progress`` hears how far
+    the rendering is (records done, records selected).
 
     Raises ValidationError, ExportExists, NoSuchHold, QuerySyntaxError, SearchUnavailable,
     StoreError, IntegrityError.
@@ -130,15 +138,18 @@ def write_bundle(services: Services, sel: Selection, out: Path, actor: str) -> R
     with services.sessions() as session:
         through = sealed_through(session)
         seqs = selected_seqs(services, session, sel, through)
-        files, counts, ranges = _render(services, session, seqs)
+        if progress is not None:
+            progress(0, len(seqs))
+        files, counts, ranges = _render(services, session, seqs, progress)
     # Written beside ``out`` and moved into place once audited: no bundle exists unaudited.
     out.parent.mkdir(parents=True, exist_ok=True)
     work = out.parent / f".{out.name}.partial-{secrets.token_hex(4)}"
     try:
         digest = _write_files(services, work, sel, through, files, counts, ranges, actor)
         with services.sessions.begin() as session:
+            extra = {"export": export_id} if export_id is not None else {}
             append_audit(session, "export", actor, selection=sel.as_dict(), through_seq=through, counts=counts,
-                         manifest_sha256=digest)
+                         manifest_sha256=digest, **extra)
         if out.exists():
             out.rmdir()  # empty, checked above
         work.rename(out)
@@ -195,7 +206,8 @@ def _write(path: Path, data: bytes) -> None:
         os.fsync(fh.fileno())
 
 
-def _render(services: Services, session: Session, seqs: list[int]) -> tuple[dict[str, bytes], dict[str, int], list[list[int]]]:
+def _render(services: Services, session: Session, seqs: list[int],
+            progress: Progress | None = None) -> tuple[dict[str, bytes], dict[str, int], list[list[int]]]:
     """Every file the manifest lists, by relative path, with the counts and the seq ranges."""
     rows: dict[int, Record] = {}
     for part in chunked(seqs, 500):
@@ -249,6 +261,8 @@ def _render(services: Services, session: Session, seqs: list[int]) -> tuple[dict
                                  "path": chain.inclusion_proof(leaves, index)}))
         counts["records"] += 1
         counts["shredded"] += plain is None
+        if progress is not None and counts["records"] % PROGRESS_EVERY == 0:
+            progress(counts["records"], len(seqs))
         if row.contact and rec["kind"] != "delivery":
             threads.setdefault(row.contact, []).append((row.occurred_at or 0, seq))
         first_cp = seg.first_seq if first_cp is None else min(first_cp, seg.first_seq)
@@ -256,6 +270,8 @@ def _render(services: Services, session: Session, seqs: list[int]) -> tuple[dict
     checkpoints = _checkpoints(services, session, first_cp, last_cp) if first_cp is not None and last_cp is not None else []
     counts["checkpoints"] = len(checkpoints)
     counts["threads"] = len(threads)
+    if progress is not None:
+        progress(counts["records"], len(seqs))
     public = services.signing_key.public_key()
     files = {
         "records.jsonl": b"".join(line + b"\n" for line in lines),

@@ -397,6 +397,12 @@ def _holds(services: Services) -> Any:
     return holds.sync(services)
 
 
+def _exports(services: Services) -> Any:
+    from archiver import export_jobs
+
+    return export_jobs.run_pending(services)
+
+
 def _disposition(services: Services) -> Any:
     from archiver import disposition
 
@@ -418,6 +424,8 @@ register(Job("index", _index, "index sealed records for search",
              every=lambda s: s.index_interval, cadence="every 2 seconds"))
 register(Job("holds", _holds, "evaluate litigation holds on newly sealed and indexed records; apply sealed hold decisions",
              every=lambda s: s.index_interval, cadence="every 2 seconds"))
+register(Job("exports", lambda services: _exports(services), "run queued export jobs; mark those a killed process "
+             "left running failed (interrupted)", every=lambda s: s.index_interval, cadence="every 2 seconds"))
 register(Job("disposition", _disposition, "destroy the data keys whose records' retention has run out "
              "(none held); review classes wait for approval", cron="0 2 * * *"))
 register(Job("worm-selftest", _worm_selftest, "prove the store still refuses to delete a locked object",
