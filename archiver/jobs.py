@@ -2,7 +2,7 @@
 
 Two kinds of job (``Job``):
 
-*Housekeeping* (``seal``, ``media``, ``index``, ``holds``) runs every few seconds (intervals from the
+*Housekeeping* (``seal``, ``media``, ``index``, ``holds``, ``exports``) runs every few seconds (intervals from the
 settings). Each run takes that stage's own lock (``leader_lock``) and is idempotent: a run
 that fails is retried on the next tick from what the catalog says is done. A run is not
 sealed: a record every few seconds would grow the WORM store by records no one may delete,
@@ -13,7 +13,7 @@ and what the stage did is sealed anyway (the records, segments and media it wrot
 otherwise at most every ``STATE_EVERY`` seconds, so an idle archive does not write the
 catalog every tick.
 
-*Scheduled* jobs (``worm-selftest``; disposition registers here too) run on
+*Scheduled* jobs (``worm-selftest``, ``disposition``, ``verification``) run on
 a cron line in UTC from ``policies/schedule.yaml`` (``archiver.schedule``), or the default
 they were registered with. Each run:
 
