@@ -216,7 +216,7 @@ def _render(services: Services, session: Session, seqs: list[int],
     for part in chunked(seqs, 500):
         for m in session.scalars(select(Media).where(Media.record_seq.in_(part)).order_by(Media.id)):
             attachments.setdefault(m.record_seq, []).append(m)
-    segments: dict[int, tuple[Segment, list[dict[str, Any]], list[bytes]]] = {}
+    segments: dict[int, tuple[Segment, list[dict[str, Any]], list[list[str]]]] = {}
     keys_cache: dict[str, bytes | None] = {}
     selected = set(seqs)
     items_of: dict[int, list[int]] = {}
@@ -236,8 +236,9 @@ def _render(services: Services, session: Session, seqs: list[int],
             if seg is None:
                 raise IntegrityError(f"seq {seq}", "its segment is not in the catalog")
             sealed = segment_records(services, seg)
-            segments[row.segment_id] = (seg, sealed, [chain.leaf_hash(chain.record_bytes(r)) for r in sealed])
-        seg, sealed, leaves = segments[row.segment_id]
+            paths = chain.inclusion_proofs([chain.leaf_hash(chain.record_bytes(r)) for r in sealed])
+            segments[row.segment_id] = (seg, sealed, paths)
+        seg, sealed, paths = segments[row.segment_id]
         index = seq - seg.first_seq
         rec = sealed[index]
         if rec["seq"] != seq or rec["hash"] != row.hash:
@@ -257,8 +258,7 @@ def _render(services: Services, session: Session, seqs: list[int],
         }
         lines.append(canonical(line))
         proofs.append(canonical({"seq": seq, "segment": seg.key, "checkpoint": seg.checkpoint_key,
-                                 "leaf_index": index, "tree_size": len(leaves),
-                                 "path": chain.inclusion_proof(leaves, index)}))
+                                 "leaf_index": index, "tree_size": len(paths), "path": paths[index]}))
         counts["records"] += 1
         counts["shredded"] += plain is None
         if progress is not None and counts["records"] % PROGRESS_EVERY == 0:
