@@ -22,6 +22,10 @@ from tests.conftest import make_env
 from tests.e2e.test_pipeline import seal
 from tests.e2e.test_tamper import objects, rewrite, sealed, segments  # noqa: F401 - the fixture
 
+# WeasyPrint leaves its sRGB ICC profile file open (a library leak, not ours): the integrity report renders here
+pytestmark = [pytest.mark.filterwarnings("ignore::ResourceWarning"),
+              pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")]
+
 CONTENT = ("text 00", "text 11", "text 22")  # what the sealed fixture's messages say
 
 
