@@ -409,6 +409,12 @@ def _disposition(services: Services) -> Any:
     return disposition.summary(disposition.run(services, "archiver:jobs"))
 
 
+def _consent_review(services: Services) -> Any:
+    from archiver import consent_review
+
+    return consent_review.review(services)
+
+
 def _worm_selftest(services: Services) -> dict[str, Any]:
     from archiver.store import assert_worm
 
@@ -445,3 +451,5 @@ def _verification(services: Services) -> dict[str, Any]:
 register(Job("verification", _verification, "full verification of the chain, segments, checkpoints and catalog; "
              "seals a verification record, stores the signed integrity report in WORM, alerts on a break",
              cron="0 3 * * *"))
+register(Job("consent-review", _consent_review, "find marketing sent to contacts whose marketing consent was "
+             "not valid at send time (sealed findings)", cron="0 * * * *"))

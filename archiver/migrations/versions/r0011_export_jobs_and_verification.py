@@ -1,7 +1,7 @@
 """Export jobs, and the last nightly verification's outcome (an O(1) ``/healthz``).
 
 Revision ID: 0011
-Revises: 0007
+Revises: 0012
 Create Date: 2026-12-03
 
 ``verification_state`` is derived state (``archiver.integrity_job``): every run of the
@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0011"
-down_revision = "0007"
+down_revision = "0012"  # chained after main's 0012 (consent ledger) so the merged tree has one head; the coordinator re-chains
 branch_labels = None
 depends_on = None
 
