@@ -923,6 +923,38 @@ def disposition_reject(batch_id: str, reason: str) -> None:
 # --------------------------------------------------------------------------- exports (issue 10)
 
 
+class ExportProgress:
+    """``archiver export``'s progress on stderr: a bar redrawn in place on a terminal (records
+    done of selected; no pages: no transcript is rendered yet), plain lines otherwise (one per
+    ``export.PROGRESS_EVERY`` records and the last)."""
+
+    WIDTH = 30
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self.tty = bool(getattr(stream, "isatty", lambda: False)())
+        self.drawn = False
+        self.last: tuple[int, int] | None = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if (done, total) == self.last:
+            return
+        self.last = (done, total)
+        if self.tty:
+            filled = self.WIDTH * done // total if total else self.WIDTH
+            self.stream.write(f"\rexport [{'#' * filled}{'-' * (self.WIDTH - filled)}] records {done}/{total}")
+            self.drawn = True
+        else:
+            self.stream.write(f"export: records {done}/{total}\n")
+        self.stream.flush()
+
+    def finish(self) -> None:
+        if self.drawn:
+            self.stream.write("\n")
+            self.stream.flush()
+            self.drawn = False
+
+
 @main.command("export")
 @click.option("--query", help="A search query: the matching items, their deliveries and media.")
 @click.option("--hold", "hold_id", help="A litigation hold's id: every record it holds now.")
@@ -941,9 +973,11 @@ def export_cmd(query: str | None, hold_id: str | None, contact: str | None, afte
 
     selection = export.Selection(query=query, hold=hold_id, contact=contact, after=after, before=before).check()
     services = _services()
+    bar = ExportProgress(sys.stderr)
     try:
-        done = export.write_bundle(services, selection, out, _actor())
+        done = export.write_bundle(services, selection, out, _actor(), progress=bar)
     finally:
+        bar.finish()
         services.close()
     if as_json:
         say_json(done.as_dict())

@@ -29,6 +29,7 @@ import zipfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
@@ -45,6 +46,10 @@ from archiver.services import Services
 
 FORMAT = "archiver-export"
 VERSION = 1
+#: ``progress(records_done, records_total)``: called as records are rendered (every
+#: ``PROGRESS_EVERY`` records and at the end).
+Progress = Callable[[int, int], None]
+PROGRESS_EVERY = 200
 #: Files whose bytes depend on who exported and when; the manifest does not list them.
 UNLISTED = ("MANIFEST.json", "MANIFEST.json.sig", "EXPORT.json", "EXPORT.json.sig")
 
@@ -121,8 +126,11 @@ def selected_seqs(services: Services, session: Session, sel: Selection, through:
     return sorted(holds.matching(services, session, crit, 0, through))
 
 
-def write_bundle(services: Services, sel: Selection, out: Path, actor: str) -> Result:
-    """Write the bundle of ``sel`` into ``out`` (absent or empty) and audit it.
+def write_bundle(services: Services, sel: Selection, out: Path, actor: str, progress: Progress | None = None,
+                 export_id: str | None = None) -> Result:
+    """Write the bundle of ``sel`` into ``out`` (absent or empty) and audit it (the ``export``
+    record names ``export_id`` when given: the export job's id). ``progress`` hears how far
+    the rendering is (records done, records selected).
 
     Raises ValidationError, ExportExists, NoSuchHold, QuerySyntaxError, SearchUnavailable,
     StoreError, IntegrityError.
@@ -133,15 +141,18 @@ def write_bundle(services: Services, sel: Selection, out: Path, actor: str) -> R
     with services.sessions() as session:
         through = sealed_through(session)
         seqs = selected_seqs(services, session, sel, through)
-        files, counts, ranges = _render(services, session, seqs)
+        if progress is not None:
+            progress(0, len(seqs))
+        files, counts, ranges = _render(services, session, seqs, progress)
     # Written beside ``out`` and moved into place once audited: no bundle exists unaudited.
     out.parent.mkdir(parents=True, exist_ok=True)
     work = out.parent / f".{out.name}.partial-{secrets.token_hex(4)}"
     try:
         digest = _write_files(services, work, sel, through, files, counts, ranges, actor)
         with services.sessions.begin() as session:
+            extra = {"export": export_id} if export_id is not None else {}
             append_audit(session, "export", actor, selection=sel.as_dict(), through_seq=through, counts=counts,
-                         manifest_sha256=digest)
+                         manifest_sha256=digest, **extra)
         if out.exists():
             out.rmdir()  # empty, checked above
         work.rename(out)
@@ -198,7 +209,8 @@ def _write(path: Path, data: bytes) -> None:
         os.fsync(fh.fileno())
 
 
-def _render(services: Services, session: Session, seqs: list[int]) -> tuple[dict[str, bytes], dict[str, int], list[list[int]]]:
+def _render(services: Services, session: Session, seqs: list[int],
+            progress: Progress | None = None) -> tuple[dict[str, bytes], dict[str, int], list[list[int]]]:
     """Every file the manifest lists, by relative path, with the counts and the seq ranges."""
     rows: dict[int, Record] = {}
     for part in chunked(seqs, 500):
@@ -207,7 +219,7 @@ def _render(services: Services, session: Session, seqs: list[int]) -> tuple[dict
     for part in chunked(seqs, 500):
         for m in session.scalars(select(Media).where(Media.record_seq.in_(part)).order_by(Media.id)):
             attachments.setdefault(m.record_seq, []).append(m)
-    segments: dict[int, tuple[Segment, list[dict[str, Any]] | None, list[bytes]]] = {}
+    segments: dict[int, tuple[Segment, list[dict[str, Any]] | None, list[bytes], list[list[str]]]] = {}
     deleted: dict[int, dict[str, Any]] = {}
     keys_cache: dict[str, bytes | None] = {}
     selected = set(seqs)
@@ -228,14 +240,14 @@ def _render(services: Services, session: Session, seqs: list[int]) -> tuple[dict
             seg = session.get(Segment, row.segment_id)
             if seg is None:
                 raise IntegrityError(f"seq {seq}", "its segment is not in the catalog")
-            segments[row.segment_id] = _segment(services, session, seg, deleted)
-        seg, sealed_or_none, leaves = segments[row.segment_id]
+            got, sealed_or_none, leaves = _segment(services, session, seg, deleted)
+            segments[row.segment_id] = (got, sealed_or_none, leaves, chain.inclusion_proofs(leaves))
+        seg, sealed_or_none, leaves, paths = segments[row.segment_id]
         index = seq - seg.first_seq
         if sealed_or_none is None:  # deleted by disposition: the proof kept at the deletion
             lines.append(canonical(_disposed_line(session, row, index, leaves, deleted[seg.id], items_of)))
             proofs.append(canonical({"seq": seq, "segment": seg.key, "checkpoint": seg.checkpoint_key,
-                                     "leaf_index": index, "tree_size": len(leaves),
-                                     "path": chain.inclusion_proof(leaves, index)}))
+                                     "leaf_index": index, "tree_size": len(leaves), "path": paths[index]}))
             counts["records"] += 1
             counts["shredded"] += 1
             counts["disposed"] += 1
@@ -261,10 +273,11 @@ def _render(services: Services, session: Session, seqs: list[int]) -> tuple[dict
         }
         lines.append(canonical(line))
         proofs.append(canonical({"seq": seq, "segment": seg.key, "checkpoint": seg.checkpoint_key,
-                                 "leaf_index": index, "tree_size": len(leaves),
-                                 "path": chain.inclusion_proof(leaves, index)}))
+                                 "leaf_index": index, "tree_size": len(paths), "path": paths[index]}))
         counts["records"] += 1
         counts["shredded"] += plain is None
+        if progress is not None and counts["records"] % PROGRESS_EVERY == 0:
+            progress(counts["records"], len(seqs))
         if row.contact and rec["kind"] != "delivery":
             threads.setdefault(row.contact, []).append((row.occurred_at or 0, seq))
         first_cp = seg.first_seq if first_cp is None else min(first_cp, seg.first_seq)
@@ -272,6 +285,8 @@ def _render(services: Services, session: Session, seqs: list[int]) -> tuple[dict
     checkpoints = _checkpoints(services, session, first_cp, last_cp) if first_cp is not None and last_cp is not None else []
     counts["checkpoints"] = len(checkpoints)
     counts["threads"] = len(threads)
+    if progress is not None:
+        progress(counts["records"], len(seqs))
     public = services.signing_key.public_key()
     files = {
         "records.jsonl": b"".join(line + b"\n" for line in lines),

@@ -106,7 +106,8 @@ def verify_bundle(folder: Path, public_key: Path | None = None) -> tuple[list[st
         bad("records.jsonl", "listed in MANIFEST.json but missing", seq)
     for seq in sorted(set(seen) - wanted):
         bad("records.jsonl", "not listed in MANIFEST.json", seq)
-    for stray in sorted((s for s in proofs if s not in set(seen)), key=str):
+    held = set(seen)
+    for stray in sorted((s for s in proofs if s not in held), key=str):
         bad("proofs/inclusion.jsonl", "proof of a record the bundle does not hold", stray)
     if (manifest.get("counts") or {}).get("records") != len(records):
         bad("MANIFEST.json", f"counts.records differs from the {len(records)} records in records.jsonl")
