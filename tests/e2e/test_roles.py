@@ -39,6 +39,7 @@ EXPECTED_ROLES: dict[tuple[str, str], set[str]] = {
     ("/api/v1/dispositions/{batch_id}/reject", "post"): {"compliance", "admin"},
     ("/api/v1/exports", "post"): {"compliance", "auditor", "legal"},
     ("/api/v1/exports/{export_id}/bundle.zip", "get"): {"compliance", "auditor", "legal"},
+    ("/api/v1/reports", "post"): {"compliance", "auditor", "legal"},
     ("/api/v1/openapi.json", "get"): set(ROLES),
 }
 # A value for each path placeholder and query an allowed caller would send.
