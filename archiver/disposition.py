@@ -385,10 +385,16 @@ def settle_decisions(services: Services) -> None:
 
 
 def disposed(session: Any, key_id: str) -> dict[str, Any] | None:
-    """How a record under ``key_id`` was disposed (None: it was not)."""
+    """How a record under ``key_id`` was disposed or erased (None: it was not).
+
+    A decision with event ``erasure`` (:mod:`archiver.erasure`) gives status ``erased`` and
+    ``erasure_seq``, the sealed erasure record; a disposition gives ``disposed`` and ``disposition_seq``.
+    """
     row = session.get(DisposedKey, key_id)
     if row is None:
         return None
     d = session.get(Disposition, row.disposition_id)
+    if d is not None and d.plan.get("event") == "erasure":
+        return {"status": "erased", "erasure_seq": d.seq, "erased_at": row.disposed_at.isoformat(), "key": key_id}
     return {"status": "disposed", "disposition_seq": d.seq if d else None, "disposed_at": row.disposed_at.isoformat(),
             "key": key_id}

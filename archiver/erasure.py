@@ -46,6 +46,17 @@ def _ranges(seqs: list[int]) -> list[list[int]]:
     return ranges(seqs)
 
 
+def _destroyed_by(session: Any, kid: str) -> str:
+    from archiver.disposition import disposed
+
+    found = disposed(session, kid)
+    if found is None:
+        return "the key was destroyed already"
+    if found["status"] == "erased":
+        return f"the key was shredded already by erasure record {found['erasure_seq']}"
+    return f"the key was shredded already by disposition record {found['disposition_seq']}"
+
+
 def _check(contact: Any, reason: Any) -> tuple[str, str]:
     if not isinstance(contact, str) or not contact.strip() or len(contact) > 128 or "\x00" in contact:
         raise ValidationError("contact", "is required (an E.164 number, wa_id or BSUID)")
@@ -57,8 +68,10 @@ def _check(contact: Any, reason: Any) -> tuple[str, str]:
 def plan(services: Services, contact: str) -> dict[str, Any]:
     """What erasing ``contact`` would do: the keys to shred and the keys kept, each with why."""
     from archiver import identity
+    from archiver.disposition import evaluated_through
     from archiver.policy_records import in_force
 
+    through = evaluated_through(services)
     with services.sessions() as session:
         ids = sorted(identity.resolve(session, contact))
         forms = identity._raw_forms(contact, ids)  # noqa: SLF001 - the forms records carry
@@ -79,6 +92,7 @@ def plan(services: Services, contact: str) -> dict[str, Any]:
                     select(HeldRecord.seq, Hold.id, Hold.matter_id).join(Hold, Hold.id == HeldRecord.hold_id)
                     .where(Hold.status == "active", HeldRecord.seq.in_(part))):
                 holds_of.setdefault(seq, []).append({"hold": hid, "matter": matter})
+        already = {kid: _destroyed_by(session, kid) for kid in {r.key_id for r in rows} & destroyed}
     by_key: dict[str, list[int]] = {}
     cls_of: dict[str, str] = {}
     for r in rows:
@@ -91,7 +105,7 @@ def plan(services: Services, contact: str) -> dict[str, Any]:
         entry: dict[str, Any] = {"key": kid, "class": cls_of[kid], "records": len(s), "seqs": _ranges(s)}
         held = sorted({(h["hold"], h["matter"]) for seq in s for h in holds_of.get(seq, [])})
         if kid in destroyed:
-            kept.append({**entry, "reason": "destroyed", "why": "the key was destroyed already"})
+            kept.append({**entry, "reason": "destroyed", "why": already[kid]})
         elif kid in others:
             kept.append({**entry, "reason": "shared-key", "why": "the key covers another contact's records"})
         elif cls_of[kid] not in erasable:
@@ -100,6 +114,9 @@ def plan(services: Services, contact: str) -> dict[str, Any]:
         elif held:
             kept.append({**entry, "reason": "hold", "holds": [{"hold": h, "matter": m} for h, m in held],
                          "why": "held by " + ", ".join(f"hold {h} (matter {m})" for h, m in held)})
+        elif s[-1] > through:
+            kept.append({**entry, "reason": "hold-pending",
+                         "why": "hold evaluation has not reached these records yet; erase again later"})
         else:
             shred.append(entry)
     return {"contact": contact, "identifiers": ids, "shred": shred, "kept": kept,
@@ -141,6 +158,7 @@ def run(services: Services, contact: Any, reason: Any, actor: str, *, dry_run: b
             assert found is not None
             out["erasure_seq"] = found.seq
             out["applied"] = found.applied_at is not None
+            out["erased_at"] = found.applied_at.isoformat() if found.applied_at else None
     out["certificate"] = certificate(services, out, actor, reason)
     log.info("erasure.run keys=%d kept=%d seq=%s", len(out["shred"]), len(out["kept"]), out.get("erasure_seq"))
     return out
@@ -154,8 +172,12 @@ def certificate(services: Services, out: dict[str, Any], actor: str, reason: str
         archive = archive_id(session)
         gone = set(session.scalars(select(DataKey.id).where(DataKey.wrapped.is_(None))))
     shredded = [k for k in out["shred"] if k["key"] in gone]
-    late = [{**k, "reason": "hold", "why": "a hold came to hold it before the shred"}
-            for k in out["shred"] if k["key"] not in gone]
+    if out.get("applied"):
+        late = [{**k, "reason": "hold", "why": "a hold came to hold it between the decision and the shred"}
+                for k in out["shred"] if k["key"] not in gone]
+    else:
+        late = [{**k, "reason": "pending", "why": "sealed, not applied yet: the next erase or dispose run shreds it"}
+                for k in out["shred"] if k["key"] not in gone]
     cert = {"v": 1, "type": "erasure_certificate", "archive_id": archive,
             "generated_at": datetime.now(timezone.utc).isoformat(), "generated_by": actor, "reason": reason,
             "contact": out["contact"], "identifiers": out["identifiers"], "erasure_seq": out.get("erasure_seq"),
