@@ -19,7 +19,7 @@ import pytest
 from sqlalchemy import func, select
 
 from archiver import erasure, holds, indexer
-from archiver.catalog import DataKey, DisposedKey, Journal, Record
+from archiver.catalog import DataKey, DisposedKey, Journal, Record, Segment
 from tests import backends
 from tests.contract.test_catalog import _pg_schema_url
 from tests.conftest import make_env
@@ -128,12 +128,17 @@ def test_erasing_one_contact_leaves_the_other_readable(arch: Archive, tmp_path: 
     assert got.exit_code == 0, got.output
     out = json.loads(got.stdout)
     assert out["applied"] is True and out["erasure_seq"]
-    # The decision was sealed as an erasure record (before the keys went: its seq is below no shred).
+    # The decision was sealed as an erasure record before the keys went.
     decision = arch.record(out["erasure_seq"])
     assert (decision.kind, decision.type) == ("decision", "erasure")
     sealed = _content(arch, out["erasure_seq"])["content"]
     assert sealed["event"] == "erasure" and sealed["reason"] == "Art. 17 request #1"
     assert sorted(k["key"] for k in sealed["keys"]) == sorted(set(hers.values()))
+    with arch.services.sessions() as session:
+        segment = session.get(Segment, decision.segment_id)
+        assert segment is not None
+        shredded_at = set(session.scalars(select(DataKey.destroyed_at).where(DataKey.id.in_(set(hers.values())))))
+    assert shredded_at and all(at is not None and at >= segment.sealed_at for at in shredded_at)
 
     # Her keys are gone, her records out of the index; every record of Bob's still reads.
     assert not any(arch.key_alive(s) for s in hers)
