@@ -211,14 +211,18 @@ def verify(as_json: bool) -> None:
     from archiver import verify as verifier
 
     services = _services()
-    with services.sessions() as session:
-        report = verifier.audit(services.store, services.signing_key.public_key(), session)
+    try:
+        with services.sessions() as session:
+            report = verifier.audit(services.store, services.signing_key.public_key(), session)
+        home_dir = services.settings.home
+    finally:
+        services.close()  # in-process callers (tests) must not leak the catalog's connections
     empty = report.ok and report.records == 0
     if as_json:
         out = {k: report.as_dict()[k] for k in ("ok", "records", "segments", "checkpoints", "first_error")}
         say_json({**out, "empty": empty})
     elif empty:
-        say(f"empty: no record sealed in {services.settings.home} yet, so nothing was verified", err=True)
+        say(f"empty: no record sealed in {home_dir} yet, so nothing was verified", err=True)
     elif report.ok:
         say(f"ok: {plural(report.records, 'record')} in {plural(report.segments, 'segment')}, "
             f"{plural(report.checkpoints, 'checkpoint')} verified")
