@@ -66,7 +66,10 @@ def _check(contact: Any, reason: Any) -> tuple[str, str]:
 
 
 def plan(services: Services, contact: str) -> dict[str, Any]:
-    """What erasing ``contact`` would do: the keys to shred and the keys kept, each with why."""
+    """What erasing ``contact`` would do: the keys to shred and the keys kept, each with why.
+
+    Raises NoSuchContact when no record names any identifier of the person.
+    """
     from archiver import identity
     from archiver.disposition import evaluated_through
     from archiver.policy_records import in_force
@@ -77,6 +80,9 @@ def plan(services: Services, contact: str) -> dict[str, Any]:
         forms = identity._raw_forms(contact, ids)  # noqa: SLF001 - the forms records carry
         rows = session.execute(select(Record.seq, Record.key_id, Record.retention_class, Record.contact)
                                .where(Record.contact.in_(forms))).all()
+        if not rows:
+            raise identity.NoSuchContact(f"no record names contact {contact!r}",
+                                         hint="'archiver contact show ID' shows a person's identifiers")
         keys = sorted({r.key_id for r in rows})
         others: set[str] = set()
         for part in chunked(keys, 500):
@@ -126,7 +132,7 @@ def plan(services: Services, contact: str) -> dict[str, Any]:
 def run(services: Services, contact: Any, reason: Any, actor: str, *, dry_run: bool = False) -> dict[str, Any]:
     """Erase ``contact``: plan, seal the ``erasure`` decision, shred; return the plan and a signed certificate.
 
-    Raises ValidationError, JobBusy (a disposition or erasure runs in another process).
+    Raises ValidationError, NoSuchContact, JobBusy (a disposition or erasure runs in another process).
     """
     from archiver import disposition, holds
     from archiver.errors import JobBusy

@@ -163,7 +163,7 @@ PATHS: dict[str, dict[str, Any]] = {
         "GDPR erasure of a person (sealed as an erasure decision first): {contact, reason, dry_run}; shreds her keys "
         "in erasable classes no hold covers, says why each other key is kept; returns the signed certificate",
         ERASERS, {"201": _json("the plan, erasure_seq and {certificate, signature, public_key, algorithm}"),
-                  "200": _json("the plan (dry run)"), **_errors(400, 409)}, requestBody=_ANY_BODY)},
+                  "200": _json("the plan (dry run)"), **_errors(400, 404, 409)}, requestBody=_ANY_BODY)},
     "/api/v1/exports": {"post": _op(
         "Write a provable export bundle (docs/export-format.md) under ARCHIVER_HOME/exports/<id>, audited: "
         "{query} | {hold} | {contact, after, before}; role legal by hold only", EXPORTERS,

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,13 +21,14 @@ import pytest
 from sqlalchemy import func, select
 
 from archiver import erasure, holds, indexer
-from archiver.catalog import DataKey, DisposedKey, Journal, Record, Segment
+from archiver.catalog import DataKey, DisposedKey, Disposition, Journal, Record, Segment
 from tests import backends
 from tests.contract.test_catalog import _pg_schema_url
 from tests.conftest import make_env
 from tests.e2e.test_disposition import Archive
 from tests.e2e.test_holds import message
 from tests.e2e.test_identity import BSUID, PHONE, history, live
+from tests.serving import ROOT
 
 pytestmark = [pytest.mark.s3]
 
@@ -222,6 +225,7 @@ def test_held_and_obligated_keys_are_kept_with_why_over_the_api(arch: Archive) -
     assert arch.client.post("/api/v1/erasures", json=body).status_code == 401
     assert call("compliance", {"contact": HELD}).status_code == 400  # a reason is required
     assert call("compliance", {**body, "dry_run": "yes"}).status_code == 400
+    assert call("compliance", {"contact": "33600000000", "reason": "r"}).status_code == 404  # names nobody
     before = _state(arch)
     dry = call("compliance", {**body, "dry_run": True})
     assert dry.status_code == 200 and dry.get_json()["dry_run"] is True and _state(arch) == before
@@ -244,4 +248,36 @@ def test_held_and_obligated_keys_are_kept_with_why_over_the_api(arch: Archive) -
     # March, not held and erasable: shredded.
     assert arch.record(mar).key_id in shredded and not arch.key_alive(mar)
     assert _content(arch, feb)["content"] is not None and _content(arch, desk)["content"] is not None
+    assert arch.cli("verify").exit_code == 0
+
+
+CRASH = """
+import os, signal, sys
+from archiver import disposition
+from archiver.cli import main
+def die(*a, **k):
+    os.kill(os.getpid(), signal.SIGKILL)
+disposition._destroy = die
+sys.argv = ["archiver", "erase", "--contact", "%s", "--reason", "Art. 17"]
+main()
+""" % ALICE
+
+
+def test_kill_9_between_seal_and_shred_is_finished_by_the_next_erase(arch: Archive) -> None:
+    arch.ingest(message("wamid.A1", "alice feb", ALICE, ts=FEB))
+    hers = _of(arch, ALICE)
+    killed = subprocess.run([sys.executable, "-c", CRASH], env={**os.environ, **arch.env}, cwd=ROOT,
+                            capture_output=True, timeout=300)
+    assert killed.returncode == -9, killed.stderr
+    assert all(arch.key_alive(s) for s in hers)
+    with arch.services.sessions() as session:
+        (row,) = session.scalars(select(Disposition))
+        assert row.applied_at is None and row.plan["event"] == "erasure"
+        assert session.scalar(select(Journal.sealed).where(Journal.id == row.journal_id))  # sealed before it died
+        first = session.scalar(select(Journal.delivery_seq).where(Journal.id == row.journal_id))
+    # The next erase finishes the sealed one first, then finds nothing left to shred.
+    out = json.loads(arch.cli("erase", "--contact", ALICE, "--reason", "Art. 17", "--json").stdout)
+    assert out["shred"] == [] and not any(arch.key_alive(s) for s in hers)
+    assert all(f"erasure record {first}" in k["why"] for k in out["kept"])
+    assert {_content(arch, s)["disposition"]["erasure_seq"] for s in hers} == {first}
     assert arch.cli("verify").exit_code == 0
