@@ -170,6 +170,33 @@ def run(services: Services, contact: Any, reason: Any, actor: str, *, dry_run: b
     return out
 
 
+def show(services: Services, erasure_id: Any) -> dict[str, Any]:
+    """One erasure run as the catalog keeps it (the sealed decision and whether it was applied),
+    with a certificate signed now of what its keys' state is now.
+
+    Raises NotFound when no erasure run has that id.
+    """
+    from archiver.errors import NotFound
+
+    try:
+        rid = int(erasure_id)
+    except (TypeError, ValueError):
+        raise NotFound(f"no erasure {erasure_id!r}") from None
+    with services.sessions() as session:
+        row = session.get(Disposition, rid)
+        if row is None or (row.plan or {}).get("event") != EVENT:
+            raise NotFound(f"no erasure {erasure_id!r}")
+        body = dict(row.plan)
+        out: dict[str, Any] = {
+            "erasure_id": row.id, "erasure_seq": row.seq, "actor": row.actor, "reason": body.get("reason"),
+            "created_at": row.created_at.isoformat(), "applied": row.applied_at is not None,
+            "erased_at": row.applied_at.isoformat() if row.applied_at else None, "contact": body.get("contact"),
+            "identifiers": body.get("identifiers", []), "shred": body.get("keys", []), "kept": body.get("kept", []),
+            "dry_run": False}
+    out["certificate"] = certificate(services, out, str(row.actor or ""), str(out["reason"] or ""))
+    return out
+
+
 def certificate(services: Services, out: dict[str, Any], actor: str, reason: str) -> dict[str, Any]:
     """The signed erasure certificate (the shape of a hold certificate file)."""
     from archiver.hold_certificate import ALGORITHM, public_pem

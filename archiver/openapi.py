@@ -164,6 +164,11 @@ PATHS: dict[str, dict[str, Any]] = {
         "in erasable classes no hold covers, says why each other key is kept; returns the signed certificate",
         ERASERS, {"201": _json("the plan, erasure_seq and {certificate, signature, public_key, algorithm}"),
                   "200": _json("the plan (dry run)"), **_errors(400, 404, 409)}, requestBody=_ANY_BODY)},
+    "/api/v1/erasures/{erasure_id}": {"get": _op(
+        "One erasure run (audited): the sealed plan, erasure_seq, whether it was applied, and a certificate "
+        "signed now", ERASERS, {"200": _json("the run and {certificate, signature, public_key, algorithm}"),
+                                **_errors(404)},
+        parameters=[_path("erasure_id", {"type": "string"}, "the erasure's id (erasure_id of the POST)")])},
     "/api/v1/exports": {"post": _op(
         "Write a provable export bundle (docs/export-format.md) under ARCHIVER_HOME/exports/<id>, audited: "
         "{query} | {hold} | {contact, after, before}; role legal by hold only", EXPORTERS,

@@ -36,6 +36,7 @@ EXPECTED_ROLES: dict[tuple[str, str], set[str]] = {
     ("/api/v1/holds/{hold_id}/certificate", "get"): {"legal", "admin"},
     ("/api/v1/dispositions", "get"): {"compliance", "admin"},
     ("/api/v1/erasures", "post"): {"compliance"},
+    ("/api/v1/erasures/{erasure_id}", "get"): {"compliance"},
     ("/api/v1/dispositions/{batch_id}/approve", "post"): {"compliance", "admin"},
     ("/api/v1/dispositions/{batch_id}/reject", "post"): {"compliance", "admin"},
     ("/api/v1/exports", "post"): {"compliance", "auditor", "legal"},
@@ -45,7 +46,8 @@ EXPECTED_ROLES: dict[tuple[str, str], set[str]] = {
 }
 # A value for each path placeholder and query an allowed caller would send.
 EXAMPLE_PATH = {"seq": "1", "contact": "4479460001234", "hold_id": "hold-000000000000",
-                "batch_id": "disp-000000000000", "export_id": "exp-000000000000"}
+                "batch_id": "disp-000000000000", "export_id": "exp-000000000000",
+                "erasure_id": "1"}
 EXAMPLE_QUERY = {"/api/v1/search": "?q=refund"}
 
 
