@@ -23,6 +23,9 @@ A run (``run``; ``archiver dispose``, the ``disposition`` job):
    idempotent and done under the sealer's lock, so the sealer never encrypts with a key
    being destroyed; a record sealed later into the same scope gets a new key (``<id>~2``).
 
+An erasure (:mod:`archiver.erasure`) is a ``dispositions`` row too, its plan with event
+``erasure``: applied by the same ``finish_pending``; ``disposed`` says ``erased`` for its keys.
+
 WORM objects are kept: a segment (and its checkpoint) holds only ciphertext once its keys
 are gone, and ``archiver verify`` checks every segment named by a checkpoint, so deleting
 segment or media objects is not done (yet). With ``dry_run`` the plan is returned and

@@ -1,6 +1,7 @@
 """Erasure (GDPR Art. 17): crypto-shred one person's data keys, sealed before it acts.
 
-``archiver erase --contact ID --reason TEXT [--dry-run]``. The contact resolves to the
+``archiver erase --contact ID --reason TEXT [--dry-run] [--json] [--out CERT.json]`` and
+``POST /api/v1/erasures`` (:mod:`archiver.erasure_api`, role compliance). The contact resolves to the
 person (:func:`archiver.identity.resolve`: phone, wa_id and BSUID alike). Her records' data
 keys (scoped by (contact, class, period), ``archiver.keys.scope_id``: no key covers two
 contacts) are split:
@@ -9,8 +10,9 @@ contacts) are split:
   records, and every record under it is hers;
 - *kept*, each with its reason: ``class-obligation`` (the class is ``erasable: false``, a
   legal obligation, Art. 17(3)(b); names the class), ``hold`` (names the hold and its
-  matter), ``shared-key`` (a record of another contact is under it: never shredded),
-  ``destroyed`` (already gone).
+  matter), ``hold-pending`` (hold evaluation has not reached its records yet),
+  ``shared-key`` (a record of another contact is under it: never shredded), ``destroyed``
+  (already gone, naming the erasure or disposition record).
 
 The decision is journaled as a ``decision`` record (event ``erasure``: who, when, reason,
 the identifiers, the plan) and applied only once sealed, by the disposition machinery
@@ -91,6 +93,7 @@ def plan(services: Services, contact: str) -> dict[str, Any]:
         destroyed = set(session.scalars(select(DataKey.id).where(DataKey.wrapped.is_(None))))
         force = in_force(session)
         erasable = {c.name for c in force.policy.classes if c.erasable} if force else set()
+        rules = {c.name: c.rule for c in force.policy.classes if c.rule} if force else {}
         holds_of: dict[int, list[dict[str, str]]] = {}
         seqs = [r.seq for r in rows]
         for part in chunked(seqs, 500):
@@ -115,8 +118,10 @@ def plan(services: Services, contact: str) -> dict[str, Any]:
         elif kid in others:
             kept.append({**entry, "reason": "shared-key", "why": "the key covers another contact's records"})
         elif cls_of[kid] not in erasable:
-            kept.append({**entry, "reason": "class-obligation",
-                         "why": f"class {cls_of[kid]} is not erasable (legal obligation, GDPR Art. 17(3)(b))"})
+            rule = rules.get(cls_of[kid])
+            kept.append({**entry, "reason": "class-obligation", "rule": rule,
+                         "why": f"class {cls_of[kid]}" + (f" (rule {rule})" if rule else "")
+                         + " is not erasable (legal obligation, GDPR Art. 17(3)(b))"})
         elif held:
             kept.append({**entry, "reason": "hold", "holds": [{"hold": h, "matter": m} for h, m in held],
                          "why": "held by " + ", ".join(f"hold {h} (matter {m})" for h, m in held)})

@@ -241,13 +241,27 @@ def test_held_and_obligated_keys_are_kept_with_why_over_the_api(arch: Archive) -
     feb_key = arch.record(feb).key_id
     assert kept[feb_key]["reason"] == "hold" and kept[feb_key]["holds"] == [{"hold": hold, "matter": matter}]
     assert matter in kept[feb_key]["why"] and arch.key_alive(feb)
-    # The trading desk's key: a legal obligation, naming the class.
+    # The trading desk's key: a legal obligation, naming the class and its rule.
     desk_key = arch.record(desk).key_id
-    assert kept[desk_key]["reason"] == "class-obligation" and "trading" in kept[desk_key]["why"]
+    assert kept[desk_key]["reason"] == "class-obligation" and kept[desk_key]["rule"] == "finra-4511"
+    assert "class trading (rule finra-4511)" in kept[desk_key]["why"]
     assert arch.key_alive(desk)
     # March, not held and erasable: shredded.
     assert arch.record(mar).key_id in shredded and not arch.key_alive(mar)
     assert _content(arch, feb)["content"] is not None and _content(arch, desk)["content"] is not None
+    # The run, as the catalog keeps it: compliance only, 404 for no such erasure.
+    url = f"/api/v1/erasures/{out['erasure_id']}"
+    assert arch.client.get(url).status_code == 401
+    assert arch.client.get(url, headers={"Authorization": f"Bearer {tokens['legal']}"}).status_code == 403
+    mine = {"Authorization": f"Bearer {tokens['compliance']}"}
+    assert arch.client.get("/api/v1/erasures/999999", headers=mine).status_code == 404
+    shown = arch.client.get(url, headers=mine)
+    assert shown.status_code == 200, shown.get_json()
+    run = shown.get_json()
+    assert run["erasure_seq"] == out["erasure_seq"] and run["applied"] is True and run["reason"] == body["reason"]
+    assert erasure.verify_certificate(run["certificate"]) == []
+    assert {k["key"] for k in run["certificate"]["certificate"]["shredded"]} == shredded
+    assert {k["key"] for k in run["certificate"]["certificate"]["kept"]} == set(kept)
     assert arch.cli("verify").exit_code == 0
 
 
