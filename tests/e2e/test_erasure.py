@@ -200,6 +200,9 @@ def test_a_person_known_by_phone_and_bsuid_is_erased_under_both(arch: Archive) -
     # By her phone number now: the same person, nothing left to shred.
     again = json.loads(arch.cli("erase", "--contact", PHONE, "--reason", "Art. 17", "--json").stdout)
     assert again["shred"] == [] and {k["reason"] for k in again["kept"]} == {"destroyed"}
+    text = arch.cli("erase", "--contact", PHONE, "--reason", "Art. 17")
+    assert text.exit_code == 0 and "shredded 0 keys, 0 records" in text.output, text.output
+    assert f"shredded already by erasure record {out['erasure_seq']}" in text.output
 
 
 def test_held_and_obligated_keys_are_kept_with_why_over_the_api(arch: Archive) -> None:
