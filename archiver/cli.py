@@ -240,8 +240,11 @@ def stats(as_json: bool) -> None:
     from archiver import stats as counts
 
     services = _services()
-    with services.sessions.begin() as session:
-        data = counts.collect(session, services.search)
+    try:
+        with services.sessions.begin() as session:
+            data = counts.collect(session, services.search)
+    finally:
+        services.close()
     say_json(data, indent=None if as_json else 2)
 
 
@@ -530,14 +533,17 @@ def policy() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the classes as JSON.")
 @handled
 def policy_check(folder: str | None, as_json: bool) -> None:
-    """Validate retention.yaml: print its classes and SHA-256 (exit 0), or the first problem (exit 1)."""
+    """Validate retention.yaml (and consent.yaml when there is one): print the classes and SHA-256
+    (exit 0), or the first problem (exit 1)."""
     from pathlib import Path
 
-    from archiver import retention_policy
+    from archiver import consent_policy, retention_policy
     from archiver.errors import PolicyError
 
+    where = Path(folder) if folder else Settings.from_env().policies_dir
     try:
-        loaded = retention_policy.load(Path(folder) if folder else Settings.from_env().policies_dir)
+        loaded = retention_policy.load(where)
+        consent = consent_policy.load(where)
     except PolicyError as exc:
         click.echo(json.dumps(exc.as_dict()) if as_json else f"error[{exc.code}]: {exc}", err=True)
         sys.exit(1)
@@ -552,6 +558,11 @@ def policy_check(folder: str | None, as_json: bool) -> None:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    if consent is not None:
+        languages = sorted({k.language for k in consent.keywords})
+        click.echo(f"ok: {consent.file}\nsha256 {consent.sha256}\n"
+                   f"{len(consent.keywords)} opt-out keywords in {len(languages)} languages ({', '.join(languages)}), "
+                   f"category {consent.category}, require_opt_in {'yes' if consent.require_opt_in else 'no'}")
 
 
 
@@ -1144,6 +1155,8 @@ for _kind, _summary in (
         ("dispositions", "Every disposition run (keys, seqs, classes, approvals) and review batch.")):
     _report_command(_kind, _summary)
 
+
+from archiver import cli_consent  # noqa: E402,F401  - attaches consent, review and findings to main
 
 if __name__ == "__main__":
     main()
