@@ -211,15 +211,19 @@ def verify(as_json: bool) -> None:
     from archiver import verify as verifier
 
     services = _services()
-    with services.sessions() as session:
-        report = verifier.audit(services.store, services.signing_key.public_key(), session)
+    try:
+        with services.sessions() as session:
+            report = verifier.audit(services.store, services.signing_key.public_key(), session)
+        home_dir = services.settings.home
+    finally:
+        services.close()  # in-process callers (tests) must not leak the catalog's connections
     empty = report.ok and report.records == 0 and report.disposed_records == 0
     if as_json:
         out = {k: report.as_dict()[k] for k in ("ok", "records", "segments", "checkpoints", "first_error",
                                                  "disposed_segments", "disposed_records")}
         say_json({**out, "empty": empty})
     elif empty:
-        say(f"empty: no record sealed in {services.settings.home} yet, so nothing was verified", err=True)
+        say(f"empty: no record sealed in {home_dir} yet, so nothing was verified", err=True)
     elif report.ok:
         disposed = (f"; {plural(report.disposed_segments, 'disposed segment')} ({plural(report.disposed_records, 'record')})"
                     " checked by the leaf hashes kept at their deletion" if report.disposed_segments else "")
@@ -858,6 +862,45 @@ def dispose(dry_run: bool, as_json: bool) -> None:
         say(f"  WORM objects deleted: {len(worm['deleted'])}; still pending: {len(worm['pending'])}")
         for p in worm["pending"]:
             say(f"  pending delete: {p['object']} ({p['error']}; retried by the next run)")
+
+
+@main.command()
+@click.option("--contact", required=True, help="The person: an E.164 number, wa_id or BSUID (all her identifiers are erased).")
+@click.option("--reason", required=True, help="Why (sealed with the erasure record and in the certificate).")
+@click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the plan and the certificate as JSON.")
+@click.option("--out", "out_file", type=click.Path(dir_okay=False, writable=True),
+              help="File to write the signed erasure certificate to (JSON).")
+@handled
+@needs_archive
+def erase(contact: str, reason: str, dry_run: bool, as_json: bool, out_file: str | None) -> None:
+    """GDPR erasure: shred the person's data keys in erasable classes that no hold covers, sealing
+    an erasure record first; keys kept are listed with why (class obligation, hold and matter)."""
+    from archiver import erasure
+
+    services = _services()
+    try:
+        out = erasure.run(services, contact, reason, _actor(), dry_run=dry_run)
+    finally:
+        services.close()
+    if out_file and not dry_run:
+        Path(out_file).write_text(json.dumps(out["certificate"], indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    if as_json:
+        say_json(out)
+        return
+    verb = "would shred" if dry_run else "shredded"
+    shredded = out["shred"] if dry_run else out["certificate"]["certificate"]["shredded"]
+    kept = out["kept"] if dry_run else out["certificate"]["certificate"]["kept"]
+    say(f"{verb} {plural(len(shredded), 'key')}, {plural(sum(k['records'] for k in shredded), 'record')}; "
+        f"kept {plural(len(kept), 'key')}, {plural(sum(k['records'] for k in kept), 'record')}"
+        + (f" (erasure record {out['erasure_seq']})" if out.get("erasure_seq") else ""))
+    say(f"  identifiers: {', '.join(out['identifiers'])}")
+    for k in shredded:
+        say(f"  {verb} key {k['key']}  {k['class']}  {plural(k['records'], 'record')}")
+    for k in kept:
+        say(f"  kept key {k['key']}  {k['class']}  {plural(k['records'], 'record')}: {k['why']}")
+    if out_file and not dry_run:
+        say(f"certificate written: {out_file}")
 
 
 @main.group()

@@ -28,6 +28,9 @@ A run (``run``; ``archiver dispose``, the ``disposition`` job):
    names them; a delete refused (legal hold, retention, store down) stays pending, is
    retried by every later run and reported in the run's summary, never an error that stops it.
 
+An erasure (:mod:`archiver.erasure`) is a ``dispositions`` row too, its plan with event
+``erasure``: applied by the same ``finish_pending``; ``disposed`` says ``erased`` for its keys.
+
 With ``dry_run`` the plan is returned and nothing changes.
 """
 
@@ -408,10 +411,16 @@ def settle_decisions(services: Services) -> None:
 
 
 def disposed(session: Any, key_id: str) -> dict[str, Any] | None:
-    """How a record under ``key_id`` was disposed (None: it was not)."""
+    """How a record under ``key_id`` was disposed or erased (None: it was not).
+
+    A decision with event ``erasure`` (:mod:`archiver.erasure`) gives status ``erased`` and
+    ``erasure_seq``, the sealed erasure record; a disposition gives ``disposed`` and ``disposition_seq``.
+    """
     row = session.get(DisposedKey, key_id)
     if row is None:
         return None
     d = session.get(Disposition, row.disposition_id)
+    if d is not None and d.plan.get("event") == "erasure":
+        return {"status": "erased", "erasure_seq": d.seq, "erased_at": row.disposed_at.isoformat(), "key": key_id}
     return {"status": "disposed", "disposition_seq": d.seq if d else None, "disposed_at": row.disposed_at.isoformat(),
             "key": key_id}

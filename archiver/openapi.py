@@ -20,7 +20,7 @@ from flask import Blueprint, Flask, Response, jsonify
 from archiver.auth import require
 from archiver.listing import DEFAULT_LIMIT, MAX_LIMIT
 from archiver.params import SEQ_MAX
-from archiver.roles import EXPORTERS, HOLDERS, OVERSIGHT, READERS, REPORTERS, REVIEWERS, ROLES, WRITERS
+from archiver.roles import ERASERS, EXPORTERS, HOLDERS, OVERSIGHT, READERS, REPORTERS, REVIEWERS, ROLES, WRITERS
 from archiver.search import MAX_SIZE, MAX_WINDOW, SORTS
 
 bp = Blueprint("openapi", __name__)
@@ -159,6 +159,16 @@ PATHS: dict[str, dict[str, Any]] = {
         "Reject a batch (sealed as disposition_rejected first): {reason}; its keys are kept",
         REVIEWERS, {"200": _json("the batch"), **_errors(400, 404, 409)},
         parameters=[_path("batch_id", {"type": "string"}, "the batch's id")], requestBody=_ANY_BODY)},
+    "/api/v1/erasures": {"post": _op(
+        "GDPR erasure of a person (sealed as an erasure decision first): {contact, reason, dry_run}; shreds her keys "
+        "in erasable classes no hold covers, says why each other key is kept; returns the signed certificate",
+        ERASERS, {"201": _json("the plan, erasure_seq and {certificate, signature, public_key, algorithm}"),
+                  "200": _json("the plan (dry run)"), **_errors(400, 404, 409)}, requestBody=_ANY_BODY)},
+    "/api/v1/erasures/{erasure_id}": {"get": _op(
+        "One erasure run (audited): the sealed plan, erasure_seq, whether it was applied, and a certificate "
+        "signed now", ERASERS, {"200": _json("the run and {certificate, signature, public_key, algorithm}"),
+                                **_errors(404)},
+        parameters=[_path("erasure_id", {"type": "string"}, "the erasure's id (erasure_id of the POST)")])},
     "/api/v1/exports": {"post": _op(
         "Queue a provable export (docs/export-format.md), written off the request under ARCHIVER_HOME/exports/<id> "
         "and audited: {query} | {hold} | {contact, after, before}; role legal by hold only", EXPORTERS,

@@ -296,7 +296,8 @@ def holds(services: Services, period: Period) -> dict[str, Any]:
 
 
 def dispositions(services: Services, period: Period) -> dict[str, Any]:
-    """Every disposition run of the period (its sealed plan) and every review batch."""
+    """Every disposition run of the period (its sealed plan; ``event`` ``erasure`` for a GDPR erasure,
+    :mod:`archiver.erasure`) and every review batch."""
     with services.sessions() as session:
         runs = [_run(d) for d in session.scalars(select(Disposition).order_by(Disposition.id)) if d.created_at in period]
         batches = [_batch(b) for b in session.scalars(select(DispositionBatch).order_by(DispositionBatch.created_at,
@@ -312,7 +313,8 @@ def dispositions(services: Services, period: Period) -> dict[str, Any]:
 
 def _run(d: Disposition) -> dict[str, Any]:
     plan = d.plan or {}
-    return {"id": d.id, "seq": d.seq, "actor": d.actor, "created_at": d.created_at.isoformat(),
+    return {"id": d.id, "event": plan.get("event", "disposition"), "seq": d.seq, "actor": d.actor,
+            "created_at": d.created_at.isoformat(),
             "applied_at": d.applied_at.isoformat() if d.applied_at else None,
             "records": int(plan.get("records", 0)), "evaluated_through": plan.get("evaluated_through"),
             "keys": [{"key": k["key"], "class": k["class"], "records": k["records"], "seqs": k["seqs"],

@@ -17,6 +17,8 @@ OVERSIGHT = ("compliance", "auditor", "admin")
 HOLDERS = ("legal", "admin")
 # Who reviews disposition: approves or rejects batches of review classes (records management).
 REVIEWERS = ("compliance", "admin")
+# Who erases a person's data (GDPR Art. 17): the compliance officer alone.
+ERASERS = ("compliance",)
 # Who takes provable exports out of the archive (legal: by hold only until tokens carry matters).
 EXPORTERS = ("compliance", "auditor", "legal")
 # Who writes the signed reports (archiver.reports): oversight, and legal for the holds report only.

@@ -35,6 +35,8 @@ EXPECTED_ROLES: dict[tuple[str, str], set[str]] = {
     ("/api/v1/holds/{hold_id}/release", "post"): {"legal", "admin"},
     ("/api/v1/holds/{hold_id}/certificate", "get"): {"legal", "admin"},
     ("/api/v1/dispositions", "get"): {"compliance", "admin"},
+    ("/api/v1/erasures", "post"): {"compliance"},
+    ("/api/v1/erasures/{erasure_id}", "get"): {"compliance"},
     ("/api/v1/dispositions/{batch_id}/approve", "post"): {"compliance", "admin"},
     ("/api/v1/dispositions/{batch_id}/reject", "post"): {"compliance", "admin"},
     ("/api/v1/exports", "post"): {"compliance", "auditor", "legal"},
@@ -52,7 +54,7 @@ EXPECTED_ROLES: dict[tuple[str, str], set[str]] = {
 # A value for each path placeholder and query an allowed caller would send.
 EXAMPLE_PATH = {"seq": "1", "contact": "4479460001234", "hold_id": "hold-000000000000",
                 "batch_id": "disp-000000000000", "export_id": "exp-000000000000",
-                "finding_id": "find-0000000000000000"}
+                "finding_id": "find-0000000000000000", "erasure_id": "1"}
 EXAMPLE_QUERY = {"/api/v1/search": "?q=refund", "/api/v1/consent/4479460001234/at": "?time=2026-12-01"}
 
 
