@@ -238,6 +238,8 @@ class PolicyVersion(Base):
     seq: Mapped[int | None] = mapped_column(SEQ, index=True)  # set when its policy record is committed
     loaded_by: Mapped[str] = mapped_column(String(128))
     loaded_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # Which policy file: retention (classes records) or consent (keywords); see policy_records.
+    name: Mapped[str] = mapped_column(String(32), default="retention", server_default="retention")
 
 
 class RetentionExtension(Base):
@@ -421,6 +423,70 @@ class DispositionBatch(Base):
     reason: Mapped[str | None] = mapped_column(String(2000))
     decision_journal_id: Mapped[int | None] = mapped_column(SEQ)
     disposition_id: Mapped[int | None] = mapped_column(SEQ)
+
+
+class ConsentEntry(Base):
+    """One line of the consent ledger (``archiver.consent``): append-only, derived from sealed
+    records (a consent item, a customer's message holding an opt-out keyword, a confirm or
+    dismiss decision), each line naming the record that proves it (``record_seq``).
+
+    ``action``: opt_in | opt_out | confirm | dismiss (the last two name the detected opt-out
+    they decide in ``refers_to``); ``source``: user_preferences | consent_api | keyword |
+    review; ``occurred_at``: epoch seconds the evidence states."""
+
+    __tablename__ = "consent_entries"
+    id: Mapped[int] = mapped_column(SEQ, primary_key=True, autoincrement=True)
+    contact: Mapped[str] = mapped_column(String(128), index=True)
+    category: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(16))
+    source: Mapped[str] = mapped_column(String(24))
+    occurred_at: Mapped[int] = mapped_column(BigInteger)
+    record_seq: Mapped[int] = mapped_column(SEQ, index=True)
+    refers_to: Mapped[int | None] = mapped_column(SEQ)
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    __table_args__ = (Index("ux_consent_entries_record", "record_seq", "category", "action", unique=True),)
+
+
+class MarketingSend(Base):
+    """An outbound marketing message the consent review found (derived; one per wamid):
+    a MARKETING template sent through the capture API or echoed, or a message whose status
+    was priced ``marketing``. ``record_seq``: the message record (its first status if the
+    message itself was never captured); ``evidence``: the seqs that make it marketing."""
+
+    __tablename__ = "marketing_sends"
+    wamid: Mapped[str] = mapped_column(String(255), primary_key=True)
+    record_seq: Mapped[int] = mapped_column(SEQ)
+    contact: Mapped[str] = mapped_column(String(128), index=True)
+    sent_at: Mapped[int] = mapped_column(BigInteger, index=True)
+    via: Mapped[str] = mapped_column(String(16))
+    evidence: Mapped[list[int]] = mapped_column(JSON, default=list)
+
+
+class Finding(Base):
+    """A review's finding (``archiver.findings``): journaled as a ``finding`` record with this
+    row in one transaction, then sealed (``seq``). ``key`` (SHA-256 of kind, rule and subject)
+    is unique: a re-run never finds the same thing twice. Resolving is sealed as a
+    ``decision`` record (``resolution_journal_id``, then ``resolution_seq``) before the
+    finding shows ``resolved``."""
+
+    __tablename__ = "findings"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    key: Mapped[str] = mapped_column(String(64), unique=True)
+    kind: Mapped[str] = mapped_column(String(16), index=True)
+    rule: Mapped[str] = mapped_column(String(64))
+    record_seq: Mapped[int | None] = mapped_column(SEQ)
+    evidence: Mapped[list[int]] = mapped_column(JSON, default=list)
+    contact: Mapped[str | None] = mapped_column(String(128))
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    journal_id: Mapped[int] = mapped_column(SEQ)
+    seq: Mapped[int | None] = mapped_column(SEQ)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    status: Mapped[str] = mapped_column(String(16), default="open", index=True)  # open | resolving | resolved
+    resolved_by: Mapped[str | None] = mapped_column(String(255))
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    note: Mapped[str | None] = mapped_column(String(2000))
+    resolution_journal_id: Mapped[int | None] = mapped_column(SEQ)
+    resolution_seq: Mapped[int | None] = mapped_column(SEQ)
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -719,6 +785,15 @@ def archive_id(session: Session) -> str:
     if found is None:
         raise CatalogUnknown("the catalog has no archive id", hint="run: archiver migrate")
     return found
+
+
+def stored_through(session: Session) -> int:
+    """The last seq whose segment is in WORM (derived stages act on records stored there)."""
+    from sqlalchemy import func
+
+    head = chain_head(session).seq
+    writing = session.scalar(select(func.min(Segment.first_seq)).where(Segment.state == "writing"))
+    return head if writing is None else min(head, writing - 1)
 
 
 def cursor_value(session: Session, name: str) -> int:

@@ -236,8 +236,11 @@ def stats(as_json: bool) -> None:
     from archiver import stats as counts
 
     services = _services()
-    with services.sessions.begin() as session:
-        data = counts.collect(session, services.search)
+    try:
+        with services.sessions.begin() as session:
+            data = counts.collect(session, services.search)
+    finally:
+        services.close()
     say_json(data, indent=None if as_json else 2)
 
 
@@ -526,14 +529,17 @@ def policy() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the classes as JSON.")
 @handled
 def policy_check(folder: str | None, as_json: bool) -> None:
-    """Validate retention.yaml: print its classes and SHA-256 (exit 0), or the first problem (exit 1)."""
+    """Validate retention.yaml (and consent.yaml when there is one): print the classes and SHA-256
+    (exit 0), or the first problem (exit 1)."""
     from pathlib import Path
 
-    from archiver import retention_policy
+    from archiver import consent_policy, retention_policy
     from archiver.errors import PolicyError
 
+    where = Path(folder) if folder else Settings.from_env().policies_dir
     try:
-        loaded = retention_policy.load(Path(folder) if folder else Settings.from_env().policies_dir)
+        loaded = retention_policy.load(where)
+        consent = consent_policy.load(where)
     except PolicyError as exc:
         click.echo(json.dumps(exc.as_dict()) if as_json else f"error[{exc.code}]: {exc}", err=True)
         sys.exit(1)
@@ -548,6 +554,11 @@ def policy_check(folder: str | None, as_json: bool) -> None:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    if consent is not None:
+        languages = sorted({k.language for k in consent.keywords})
+        click.echo(f"ok: {consent.file}\nsha256 {consent.sha256}\n"
+                   f"{len(consent.keywords)} opt-out keywords in {len(languages)} languages ({', '.join(languages)}), "
+                   f"category {consent.category}, require_opt_in {'yes' if consent.require_opt_in else 'no'}")
 
 
 
@@ -1057,6 +1068,52 @@ def hold_verify_certificate(file: str, public_key: str | None, offline: bool) ->
     say(f"certificate OK ({where}{trust}): {plural(cert['record_count'], 'record')}, "
         f"Merkle root {cert['merkle_root']}")
 
+
+# --------------------------------------------------------------------------- signed reports (issue 10)
+
+
+@main.group()
+def report() -> None:
+    """Signed PDF reports (PDF/A-3b, PAdES; the data attached as report.json); each is audited.
+
+    'report integrity' exits 1 when it found a break or a gap (the report is written all the same)."""
+
+
+def _report_command(kind: str, summary: str) -> None:
+    @report.command(kind, help=summary)
+    @click.option("--from", "start", help="From this ISO 8601 date or UTC time (inclusive). Default: the beginning.")
+    @click.option("--to", "end", help="To this date (the whole day) or time (exclusive). Default: now.")
+    @click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+                  help="The PDF file to write.")
+    @handled
+    @needs_archive
+    def command(start: str | None, end: str | None, out: Path) -> None:
+        from archiver import reports
+
+        period = reports.parse_period(start, end)
+        services = _services()
+        try:
+            done = reports.generate(services, kind, period, _actor())
+        finally:
+            services.close()
+        out.write_bytes(done.pdf)
+        say(f"{kind} report written: {out} (sha256 {done.sha256})")
+        content = done.data["content"]
+        if kind == "integrity" and not content["ok"]:  # written all the same: it is the evidence of the break
+            say(f"FAILED: {plural(len(content['errors']), 'error')}, {plural(len(content['gaps']), 'gap')}; "
+                f"first: {clean((content['errors'] or [g['reason'] for g in content['gaps']])[0])}", err=True)
+            sys.exit(1)
+
+
+for _kind, _summary in (
+        ("integrity", "Chain verification of the period: checkpoints, segments, gaps, WORM self-tests."),
+        ("access", "Who searched, viewed, exported, placed or released holds, and failed logins."),
+        ("holds", "Every matter and hold: criteria, status, counts, history."),
+        ("dispositions", "Every disposition run (keys, seqs, classes, approvals) and review batch.")):
+    _report_command(_kind, _summary)
+
+
+from archiver import cli_consent  # noqa: E402,F401  - attaches consent, review and findings to main
 
 if __name__ == "__main__":
     main()

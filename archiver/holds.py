@@ -49,8 +49,8 @@ from sqlalchemy.orm import Session
 
 from archiver import identity, records
 from archiver.catalog import (
-    Cursor, Hold, HoldEvent, HeldRecord, HoldObject, Journal, Matter, Media, Record, Segment, chain_head, chunked,
-    cursor_value, insert_rows, leader_lock, set_cursor,
+    Cursor, Hold, HoldEvent, HeldRecord, HoldObject, Journal, Matter, Media, Record, Segment, chunked,
+    cursor_value, insert_rows, leader_lock, set_cursor, stored_through,
 )
 from archiver.errors import ArchiverError, QuerySyntaxError, ValidationError
 from archiver.journal import append_audit, append_job_run
@@ -578,9 +578,7 @@ def _decisions_waiting(session: Session) -> bool:
 
 def _sealed_through(session: Session) -> int:
     """The last seq whose segment is in WORM (a legal hold needs the object there)."""
-    head = chain_head(session).seq
-    writing = session.scalar(select(func.min(Segment.first_seq)).where(Segment.state == "writing"))
-    return head if writing is None else min(head, writing - 1)
+    return stored_through(session)
 
 
 def _matches(services: Services, session: Session, hold: Hold, crit: Criteria, after: int, through: int,

@@ -403,6 +403,12 @@ def _disposition(services: Services) -> Any:
     return disposition.summary(disposition.run(services, "archiver:jobs"))
 
 
+def _consent_review(services: Services) -> Any:
+    from archiver import consent_review
+
+    return consent_review.review(services)
+
+
 def _worm_selftest(services: Services) -> dict[str, Any]:
     from archiver.store import assert_worm
 
@@ -422,3 +428,5 @@ register(Job("disposition", _disposition, "destroy the data keys whose records' 
              "(none held); review classes wait for approval", cron="0 2 * * *"))
 register(Job("worm-selftest", _worm_selftest, "prove the store still refuses to delete a locked object",
              cron="0 */6 * * *"))
+register(Job("consent-review", _consent_review, "find marketing sent to contacts whose marketing consent was "
+             "not valid at send time (sealed findings)", cron="0 * * * *"))

@@ -24,8 +24,8 @@ from archiver.catalog import (
 from archiver.canonical import canonical, sha256_hex
 from archiver.errors import ArchiverError, JournalUnavailable
 
-SOURCES = ("webhook", "capture_message", "consent", "audit", "media", "policy", "decision", "job_run")
-OWN_RECORDS = ("audit", "job_run")
+SOURCES = ("webhook", "capture_message", "consent", "audit", "media", "policy", "decision", "job_run", "finding")
+OWN_RECORDS = ("audit", "job_run", "finding")
 """Sources whose journal row is sealed as one record of that kind (typed by its meta's ``event``)."""
 
 
@@ -55,6 +55,12 @@ def append_job_run(session: Session, job: str, report: dict[str, Any]) -> int:
     ``report`` says when, how it ended and its summary: counts and ids, never content.
     """
     return append_delivery(session, "job_run", canonical({"job": job, **report}), {"event": job})
+
+
+def append_finding(session: Session, kind: str, body: dict[str, Any]) -> int:
+    """Journal a review's finding; it is sealed as a ``finding`` record of type ``kind``
+    (``consent``, ``template``, ``capture``: see ``archiver.findings``)."""
+    return append_delivery(session, "finding", canonical(body), {"event": kind})
 
 
 def append_media(session: Session, notice: dict[str, Any]) -> int:

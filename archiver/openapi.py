@@ -20,7 +20,7 @@ from flask import Blueprint, Flask, Response, jsonify
 from archiver.auth import require
 from archiver.listing import DEFAULT_LIMIT, MAX_LIMIT
 from archiver.params import SEQ_MAX
-from archiver.roles import EXPORTERS, HOLDERS, OVERSIGHT, READERS, REVIEWERS, ROLES, WRITERS
+from archiver.roles import EXPORTERS, HOLDERS, OVERSIGHT, READERS, REPORTERS, REVIEWERS, ROLES, WRITERS
 from archiver.search import MAX_SIZE, MAX_WINDOW, SORTS
 
 bp = Blueprint("openapi", __name__)
@@ -169,6 +169,40 @@ PATHS: dict[str, dict[str, Any]] = {
         {"200": {"description": "the bundle", "content": {"application/zip": {"schema": {"type": "string",
                                                                                          "format": "binary"}}}},
          **_errors(404)}, parameters=[_path("export_id", {"type": "string"}, "the export's id")])},
+    "/api/v1/reports": {"post": _op(
+        "A signed PDF report (PDF/A-3b, PAdES B-B, B-T with ARCHIVER_TSA_URL; its data attached as report.json), "
+        "audited: {kind: integrity|access|holds|dispositions, from, to}; role legal for the holds report only",
+        REPORTERS, {"200": {"description": "the signed PDF; its SHA-256 in X-Archiver-Report-Sha256",
+                            "content": {"application/pdf": {"schema": {"type": "string", "format": "binary"}}}},
+                    **_errors(400, 503)}, requestBody=_ANY_BODY)},
+    "/api/v1/consent/{contact}": {"get": _op(
+        "A contact's consent ledger (every identifier of the person; each entry names its sealed record) and "
+        "each category's state now (audited)", OVERSIGHT, {"200": _json("ledger, state, detected_pending"),
+                                                           **_errors(404)},
+        parameters=[_path("contact", {"type": "string"}, "wa_id, phone number or BSUID")])},
+    "/api/v1/consent/{contact}/at": {"get": _op(
+        "Was the contact's consent valid at a time: valid, reason and the deciding entries with their seqs "
+        "(audited)", OVERSIGHT, {"200": _json("valid, deciding, deciding_seqs"), **_errors(400)}, parameters=[
+            _path("contact", {"type": "string"}, "wa_id, phone number or BSUID"),
+            _query("time", {"type": "string"}, "epoch seconds, ISO 8601 with a zone, or a date", required=True),
+            _query("category", {"type": "string", "default": "marketing"}, "the ledger category")])},
+    "/api/v1/consent/detections/{seq}/confirm": {"post": _op(
+        "Confirm the opt-out detected in message record seq (sealed as a decision first): {note}", REVIEWERS,
+        {"200": _json("the detection"), **_errors(400, 404, 409, 503)},
+        parameters=[_path("seq", _SEQ, "the message record's seq")], requestBody=_ANY_BODY)},
+    "/api/v1/consent/detections/{seq}/dismiss": {"post": _op(
+        "Dismiss the opt-out detected in message record seq (sealed first; it no longer revokes consent): {note}",
+        REVIEWERS, {"200": _json("the detection"), **_errors(400, 404, 409, 503)},
+        parameters=[_path("seq", _SEQ, "the message record's seq")], requestBody=_ANY_BODY)},
+    "/api/v1/findings": {"get": _op(
+        "Review findings, oldest first: id, kind, rule, record_seq, evidence, status (audited)", OVERSIGHT,
+        {"200": _json("findings"), **_errors(400)}, parameters=[
+            _query("kind", {"type": "string", "enum": ["consent", "template", "capture"]}, "only this kind"),
+            _query("status", {"type": "string", "enum": ["open", "resolved"]}, "only this status")])},
+    "/api/v1/findings/{finding_id}/resolve": {"post": _op(
+        "Resolve a finding with a note (sealed as a finding_resolved decision first: who, when, why): {note}",
+        REVIEWERS, {"200": _json("the finding"), **_errors(400, 404, 409, 503)},
+        parameters=[_path("finding_id", {"type": "string"}, "the finding's id")], requestBody=_ANY_BODY)},
     "/api/v1/openapi.json": {"get": _op("This document", ROLES, {"200": _json("OpenAPI 3.1")})},
 }
 

@@ -196,6 +196,14 @@ class Planner:
         longest class of the policy in force (for a policy record: its own version)."""
         meta = _meta(row)
         received = _aware(row.received_at)
+        if row.source == "policy" and meta.get("policy", "retention") != "retention":
+            # Another policy file (consent.yaml): sealed like a version, classing nothing.
+            r = Pending(kind="policy", plaintext=body, journal_id=row.id, type=str(meta["policy"]),
+                        clear={"policy_sha256": meta.get("sha256"), "loaded_by": meta.get("loaded_by"),
+                               "loaded_at": meta.get("loaded_at")})
+            self.classed(r, Facts(kind="policy"), received, received)
+            r.retain_until = retention.whole_second(retention.longest(self._policy().policy, received))
+            return r
         if row.source == "policy":
             self.new_policy = Policy.from_yaml(body, str(meta.get("file") or "retention.yaml"))
             self.in_force = InForce(self.new_policy, 0)  # its seq is known once assigned
@@ -264,7 +272,7 @@ class Planner:
         """The seq of the policy record classing this batch: a new version's own (it heads the
         batch), else the one in force."""
         if self.new_policy is not None:
-            (own,) = [r for r in records if r.kind == "policy"]
+            (own,) = [r for r in records if r.kind == "policy" and r.type == "retention"]
             self.in_force = InForce(self.new_policy, own.seq)
             return own.seq
         return self._policy().seq
@@ -460,7 +468,7 @@ def _assign_seqs(records: list[Pending], last_seq: int) -> dict[str, list[Pendin
     grouped: dict[str, list[Pending]] = defaultdict(list)
     for r in records:
         grouped[r.cls].append(r)
-    first = [r.cls for r in records[:1] if r.kind == "policy"]  # a policy row heads its batch
+    first = [r.cls for r in records[:1] if r.kind == "policy"]  # policy rows head their batch
     by_class = {cls: grouped[cls] for cls in first + sorted(set(grouped) - set(first))}
     seq = last_seq
     for group in by_class.values():

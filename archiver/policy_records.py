@@ -1,12 +1,16 @@
-"""Policy versions: ``retention.yaml`` loaded, journaled when it changes, sealed as a ``policy`` record.
+"""Policy versions: ``retention.yaml`` and ``consent.yaml`` loaded, journaled when they change,
+sealed as ``policy`` records (typed ``retention`` and ``consent``).
 
 Decisions 11 and 13: a policy version is sealed before any record is classed with it.
-``register`` reads the file (``ARCHIVER_POLICIES``) and, when its SHA-256 differs from the
-version loaded last, journals the file's bytes (source ``policy``) with who loaded it and
-when, and notes the version in ``policy_versions``. The sealer plans each such journal row
-as a batch of its own, before any other row (``sealer._plan``), and classes every record
-it plans afterwards with that version (``Carry.policy``); the record names the policy
-record's seq (``policy`` in its clear part, ``records.policy_seq``).
+``register`` reads each file (``ARCHIVER_POLICIES``) and, when its SHA-256 differs from the
+version of that file loaded last, journals the file's bytes (source ``policy``, meta
+``policy``: the file's name) with who loaded it and when, and notes the version in
+``policy_versions`` (``name``). The sealer plans such journal rows at the head of a batch,
+before any other row (``sealer._plan``); a retention version classes every record it plans
+afterwards (``Carry.policy``), and each record names the retention policy record's seq
+(``policy`` in its clear part, ``records.policy_seq``). A consent version is read by the
+consent ledger (``consent_versions``: keyword detection uses the version sealed before the
+message).
 
 The same file loaded again (a restart, the sealer's next run) journals nothing; a file
 that changes back to an earlier version is journaled again, as the version in force from
@@ -15,14 +19,17 @@ then on.
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from archiver import retention_policy
+from archiver import consent_policy, retention_policy
 from archiver.catalog import Archive, PolicyVersion, utcnow
+from archiver.consent_policy import ConsentPolicy
 from archiver.errors import PolicyError
 from archiver.journal import append_delivery
 from archiver.retention_policy import Policy
@@ -39,47 +46,87 @@ class InForce:
     seq: int
 
 
-def register(services: Services, actor: str, *, strict: bool = True) -> Policy | None:
-    """Load ``retention.yaml`` and journal it if it differs from the version loaded last.
+PolicyFile = Policy | ConsentPolicy
+"""A loaded policy file: what ``register`` journals (``file``, ``raw``, ``sha256``)."""
 
-    ``strict`` (start-up): an invalid or missing file raises PolicyError naming file, line,
-    key and problem. Not strict (the sealer, before each run): the problem is logged and the
-    last good version stays in force (returns None), unless no version was ever loaded
-    (raises PolicyError).
+RETENTION, CONSENT = "retention", consent_policy.NAME
+NAMES = (RETENTION, CONSENT)  # journaled in this order: the retention policy classes the consent one
+
+
+def load_all(folder: Path) -> dict[str, PolicyFile | None]:
+    """Every policy file of ``folder`` validated, by name (None: no consent.yaml). Raises PolicyError."""
+    return {RETENTION: retention_policy.load(folder), CONSENT: consent_policy.load(folder)}
+
+
+def register(services: Services, actor: str, *, strict: bool = True,
+             journal: tuple[str, ...] = (RETENTION,)) -> Policy | None:
+    """Load ``retention.yaml`` and ``consent.yaml``, journal each of ``journal`` that differs from
+    its version loaded last; return the retention policy.
+
+    Start-up and the sealer journal the retention policy only; the consent ledger journals
+    ``consent.yaml`` when it first reads it (``consent.sync``), so an archive that never runs
+    the ledger seals no consent policy record.
+
+    ``strict`` (start-up): an invalid file (or a missing ``retention.yaml``; ``consent.yaml``
+    is optional) raises PolicyError naming file, line, key and problem. Not strict (the
+    sealer, before each run): the problem is logged and the last good version of that file
+    stays in force (the retention policy: None is returned), unless no retention version
+    was ever loaded (raises PolicyError).
     """
-    try:
-        policy = retention_policy.load(services.settings.policies_dir)
-    except PolicyError as exc:
-        if strict or not _any_version(services):
-            raise
-        log.error("policy.refused keeping=last-good-version %s", exc)
-        return None
-    with services.sessions() as session:  # the common case reads only: no write lock each run
-        last = latest(session)
-        if last is not None and last.sha256 == policy.sha256:
-            return policy
-    with services.sessions.begin() as session:
-        # Processes starting together journal a version once: SQLite's write gate serialises
-        # them already, PostgreSQL by this row lock (the archive row always exists).
-        session.execute(select(Archive.id).where(Archive.id == 1).with_for_update())
-        last = latest(session)
-        if last is None or last.sha256 != policy.sha256:
-            _journal(session, policy, actor)
-    return policy
+    folder = services.settings.policies_dir
+    loaded: dict[str, PolicyFile | None] = {}
+    for name, load in ((RETENTION, retention_policy.load), (CONSENT, consent_policy.load)):
+        if not strict and name not in journal:
+            continue  # start-up validated it; who journals it reads it again then
+        try:
+            loaded[name] = load(folder)
+        except PolicyError as exc:
+            if strict or (name == RETENTION and not _any_version(services)):
+                raise
+            log.error("policy.refused file=%s keeping=last-good-version %s", name, exc)
+    loaded = {name: policy for name, policy in loaded.items() if name in journal}
+    changed = _changed(services, loaded)
+    if changed:
+        with services.sessions.begin() as session:
+            # Processes starting together journal a version once: SQLite's write gate serialises
+            # them already, PostgreSQL by this row lock (the archive row always exists).
+            session.execute(select(Archive.id).where(Archive.id == 1).with_for_update())
+            for name in _changed(services, loaded, session):
+                policy = loaded[name]
+                assert policy is not None
+                _journal(session, name, policy, actor)
+    found = loaded.get(RETENTION)
+    return found if isinstance(found, Policy) else None
 
 
-def _journal(session: Session, policy: Policy, actor: str) -> None:
+def _changed(services: Services, loaded: dict[str, PolicyFile | None], session: Session | None = None) -> list[str]:
+    """The names whose loaded file differs from the version loaded last (the common case reads only)."""
+    if session is None:
+        with services.sessions() as reading:
+            return _changed(services, loaded, reading)
+    out = []
+    for name in NAMES:
+        policy = loaded.get(name)
+        last = latest(session, name)
+        if policy is not None and (last is None or last.sha256 != policy.sha256):
+            out.append(name)
+    return out
+
+
+def _journal(session: Session, name: str, policy: PolicyFile, actor: str) -> None:
     at = utcnow()
-    meta = {"sha256": policy.sha256, "file": policy.file, "loaded_by": actor, "loaded_at": at.isoformat()}
+    meta = {"sha256": policy.sha256, "file": policy.file, "policy": name, "loaded_by": actor,
+            "loaded_at": at.isoformat()}
     jid = append_delivery(session, "policy", policy.raw, meta)
     session.add(PolicyVersion(sha256=policy.sha256, file=policy.file, raw=policy.raw, journal_id=jid,
-                              loaded_by=actor, loaded_at=at))
-    log.info("policy.loaded sha256=%s journal=%d", policy.sha256, jid)
+                              loaded_by=actor, loaded_at=at, name=name))
+    log.info("policy.loaded name=%s sha256=%s journal=%d", name, policy.sha256, jid)
 
 
-def latest(session: Session) -> PolicyVersion | None:
-    """The version loaded last (sealed or not)."""
-    return session.scalars(select(PolicyVersion).order_by(PolicyVersion.id.desc()).limit(1)).first()
+def latest(session: Session, name: str = RETENTION) -> PolicyVersion | None:
+    """The version of policy file ``name`` loaded last (sealed or not)."""
+    return session.scalars(select(PolicyVersion).where(PolicyVersion.name == name)
+                           .order_by(PolicyVersion.id.desc()).limit(1)).first()
 
 
 def _any_version(services: Services) -> bool:
@@ -89,8 +136,21 @@ def _any_version(services: Services) -> bool:
 
 def in_force(session: Session) -> InForce | None:
     """The last sealed version (the one records are classed with), or None before the first."""
-    row = session.scalars(select(PolicyVersion).where(PolicyVersion.seq.is_not(None))
+    row = session.scalars(select(PolicyVersion).where(PolicyVersion.seq.is_not(None), PolicyVersion.name == RETENTION)
                           .order_by(PolicyVersion.seq.desc()).limit(1)).first()
     if row is None or row.seq is None:
         return None
     return InForce(Policy.from_yaml(row.raw, row.file), row.seq)
+
+
+def consent_versions(session: Session) -> list[tuple[int, ConsentPolicy]]:
+    """Every sealed version of ``consent.yaml``: (its policy record's seq, the policy), by seq."""
+    rows = session.scalars(select(PolicyVersion).where(PolicyVersion.seq.is_not(None), PolicyVersion.name == CONSENT)
+                           .order_by(PolicyVersion.seq)).all()
+    return [(row.seq, _consent(row.sha256, row.file, row.raw)) for row in rows if row.seq is not None]
+
+
+@functools.lru_cache(maxsize=32)
+def _consent(sha256: str, file: str, raw: bytes) -> ConsentPolicy:
+    """A sealed consent.yaml version parsed once per process (keyed by its hash)."""
+    return ConsentPolicy.from_yaml(raw, file)

@@ -66,6 +66,26 @@ def iter_decrypted(services: Services, session: Session, after_seq: int,
             yield rec, decrypt(services, session, rec, cache) if wanted else None
 
 
+def payloads(services: Services, session: Session, wanted: Collection[tuple[int, int]]) -> dict[int, bytes | None]:
+    """The plaintexts of sealed records given as (seq, segment id): each segment read once
+    (None for a record whose data key was destroyed). Raises NotFound, IntegrityError."""
+    by_segment: dict[int, set[int]] = {}
+    for seq, segment_id in wanted:
+        by_segment.setdefault(segment_id, set()).add(seq)
+    found: list[dict[str, Any]] = []
+    for segment_id, seqs in sorted(by_segment.items()):
+        seg = session.get(Segment, segment_id)
+        if seg is None:
+            raise IntegrityError(f"segment id {segment_id}", "the catalog names a segment it lacks")
+        found.extend(rec for rec in segment_records(services, seg) if rec["seq"] in seqs)
+    cache: dict[str, bytes | None] = {}
+    kids = sorted({rec["kid"] for rec in found})
+    for start in range(0, len(kids), 500):  # the data keys in a few queries, not one each
+        for row in session.scalars(select(DataKey).where(DataKey.id.in_(kids[start:start + 500]))):
+            cache[row.id] = services.kek.unwrap(row.wrapped, row.id) if row.wrapped else None
+    return {rec["seq"]: decrypt(services, session, rec, cache) for rec in found}
+
+
 def check_seq(seq: int, field: str = "seq") -> int:
     """``seq`` if a record could have it. Raises ValidationError naming ``field``."""
     if not 1 <= seq <= SEQ_MAX:

@@ -19,3 +19,5 @@ HOLDERS = ("legal", "admin")
 REVIEWERS = ("compliance", "admin")
 # Who takes provable exports out of the archive (legal: by hold only until tokens carry matters).
 EXPORTERS = ("compliance", "auditor", "legal")
+# Who writes the signed reports (archiver.reports): oversight, and legal for the holds report only.
+REPORTERS = ("compliance", "auditor", "legal")

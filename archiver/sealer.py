@@ -25,9 +25,10 @@ but not committed are dropped and planned again next run.
 
 from __future__ import annotations
 
+import json
 import logging
 from datetime import datetime, timezone
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 from sqlalchemy import Text, bindparam, insert, select, type_coerce, update
 from sqlalchemy.orm import Session
@@ -144,14 +145,17 @@ def _plan(services: Services, carry: Carry, after_id: int, no: int,
         newer = [Journal.sealed.is_(False), Journal.source == "policy"]
         if carry.planned_policies:
             newer.append(Journal.id.not_in(sorted(carry.planned_policies)))
-        policy = session.execute(select(*columns).where(*newer).order_by(Journal.id).limit(1)).all()
+        # A retention version first, then the others (consent.yaml) of the same batch: they are
+        # journaled in that order (policy_records.NAMES), and a second retention version waits for
+        # the next batch, so one batch never holds two.
+        pending = session.execute(select(*columns).where(*newer).order_by(Journal.id).limit(8)).all()
+        policy = _policy_rows(pending)
         rows = session.execute(  # plain rows, not ORM objects: only these columns are read
             select(*columns).where(Journal.sealed.is_(False), Journal.id > after_id, Journal.source != "policy")
             .order_by(Journal.id).limit(limit or MAX_JOURNAL_ROWS)
         ).all()
     after_id = rows[-1].id if rows else after_id
-    if policy:
-        carry.planned_policies.add(policy[0].id)
+    carry.planned_policies.update(row.id for row in policy)
     planned: list[Any] = [*policy, *rows]  # Rows of the Journal columns the planner reads
     if not planned:
         return None, after_id
@@ -219,6 +223,24 @@ def _add_segment(services: Services, session: Session, run: Run, blob: bytes, ro
     head.seq, head.hash, head.checkpoint = run.last, run.last_hash, cp.digest()
     session.flush()
     return seg
+
+
+def _policy_rows(pending: Sequence[Any]) -> list[Any]:
+    """The pending policy rows one batch heads with: at most one retention version (the first)."""
+    out: list[Any] = []
+    retention = 0
+    for row in pending:
+        is_retention = _policy_name(row) == "retention"
+        if is_retention and (retention or out):
+            break  # a later retention version classes what comes after it: a batch of its own
+        retention += is_retention
+        out.append(row)
+    return out
+
+
+def _policy_name(row: Any) -> str:
+    meta = row.meta if isinstance(row.meta, dict) else json.loads(row.meta or "{}")
+    return str(meta.get("policy") or "retention")
 
 
 def _decisions(session: Session, batch: Batch) -> None:

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 from archiver.catalog import DuplicateHit, JobState, Journal, Media, Record, archive_id, chain_head
 from archiver.errors import ArchiverError
 
-ITEM_EXCLUDED = ("delivery", "audit", "media", "job_run")
+ITEM_EXCLUDED = ("delivery", "audit", "media", "job_run", "finding")
 INDEX_STATES = ("built", "not-built", "foreign", "unavailable")
 """``built``: the index holds this archive up to ``indexed``; ``not-built``: it records no
 state (new, wiped or reset: the next index run rebuilds it); ``foreign``: it was built for
@@ -24,7 +24,8 @@ def collect(session: Session, search: Any = None) -> dict[str, Any]:
     by_kind = dict(session.execute(select(Record.kind, func.count()).group_by(Record.kind)).all())
     media = dict(session.execute(select(Media.state, func.count()).group_by(Media.state)).all())
     head = chain_head(session)
-    out = {
+    jobs = job_status(session)
+    out: dict[str, Any] = {
         "deliveries": by_kind.get("delivery", 0),
         "items": {k: n for k, n in sorted(by_kind.items()) if k not in ITEM_EXCLUDED},
         "audit": by_kind.get("audit", 0),
@@ -34,7 +35,8 @@ def collect(session: Session, search: Any = None) -> dict[str, Any]:
         "media": {"stored": media.get("stored", 0), "pending": media.get("pending", 0), "failed": media.get("failed", 0)},
         "chain": {"seq": head.seq, "hash": head.hash},
         "job_runs": by_kind.get("job_run", 0),
-        "jobs": job_status(session),
+        "jobs": jobs,
+        "reviews": review_status(session, jobs),
     }
     if search is not None:
         out["index"] = index_status(search, archive_id(session), head.seq)
@@ -85,6 +87,23 @@ def job_status(session: Session) -> dict[str, dict[str, Any]]:
             "failures": row.failures if row else 0,
             "record": sealed.get(row.last_journal_id) if row and row.last_journal_id is not None else None,
         }
+    return out
+
+
+REVIEWS = {"consent": "consent-review"}
+"""Review (finding kind) -> the scheduled job that runs it."""
+
+
+def review_status(session: Session, jobs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each review -> its job's last run, outcome and next run, and its findings still open."""
+    from archiver.findings import open_count
+
+    out = {}
+    for kind, job in REVIEWS.items():
+        state = jobs.get(job, {})
+        out[kind] = {"job": job, "last_run": state.get("last_run"), "outcome": state.get("outcome"),
+                     "next_run": state.get("next_run"), "record": state.get("record"),
+                     "open_findings": open_count(session, kind)}
     return out
 
 

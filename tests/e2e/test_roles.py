@@ -39,12 +39,20 @@ EXPECTED_ROLES: dict[tuple[str, str], set[str]] = {
     ("/api/v1/dispositions/{batch_id}/reject", "post"): {"compliance", "admin"},
     ("/api/v1/exports", "post"): {"compliance", "auditor", "legal"},
     ("/api/v1/exports/{export_id}/bundle.zip", "get"): {"compliance", "auditor", "legal"},
+    ("/api/v1/reports", "post"): {"compliance", "auditor", "legal"},
+    ("/api/v1/consent/{contact}", "get"): {"compliance", "auditor", "admin"},
+    ("/api/v1/consent/{contact}/at", "get"): {"compliance", "auditor", "admin"},
+    ("/api/v1/consent/detections/{seq}/confirm", "post"): {"compliance", "admin"},
+    ("/api/v1/consent/detections/{seq}/dismiss", "post"): {"compliance", "admin"},
+    ("/api/v1/findings", "get"): {"compliance", "auditor", "admin"},
+    ("/api/v1/findings/{finding_id}/resolve", "post"): {"compliance", "admin"},
     ("/api/v1/openapi.json", "get"): set(ROLES),
 }
 # A value for each path placeholder and query an allowed caller would send.
 EXAMPLE_PATH = {"seq": "1", "contact": "4479460001234", "hold_id": "hold-000000000000",
-                "batch_id": "disp-000000000000", "export_id": "exp-000000000000"}
-EXAMPLE_QUERY = {"/api/v1/search": "?q=refund"}
+                "batch_id": "disp-000000000000", "export_id": "exp-000000000000",
+                "finding_id": "find-0000000000000000"}
+EXAMPLE_QUERY = {"/api/v1/search": "?q=refund", "/api/v1/consent/4479460001234/at": "?time=2026-12-01"}
 
 
 def _url(path: str) -> str:

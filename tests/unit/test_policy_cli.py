@@ -105,7 +105,8 @@ def test_the_installed_command_checks_the_shipped_example_from_the_repository() 
                           check=False)
     assert good.returncode == 0, good.stderr
     assert good.stdout.startswith(f"ok: {ROOT / 'policies' / 'retention.yaml'}\n")
-    assert [line.split()[0] for line in good.stdout.splitlines()[3:]] == ["finra-4511", "mifid-ii", "marketing", "default"]
+    assert [line.split()[0] for line in good.stdout.splitlines()[3:7]] == ["finra-4511", "mifid-ii", "marketing", "default"]
+    assert good.stdout.splitlines()[7] == f"ok: {ROOT / 'policies' / 'consent.yaml'}"  # the shipped consent.yaml too
     bad = subprocess.run([str(archiver), "policy", "check", "--dir", str(ROOT / "templates")], cwd=ROOT, env=env,
                          capture_output=True, text=True, check=False)
     assert (bad.returncode, bad.stdout) == (1, "")

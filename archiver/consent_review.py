@@ -1,0 +1,319 @@
+"""The consent-revocation review: marketing sent to a contact whose marketing consent was not valid.
+
+A run (job ``consent-review``, hourly by default in ``policies/schedule.yaml``; ``archiver
+review consent``) first brings the consent ledger up to date (``consent.sync``), then:
+
+1. reads the records sealed since its cursor (incremental) for *marketing sends*, one per
+   wamid (``marketing_sends``):
+
+   * an ``outbound`` (capture API) or ``echo`` record of a template whose category was
+     ``MARKETING`` at send time: the category of the template's latest status event
+     (``message_template_status_update``) at or before the send, changed by a completed
+     ``template_category_update`` after it (the earliest event after the send when none
+     came before: the template existed); the send's evidence names those event records;
+   * a ``status`` whose ``pricing.category`` is ``marketing`` (Meta billed it as marketing):
+     the message record of its wamid when archived, else the status itself;
+
+2. checks each new send against the ledger at its send time (``consent.state_at``, category
+   ``marketing``): not valid is a violation, a ``finding`` (kind ``consent``, rule
+   ``marketing-without-consent``) naming the message record (``record_seq``) and, as
+   evidence, the send's records and the ledger lines that decided (their sealed records);
+
+3. re-checks the sends of the people who gained an opt-out line since the last run (events
+   arrive out of order: a STOP stamped before a send can be sealed after it was reviewed);
+   ``--since`` re-checks every send since that date.
+
+A finding is keyed by the wamid: a re-run finds nothing twice. The run's summary (counts,
+finding ids, the cursor reached) is sealed as its ``job_run`` record by ``archiver.jobs``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from archiver import consent, findings, identity, records
+from archiver.catalog import MarketingSend, Record, cursor_value, leader_lock, set_cursor
+from archiver.retention_policy import identifier
+from archiver.services import Services
+
+log = logging.getLogger(__name__)
+
+JOB = "consent-review"
+CRON = "0 * * * *"
+CURSOR = "consent-review"  # the last record seq read for sends
+LEDGER_CURSOR = "consent-review-ledger"  # the last ledger line re-checked
+RULE = "marketing-without-consent"
+BATCH = 5000
+SEND_KINDS = ("outbound", "echo", "status")
+MARKETING = "MARKETING"
+
+
+@dataclass
+class TemplateBook:
+    """Each template's status and category events over time: (name, language) -> events."""
+
+    events: dict[tuple[str, str], list[tuple[int, int, str | None, str | None]]] = field(default_factory=dict)
+
+    def add(self, seq: int, at: int | None, value: dict[str, Any]) -> None:
+        name, lang = value.get("message_template_name"), value.get("message_template_language")
+        if not isinstance(name, str):
+            return
+        category: str | None = None
+        status: str | None = None
+        if "event" in value:
+            status = str(value.get("event"))
+            category = value.get("message_template_category") if isinstance(
+                value.get("message_template_category"), str) else None
+        elif "previous_category" in value and isinstance(value.get("new_category"), str):
+            category = value["new_category"]  # a completed category change (not an impending one)
+        if status is None and category is None:
+            return
+        self.events.setdefault((name, str(lang or "")), []).append((at or 0, seq, status, category))
+
+    def category_at(self, name: str, lang: str | None, moment: int) -> tuple[str | None, list[int]]:
+        """The template's category at ``moment`` and the event records that say so."""
+        # The send's language, else any language of the template (a send naming "en" of an
+        # "en_GB" template, or none): its category is the template's, not the translation's.
+        found = self.events.get((name, lang or "")) or [e for (n, _), evs in self.events.items()
+                                                        if n == name for e in evs]
+        if not found:
+            return None, []
+        ordered = sorted(found)
+        before = [e for e in ordered if e[0] <= moment]
+        events = before or ordered[:1]
+        category, seqs = None, []
+        for _, seq, _status, cat in events:
+            if cat is not None:
+                category, seqs = cat.upper(), [seq]
+        return category, seqs
+
+
+@dataclass(frozen=True)
+class Send:
+    """A marketing send as the check reads it (a detached copy of its ``marketing_sends`` row)."""
+
+    wamid: str
+    record_seq: int
+    contact: str
+    sent_at: int
+    via: str
+    evidence: tuple[int, ...]
+
+    @classmethod
+    def of(cls, row: MarketingSend) -> Send:
+        return cls(row.wamid, row.record_seq, row.contact, row.sent_at, row.via, tuple(row.evidence))
+
+
+@dataclass
+class Run:
+    """What one run did (its ``job_run`` summary)."""
+
+    records: int = 0
+    sends: int = 0
+    rechecked: int = 0
+    found: list[str] = field(default_factory=list)
+    through: int = 0
+
+    def summary(self) -> dict[str, Any]:
+        return {"records": self.records, "marketing_sends": self.sends, "rechecked": self.rechecked,
+                "findings": len(self.found), "finding_ids": self.found, "through": self.through}
+
+
+def review(services: Services, since: int | None = None) -> dict[str, Any]:
+    """One run of the review; its summary. Single instance (``leader_lock``)."""
+    run = Run()
+    with leader_lock(services.engine, JOB) as leader:
+        if not leader:
+            return {"skipped": "running elsewhere"}
+        consent.sync(services)
+        book = _templates(services)
+        while _read_sends(services, book, run):
+            pass
+        _recheck_ledger(services, run)
+        if since is not None:
+            with services.sessions() as session:
+                sends = [Send.of(m) for m in session.scalars(select(MarketingSend).where(MarketingSend.sent_at >= since))]
+            run.rechecked += len(sends)
+            _check(services, sends, run)
+        findings.settle(services)
+    log.info("review.consent records=%d sends=%d findings=%d", run.records, run.sends, len(run.found))
+    return run.summary()
+
+
+def _templates(services: Services) -> TemplateBook:
+    """Every sealed template event (they are few: read in full each run)."""
+    book = TemplateBook()
+    with services.sessions() as session:
+        rows = session.execute(select(Record.seq, Record.occurred_at, Record.segment_id)
+                               .where(Record.kind == "template_event").order_by(Record.seq)).all()
+        plains = records.payloads(services, session, [(r.seq, r.segment_id) for r in rows]) if rows else {}
+    for r in rows:
+        payload = _json(plains.get(r.seq))
+        if isinstance(payload.get("value"), dict):
+            book.add(r.seq, r.occurred_at, payload["value"])
+    return book
+
+
+def _json(plain: bytes | None) -> dict[str, Any]:
+    if plain is None:
+        return {}
+    try:
+        out = json.loads(plain)
+    except ValueError:
+        return {}
+    return out if isinstance(out, dict) else {}
+
+
+def _read_sends(services: Services, book: TemplateBook, run: Run) -> bool:
+    """One batch of new records; True when there may be more."""
+    with services.sessions() as session:
+        after = cursor_value(session, CURSOR)
+        through = cursor_value(session, consent.CURSOR)  # the ledger has read this far
+        rows = session.execute(
+            select(Record.seq, Record.kind, Record.type, Record.wamid, Record.contact, Record.occurred_at,
+                   Record.segment_id)
+            .where(Record.seq > after, Record.seq <= through, Record.kind.in_(SEND_KINDS))
+            .order_by(Record.seq).limit(BATCH)).all()
+        wanted = [(r.seq, r.segment_id) for r in rows if r.kind == "status" or r.type == "template"]
+        plains = records.payloads(services, session, wanted) if wanted else {}
+    upto = rows[-1].seq if len(rows) == BATCH else through
+    new: list[Send] = []
+    with services.sessions.begin() as session:
+        if cursor_value(session, CURSOR) != after:
+            return True
+        wamids = sorted({r.wamid for r in rows if r.seq in plains and r.wamid is not None})
+        known = _known(session, wamids)
+        for r in rows:
+            if r.wamid is None or r.contact is None or r.occurred_at is None or r.seq not in plains:
+                continue
+            send = _marketing(session, r, _json(plains[r.seq]), book, known)
+            if send is not None:
+                new.append(Send.of(send))
+        if upto > after:
+            set_cursor(session, CURSOR, upto)
+    run.records += len(rows)
+    run.sends += len(new)
+    run.through = max(run.through, upto)
+    _check(services, new, run)
+    return len(rows) == BATCH
+
+
+@dataclass
+class Known:
+    """What a batch's wamids already have: their marketing sends, and their sent messages."""
+
+    sends: dict[str, MarketingSend]
+    messages: dict[str, Any]
+
+
+def _known(session: Session, wamids: list[str]) -> Known:
+    out = Known({}, {})
+    for start in range(0, len(wamids), 500):
+        part = wamids[start:start + 500]
+        out.sends.update((m.wamid, m) for m in session.scalars(select(MarketingSend).where(
+            MarketingSend.wamid.in_(part))))
+        for row in session.execute(select(Record.wamid, Record.seq, Record.occurred_at).where(
+                Record.wamid.in_(part), Record.kind.in_(("outbound", "echo"))).order_by(Record.seq.desc())):
+            out.messages[row.wamid] = row  # the first (lowest seq) wins
+    return out
+
+
+def _marketing(session: Session, r: Any, payload: dict[str, Any], book: TemplateBook,
+               known_in_batch: Known) -> MarketingSend | None:
+    """The marketing send record ``r`` makes known (None: not marketing, or known already)."""
+    evidence = [r.seq]
+    if r.kind == "status":
+        pricing = (payload.get("status") or {}).get("pricing") or {}
+        if not isinstance(pricing, dict) or str(pricing.get("category", "")).lower() != "marketing":
+            return None
+        message = known_in_batch.messages.get(r.wamid)  # every sealed record of the batch's wamids was read
+        record_seq = message.seq if message is not None else r.seq
+        sent_at = message.occurred_at if message is not None and message.occurred_at else r.occurred_at
+        via = "status"
+        if message is not None:
+            evidence.append(message.seq)
+    else:
+        template = _template_of(r.kind, payload)
+        if template is None:
+            return None
+        category, seqs = book.category_at(template[0], template[1], r.occurred_at)
+        if category != MARKETING:
+            return None
+        record_seq, sent_at, via = r.seq, r.occurred_at, "capture" if r.kind == "outbound" else "echo"
+        evidence.extend(seqs)
+    known = known_in_batch.sends.get(r.wamid)
+    if known is not None:
+        known.evidence = sorted(set(known.evidence) | set(evidence))
+        return None
+    send = MarketingSend(wamid=r.wamid, record_seq=record_seq, contact=identifier(r.contact), sent_at=sent_at,
+                         via=via, evidence=sorted(set(evidence)))
+    session.add(send)
+    known_in_batch.sends[r.wamid] = send  # a status and its message in one batch name one wamid
+    return send
+
+
+def _template_of(kind: str, payload: dict[str, Any]) -> tuple[str, str | None] | None:
+    """(name, language code) of the template a capture or echo sent."""
+    if kind == "outbound":
+        msg = ((payload.get("capture") or {}).get("request")) or {}
+    else:
+        msg = payload.get("message") or {}
+    template = msg.get("template") if isinstance(msg, dict) else None
+    if not isinstance(template, dict) or not isinstance(template.get("name"), str):
+        return None
+    lang = template.get("language")
+    code = lang.get("code") if isinstance(lang, dict) else lang
+    return template["name"], code if isinstance(code, str) else None
+
+
+def _check(services: Services, sends: Iterable[Send], run: Run) -> None:
+    """Raise a finding for each send made while marketing consent was not valid."""
+    by_contact: dict[str, list[Send]] = {}
+    for send in sends:
+        by_contact.setdefault(send.contact, []).append(send)
+    with services.sessions.begin() as session:
+        require = consent.require_opt_in(session)
+        checked: list[tuple[Send, dict[str, Any]]] = []
+        for contact, theirs in by_contact.items():  # each person's ledger read once
+            states = consent.states_at(session, contact, "marketing", [s.sent_at for s in theirs], require)
+            checked.extend(zip(theirs, states))
+        for send, state in checked:
+            if state["valid"]:
+                continue
+            evidence = list(send.evidence) + state["deciding_seqs"]
+            detail = {"wamid": send.wamid, "sent_at": state["time"], "via": send.via, "reason": state["reason"],
+                      "ledger_entries": [e["id"] for e in state["deciding"]],
+                      "revoked_by": state["deciding_seqs"][0] if state["deciding_seqs"] else None}
+            row = findings.raise_finding(session, "consent", RULE, send.wamid, record_seq=send.record_seq,
+                                         evidence=evidence, contact=send.contact, detail=detail)
+            if row is not None:
+                run.found.append(row.id)
+
+
+def _recheck_ledger(services: Services, run: Run) -> None:
+    """Re-check the sends of everyone with a new opt-out line (stamped before sends already read)."""
+    while True:
+        with services.sessions() as session:
+            after = cursor_value(session, LEDGER_CURSOR)
+            lines = consent.lines_after(session, after)
+            sends: dict[str, Send] = {}
+            for line in lines:
+                if line.action != "opt_out":
+                    continue
+                ids = identity.resolve(session, line.contact)
+                for send in session.scalars(select(MarketingSend).where(
+                        MarketingSend.contact.in_(sorted(ids)), MarketingSend.sent_at >= line.occurred_at)):
+                    sends[send.wamid] = Send.of(send)
+        if not lines:
+            return
+        run.rechecked += len(sends)
+        _check(services, sends.values(), run)
+        with services.sessions.begin() as session:
+            set_cursor(session, LEDGER_CURSOR, lines[-1].id)
