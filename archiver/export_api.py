@@ -19,7 +19,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
-from archiver import export
+from archiver import export, transcript
 from archiver.auth import require
 from archiver.errors import ArchiverError, Forbidden, ValidationError
 from archiver.journal import append_audit
@@ -49,19 +49,29 @@ def folder_of(home: Path, export_id: str) -> Path:
 @bp.post("/api/v1/exports")
 @require(*EXPORTERS)
 def create_export() -> tuple[Response, int]:
-    """``{"query"} | {"hold"} | {"contact", "after", "before"}``: write a bundle; answer its id."""
+    """``{"query"} | {"hold"} | {"contact", "after", "before"}``, optional ``format``
+    (``"bundle,pdf"`` or a list; default both) and ``tz`` (IANA zone of the transcript's times,
+    default UTC): write a bundle; answer its id."""
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
         raise ValidationError("body", "must be a JSON object")
-    unknown = set(body) - {"query", "hold", "contact", "after", "before"}
+    unknown = set(body) - {"query", "hold", "contact", "after", "before", "format", "tz"}
     if unknown:
         raise ValidationError(sorted(unknown)[0], "is not a field of an export")
+    fmt, tz = body.pop("format", None), body.pop("tz", None)
+    if fmt is not None and not isinstance(fmt, (str, list)):
+        raise ValidationError("format", "a list of formats or a comma-separated string")
+    if tz is not None and not isinstance(tz, str):
+        raise ValidationError("tz", "must be an IANA time zone name")
+    formats = export.parse_formats(fmt)
+    transcript.zone(tz)
     sel = export.Selection(**body).check()
     if _role() == "legal" and sel.hold is None:
         raise Forbidden("role legal exports by hold only (tokens are not assigned to matters yet)")
     services = _services()
     export_id = f"exp-{secrets.token_hex(6)}"
-    done = export.write_bundle(services, sel, folder_of(services.settings.home, export_id), g.actor)
+    done = export.write_bundle(services, sel, folder_of(services.settings.home, export_id), g.actor,
+                               formats=formats, tz=tz)
     return jsonify(id=export_id, counts=done.counts, manifest_sha256=done.manifest_sha256,
                    through_seq=done.through_seq, selection=sel.as_dict(),
                    download=f"/api/v1/exports/{export_id}/bundle.zip"), 201

@@ -346,6 +346,9 @@ def chunks(threads: list[Thread], others: list[Event], size: int) -> Iterator[tu
 
 # --------------------------------------------------------------------------- rendering
 
+#: The PDF's metadata dates: fixed, so the unsigned transcript is deterministic (the
+#: signature carries the signing time).
+FIXED_DATE = "1980-01-01T00:00:00+00:00"
 CHUNK_EVENTS = 1500  # events per part: a larger transcript is rendered in parts (parallel, merged)
 
 
@@ -361,27 +364,27 @@ def describe(selection: dict[str, Any]) -> str:
     return " ".join([f"contact {selection.get('contact')}", *[w for w in window if w]])
 
 
-def render(lines: list[dict[str, Any]], *, cover: dict[str, Any], tz: ZoneInfo, signer: Any,
+def render(lines: list[dict[str, Any]], *, cover: dict[str, Any], tz: ZoneInfo, signer: Any = None,
            media: dict[str, bytes] | None = None, workers: int | None = None,
            chunk_events: int = CHUNK_EVENTS) -> bytes:
-    """The signed transcript PDF of ``lines`` (``records.jsonl`` as dicts).
+    """The transcript PDF/A-3b of ``lines`` (``records.jsonl`` as dicts), signed when ``signer``.
 
-    ``cover``: ``selection`` (the manifest's), ``counts``, ``exported_by``, ``exported_at``
-    (ISO 8601), ``through_seq``, ``manifest_sha256``. ``signer`` from ``sign.load_signer``,
-    loaded (and so checked) by the caller before anything is rendered.
+    ``cover``: ``selection`` (the manifest's), ``counts``, ``through_seq``. Nothing in it
+    depends on who exports or when, so the unsigned bytes are a function of the selection,
+    the archive's sealed state and ``tz`` (the signature, appended as an incremental update,
+    carries the signing time). ``signer`` from ``sign.load_signer``, loaded (and so checked)
+    by the caller before anything is rendered.
     """
     from archiver.pdf import chunked, render as pdf_render, sign
 
     threads, others = build(lines, tz=tz, media=media)
-    shown = dict(cover, selection=describe(cover.get("selection") or {}), tz=tz.key,
-                 exported_at=_when(cover.get("exported_at"), tz) + f" ({cover.get('exported_at')})")
+    shown = dict(cover, selection=describe(cover.get("selection") or {}), tz=tz.key)
     attachment = {"format": "archiver-transcript", "version": 1, "selection": cover.get("selection"),
-                  "counts": cover.get("counts"), "manifest_sha256": cover.get("manifest_sha256"),
-                  "exported_by": cover.get("exported_by"), "exported_at": cover.get("exported_at"),
+                  "counts": cover.get("counts"), "through_seq": cover.get("through_seq"),
                   "tz": tz.key, "threads": {t.contact: [e.seq for e in t.events] for t in threads},
                   "others": [e.seq for e in others]}
     title = f"Transcript: {shown['selection']}"
-    created = cover.get("exported_at")
+    created = FIXED_DATE
     total = sum(len(t.events) for t in threads) + len(others)
     env = pdf_render.environment()
     template = env.get_template(TEMPLATE)
@@ -397,4 +400,6 @@ def render(lines: list[dict[str, Any]], *, cover: dict[str, Any], tz: ZoneInfo, 
         parts = (html(p, i == 0, False) for i, p in enumerate(chunks(threads, others, chunk_events)))
         pdf = chunked.render_parts(parts, workers=workers or chunked.default_workers(), attachment=attachment,
                                    attachment_name="transcript.json", title=title, created=created)
+    if signer is None:
+        return pdf
     return sign.sign_pdf(pdf, signer, reason="whatsapp-archiver: export transcript")
