@@ -15,7 +15,7 @@ Rows T1-T4 (see docs/benchmarks.md):
 Messages: 2 of 3 from the customer, 1 of 3 from the business (API), 40-400 characters of
 text, one conversation per 50 messages.
 
-  transcript_bench.py run --n N --mem M [--json]
+  transcript_bench.py run --n N --mem M [--doc docs/benchmarks.md]
   transcript_bench.py mem --n M          (the child of T4: prints {"self_kb", "children_kb"})
 """
 
@@ -30,6 +30,7 @@ import sys
 import tempfile
 import time
 import warnings
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -124,12 +125,52 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=2000)
     ap.add_argument("--mem", type=int, default=10000)
     ap.add_argument("--home", type=Path)
+    ap.add_argument("--doc", type=Path)
     a = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="transcript-bench-") as tmp:
         home = a.home or Path(tmp)
         os.environ.pop("ARCHIVER_REPORT_SIGNER", None)
         result = run(a.n, a.mem, home) if a.mode == "run" else mem(a.n, home)
-    print(json.dumps(result))
+    if a.mode == "mem":
+        print(json.dumps(result))
+        return
+    text = report(result)
+    print(text)
+    if a.doc:
+        with open(a.doc, "a", encoding="utf-8") as fh:
+            fh.write("\n" + text)
+
+
+def report(r: dict[str, Any]) -> str:
+    import platform
+
+    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    cores = len(os.sched_getaffinity(0))
+    small, big = (r["mem"][k] for k in sorted(r["mem"], key=int))
+    flat = big["children_kb"] <= 1.25 * small["children_kb"] and big["self_kb"] <= 1.25 * small["self_kb"]
+    rows = [
+        f"## transcript PDF: {when}",
+        "",
+        f"Machine: {platform.node()}, {platform.machine()}, {cores} cores, Python {platform.python_version()}; "
+        f"{r['n']} messages (T1-T3), `scripts/bench transcript` (`scripts/bench_lib/transcript_bench.py`).",
+        "",
+        "| Row | What | Pages | Seconds | Pages/s | vs T1 | Goal |",
+        "|---|---|---|---|---|---|---|",
+        f"| T1 | plain WeasyPrint, same HTML (baseline) | {r['plain']['pages']} | {r['plain']['s']:.1f} | "
+        f"{r['plain']['pages_per_s']:.2f} | 1.00x | |",
+        f"| T2 | transcript.render, one pass (PDF/A-3b + attachment + signature) | {r['single']['pages']} | "
+        f"{r['single']['s']:.1f} | {r['single']['pages_per_s']:.2f} | {r['single']['ratio']:.2f}x | "
+        f">= 0.8x: {'yes' if r['single']['ratio'] >= 0.8 else '**NO**'} |",
+        f"| T3 | chunked: parts of 500 events, 2 workers, pikepdf merge, numbered, signed | "
+        f"{r['chunked']['pages']} | {r['chunked']['s']:.1f} | {r['chunked']['pages_per_s']:.2f} | "
+        f"{r['chunked']['ratio']:.2f}x | >= 1.6x: {'yes' if r['chunked']['ratio'] >= 1.6 else '**NO**'} |",
+        f"| T4 | peak RSS, chunked: {small['n']} messages ({small['pages']} pages) vs {big['n']} ({big['pages']} pages) | "
+        f"| {small['s']:.0f} / {big['s']:.0f} | | parent {small['self_kb'] // 1024} -> {big['self_kb'] // 1024} MB, "
+        f"largest worker {small['children_kb'] // 1024} -> {big['children_kb'] // 1024} MB | "
+        f"flat (x1.25): {'yes' if flat else '**NO**'} |",
+        "",
+    ]
+    return "\n".join(rows)
 
 
 if __name__ == "__main__":
