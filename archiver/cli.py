@@ -921,7 +921,7 @@ def disposition_reject(batch_id: str, reason: str) -> None:
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="A new (or empty) folder for the bundle.")
 @click.option("--format", "formats", default="bundle,pdf", show_default=True,
-              help="What to write: bundle (always) and pdf (the signed transcript.pdf).")
+              help="What to write: bundle (always), pdf (the signed transcript.pdf), rsmf (export.rsmf).")
 @click.option("--tz", default="UTC", show_default=True,
               help="The time zone of the transcript's times (IANA name, e.g. Europe/Paris).")
 @click.option("--json", "as_json", is_flag=True, help="Print the counts and manifest hash as JSON.")

@@ -44,8 +44,9 @@ FORMAT = "archiver-export"
 VERSION = 1
 #: Files whose bytes depend on who exported and when; the manifest does not list them.
 UNLISTED = ("MANIFEST.json", "MANIFEST.json.sig", "EXPORT.json", "EXPORT.json.sig")
-#: Formats an export writes: ``bundle`` (always: the evidence), ``pdf`` (``transcript.pdf``).
-FORMATS = ("bundle", "pdf")
+#: Formats an export writes: ``bundle`` (always: the evidence), ``pdf`` (``transcript.pdf``),
+#: ``rsmf`` (``export.rsmf``, RSMF 2.0.0; deterministic, so listed in the manifest's files).
+FORMATS = ("bundle", "pdf", "rsmf")
 DEFAULT_FORMATS = ("bundle", "pdf")
 TRANSCRIPT = "transcript.pdf"
 
@@ -157,11 +158,16 @@ def write_bundle(services: Services, sel: Selection, out: Path, actor: str, *,
         through = sealed_through(session)
         seqs = selected_seqs(services, session, sel, through)
         files, counts, ranges = _render(services, session, seqs)
+    import json
+
+    lines = [json.loads(line) for line in files["records.jsonl"].splitlines() if line]
+    if "rsmf" in formats:
+        from archiver import rsmf, transcript as _t
+
+        files[rsmf.NAME] = rsmf.build(lines, {k: v for k, v in files.items() if k.startswith("media/")},
+                                      _t.describe(sel.as_dict()))
     pdf: dict[str, Any] | None = None
     if signer is not None:
-        import json
-
-        lines = [json.loads(line) for line in files["records.jsonl"].splitlines() if line]
         unsigned = transcript.render(lines, cover={"selection": sel.as_dict(), "counts": counts,
                                                    "through_seq": through},
                                      tz=zone, media={k: v for k, v in files.items() if k.startswith("media/")})

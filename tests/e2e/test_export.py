@@ -346,6 +346,19 @@ def test_cli_export_and_verify_export(inst: Instance, tmp_path: Path, monkeypatc
     assert both.exit_code == 2 and "exactly one of query, hold, contact" in both.output
     not_bundle = runner.invoke(cli, ["verify-export", str(tmp_path)])
     assert not_bundle.exit_code == 2
+    every = runner.invoke(cli, ["export", "--query", "refund", "--format", "bundle,pdf,rsmf", "--out", str(tmp_path / "r")])
+    assert every.exit_code == 0, every.output
+    assert export_verify.verify_bundle(tmp_path / "r")[0] == []
+    assert "export.rsmf" in json.loads((tmp_path / "r" / "MANIFEST.json").read_bytes())["files"]
+    import email
+    from email import policy
+
+    eml = email.message_from_bytes((tmp_path / "r" / "export.rsmf").read_bytes(), policy=policy.default)
+    assert eml["X-RSMF-Version"] == "2.0.0"
+    (att,) = list(eml.iter_attachments())
+    rsmf_manifest = json.loads(zipfile.ZipFile(io.BytesIO(att.get_content())).read("rsmf_manifest.json"))
+    event_seqs = [int(next(c["value"] for c in e["custom"] if c["name"] == "seq")) for e in rsmf_manifest["events"]]
+    assert event_seqs == [r["seq"] for r in lines(tmp_path / "r")] and len(event_seqs) == 4
     plain = runner.invoke(cli, ["export", "--query", "refund", "--format", "bundle", "--out", str(tmp_path / "p")])
     assert plain.exit_code == 0 and not (tmp_path / "p" / "transcript.pdf").exists(), plain.output
     unknown = runner.invoke(cli, ["export", "--query", "refund", "--format", "bundle,xls", "--out", str(tmp_path / "x")])
