@@ -36,7 +36,9 @@ from tests.fakegraph import FakeGraph, fake_graph  # noqa: F401  (the fixture)
 from tests.e2e.test_holds import ALICE, BOB, CATALOGS, FEB, JAN, MAR, Instance, _instance, message
 from tests.e2e.test_pipeline import post, seal
 
-pytestmark = [pytest.mark.s3]
+# WeasyPrint (transcript.pdf) leaves its sRGB profile file to the garbage collector
+pytestmark = [pytest.mark.s3, pytest.mark.filterwarnings("ignore::ResourceWarning"),
+              pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")]
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "verify-export"
 ALLOWED_MODULES = {"cryptography", "_cffi_backend", "cffi", "_openssl"}  # _openssl: cryptography's Rust binding
