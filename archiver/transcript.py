@@ -390,8 +390,10 @@ def render(lines: list[dict[str, Any]], *, cover: dict[str, Any], tz: ZoneInfo, 
     template = env.get_template(TEMPLATE)
 
     def html(part: tuple[list[Thread], list[Event]], first: bool, numbered: bool) -> str:
-        return template.render(title=title, numbered=numbered, cover=shown if first else None,
-                               threads=[t.as_dict() for t in part[0]], others=[e.as_dict() for e in part[1]])
+        out = template.render(title=title, numbered=numbered, cover=shown if first else None,
+                              threads=[t.as_dict() for t in part[0]], others=[e.as_dict() for e in part[1]])
+        # text that was not valid UTF-8 (kept as surrogate escapes by jsonview): shown escaped
+        return out.encode("utf-8", "backslashreplace").decode("utf-8")
 
     if total <= chunk_events:
         pdf = pdf_render.html_to_pdf(html((threads, others), True, True), attachment=attachment,
