@@ -101,7 +101,7 @@ def manifest(lines: list[dict[str, Any]]) -> dict[str, Any]:
 def build(lines: list[dict[str, Any]], media: dict[str, bytes], selection: str) -> bytes:
     """The ``.rsmf`` bytes: an RFC 5322 message with ``rsmf.zip`` attached."""
     man = manifest(lines)
-    files = {"rsmf_manifest.json": json.dumps(man, ensure_ascii=False, sort_keys=True, indent=1).encode()}
+    files = {"rsmf_manifest.json": json.dumps(man, ensure_ascii=False, sort_keys=True, indent=1).encode("utf-8", "backslashreplace")}
     for ev in man["events"]:
         for a in ev.get("attachments", []):
             data = media.get(f"media/{a['id']}")
@@ -126,4 +126,4 @@ def build(lines: list[dict[str, Any]], media: dict[str, bytes], selection: str) 
             f"--{_BOUNDARY}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{body}\r\n"
             f"--{_BOUNDARY}\r\nContent-Type: application/zip\r\nContent-Transfer-Encoding: base64\r\n"
             f'Content-Disposition: attachment; filename="rsmf.zip"\r\n\r\n{zipped}'
-            f"--{_BOUNDARY}--\r\n").encode("utf-8")
+            f"--{_BOUNDARY}--\r\n").encode("utf-8", "backslashreplace")
