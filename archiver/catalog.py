@@ -321,6 +321,7 @@ class ExportJob(Base):
     state: Mapped[str] = mapped_column(String(16), index=True)  # queued | running | done | failed
     actor: Mapped[str] = mapped_column(String(255))
     selection: Mapped[dict[str, Any]] = mapped_column(JSON)
+    options: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # formats, tz (export.write_bundle's)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -1006,19 +1006,27 @@ class ExportProgress:
 @click.option("--before", help="With --contact: records before this date or UTC time.")
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="A new (or empty) folder for the bundle.")
+@click.option("--format", "formats", default="bundle,pdf", show_default=True,
+              help="What to write: bundle (always), pdf (the signed transcript.pdf), rsmf (export.rsmf).")
+@click.option("--tz", default="UTC", show_default=True,
+              help="The time zone of the transcript's times (IANA name, e.g. Europe/Paris).")
 @click.option("--json", "as_json", is_flag=True, help="Print the counts and manifest hash as JSON.")
 @handled
 @needs_archive
 def export_cmd(query: str | None, hold_id: str | None, contact: str | None, after: str | None,
-               before: str | None, out: Path, as_json: bool) -> None:
+               before: str | None, out: Path, formats: str, tz: str, as_json: bool) -> None:
     """Write a provable export bundle (docs/export-format.md); the export is audited."""
     from archiver import export
 
+    from archiver import transcript
+
     selection = export.Selection(query=query, hold=hold_id, contact=contact, after=after, before=before).check()
+    wanted = export.parse_formats(formats)
+    transcript.zone(tz)  # an unknown zone is refused before any work
     services = _services()
     bar = ExportProgress(sys.stderr)
     try:
-        done = export.write_bundle(services, selection, out, _actor(), progress=bar)
+        done = export.write_bundle(services, selection, out, _actor(), progress=bar, formats=wanted, tz=tz)
     finally:
         bar.finish()
         services.close()

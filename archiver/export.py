@@ -52,6 +52,23 @@ Progress = Callable[[int, int], None]
 PROGRESS_EVERY = 200
 #: Files whose bytes depend on who exported and when; the manifest does not list them.
 UNLISTED = ("MANIFEST.json", "MANIFEST.json.sig", "EXPORT.json", "EXPORT.json.sig")
+#: Formats an export writes: ``bundle`` (always: the evidence), ``pdf`` (``transcript.pdf``),
+#: ``rsmf`` (``export.rsmf``, RSMF 2.0.0; deterministic, so listed in the manifest's files).
+FORMATS = ("bundle", "pdf", "rsmf")
+DEFAULT_FORMATS = ("bundle", "pdf")
+TRANSCRIPT = "transcript.pdf"
+
+
+def parse_formats(value: str | list[str] | tuple[str, ...] | None) -> tuple[str, ...]:
+    """``"bundle,pdf"`` (or a list) as a checked tuple; the bundle is always written."""
+    if value is None or value == "":
+        return DEFAULT_FORMATS
+    items = value.split(",") if isinstance(value, str) else list(value)
+    names = [str(v).strip().lower() for v in items if str(v).strip()]
+    for name in names:
+        if name not in FORMATS:
+            raise ValidationError("format", f"unknown format {name!r} (give a list of: {', '.join(FORMATS)})")
+    return tuple(f for f in FORMATS if f in names or f == "bundle")
 
 
 class ExportExists(ArchiverError):
@@ -126,16 +143,26 @@ def selected_seqs(services: Services, session: Session, sel: Selection, through:
     return sorted(holds.matching(services, session, crit, 0, through))
 
 
-def write_bundle(services: Services, sel: Selection, out: Path, actor: str, progress: Progress | None = None,
-                 export_id: str | None = None) -> Result:
+def write_bundle(services: Services, sel: Selection, out: Path, actor: str, *, progress: Progress | None = None,
+                 export_id: str | None = None, formats: tuple[str, ...] = DEFAULT_FORMATS,
+                 tz: str | None = None) -> Result:
     """Write the bundle of ``sel`` into ``out`` (absent or empty) and audit it (the ``export``
-    record names ``export_id`` when given: the export job's id). ``progress`` hears how far
-    the rendering is (records done, records selected).
+    record names ``export_id`` when given: the export job's id); with ``pdf`` in ``formats``
+    also the signed ``transcript.pdf`` (times in ``tz``, default UTC). ``progress`` hears how
+    far the rendering is (records done, records selected).
 
     Raises ValidationError, ExportExists, NoSuchHold, QuerySyntaxError, SearchUnavailable,
     StoreError, IntegrityError.
     """
     sel.check()
+    from archiver import transcript
+
+    zone = transcript.zone(tz)
+    signer = None
+    if "pdf" in formats:
+        from archiver.pdf import sign
+
+        signer = sign.load_signer(services.settings.home)  # a bad signer is refused before any work
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ExportExists(f"{out} exists and is not an empty folder", hint="give a new folder to --out")
     with services.sessions() as session:
@@ -144,11 +171,29 @@ def write_bundle(services: Services, sel: Selection, out: Path, actor: str, prog
         if progress is not None:
             progress(0, len(seqs))
         files, counts, ranges = _render(services, session, seqs, progress)
+    import json
+
+    lines = [json.loads(line) for line in files["records.jsonl"].splitlines() if line]
+    if "rsmf" in formats:
+        from archiver import rsmf, transcript as _t
+
+        files[rsmf.NAME] = rsmf.build(lines, {k: v for k, v in files.items() if k.startswith("media/")},
+                                      _t.describe(sel.as_dict()))
+    pdf: dict[str, Any] | None = None
+    if signer is not None:
+        unsigned = transcript.render(lines, cover={"selection": sel.as_dict(), "counts": counts,
+                                                   "through_seq": through},
+                                     tz=zone, media={k: v for k, v in files.items() if k.startswith("media/")})
+        from archiver.pdf import sign
+
+        pdf = {"bytes": sign.sign_pdf(unsigned, signer, reason="whatsapp-archiver: export transcript"),
+               "entry": {"file": TRANSCRIPT, "tz": zone.key, "unsigned_length": len(unsigned),
+                         "unsigned_sha256": sha256_hex(unsigned)}}
     # Written beside ``out`` and moved into place once audited: no bundle exists unaudited.
     out.parent.mkdir(parents=True, exist_ok=True)
     work = out.parent / f".{out.name}.partial-{secrets.token_hex(4)}"
     try:
-        digest = _write_files(services, work, sel, through, files, counts, ranges, actor)
+        digest = _write_files(services, work, sel, through, files, counts, ranges, actor, pdf)
         with services.sessions.begin() as session:
             extra = {"export": export_id} if export_id is not None else {}
             append_audit(session, "export", actor, selection=sel.as_dict(), through_seq=through, counts=counts,
@@ -163,23 +208,37 @@ def write_bundle(services: Services, sel: Selection, out: Path, actor: str, prog
 
 
 def _write_files(services: Services, work: Path, sel: Selection, through: int, files: dict[str, bytes],
-                 counts: dict[str, int], ranges: list[list[int]], actor: str) -> str:
-    """Write the bundle into ``work``; return the manifest's SHA-256."""
+                 counts: dict[str, int], ranges: list[list[int]], actor: str,
+                 pdf: dict[str, Any] | None = None) -> str:
+    """Write the bundle into ``work``; return the manifest's SHA-256.
+
+    The transcript (``pdf``) is signed with a signing time, so the manifest lists the
+    length and SHA-256 of its unsigned revision (a prefix of the file: the signature is an
+    incremental update) and ``EXPORT.json`` the hash of the whole signed file."""
     work.mkdir(mode=0o700)
     listed: dict[str, str] = {}
     for name in sorted(files):
         _write(work / name, files[name])
         listed[name] = sha256_hex(files[name])
     public = services.signing_key.public_key()
-    manifest = canonical({
+    body: dict[str, Any] = {
         "format": FORMAT, "version": VERSION, "selection": sel.as_dict(), "through_seq": through,
         "archive": {"key_id": chain.key_id_of(public)}, "counts": counts, "seqs": ranges, "files": listed,
-    }) + b"\n"
+    }
+    signed: dict[str, str] = {}
+    if pdf is not None:
+        _write(work / TRANSCRIPT, pdf["bytes"])
+        body["transcript"] = pdf["entry"]
+        signed[TRANSCRIPT] = sha256_hex(pdf["bytes"])
+    manifest = canonical(body) + b"\n"
     digest = sha256_hex(manifest)
     _write(work / "MANIFEST.json", manifest)
     _write(work / "MANIFEST.json.sig", _signature(services, manifest))
-    export = canonical({"manifest_sha256": digest, "exported_by": actor,
-                        "exported_at": datetime.now(timezone.utc).isoformat()}) + b"\n"
+    stamp: dict[str, Any] = {"manifest_sha256": digest, "exported_by": actor,
+                             "exported_at": datetime.now(timezone.utc).isoformat()}
+    if signed:
+        stamp["signed_files"] = signed
+    export = canonical(stamp) + b"\n"
     _write(work / "EXPORT.json", export)
     _write(work / "EXPORT.json.sig", _signature(services, export))
     return digest

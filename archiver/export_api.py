@@ -22,7 +22,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
-from archiver import export, export_jobs
+from archiver import export, export_jobs, transcript
 from archiver.auth import require
 from archiver.errors import Forbidden, ValidationError
 from archiver.export_jobs import ExportNotReady, NoSuchExport, folder_of
@@ -46,18 +46,27 @@ def _role() -> str:
 @bp.post("/api/v1/exports")
 @require(*EXPORTERS)
 def create_export() -> tuple[Response, int]:
-    """``{"query"} | {"hold"} | {"contact", "after", "before"}``: queue an export; 202 with its id."""
+    """``{"query"} | {"hold"} | {"contact", "after", "before"}``, optional ``format``
+    (``"bundle,pdf"`` or a list; default both) and ``tz`` (IANA zone of the transcript's times,
+    default UTC): queue an export; 202 with its id."""
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
         raise ValidationError("body", "must be a JSON object")
-    unknown = set(body) - {"query", "hold", "contact", "after", "before"}
+    unknown = set(body) - {"query", "hold", "contact", "after", "before", "format", "tz"}
     if unknown:
         raise ValidationError(sorted(unknown)[0], "is not a field of an export")
+    fmt, tz = body.pop("format", None), body.pop("tz", None)
+    if fmt is not None and not isinstance(fmt, (str, list)):
+        raise ValidationError("format", "a list of formats or a comma-separated string")
+    if tz is not None and not isinstance(tz, str):
+        raise ValidationError("tz", "must be an IANA time zone name")
+    formats = export.parse_formats(fmt)
+    transcript.zone(tz)
     sel = export.Selection(**body).check()
     if _role() == "legal" and sel.hold is None:
         raise Forbidden("role legal exports by hold only (tokens are not assigned to matters yet)")
     services = _services()
-    export_id = export_jobs.submit(services, sel, g.actor)
+    export_id = export_jobs.submit(services, sel, g.actor, formats=formats, tz=tz)
     export_jobs.start(services, export_id)
     status = f"/api/v1/exports/{export_id}"
     response = jsonify(id=export_id, state="queued", selection=sel.as_dict(), status=status)

@@ -67,8 +67,10 @@ def owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"[:128]
 
 
-def submit(services: Services, sel: export.Selection, actor: str) -> str:
-    """Queue an export of ``sel``; return its id. Raises ValidationError, NoSuchHold, QuerySyntaxError."""
+def submit(services: Services, sel: export.Selection, actor: str, *,
+           formats: tuple[str, ...] = export.DEFAULT_FORMATS, tz: str | None = None) -> str:
+    """Queue an export of ``sel`` (``formats`` and the transcript's ``tz`` as ``export.write_bundle``
+    takes them); return its id. Raises ValidationError, NoSuchHold, QuerySyntaxError."""
     sel.check()
     if sel.hold is not None:
         holds.show(services, sel.hold)  # NoSuchHold now, not as a failed job
@@ -79,7 +81,7 @@ def submit(services: Services, sel: export.Selection, actor: str) -> str:
     export_id = f"exp-{secrets.token_hex(6)}"
     with services.sessions.begin() as session:
         session.add(ExportJob(id=export_id, state="queued", actor=actor[:255], selection=_fields(sel),
-                              created_at=utcnow(), records_done=0))
+                              options={"formats": list(formats), "tz": tz}, created_at=utcnow(), records_done=0))
     log.info("export.queued export=%s by=%s", export_id, sel.as_dict()["by"])
     return export_id
 
@@ -124,11 +126,11 @@ def run(services: Services, export_id: str) -> str | None:
             row = session.get(ExportJob, export_id)
             if not claimed or row is None:
                 return None
-            sel, actor = export.Selection(**row.selection), row.actor
-        return _write(services, export_id, sel, actor)
+            sel, actor, options = export.Selection(**row.selection), row.actor, dict(row.options or {})
+        return _write(services, export_id, sel, actor, options)
 
 
-def _write(services: Services, export_id: str, sel: export.Selection, actor: str) -> str:
+def _write(services: Services, export_id: str, sel: export.Selection, actor: str, options: dict[str, Any]) -> str:
     last = [0.0]
 
     def progress(done: int, total: int) -> None:
@@ -142,7 +144,9 @@ def _write(services: Services, export_id: str, sel: export.Selection, actor: str
 
     try:
         done = export.write_bundle(services, sel, folder_of(services.settings.home, export_id), actor,
-                                   progress=progress, export_id=export_id)
+                                   progress=progress, export_id=export_id,
+                                   formats=tuple(options.get("formats") or export.DEFAULT_FORMATS),
+                                   tz=options.get("tz"))
     except Exception as exc:  # noqa: BLE001 - a failed export is the job's state, the runner goes on
         code = exc.code if isinstance(exc, ArchiverError) else exc.__class__.__name__
         log.warning("export.failed export=%s error=%s", export_id, code)

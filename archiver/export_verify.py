@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from archiver import chain
 from archiver.canonical import canonical, sha256_hex
 from archiver.errors import IntegrityError
-from archiver.export import FORMAT, UNLISTED, VERSION
+from archiver.export import FORMAT, TRANSCRIPT, UNLISTED, VERSION
 
 
 class NotABundle(ValueError):
@@ -67,7 +67,19 @@ def verify_bundle(folder: Path, public_key: Path | None = None) -> tuple[list[st
             bad(name, "listed in MANIFEST.json but missing")
         elif sha256_hex((folder / name).read_bytes()) != listed[name]:
             bad(name, "SHA-256 differs from MANIFEST.json")
-    for name in sorted(present - set(listed) - set(UNLISTED)):
+    entry = manifest.get("transcript")
+    extra: set[str] = set()
+    if isinstance(entry, dict):
+        name = TRANSCRIPT
+        extra.add(name)
+        if name not in present:
+            bad(name, "named in MANIFEST.json but missing")
+        else:
+            data = (folder / name).read_bytes()
+            length = entry.get("unsigned_length")
+            if not isinstance(length, int) or sha256_hex(data[:length]) != entry.get("unsigned_sha256"):
+                bad(name, "its unsigned revision differs from MANIFEST.json")
+    for name in sorted(present - set(listed) - set(UNLISTED) - extra):
         bad(name, "not listed in MANIFEST.json")
 
     checkpoints: dict[str, chain.Checkpoint] = {}

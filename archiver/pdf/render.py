@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -41,14 +42,29 @@ def html_to_pdf(html: str, *, attachment: Any = None, attachment_name: str = "da
 
     doc = weasyprint.HTML(string=html, base_url=base_url or str(TEMPLATES)).render()
     doc.metadata.title = title
+    when: datetime | None = None
     if created is not None:
         stamp = created if isinstance(created, str) else created.isoformat()
         doc.metadata.created = doc.metadata.modified = stamp
+        when = datetime.fromisoformat(stamp)
     attachments = []
     if attachment is not None:
         data = json.dumps(attachment, ensure_ascii=False, sort_keys=True, indent=1).encode()
         attachments.append(Attachment(string=data, name=attachment_name, relationship="Data",
-                                      description="machine-readable content of this document"))
-    out: bytes = doc.write_pdf(pdf_variant="pdf/a-3b", attachments=attachments,
-                               uncompressed_pdf=False)
+                                      description="machine-readable content of this document",
+                                      created=when, modified=when))
+    # fontTools (WeasyPrint's subsetter for some fonts) stamps each subset's 'head' table with
+    # the time, unless SOURCE_DATE_EPOCH is set: fixed to ``created`` for the same bytes.
+    saved = os.environ.get("SOURCE_DATE_EPOCH")
+    if when is not None:
+        os.environ["SOURCE_DATE_EPOCH"] = str(max(0, int(when.timestamp())))
+    try:
+        out: bytes = doc.write_pdf(pdf_variant="pdf/a-3b", attachments=attachments,
+                                   uncompressed_pdf=False)
+    finally:
+        if when is not None:
+            if saved is None:
+                os.environ.pop("SOURCE_DATE_EPOCH", None)
+            else:
+                os.environ["SOURCE_DATE_EPOCH"] = saved
     return out

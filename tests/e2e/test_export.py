@@ -37,7 +37,9 @@ from tests.fakegraph import FakeGraph, fake_graph  # noqa: F401  (the fixture)
 from tests.e2e.test_holds import ALICE, BOB, CATALOGS, FEB, JAN, MAR, Instance, _instance, message
 from tests.e2e.test_pipeline import post, seal
 
-pytestmark = [pytest.mark.s3]
+# WeasyPrint (transcript.pdf) leaves its sRGB profile file to the garbage collector
+pytestmark = [pytest.mark.s3, pytest.mark.filterwarnings("ignore::ResourceWarning"),
+              pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")]
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "verify-export"
 ALLOWED_MODULES = {"cryptography", "_cffi_backend", "cffi", "_openssl"}  # _openssl: cryptography's Rust binding
@@ -135,8 +137,21 @@ def test_export_by_query_holds_the_matching_items_their_deliveries_and_proofs(
     assert [p["seq"] for p in lines(out, "proofs/inclusion.jsonl")] == [r["seq"] for r in recs]
     assert {p.relative_to(out).as_posix() for p in out.rglob("*")} >= {
         "records.jsonl", "threads.json", "proofs/inclusion.jsonl", "proofs/checkpoints.jsonl", "public-key.pem",
-        "MANIFEST.json", "MANIFEST.json.sig", "EXPORT.json", "EXPORT.json.sig"}
+        "MANIFEST.json", "MANIFEST.json.sig", "EXPORT.json", "EXPORT.json.sig", "transcript.pdf"}
     both_pass(out, standalone)
+    manifest = json.loads((out / "MANIFEST.json").read_bytes())
+    pdf = (out / "transcript.pdf").read_bytes()
+    assert manifest["transcript"]["tz"] == "UTC" and pdf.startswith(b"%PDF-")
+    assert hashlib.sha256(pdf[:manifest["transcript"]["unsigned_length"]]).hexdigest() == \
+        manifest["transcript"]["unsigned_sha256"]
+    assert json.loads((out / "EXPORT.json").read_bytes())["signed_files"]["transcript.pdf"] == \
+        hashlib.sha256(pdf).hexdigest()
+    text = subprocess.run(["pdftotext", str(out / "transcript.pdf"), "-"], capture_output=True, text=True,  # noqa: S603,S607
+                          check=True).stdout
+    assert "refund the deposit" in text and "search query: refund" in " ".join(text.split())
+    sig = subprocess.run(["pdfsig", str(out / "transcript.pdf")], capture_output=True, text=True,  # noqa: S603,S607
+                         check=False).stdout
+    assert "Signature is Valid." in sig, sig
 
     # Audited: the selection, counts and manifest hash; never the content.
     seal(inst.services)
@@ -182,8 +197,12 @@ def test_same_selection_twice_gives_identical_bytes_but_the_export_statement(ins
     files = sorted(p.relative_to(tmp_path / "one").as_posix() for p in (tmp_path / "one").rglob("*") if p.is_file())
     assert files == sorted(p.relative_to(tmp_path / "two").as_posix() for p in (tmp_path / "two").rglob("*") if p.is_file())
     for name in files:
-        if name not in ("EXPORT.json", "EXPORT.json.sig"):  # who and when: the only bytes that may differ
+        if name not in ("EXPORT.json", "EXPORT.json.sig", "transcript.pdf"):  # who and when may differ
             assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
+    # the transcript's signature carries its signing time; its unsigned revision is identical
+    unsigned = json.loads((tmp_path / "one" / "MANIFEST.json").read_bytes())["transcript"]["unsigned_length"]
+    assert (tmp_path / "one" / "transcript.pdf").read_bytes()[:unsigned] == \
+        (tmp_path / "two" / "transcript.pdf").read_bytes()[:unsigned]
     statement = json.loads((tmp_path / "two" / "EXPORT.json").read_bytes())
     assert statement["exported_by"] == "test:auditor" and statement["exported_at"].endswith("+00:00")
     assert statement["manifest_sha256"] == hashlib.sha256((tmp_path / "one" / "MANIFEST.json").read_bytes()).hexdigest()
@@ -298,6 +317,10 @@ def test_shredded_records_are_listed_and_a_bundle_still_verifies_after_its_keys_
     recs = lines(tmp_path / "after")
     assert done.counts["shredded"] == done.counts["records"] == 4
     assert all(r["shredded"] and r["plaintext"] is None and r["salt"] is None and r["content"] is None for r in recs)
+    shown = " ".join(subprocess.run(["pdftotext", str(tmp_path / "after" / "transcript.pdf"), "-"],  # noqa: S603,S607
+                                    capture_output=True, text=True, check=True).stdout.split())
+    assert shown.count("[shredded: no content]") == 4 and f"seq {a1}" in shown and "refund" not in shown.replace(
+        "search query", ""), shown
     both_pass(tmp_path / "after", standalone)  # proven as sealed ciphertext, with no content
 
 
@@ -326,6 +349,31 @@ def test_cli_export_and_verify_export(inst: Instance, tmp_path: Path, monkeypatc
     assert both.exit_code == 2 and "exactly one of query, hold, contact" in both.output
     not_bundle = runner.invoke(cli, ["verify-export", str(tmp_path)])
     assert not_bundle.exit_code == 2
+    every = runner.invoke(cli, ["export", "--query", "refund", "--format", "bundle,pdf,rsmf", "--out", str(tmp_path / "r")])
+    assert every.exit_code == 0, every.output
+    assert export_verify.verify_bundle(tmp_path / "r")[0] == []
+    assert "export.rsmf" in json.loads((tmp_path / "r" / "MANIFEST.json").read_bytes())["files"]
+    import email
+    from email import policy
+
+    eml = email.message_from_bytes((tmp_path / "r" / "export.rsmf").read_bytes(), policy=policy.default)
+    assert eml["X-RSMF-Version"] == "2.0.0"
+    (att,) = list(eml.iter_attachments())
+    rsmf_manifest = json.loads(zipfile.ZipFile(io.BytesIO(att.get_content())).read("rsmf_manifest.json"))
+    event_seqs = [int(next(c["value"] for c in e["custom"] if c["name"] == "seq")) for e in rsmf_manifest["events"]]
+    assert event_seqs == [r["seq"] for r in lines(tmp_path / "r")] and len(event_seqs) == 4
+    plain = runner.invoke(cli, ["export", "--query", "refund", "--format", "bundle", "--out", str(tmp_path / "p")])
+    assert plain.exit_code == 0 and not (tmp_path / "p" / "transcript.pdf").exists(), plain.output
+    unknown = runner.invoke(cli, ["export", "--query", "refund", "--format", "bundle,xls", "--out", str(tmp_path / "x")])
+    assert unknown.exit_code == 2 and "unknown format" in unknown.output
+    badtz = runner.invoke(cli, ["export", "--query", "refund", "--tz", "Mars/Olympus", "--out", str(tmp_path / "z")])
+    assert badtz.exit_code == 2 and "unknown time zone" in badtz.output
+    paris = runner.invoke(cli, ["export", "--query", "refund", "--tz", "Europe/Paris", "--out", str(tmp_path / "tz")])
+    assert paris.exit_code == 0, paris.output
+    assert json.loads((tmp_path / "tz" / "MANIFEST.json").read_bytes())["transcript"]["tz"] == "Europe/Paris"
+    shown = subprocess.run(["pdftotext", str(tmp_path / "tz" / "transcript.pdf"), "-"],  # noqa: S603,S607
+                           capture_output=True, text=True, check=True).stdout
+    assert "CET" in shown and "Europe/Paris" in shown
 
 
 def finished(poll: Callable[[], Any], deadline: float = 120.0) -> dict[str, Any]:
@@ -380,6 +428,10 @@ def test_api_export_roles_and_zip_download(inst: Instance, tmp_path: Path) -> No
     assert call("compliance", "GET", "/api/v1/exports/exp-000000000000").status_code == 404
     assert call("compliance", "POST", "/api/v1/exports", {"hold": "hold-nope"}).status_code == 404
     assert call("compliance", "POST", "/api/v1/exports", {"queryx": "refund"}).get_json()["field"] == "queryx"
+    only = call("compliance", "POST", "/api/v1/exports", {"query": "refund", "format": ["bundle"], "tz": "Asia/Tokyo"})
+    assert only.status_code == 201, only.get_json()
+    assert call("compliance", "POST", "/api/v1/exports", {"query": "refund", "format": "rtf"}).get_json()["field"] == "format"
+    assert call("compliance", "POST", "/api/v1/exports", {"query": "refund", "tz": "Nowhere/X"}).get_json()["field"] == "tz"
 
 
 def test_media_files_are_exported_by_sha256_and_missing_ones_listed(
