@@ -10,7 +10,10 @@ from typing import Any
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from archiver import api, auth, disposition_api, export_api, holds_api, intake, openapi, rejections, search_api, tiers
+from archiver import (
+    api, auth, contacts_api, disposition_api, export_api, holds_api, intake, openapi, rejections, retention_api, search_api,
+    tiers,
+)
 from archiver.config import Settings
 from archiver.errors import ArchiverError, ValidationError
 from archiver.services import Services
@@ -36,6 +39,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.register_blueprint(holds_api.bp)
     app.register_blueprint(disposition_api.bp)
     app.register_blueprint(export_api.bp)
+    app.register_blueprint(retention_api.bp)
+    app.register_blueprint(contacts_api.bp)
     app.register_blueprint(openapi.bp)
     app.register_error_handler(ArchiverError, _archiver_error)
     app.register_error_handler(HTTPException, _http_error)

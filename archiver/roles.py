@@ -17,5 +17,9 @@ OVERSIGHT = ("compliance", "auditor", "admin")
 HOLDERS = ("legal", "admin")
 # Who reviews disposition: approves or rejects batches of review classes (records management).
 REVIEWERS = ("compliance", "admin")
+# Who extends the retention of sealed records of a class (records management, like review).
+RETAINERS = ("compliance", "admin")
+# Who looks up a person: her identifiers, records count and the holds covering her.
+CONTACT_VIEWERS = ("compliance", "legal", "auditor")
 # Who takes provable exports out of the archive (legal: by hold only until tokens carry matters).
 EXPORTERS = ("compliance", "auditor", "legal")

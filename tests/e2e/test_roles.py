@@ -32,6 +32,7 @@ EXPECTED_ROLES: dict[tuple[str, str], set[str]] = {
     ("/api/v1/holds", "get"): {"legal", "admin"},
     ("/api/v1/holds", "post"): {"legal", "admin"},
     ("/api/v1/holds/{hold_id}", "get"): {"legal", "admin"},
+    ("/api/v1/holds/{hold_id}", "patch"): {"legal", "admin"},
     ("/api/v1/holds/{hold_id}/release", "post"): {"legal", "admin"},
     ("/api/v1/holds/{hold_id}/certificate", "get"): {"legal", "admin"},
     ("/api/v1/dispositions", "get"): {"compliance", "admin"},
@@ -39,10 +40,12 @@ EXPECTED_ROLES: dict[tuple[str, str], set[str]] = {
     ("/api/v1/dispositions/{batch_id}/reject", "post"): {"compliance", "admin"},
     ("/api/v1/exports", "post"): {"compliance", "auditor", "legal"},
     ("/api/v1/exports/{export_id}/bundle.zip", "get"): {"compliance", "auditor", "legal"},
+    ("/api/v1/retention/extend", "post"): {"compliance", "admin"},
+    ("/api/v1/contacts/{ident}", "get"): {"compliance", "legal", "auditor"},
     ("/api/v1/openapi.json", "get"): set(ROLES),
 }
 # A value for each path placeholder and query an allowed caller would send.
-EXAMPLE_PATH = {"seq": "1", "contact": "4479460001234", "hold_id": "hold-000000000000",
+EXAMPLE_PATH = {"seq": "1", "contact": "4479460001234", "ident": "4479460001234", "hold_id": "hold-000000000000",
                 "batch_id": "disp-000000000000", "export_id": "exp-000000000000"}
 EXAMPLE_QUERY = {"/api/v1/search": "?q=refund"}
 
