@@ -11,8 +11,8 @@ from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from archiver import (
-    api, auth, contacts_api, disposition_api, export_api, holds_api, intake, openapi, rejections, retention_api, search_api,
-    tiers,
+    api, auth, contacts_api, disposition_api, export_api, holds_api, intake, openapi, rejections, reports_api,
+    retention_api, search_api, tiers,
 )
 from archiver.config import Settings
 from archiver.errors import ArchiverError, ValidationError
@@ -41,6 +41,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.register_blueprint(export_api.bp)
     app.register_blueprint(retention_api.bp)
     app.register_blueprint(contacts_api.bp)
+    app.register_blueprint(reports_api.bp)
     app.register_blueprint(openapi.bp)
     app.register_error_handler(ArchiverError, _archiver_error)
     app.register_error_handler(HTTPException, _http_error)

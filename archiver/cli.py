@@ -1085,5 +1085,49 @@ def hold_verify_certificate(file: str, public_key: str | None, offline: bool) ->
         f"Merkle root {cert['merkle_root']}")
 
 
+# --------------------------------------------------------------------------- signed reports (issue 10)
+
+
+@main.group()
+def report() -> None:
+    """Signed PDF reports (PDF/A-3b, PAdES; the data attached as report.json); each is audited.
+
+    'report integrity' exits 1 when it found a break or a gap (the report is written all the same)."""
+
+
+def _report_command(kind: str, summary: str) -> None:
+    @report.command(kind, help=summary)
+    @click.option("--from", "start", help="From this ISO 8601 date or UTC time (inclusive). Default: the beginning.")
+    @click.option("--to", "end", help="To this date (the whole day) or time (exclusive). Default: now.")
+    @click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+                  help="The PDF file to write.")
+    @handled
+    @needs_archive
+    def command(start: str | None, end: str | None, out: Path) -> None:
+        from archiver import reports
+
+        period = reports.parse_period(start, end)
+        services = _services()
+        try:
+            done = reports.generate(services, kind, period, _actor())
+        finally:
+            services.close()
+        out.write_bytes(done.pdf)
+        say(f"{kind} report written: {out} (sha256 {done.sha256})")
+        content = done.data["content"]
+        if kind == "integrity" and not content["ok"]:  # written all the same: it is the evidence of the break
+            say(f"FAILED: {plural(len(content['errors']), 'error')}, {plural(len(content['gaps']), 'gap')}; "
+                f"first: {clean((content['errors'] or [g['reason'] for g in content['gaps']])[0])}", err=True)
+            sys.exit(1)
+
+
+for _kind, _summary in (
+        ("integrity", "Chain verification of the period: checkpoints, segments, gaps, WORM self-tests."),
+        ("access", "Who searched, viewed, exported, placed or released holds, and failed logins."),
+        ("holds", "Every matter and hold: criteria, status, counts, history."),
+        ("dispositions", "Every disposition run (keys, seqs, classes, approvals) and review batch.")):
+    _report_command(_kind, _summary)
+
+
 if __name__ == "__main__":
     main()

@@ -19,7 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from archiver.catalog import Journal, Record
-from archiver.errors import ValidationError
+from archiver.errors import IntegrityError, ValidationError
 from archiver.params import SEQ_MAX, bounded_int
 from archiver.records import Reader
 from archiver.services import Services
@@ -27,6 +27,7 @@ from archiver.services import Services
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 1000
 ORDERS = ("newest", "oldest")
+OWN = ("audit", "job_run")  # records that are their own delivery (their type: the event or job)
 _CHUNK = 200  # catalog rows read per round while a decrypted filter drops some
 
 
@@ -95,9 +96,9 @@ def parse_filters(args: Mapping[str, Any], match_field: str) -> Filters:
 def _candidates(session: Session, kind: str, f: Filters) -> Iterator[tuple[Record, Journal]]:
     """Catalog rows of ``kind`` with their journal entry, in ``f.order``, after the cursor and in the time window."""
     # An audit record is its own delivery; a quarantine record points at the delivery it quarantines.
-    joined = Journal.delivery_seq == (Record.seq if kind == "audit" else Record.delivery_seq)
+    joined = Journal.delivery_seq == (Record.seq if kind in OWN else Record.delivery_seq)
     base = select(Record, Journal).join(Journal, joined).where(Record.kind == kind)
-    if kind == "audit" and f.match:
+    if kind in OWN and f.match:
         base = base.where(Record.type.in_(f.match))
     if f.since:
         base = base.where(Journal.received_at >= f.since)
@@ -145,6 +146,23 @@ def audit_list(services: Services, session: Session, f: Filters) -> dict[str, An
         items.append({"seq": row.seq, "at": entry.received_at.isoformat(), "event": row.type,
                       "actor": body.get("actor") if body else None, "details": details if body is not None else None})
     return _page(items, f, more, "kind")
+
+
+def each_record(services: Services, session: Session, kind: str, f: Filters) -> Iterator[dict[str, Any]]:
+    """Every sealed record of ``kind`` (``audit`` or ``job_run``: own records) in ``f``'s window and
+    order, decrypted, without a limit: ``seq``, ``at``, ``event`` (the audit event or the job),
+    ``actor`` and ``details`` (None once shredded, or when its segment cannot be read: then
+    ``unreadable`` names why). For reports (``archiver.reports``), which list a whole period."""
+    reader = Reader(services, session)
+    for row, entry in _candidates(session, kind, f):
+        try:
+            body, unreadable = _payload(reader, row), None
+        except IntegrityError as exc:  # a broken segment: the integrity report names it
+            body, unreadable = None, str(exc)
+        details = {k: v for k, v in (body or {}).items() if k not in ("event", "actor", "at")}
+        yield {"seq": row.seq, "at": entry.received_at.isoformat(), "event": row.type,
+               "actor": body.get("actor") if body else None, "details": details if body is not None else None,
+               **({"unreadable": unreadable} if unreadable else {})}
 
 
 def quarantine_list(services: Services, session: Session, f: Filters) -> dict[str, Any]:

@@ -20,7 +20,9 @@ from flask import Blueprint, Flask, Response, jsonify
 from archiver.auth import require
 from archiver.listing import DEFAULT_LIMIT, MAX_LIMIT
 from archiver.params import SEQ_MAX
-from archiver.roles import CONTACT_VIEWERS, EXPORTERS, HOLDERS, OVERSIGHT, READERS, RETAINERS, REVIEWERS, ROLES, WRITERS
+from archiver.roles import (
+    CONTACT_VIEWERS, EXPORTERS, HOLDERS, OVERSIGHT, READERS, REPORTERS, RETAINERS, REVIEWERS, ROLES, WRITERS,
+)
 from archiver.search import MAX_SIZE, MAX_WINDOW, SORTS
 
 bp = Blueprint("openapi", __name__)
@@ -185,6 +187,12 @@ PATHS: dict[str, dict[str, Any]] = {
         {"200": {"description": "the bundle", "content": {"application/zip": {"schema": {"type": "string",
                                                                                          "format": "binary"}}}},
          **_errors(404)}, parameters=[_path("export_id", {"type": "string"}, "the export's id")])},
+    "/api/v1/reports": {"post": _op(
+        "A signed PDF report (PDF/A-3b, PAdES B-B, B-T with ARCHIVER_TSA_URL; its data attached as report.json), "
+        "audited: {kind: integrity|access|holds|dispositions, from, to}; role legal for the holds report only",
+        REPORTERS, {"200": {"description": "the signed PDF; its SHA-256 in X-Archiver-Report-Sha256",
+                            "content": {"application/pdf": {"schema": {"type": "string", "format": "binary"}}}},
+                    **_errors(400, 503)}, requestBody=_ANY_BODY)},
     "/api/v1/openapi.json": {"get": _op("This document", ROLES, {"200": _json("OpenAPI 3.1")})},
 }
 

@@ -23,3 +23,5 @@ RETAINERS = ("compliance", "admin")
 CONTACT_VIEWERS = ("compliance", "legal", "auditor")
 # Who takes provable exports out of the archive (legal: by hold only until tokens carry matters).
 EXPORTERS = ("compliance", "auditor", "legal")
+# Who writes the signed reports (archiver.reports): oversight, and legal for the holds report only.
+REPORTERS = ("compliance", "auditor", "legal")

@@ -23,6 +23,9 @@ DEFAULT_NAME = "report-signer.pem"
 class SignerError(ArchiverError):
     """The report signer cannot be used (missing, unreadable, expired, key mismatch)."""
 
+    code = "report-signer-invalid"
+    http_status = 503  # the service's configuration, not the caller's request
+
 
 @dataclass(frozen=True)
 class Signer:
@@ -64,7 +67,11 @@ def _check(key: object, cert: x509.Certificate, chain: list[x509.Certificate], s
 
 def generate_self_signed(path: Path, *, common_name: str = "whatsapp-archiver report signer",
                          days: int = 3650) -> None:
-    """Write a self-signed signer (key + certificate, PEM) to ``path`` with mode 0600."""
+    """Write a self-signed signer (key + certificate, PEM) to ``path`` with mode 0600.
+
+    The certificate is its own CA (``CA:TRUE``, path length 0, keyCertSign): whoever checks a
+    report adds it to their trust store (e.g. ``certutil -A -t CT,C,C`` for ``pdfsig -nssdir``).
+    """
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name),
                       x509.NameAttribute(NameOID.ORGANIZATION_NAME, "self-signed (not for production)")])
@@ -72,10 +79,12 @@ def generate_self_signed(path: Path, *, common_name: str = "whatsapp-archiver re
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(now - timedelta(minutes=5)).not_valid_after(now + timedelta(days=days))
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            # CA:TRUE (path length 0) so a verifier can make this very certificate its trust anchor:
+            # NSS (pdfsig -nssdir) trusts only CA certificates as issuers.
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
             .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=True,
                                          key_encipherment=False, data_encipherment=False,
-                                         key_agreement=False, key_cert_sign=False, crl_sign=False,
+                                         key_agreement=False, key_cert_sign=True, crl_sign=False,
                                          encipher_only=False, decipher_only=False), critical=True)
             .sign(key, hashes.SHA256()))
     data = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,

@@ -30,7 +30,8 @@ READ_COMMANDS = [["verify"], ["verify", "--json"], ["show", "1"], ["search", "re
                  ["show", "1", "--raw"], ["matter", "create", "Acme v. Us"], ["hold", "list"], ["hold", "show", "hold-x"],
                  ["hold", "create", "--matter", "m", "--name", "n", "--custodian", "1", "--reason", "r"],
                  ["hold", "release", "hold-x", "--reason", "r"], ["contact", "show", "4479460001234"],
-                 ["contact", "rebuild"]]
+                 ["contact", "rebuild"], ["report", "integrity", "--out", "r.pdf"], ["report", "access", "--out", "r.pdf"],
+                 ["report", "holds", "--out", "r.pdf"], ["report", "dispositions", "--out", "r.pdf"]]
 OSC = "\x1b]0;pwned\x07"
 
 BASH = shutil.which("bash") or "/bin/bash"

@@ -42,6 +42,7 @@ EXPECTED_ROLES: dict[tuple[str, str], set[str]] = {
     ("/api/v1/exports/{export_id}/bundle.zip", "get"): {"compliance", "auditor", "legal"},
     ("/api/v1/retention/extend", "post"): {"compliance", "admin"},
     ("/api/v1/contacts/{ident}", "get"): {"compliance", "legal", "auditor"},
+    ("/api/v1/reports", "post"): {"compliance", "auditor", "legal"},
     ("/api/v1/openapi.json", "get"): set(ROLES),
 }
 # A value for each path placeholder and query an allowed caller would send.
