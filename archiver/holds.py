@@ -554,9 +554,13 @@ def _evaluate_one(services: Services, session: Session, hold: Hold, crit: Criter
         if not new and not released and after > 0:
             row.cursor = max(row.cursor, through)
             return 0
-        extra: dict[str, Any] = {"released": ranges(released)} if released else {}
+        counts = {"new_records": len(new)}
+        extra: dict[str, Any] = {}
+        if released:  # only after a narrowing edit
+            counts["released_records"] = len(released)
+            extra["released"] = ranges(released)
         append_audit(writing, "hold_applied", "archiver:holds", hold=hold.id, after=after, through=through,
-                     seqs=ranges(new), counts={"new_records": len(new), "released_records": len(released)}, **extra)
+                     seqs=ranges(new), counts=counts, **extra)
         row.cursor = through
     return 1
 
