@@ -91,7 +91,7 @@ def test_patch_edits_for_legal_and_admin_and_contacts_route_shows_her_holds(inst
     assert contact.status_code == 200
     body = contact.get_json()
     assert BOB in body["identifiers"] and body["records"] >= 1
-    assert [(h["id"], h["custodian"], h["records_held"]) for h in body["holds"]] == [(hold, [BOB], 1)]
+    assert [(h["id"], h["custodian"], h["records_held"]) for h in body["holds"]] == [(hold, [BOB], 2)]  # message, delivery
     assert client.get(f"/api/v1/contacts/{BOB}", headers=_token(inst, "admin")).status_code == 403
     assert client.get("/api/v1/contacts/33700000000", headers=_token(inst, "legal")).status_code == 404
     holds.release_hold(inst.services, "test:legal", hold, "done")
