@@ -11,8 +11,8 @@ from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from archiver import (
-    api, auth, consent_api, disposition_api, erasure_api, export_api, findings_api, holds_api, intake, openapi,
-    rejections, reports_api, search_api, tiers,
+    api, auth, consent_api, contacts_api, disposition_api, erasure_api, export_api, findings_api, holds_api, intake,
+    openapi, rejections, reports_api, retention_api, search_api, tiers,
 )
 from archiver.config import Settings
 from archiver.errors import ArchiverError, ValidationError
@@ -40,6 +40,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.register_blueprint(disposition_api.bp)
     app.register_blueprint(erasure_api.bp)
     app.register_blueprint(export_api.bp)
+    app.register_blueprint(retention_api.bp)
+    app.register_blueprint(contacts_api.bp)
     app.register_blueprint(reports_api.bp)
     app.register_blueprint(consent_api.bp)
     app.register_blueprint(findings_api.bp)

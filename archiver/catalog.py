@@ -74,7 +74,7 @@ class Journal(Base):
     body_sha256: Mapped[str] = mapped_column(String(64))
     meta: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # signature header, remote, actor
     sealed: Mapped[bool] = mapped_column(Boolean, default=False)
-    delivery_seq: Mapped[int | None] = mapped_column(SEQ)
+    delivery_seq: Mapped[int | None] = mapped_column(SEQ, index=True)
     __table_args__ = (Index("ix_journal_unsealed", "sealed", "id"),)
 
 
@@ -130,7 +130,7 @@ class Record(Base):
     retention_class: Mapped[str] = mapped_column(String(64))
     retain_until: Mapped[datetime] = mapped_column(UTCDateTime())
     key_id: Mapped[str] = mapped_column(String(96))
-    occurred_at: Mapped[int | None] = mapped_column(BigInteger)
+    occurred_at: Mapped[int | None] = mapped_column(BigInteger, index=True)
     links: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     policy_seq: Mapped[int | None] = mapped_column(SEQ)  # the policy record that classed it
 
@@ -362,6 +362,8 @@ class Hold(Base):
     created_by: Mapped[str | None] = mapped_column(String(255))
     decision_seq: Mapped[int] = mapped_column(SEQ)
     cursor: Mapped[int] = mapped_column(SEQ, default=0)
+    # After an edit: records up to this seq that the new criteria no longer select are released.
+    recheck_through: Mapped[int] = mapped_column(SEQ, default=0, server_default="0")
     released_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     released_by: Mapped[str | None] = mapped_column(String(255))
     release_reason: Mapped[str | None] = mapped_column(String(2000))

@@ -574,18 +574,13 @@ def policy_check(folder: str | None, as_json: bool) -> None:
 
 def _utc_date(text: str) -> Any:
     """``2040-01-01`` (midnight UTC) or an ISO 8601 time with a zone. Raises click.BadParameter."""
-    from datetime import datetime, timezone
+    from archiver.errors import ValidationError
+    from archiver.retention_extend import parse_until
 
     try:
-        when = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise click.BadParameter(f"{text!r} is not a date (2040-01-01) or a time with a zone "
-                                 "(2040-01-01T12:00:00Z)") from exc
-    if when.tzinfo is None:
-        if len(text.strip()) > 10:
-            raise click.BadParameter(f"{text!r} has no time zone: add Z or +HH:MM")
-        when = when.replace(tzinfo=timezone.utc)
-    return when.astimezone(timezone.utc)
+        return parse_until(text)
+    except ValidationError as exc:
+        raise click.BadParameter(str(exc).removeprefix("to: ")) from exc
 
 
 @main.group()
@@ -799,6 +794,38 @@ def hold_show(hold_id: str, as_json: bool) -> None:
               for e in out.get("history", [])]
     for line in lines:
         say(line)
+
+
+@hold.command("edit")
+@click.argument("hold_id")
+@click.option("--add-custodian", "add", multiple=True, help="Also hold this contact or business number; repeatable.")
+@click.option("--remove-custodian", "remove", multiple=True, help="No longer hold this custodian; repeatable.")
+@click.option("--after", default=None, help="Records from this date or UTC time ('' clears it).")
+@click.option("--before", default=None, help="Records before this date or UTC time ('' clears it).")
+@click.option("--query", default=None, help="The search query ('' clears it).")
+@click.option("--reason", required=True, help="Why (sealed with the decision).")
+@handled
+@needs_archive
+def hold_edit(hold_id: str, add: tuple[str, ...], remove: tuple[str, ...], after: str | None, before: str | None,
+              query: str | None, reason: str) -> None:
+    """Change a hold's criteria (sealed first, then evaluated again over the whole archive).
+
+    Records the new criteria add are held; when the edit narrows the hold, held records they
+    no longer select are released, and the S3 legal hold goes OFF only on objects no other
+    active hold needs. The edit is in 'archiver hold show' history.
+    """
+    from archiver import holds
+
+    changes: dict[str, Any] = {"add_custodians": add, "remove_custodians": remove}
+    for name, value in (("after", after), ("before", before), ("query", query)):
+        if value is not None:
+            changes[name] = value
+    services = _services()
+    try:
+        out = holds.edit_hold(services, _actor(), hold_id, reason, **changes)
+    finally:
+        services.close()
+    say(f"{plural(out['counts']['records'], 'record')} held; hold edited: {hold_id}")
 
 
 @hold.command("release")

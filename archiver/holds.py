@@ -4,7 +4,9 @@ Every decision is journaled as an ``audit`` record and sealed in the chain befor
 (architecture decisions 7, 11-13):
 
 - ``matter_created`` (matter, name), ``hold_created`` (hold, matter, name, criteria, reason),
-- ``hold_applied`` (hold, the seq window evaluated, the seqs newly held as ranges, counts),
+- ``hold_edited`` (hold, reason, the criteria before and after, whether the edit narrows it),
+- ``hold_applied`` (hold, the seq window evaluated, the seqs newly held as ranges, counts, and
+  after a narrowing edit the seqs ``released`` as ranges),
 - ``hold_released`` (hold, reason, the counts at release).
 
 Each names its ``actor`` and ``at`` (see ``journal.append_audit``). The catalog tables
@@ -18,28 +20,26 @@ active hold still needs.
 
 Evaluation follows the sealer (and, for a query hold, the search index) by seq, with a
 cursor per hold: :func:`sync` runs at each decision and as the ``holds`` job, so records
-sealed while a hold is active are held too. A sync that applied at least one decision
+sealed while a hold is active are held too. Evaluation is one pass for all holds: the
+records sealed since the holds' cursors are read once (``hold_criteria.Scan``) and every
+active hold selects from them; a hold far behind (a new or edited one, over the whole
+archive) is evaluated alone, by index and the search backend (``hold_criteria.matching``,
+which also says what a record must meet to be held). A sync that applied at least one decision
 seals one ``job_run`` record (job ``holds``) saying what it applied; an idle one seals
-nothing (see :func:`_seal_run`). A record matches when it meets every given
-criterion: a custodian (a contact's wa_id, phone or BSUID, digits compared for phone
-numbers, standing for every identifier of that person (``identity.resolve``); or a
-business phone-number id or display number), a time window on the record's
-own time (the message's timestamp, else its delivery's receipt), and a search query (the
-search language). With a matching item its delivery is held too, and with a held message
-the media records linked to it. Audit and job_run records are never held (they are the service's own).
-When a pairing is learned (the ``identity`` cursor moves), every active custodian hold is
+nothing (see :func:`_seal_run`). When a pairing is learned (the ``identity`` cursor moves), every active custodian hold is
 evaluated again on the records it already passed that name one of its custodians'
 identifiers, so her records sealed before the pairing are held too.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
 import secrets
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -47,25 +47,25 @@ from typing import Any
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from archiver import identity, records
+from archiver import hold_criteria, identity, records
 from archiver.catalog import (
     Cursor, Hold, HoldEvent, HeldRecord, HoldObject, Journal, Matter, Media, Record, Segment, chunked,
     cursor_value, insert_rows, leader_lock, set_cursor, stored_through,
 )
-from archiver.errors import ArchiverError, QuerySyntaxError, ValidationError
+from archiver.errors import ArchiverError, ValidationError
+from archiver.hold_criteria import Criteria, Scan, matching, parse_criteria
 from archiver.journal import append_audit, append_job_run
-from archiver.retention_policy import identifier
-from archiver.search import query as ql
 from archiver.services import Services
+
+__all__ = ["Criteria", "matching", "parse_criteria"]  # (re-exported: callers name them holds.X)
 
 log = logging.getLogger(__name__)
 
-EVENTS = ("matter_created", "hold_created", "hold_applied", "hold_released")
+EVENTS = ("matter_created", "hold_created", "hold_edited", "hold_applied", "hold_released")
 CURSOR = "holds"  # the last sealed decision applied to the catalog tables
 IDENTITY_SEEN = "holds-identity"  # the identity cursor the holds were last re-checked at
-WINDOW = 20000  # records evaluated per step (and at most per hold_applied decision)
-NOT_HELD = ("audit", "job_run")  # the service's own records
-ITEMLESS = ("delivery", "media", "quarantine", "audit")  # kinds whose payload carries no business metadata
+WINDOW = 20000  # records read once and evaluated by every hold caught up with the sealer
+SOLO_WINDOW = 250000  # records a hold far behind evaluates alone per step (and per hold_applied decision)
 WAIT_SECONDS = 120.0
 
 
@@ -94,64 +94,6 @@ class DecisionPending(ArchiverError):
 
 
 # --------------------------------------------------------------------------- criteria
-
-
-@dataclass(frozen=True)
-class Criteria:
-    """What a hold holds: every given criterion must match (at least one is given)."""
-
-    custodians: tuple[str, ...] = ()
-    after: int | None = None  # epoch seconds, inclusive
-    before: int | None = None  # epoch seconds, exclusive
-    query: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"custodians": list(self.custodians), "after": _iso(self.after), "before": _iso(self.before),
-                "query": self.query}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Criteria:
-        def epoch(value: Any) -> int | None:
-            return int(datetime.fromisoformat(value).timestamp()) if value else None
-        return cls(custodians=tuple(data.get("custodians") or ()), after=epoch(data.get("after")),
-                   before=epoch(data.get("before")), query=data.get("query") or None)
-
-
-def _iso(epoch: int | None) -> str | None:
-    return datetime.fromtimestamp(epoch, timezone.utc).isoformat() if epoch is not None else None
-
-
-def parse_criteria(custodians: Iterable[str] = (), after: str | None = None, before: str | None = None,
-                   query: str | None = None) -> Criteria:
-    """Check and normalise a hold's criteria. Raises ValidationError naming the field, QuerySyntaxError."""
-    found = []
-    for custodian in custodians:
-        if not isinstance(custodian, str):
-            raise ValidationError("custodian", "must be a wa_id, phone number, BSUID or phone-number id")
-        if not custodian.strip() or len(custodian) > 128 or "\x00" in custodian:
-            raise ValidationError("custodian", "must be a wa_id, phone number, BSUID or phone-number id")
-        found.append(identifier(custodian))
-    times = {}
-    for name, value in (("after", after), ("before", before)):
-        if value in (None, ""):
-            continue
-        if not isinstance(value, str):
-            raise ValidationError(name, "must be a date (2026-01-31) or a UTC time (2026-01-31T10:00:00Z)")
-        try:
-            times[name] = ql.parse_time(value.strip(), 0)
-        except QuerySyntaxError as exc:
-            raise ValidationError(name, "must be a date (2026-01-31) or a UTC time (2026-01-31T10:00:00Z)") from exc
-    if "after" in times and "before" in times and times["after"] >= times["before"]:
-        raise ValidationError("before", "must be later than after")
-    if query is not None and (not isinstance(query, str) or "\x00" in query or len(query) > 2000):
-        raise ValidationError("query", "must be a search query")
-    if query is not None and query.strip():
-        ql.parse(query)  # QuerySyntaxError names the position
-    q = query.strip() if query and query.strip() else None
-    crit = Criteria(tuple(dict.fromkeys(found)), times.get("after"), times.get("before"), q)
-    if not (crit.custodians or crit.after is not None or crit.before is not None or crit.query):
-        raise ValidationError("criteria", "give at least one of custodian, after, before, query")
-    return crit
 
 
 def _text(value: Any, field: str, limit: int) -> str:
@@ -213,6 +155,30 @@ def release_hold(services: Services, actor: str, hold_id: str, reason: Any) -> N
             raise HoldReleased(f"hold {hold_id} was released already")
         counts = hold_counts(session, hold_id)
     _decide(services, "hold_released", actor, hold=hold_id, reason=why, counts=counts)
+
+
+def edit_hold(services: Services, actor: str, hold_id: str, reason: Any, **changes: Any) -> dict[str, Any]:
+    """Seal a ``hold_edited`` decision (the criteria before and after, who, why), then apply it.
+
+    ``changes`` as :func:`hold_criteria.edited` takes them (``add_custodians``,
+    ``remove_custodians``, ``after``, ``before``, ``query``; ``""`` clears). Applying sets the
+    new criteria and evaluates the hold again from seq 1: records the new criteria add are
+    held (``hold_applied``), and when the edit narrows the hold, held records they no longer
+    select are released, the S3 legal hold going OFF only on objects no other active hold
+    needs. Returns the hold's view. Raises ValidationError, QuerySyntaxError, NoSuchHold,
+    HoldReleased, DecisionPending.
+    """
+    why = _text(reason, "reason", 2000)
+    with services.sessions() as session:
+        hold = _get(session, hold_id)
+        if hold.status != "active":
+            raise HoldReleased(f"hold {hold_id} was released: it cannot be edited")
+        before = Criteria.from_dict(hold.criteria)
+        counts = hold_counts(session, hold_id)
+    after = hold_criteria.edited(before, **changes)
+    _decide(services, "hold_edited", actor, hold=hold_id, reason=why, before=before.as_dict(),
+            criteria=after.as_dict(), narrows=hold_criteria.narrows(before, after), counts=counts)
+    return show(services, hold_id)
 
 
 def _decide(services: Services, event: str, actor: str, **details: Any) -> None:
@@ -378,6 +344,19 @@ def _apply(services: Services, seq: int, body: dict[str, Any]) -> None:
                 _history(session, body["hold"], "created", at, actor, seq,
                          {"criteria": body["criteria"], "reason": body["reason"]})
             set_cursor(session, CURSOR, seq)
+    elif event == "hold_edited":
+        with services.sessions.begin() as session:
+            row = session.get(Hold, body["hold"])
+            if row is not None and row.status == "active":
+                # Evaluated again from seq 1 with the new criteria; up to the old cursor, what they
+                # no longer select is released (when the edit narrows the hold).
+                if body.get("narrows"):
+                    row.recheck_through = max(row.recheck_through, row.cursor)
+                row.criteria, row.cursor = body["criteria"], 0
+                _history(session, row.id, "edited", at, actor, seq,
+                         {"before": body.get("before"), "criteria": body["criteria"], "reason": body.get("reason"),
+                          "narrows": bool(body.get("narrows"))})
+            set_cursor(session, CURSOR, seq)
     elif event == "hold_applied":
         _apply_held(services, seq, body, at, actor)
     elif event == "hold_released":
@@ -393,32 +372,68 @@ def _history(session: Session, hold: str, event: str, at: datetime, actor: str |
 
 
 def _apply_held(services: Services, seq: int, body: dict[str, Any], at: datetime, actor: str | None) -> None:
-    """Hold the decision's seqs: legal hold ON their objects first, then the catalog rows."""
+    """Hold the decision's seqs: legal hold ON their objects first, then the catalog rows.
+
+    Seqs it ``released`` (after a narrowing edit) leave the hold; the objects the hold then
+    no longer needs get the legal hold OFF unless another active hold needs them, before the
+    catalog rows go. A crash in between repeats the same store calls (idempotent).
+    """
     hold_id = body["hold"]
     seqs = sorted(expand(body.get("seqs") or []))
+    released = sorted(expand(body.get("released") or []))
     with services.sessions() as session:
         hold = session.get(Hold, hold_id)
         active = hold is not None and hold.status == "active"
         objects = _objects(session, seqs) if active else {}
         have = set(session.scalars(select(HoldObject.object_key).where(HoldObject.hold_id == hold_id))) if active else set()
         known = _already_held(session, hold_id, seqs) if active else set()
-    new_objects = {key: kind for key, kind in objects.items() if key not in have}
+        new_objects = {key: kind for key, kind in objects.items() if key not in have}
+        on_already = _needed_by_others(session, hold_id, list(new_objects))  # ON for another hold: nothing to do
+        dropped: list[str] = []
+        if active and released:
+            gone = set(released)
+            keep = [s for s in session.scalars(select(HeldRecord.seq).where(HeldRecord.hold_id == hold_id))
+                    if s not in gone]
+            needed = set(_objects(session, sorted(set(keep) | set(seqs))))
+            dropped = sorted(have - needed)
+            others = _needed_by_others(session, hold_id, dropped)
     for key in new_objects:  # each segment, then its checkpoint, in seq order; then media
-        services.store.set_legal_hold(key, True)  # idempotent: a crash before the commit repeats it
+        if key not in on_already:
+            services.store.set_legal_hold(key, True)  # idempotent: a crash before the commit repeats it
+    off = [key for key in dropped if key not in others] if dropped else []
+    for key in off:
+        services.store.set_legal_hold(key, False)
     with services.sessions.begin() as session:
         if active:
             conn = session.connection()
             insert_rows(conn, HeldRecord.__table__, [{"hold_id": hold_id, "seq": s} for s in seqs if s not in known])
             insert_rows(conn, HoldObject.__table__, [{"hold_id": hold_id, "object_key": k, "kind": v}
                                                      for k, v in sorted(new_objects.items())])
+            for part in chunked(released, 500):
+                session.execute(delete(HeldRecord).where(HeldRecord.hold_id == hold_id, HeldRecord.seq.in_(part)))
+            for part in chunked(dropped, 500):
+                session.execute(delete(HoldObject).where(HoldObject.hold_id == hold_id, HoldObject.object_key.in_(part)))
             row = session.get(Hold, hold_id)
             assert row is not None
             row.cursor = max(row.cursor, int(body["through"]))
-            _history(session, hold_id, "applied", at, actor, seq,
-                     {"after": body["after"], "through": body["through"], "records": len(seqs),
-                      "objects": len(new_objects)})
+            details: dict[str, Any] = {"after": body["after"], "through": body["through"], "records": len(seqs),
+                                       "objects": len(new_objects)}
+            if released:
+                details.update(released=len(released), legal_holds_off=len(off), kept_for_other_holds=len(dropped) - len(off))
+            _history(session, hold_id, "applied", at, actor, seq, details)
         set_cursor(session, CURSOR, seq)
-    log.info("hold.applied hold=%s records=%d objects=%d", hold_id, len(seqs), len(new_objects))
+    log.info("hold.applied hold=%s records=%d objects=%d released=%d off=%d", hold_id, len(seqs), len(new_objects),
+             len(released), len(off))
+
+
+def _needed_by_others(session: Session, hold_id: str, keys: list[str]) -> set[str]:
+    """Which of ``keys`` another active hold has the legal hold ON for."""
+    needed: set[str] = set()
+    for part in chunked(sorted(keys), 500):
+        needed.update(session.scalars(
+            select(HoldObject.object_key).join(Hold, Hold.id == HoldObject.hold_id)
+            .where(HoldObject.object_key.in_(part), HoldObject.hold_id != hold_id, Hold.status == "active")))
+    return needed
 
 
 def _apply_release(services: Services, seq: int, body: dict[str, Any], at: datetime, actor: str | None) -> None:
@@ -428,11 +443,7 @@ def _apply_release(services: Services, seq: int, body: dict[str, Any], at: datet
         hold = session.get(Hold, hold_id)
         active = hold is not None and hold.status == "active"
         mine = list(session.scalars(select(HoldObject.object_key).where(HoldObject.hold_id == hold_id))) if active else []
-        needed: set[str] = set()
-        for part in chunked(mine, 500):
-            needed.update(session.scalars(
-                select(HoldObject.object_key).join(Hold, Hold.id == HoldObject.hold_id)
-                .where(HoldObject.object_key.in_(part), HoldObject.hold_id != hold_id, Hold.status == "active")))
+        needed = _needed_by_others(session, hold_id, mine)
     off = [key for key in mine if key not in needed]
     for key in off:
         services.store.set_legal_hold(key, False)
@@ -479,12 +490,16 @@ def _objects(session: Session, seqs: list[int]) -> dict[str, str]:
 
 
 def evaluate(services: Services) -> tuple[int, bool]:
-    """Evaluate each active hold on the next window of sealed records after its cursor.
+    """Evaluate every active hold on the next window of sealed records after its cursor.
 
-    Journals (does not seal) one ``hold_applied`` per hold with new matches, or for a hold
-    never evaluated, and moves its cursor in the same transaction. Returns (decisions
-    journaled, whether any hold has more to evaluate). Does nothing while a hold decision
-    waits to be sealed or applied (the held sets it would read are not final yet).
+    The holds caught up with the sealer (at most ``WINDOW`` records behind) share one read
+    of the records after the lowest of their cursors (``hold_criteria.Scan``); a hold
+    further behind is evaluated alone over up to ``SOLO_WINDOW`` records, by index and the
+    search backend. Journals (does not seal) one ``hold_applied`` per hold with new
+    matches (or releases, after a narrowing edit), or for a hold never evaluated, and moves
+    its cursor in the same transaction. Returns (decisions journaled, whether any hold has
+    more to evaluate). Does nothing while a hold decision waits to be sealed or applied
+    (the held sets it would read are not final yet).
     """
     with services.sessions() as session:
         if _decisions_waiting(session):
@@ -494,7 +509,7 @@ def evaluate(services: Services) -> tuple[int, bool]:
     if (rechecked := _recheck_identities(services, holds)) is not None:
         return rechecked, True
     index_seq: int | None = None
-    journaled, more = 0, False
+    due: list[tuple[Hold, Criteria, int]] = []  # (hold, criteria, evaluated through)
     for hold in holds:
         crit = Criteria.from_dict(hold.criteria)
         through = ready
@@ -503,27 +518,59 @@ def evaluate(services: Services) -> tuple[int, bool]:
                 state = services.search.state()
                 index_seq = state.seq if state is not None else 0
             through = min(through, index_seq)
-        if through <= hold.cursor:
-            continue
-        through = min(through, hold.cursor + WINDOW)
-        more = more or through < ready
+        if through > hold.cursor:
+            due.append((hold, crit, through))
+    if not due:
+        return 0, False
+    together = [d for d in due if d[2] - d[0].cursor <= WINDOW]
+    alone = [(h, c, min(t, h.cursor + SOLO_WINDOW)) for h, c, t in due if t - h.cursor > WINDOW]
+    more = any(t < ready for _, _, t in alone)
+    journaled = 0
+    if together:
+        lo, hi = min(h.cursor for h, _, _ in together), max(t for _, _, t in together)
         with services.sessions() as session:
-            new = sorted(_matches(services, session, hold, crit, hold.cursor, through))
-        if not new and hold.cursor > 0:
-            with services.sessions.begin() as session:
-                row = session.get(Hold, hold.id)
-                if row is not None:
-                    row.cursor = max(row.cursor, through)
-            continue
-        with services.sessions.begin() as session:
-            row = session.get(Hold, hold.id)
-            if row is None or row.status != "active" or row.cursor != hold.cursor:
-                continue  # changed meanwhile: the next run looks again
-            append_audit(session, "hold_applied", "archiver:holds", hold=hold.id, after=hold.cursor, through=through,
-                         seqs=ranges(new), counts={"new_records": len(new)})
-            row.cursor = through
-        journaled += 1
+            scan = Scan(session, lo, hi)
+            for hold, crit, through in together:
+                journaled += _evaluate_one(services, session, hold, crit, through, scan)
+    for hold, crit, through in alone:
+        with services.sessions() as session:
+            journaled += _evaluate_one(services, session, hold, crit, through, None)
     return journaled, more
+
+
+def _evaluate_one(services: Services, session: Session, hold: Hold, crit: Criteria, through: int,
+                  scan: Scan | None) -> int:
+    """Journal the hold's ``hold_applied`` for ``(cursor, through]`` (or just move its cursor); 1 if journaled."""
+    after = hold.cursor
+    recheck = min(through, hold.recheck_through) if hold.recheck_through > after else after
+
+    def held_before(seqs: list[int]) -> set[int]:  # seqs in (after, recheck] are decided by this evaluation
+        return _already_held(session, hold.id, [s for s in seqs if not after < s <= recheck])
+
+    found = matching(services, session, crit, after, through, held_before, scan=scan)
+    new = sorted(found - _already_held(session, hold.id, sorted(found)))
+    released = sorted(_held_between(session, hold.id, after, recheck) - found) if recheck > after else []
+    with services.sessions.begin() as writing:
+        row = writing.get(Hold, hold.id)
+        if row is None or row.status != "active" or row.cursor != hold.cursor:
+            return 0  # changed meanwhile: the next run looks again
+        if not new and not released and after > 0:
+            row.cursor = max(row.cursor, through)
+            return 0
+        counts = {"new_records": len(new)}
+        extra: dict[str, Any] = {}
+        if released:  # only after a narrowing edit
+            counts["released_records"] = len(released)
+            extra["released"] = ranges(released)
+        append_audit(writing, "hold_applied", "archiver:holds", hold=hold.id, after=after, through=through,
+                     seqs=ranges(new), counts=counts, **extra)
+        row.cursor = through
+    return 1
+
+
+def _held_between(session: Session, hold_id: str, after: int, through: int) -> set[int]:
+    return set(session.scalars(select(HeldRecord.seq).where(HeldRecord.hold_id == hold_id, HeldRecord.seq > after,
+                                                            HeldRecord.seq <= through)))
 
 
 def _recheck_identities(services: Services, holds: list[Hold]) -> int | None:
@@ -547,7 +594,9 @@ def _recheck_identities(services: Services, holds: list[Hold]) -> int | None:
         with services.sessions() as session:
             ids = identity.resolve_many(session, crit.custodians)
             contacts = sorted(ids | set(crit.custodians))
-            new = sorted(_matches(services, session, hold, crit, 0, hold.cursor, contacts))
+            found = matching(services, session, crit, 0, hold.cursor, functools.partial(_already_held, session, hold.id),
+                             contacts=contacts)
+            new = sorted(found - _already_held(session, hold.id, sorted(found)))
         if not new:
             continue
         with services.sessions.begin() as session:
@@ -584,62 +633,6 @@ def _sealed_through(session: Session) -> int:
     return stored_through(session)
 
 
-def _matches(services: Services, session: Session, hold: Hold, crit: Criteria, after: int, through: int,
-             contacts: list[str] | None = None) -> set[int]:
-    """Seqs in ``(after, through]`` the hold newly holds (with the deliveries of matching items).
-
-    ``contacts``: only records naming one of these contacts (an identity's re-check).
-    """
-    found = matching(services, session, crit, after, through, lambda seqs: _already_held(session, hold.id, seqs),
-                     contacts=contacts)
-    return found - _already_held(session, hold.id, sorted(found))
-
-
-def matching(services: Services, session: Session, crit: Criteria, after: int, through: int,
-             already: Callable[[list[int]], set[int]] = lambda seqs: set(), *,
-             contacts: list[str] | None = None) -> set[int]:
-    """Seqs in ``(after, through]`` that ``crit`` selects, with the deliveries of matching items and
-    the media records of matching messages (or of those ``already`` says were selected before).
-    A custodian stands for every identifier of the person (``identity.resolve``); ``contacts``
-    narrows to records naming one of these contacts.
-
-    Holds and exports (``archiver.export``) select alike. Raises QuerySyntaxError, SearchUnavailable.
-    """
-    where = [Record.seq > after, Record.seq <= through, Record.kind.not_in(NOT_HELD)]
-    if contacts is not None:
-        where.append(Record.contact.in_(contacts))
-    rows = session.execute(
-        select(Record.seq, Record.kind, Record.contact, Record.delivery_seq, Record.occurred_at, Record.links)
-        .where(*where).order_by(Record.seq)).all()
-    if not rows:
-        return set()
-    candidates = {r.seq for r in rows}
-    if crit.query:
-        candidates &= set(_query_seqs(services, crit.query, after, through))
-    if crit.after is not None or crit.before is not None:
-        times = _times(session, list(rows))
-        candidates = {s for s in candidates if _in_window(times.get(s), crit)}
-    if crit.custodians:
-        # A custodian is a person: every identifier of hers (identity.resolve) is held.
-        people = {c: identity.resolve(session, c) for c in crit.custodians}
-        wanted = set().union(*people.values())
-        by_contact = {r.seq for r in rows if r.contact and identifier(r.contact) in wanted}
-        # Only an identifier no record names as its contact can be a business number: reading
-        # the payloads (decrypting) is skipped for a hold on contacts alone.
-        numbers = {c for c, ids in people.items() if len(ids) == 1 and session.scalar(
-            select(Record.seq).where(Record.contact == c).limit(1)) is None}
-        rest = candidates - by_contact  # once: computed per row it made a window quadratic
-        candidates = {s for s in candidates if s in by_contact} | (
-            _business_matches(services, session, [r for r in rows if r.seq in rest
-                                                  and r.kind not in ITEMLESS], numbers) if numbers else set())
-    linked = {r.seq: m for r in rows if r.kind == "media"
-              and isinstance(m := (r.links or {}).get("message"), int)}
-    held_messages = candidates | already(sorted(set(linked.values()) - candidates))
-    out = set(candidates) | {seq for seq, message in linked.items() if message in held_messages}
-    out |= {r.delivery_seq for r in rows if r.seq in candidates and r.delivery_seq is not None}
-    return out
-
-
 def _already_held(session: Session, hold_id: str, seqs: list[int]) -> set[int]:
     """Which of ``seqs`` the hold holds already."""
     found: set[int] = set()
@@ -647,63 +640,6 @@ def _already_held(session: Session, hold_id: str, seqs: list[int]) -> set[int]:
         found.update(session.scalars(select(HeldRecord.seq).where(HeldRecord.hold_id == hold_id,
                                                                   HeldRecord.seq.in_(part))))
     return found
-
-
-def _query_seqs(services: Services, query: str, after: int, through: int) -> Iterator[int]:
-    while True:
-        with identity.contact_aliases(services):  # contact:X means the person, as in search
-            found = services.search.matching_seqs(query, after=after, through=through, limit=1000)
-        yield from found
-        if len(found) < 1000:
-            return
-        after = found[-1]
-
-
-def _times(session: Session, rows: list[Any]) -> dict[int, int]:
-    """Each record's own time: its timestamp, else its delivery's receipt (epoch seconds)."""
-    out = {r.seq: r.occurred_at for r in rows if r.occurred_at is not None}
-    wanted = {r.delivery_seq or r.seq: r.seq for r in rows if r.occurred_at is None}
-    received: dict[int, datetime] = {}
-    for part in chunked(sorted(wanted), 500):
-        received.update((d, t) for d, t in session.execute(  # type: ignore[misc]
-            select(Journal.delivery_seq, Journal.received_at).where(Journal.delivery_seq.in_(part))))
-    for r in rows:
-        if r.occurred_at is None and (when := received.get(r.delivery_seq or r.seq)) is not None:
-            out[r.seq] = int(when.timestamp())
-    return out
-
-
-def _in_window(when: int | None, crit: Criteria) -> bool:
-    if when is None:
-        return False
-    return (crit.after is None or when >= crit.after) and (crit.before is None or when < crit.before)
-
-
-def _business_matches(services: Services, session: Session, rows: list[Any], wanted: set[str]) -> set[int]:
-    """Items whose business phone-number id (or display number) is one of ``wanted`` (decrypted)."""
-    if not rows:
-        return set()
-    seqs = {r.seq for r in rows}
-    out: set[int] = set()
-    cache: dict[str, bytes | None] = {}
-    for seg in session.scalars(select(Segment).join(Record, Record.segment_id == Segment.id)
-                               .where(Record.seq.in_(sorted(seqs))).distinct()):
-        for rec in records.readable_records(services, session, seg):
-            if rec["seq"] not in seqs:
-                continue
-            plain = records.decrypt(services, session, rec, cache)
-            if plain is None:
-                continue
-            try:
-                payload = json.loads(plain)
-            except ValueError:
-                continue
-            meta = payload.get("metadata") if isinstance(payload, dict) else None
-            if isinstance(meta, dict):
-                numbers = {meta.get("phone_number_id"), meta.get("display_phone_number")}
-                if any(isinstance(n, (str, int)) and identifier(str(n)) in wanted for n in numbers):
-                    out.add(rec["seq"])
-    return out
 
 
 def ranges(seqs: list[int]) -> list[list[int]]:
@@ -792,3 +728,25 @@ def rebuild(services: Services) -> int:
             session.execute(delete(model))
         session.execute(delete(Cursor).where(Cursor.name == CURSOR))
     return replay(services)
+
+
+def covering(services: Services, ident: str) -> list[dict[str, Any]]:
+    """The holds covering a person (every identifier of hers, ``identity.resolve``): each hold
+    naming one of her identifiers as a custodian or holding one of her records, with how many of
+    her records it holds."""
+    with services.sessions() as session:
+        ids = identity.resolve(session, ident)
+        forms = sorted(ids | {"+" + i for i in ids if i.isdigit()})
+        held: dict[str, int] = {}
+        for part in chunked(forms, 500):
+            for hold_id, n in session.execute(
+                    select(HeldRecord.hold_id, func.count(HeldRecord.seq)).join(Record, Record.seq == HeldRecord.seq)
+                    .where(Record.contact.in_(part)).group_by(HeldRecord.hold_id)):
+                held[hold_id] = held.get(hold_id, 0) + int(n)
+        out = []
+        for hold in session.scalars(select(Hold).order_by(Hold.created_at)):
+            custodian = sorted(set(Criteria.from_dict(hold.criteria).custodians) & ids)
+            if custodian or hold.id in held:
+                out.append({"id": hold.id, "matter": hold.matter_id, "name": hold.name, "status": hold.status,
+                            "custodian": custodian, "records_held": held.get(hold.id, 0)})
+    return out

@@ -84,6 +84,27 @@ def hold_certificate(hold_id: str) -> Response:
     return jsonify(hold_certificate.generate(_services(), hold_id, g.actor))
 
 
+@bp.patch("/api/v1/holds/<hold_id>")
+@require(*HOLDERS)
+def edit_hold(hold_id: str) -> Response:
+    """``{"reason", "add_custodians": [...], "remove_custodians": [...], "after", "before", "query"}``:
+    change the hold's criteria (sealed first; ``""`` clears after, before or query). Answers the hold."""
+    body = _body()
+    changes: dict[str, Any] = {}
+    for name in ("add_custodians", "remove_custodians"):
+        value = body.get(name) or []
+        if not isinstance(value, list):
+            raise ValidationError(name, "must be a list of wa_ids, phone numbers or phone-number ids")
+        changes[name] = value
+    for name in ("after", "before", "query"):
+        if name in body:
+            changes[name] = body[name] if body[name] is not None else ""
+    unknown = sorted(set(body) - {"reason", "add_custodians", "remove_custodians", "after", "before", "query"})
+    if unknown:
+        raise ValidationError(unknown[0], "is not a field of a hold edit")
+    return jsonify(holds.edit_hold(_services(), g.actor, hold_id, body.get("reason"), **changes))
+
+
 @bp.post("/api/v1/holds/<hold_id>/release")
 @require(*HOLDERS)
 def release_hold(hold_id: str) -> Response:

@@ -20,7 +20,9 @@ from flask import Blueprint, Flask, Response, jsonify
 from archiver.auth import require
 from archiver.listing import DEFAULT_LIMIT, MAX_LIMIT
 from archiver.params import SEQ_MAX
-from archiver.roles import ERASERS, EXPORTERS, HOLDERS, OVERSIGHT, READERS, REPORTERS, REVIEWERS, ROLES, WRITERS
+from archiver.roles import (
+    CONTACT_VIEWERS, ERASERS, EXPORTERS, HOLDERS, OVERSIGHT, READERS, REPORTERS, RETAINERS, REVIEWERS, ROLES, WRITERS,
+)
 from archiver.search import MAX_SIZE, MAX_WINDOW, SORTS
 
 bp = Blueprint("openapi", __name__)
@@ -138,7 +140,13 @@ PATHS: dict[str, dict[str, Any]] = {
     "/api/v1/holds/{hold_id}": {"get": _op(
         "One hold: criteria, status, counts (records, contacts, segments, checkpoints, media objects with the "
         "legal hold ON) and history (audited)", HOLDERS, {"200": _json("the hold"), **_errors(404)},
-        parameters=[_path("hold_id", {"type": "string"}, "the hold's id")])},
+        parameters=[_path("hold_id", {"type": "string"}, "the hold's id")]),
+        "patch": _op(
+            "Edit a hold's criteria (sealed as hold_edited first, then evaluated again): {reason, add_custodians, "
+            "remove_custodians, after, before, query} ('' clears); narrowing releases what no criterion selects, "
+            "the legal hold going OFF only on objects no other active hold needs", HOLDERS,
+            {"200": _json("the hold"), **_errors(400, 404, 409, 503)},
+            parameters=[_path("hold_id", {"type": "string"}, "the hold's id")], requestBody=_ANY_BODY)},
     "/api/v1/holds/{hold_id}/certificate": {"get": _op(
         "The hold's certificate: the held records' seqs and leaf hashes, their RFC 6962 Merkle root and the "
         "latest checkpoint, signed with the checkpoint key (Ed25519); generating it is audited", HOLDERS,
@@ -169,6 +177,16 @@ PATHS: dict[str, dict[str, Any]] = {
         "signed now", ERASERS, {"200": _json("the run and {certificate, signature, public_key, algorithm}"),
                                 **_errors(404)},
         parameters=[_path("erasure_id", {"type": "string"}, "the erasure's id (erasure_id of the POST)")])},
+    "/api/v1/retention/extend": {"post": _op(
+        "Extend the retention of a class's sealed records and their S3 locks (sealed as a retention_extended "
+        "decision first): {class, to, reason}; shortening is refused", RETAINERS,
+        {"200": _json("what changed"), "202": _json("decided; another sealer applies it"), **_errors(400, 409)},
+        requestBody=_ANY_BODY)},
+    "/api/v1/contacts/{ident}": {"get": _op(
+        "A person: her identifiers (wa_id, phone, BSUIDs) with the sealed records that paired them, how many "
+        "records name her, and the holds covering her (audited)", CONTACT_VIEWERS,
+        {"200": _json("the contact"), **_errors(400, 404)},
+        parameters=[_path("ident", {"type": "string"}, "wa_id, phone number or BSUID")])},
     "/api/v1/exports": {"post": _op(
         "Queue a provable export (docs/export-format.md), written off the request under ARCHIVER_HOME/exports/<id> "
         "and audited: {query} | {hold} | {contact, after, before}; role legal by hold only", EXPORTERS,

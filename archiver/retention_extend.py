@@ -23,12 +23,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Any
 
 from sqlalchemy import func, select, update
 
 from archiver.canonical import canonical
 from archiver.catalog import Media, Record, RetentionExtension, Segment, chunked, utcnow
-from archiver.errors import RetentionRefused
+from archiver.errors import RetentionRefused, ValidationError
 from archiver.journal import append_delivery
 from archiver.services import Services
 
@@ -44,6 +45,22 @@ class Applied:
     retain_until: datetime
     records: int
     segments: int
+
+
+def parse_until(text: Any, field: str = "to") -> datetime:
+    """``2040-01-01`` (midnight UTC) or an ISO 8601 time with a zone, as UTC. Raises ValidationError."""
+    if not isinstance(text, str) or not text.strip():
+        raise ValidationError(field, "must be a date (2040-01-01) or a time with a zone (2040-01-01T12:00:00Z)")
+    try:
+        when = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise ValidationError(field, f"{text!r} is not a date (2040-01-01) or a time with a zone "
+                                     "(2040-01-01T12:00:00Z)") from exc
+    if when.tzinfo is None:
+        if len(text.strip()) > 10:
+            raise ValidationError(field, f"{text!r} has no time zone: add Z or +HH:MM")
+        when = when.replace(tzinfo=timezone.utc)
+    return when.astimezone(timezone.utc)
 
 
 def decide(services: Services, cls: str, until: datetime, reason: str | None, actor: str,

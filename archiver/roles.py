@@ -19,6 +19,10 @@ HOLDERS = ("legal", "admin")
 REVIEWERS = ("compliance", "admin")
 # Who erases a person's data (GDPR Art. 17): the compliance officer alone.
 ERASERS = ("compliance",)
+# Who extends the retention of sealed records of a class (records management, like review).
+RETAINERS = ("compliance", "admin")
+# Who looks up a person: her identifiers, records count and the holds covering her.
+CONTACT_VIEWERS = ("compliance", "legal", "auditor")
 # Who takes provable exports out of the archive (legal: by hold only until tokens carry matters).
 EXPORTERS = ("compliance", "auditor", "legal")
 # Who writes the signed reports (archiver.reports): oversight, and legal for the holds report only.

@@ -12,6 +12,8 @@ Checklist (the step numbers appear in the code):
    class for every seq, (6a) one segment row per checkpoint, (6b) no record row outside
    every segment, and (6c) the chain head is the last checkpoint, its seq, hash and digest
    (or an outbox segment still being published follows it).
+7. Every record's ``policy`` (the policy record that classed it) names a sealed ``policy``
+   record at or before it (a policy record names itself: it heads the batch it classes).
 
 A segment disposition deleted (``archiver.worm_disposal``: every record in it disposed) is
 not missing: with a catalog, its leaf hashes saved before the delete must make the Merkle root
@@ -41,7 +43,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from multiprocessing.context import BaseContext
 from typing import Any
 
@@ -106,6 +108,7 @@ def audit(store: WormStore, public_key: Ed25519PublicKey, session: Session | Non
     try:
         checkpoints = load_checkpoints(store, public_key)
         report.checkpoints = len(checkpoints)
+        policies: set[int] = set()
         with _segment_checks(store, checkpoints, workers, skeletons) as checks:
             for cp, check in zip(checkpoints, checks):
                 sealed = settle(store, check, media_gone)
@@ -115,6 +118,7 @@ def audit(store: WormStore, public_key: Ed25519PublicKey, session: Session | Non
                     report.disposed_segments += 1
                     report.disposed_records += cp.last_seq - cp.first_seq + 1
                     continue
+                verify_policies(check, policies)  # 7
                 if session is not None:
                     verify_records(session, cp, sealed)
                 report.records += len(sealed)
@@ -165,6 +169,10 @@ class SegmentCheck:
     media: list[dict[str, Any]]  # media records met before the first break: step 3b needs the store
     error: tuple[str, str] | None = None  # (where, reason) of the first break
     disposed: bool = False  # deleted by disposition; checked by its saved leaf hashes
+    # Step 7's facts: the seqs of policy records, and (first seq, last seq, policy seq) runs of
+    # records naming the same policy (records name one per batch, so the runs are few).
+    policies: list[int] = field(default_factory=list)
+    policy_runs: list[tuple[int, int, int]] = field(default_factory=list)
 
 
 def check_segment(blob: bytes | None, cp: chain.Checkpoint, prev_hash: str,
@@ -175,15 +183,14 @@ def check_segment(blob: bytes | None, cp: chain.Checkpoint, prev_hash: str,
     bytes are missing. Never raises IntegrityError: the first break is returned, with what was
     read before it.
     """
-    sealed: list[Sealed] = []
-    media: list[dict[str, Any]] = []
     if blob is None and leaves is not None:
         return _check_deleted(leaves, cp)
+    found = SegmentCheck([], [])
     try:
-        _check_records(blob, cp, prev_hash, sealed, media)
+        _check_records(blob, cp, prev_hash, found.sealed, found.media, found)
     except IntegrityError as exc:
-        return SegmentCheck(sealed, media, (exc.where, str(exc).removeprefix(f"{exc.where}: ")))
-    return SegmentCheck(sealed, media)
+        return replace(found, error=(exc.where, str(exc).removeprefix(f"{exc.where}: ")))
+    return found
 
 
 def _check_deleted(leaves: list[str], cp: chain.Checkpoint) -> SegmentCheck:
@@ -219,7 +226,7 @@ def settle(store: WormStore, check: SegmentCheck, media_gone: set[str] | frozens
 
 
 def _check_records(blob: bytes | None, cp: chain.Checkpoint, prev_hash: str,
-                   sealed: list[Sealed], media: list[dict[str, Any]]) -> None:
+                   sealed: list[Sealed], media: list[dict[str, Any]], check: SegmentCheck | None = None) -> None:
     """Steps 3-5, filling ``sealed`` and ``media`` as it goes. Raises IntegrityError."""
     if blob is None:
         raise IntegrityError(cp.segment, "segment named by a checkpoint is missing")
@@ -229,6 +236,8 @@ def _check_records(blob: bytes | None, cp: chain.Checkpoint, prev_hash: str,
         sealed.append((seq, stated, kind, cls))
         if kind == "media":
             media.append({k: rec.get(k) for k in ("seq", "object", "object_sha256")})
+        if check is not None:
+            _note_policy(check, seq, kind, rec.get("policy"))
         body = _HASH_FIELD.sub(b"", line, count=1)  # canonical bytes minus "hash" (sorted keys)
         h = chain.chain_hash(h, body)  # 4
         if h != stated:
@@ -241,6 +250,30 @@ def _check_records(blob: bytes | None, cp: chain.Checkpoint, prev_hash: str,
         raise IntegrityError(cp.segment, "Merkle root differs from the checkpoint")
     if h != cp.chain_hash:
         raise IntegrityError(f"seq {cp.last_seq}", "chain hash differs from the checkpoint")
+
+
+def _note_policy(check: SegmentCheck, seq: int, kind: str, policy: Any) -> None:
+    if kind == "policy":
+        check.policies.append(seq)
+    if policy is None:  # sealed before policy records existed
+        return
+    ref = policy if type(policy) is int else -1  # anything else names no record
+    runs = check.policy_runs
+    if runs and runs[-1][2] == ref and runs[-1][1] == seq - 1:
+        runs[-1] = (runs[-1][0], seq, ref)
+    else:
+        runs.append((seq, seq, ref))
+
+
+def verify_policies(check: SegmentCheck, known: set[int]) -> None:
+    """Step 7 for one segment, after the segments before it: each record's policy names a sealed
+    policy record at or before it. ``known`` (policy seqs sealed so far) grows by this segment's.
+    Raises IntegrityError naming the first record at fault."""
+    known.update(check.policies)
+    for first, _last, ref in check.policy_runs:
+        if ref not in known or ref > first:
+            raise IntegrityError(f"seq {first}", f"names policy seq {ref}, which is not a sealed policy record "
+                                                 "at or before it")
 
 
 def _fields(line: bytes, expected: int, where: str) -> tuple[int, str, str, str, dict[str, Any]]:

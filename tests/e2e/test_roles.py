@@ -32,6 +32,7 @@ EXPECTED_ROLES: dict[tuple[str, str], set[str]] = {
     ("/api/v1/holds", "get"): {"legal", "admin"},
     ("/api/v1/holds", "post"): {"legal", "admin"},
     ("/api/v1/holds/{hold_id}", "get"): {"legal", "admin"},
+    ("/api/v1/holds/{hold_id}", "patch"): {"legal", "admin"},
     ("/api/v1/holds/{hold_id}/release", "post"): {"legal", "admin"},
     ("/api/v1/holds/{hold_id}/certificate", "get"): {"legal", "admin"},
     ("/api/v1/dispositions", "get"): {"compliance", "admin"},
@@ -42,6 +43,8 @@ EXPECTED_ROLES: dict[tuple[str, str], set[str]] = {
     ("/api/v1/exports", "post"): {"compliance", "auditor", "legal"},
     ("/api/v1/exports/{export_id}", "get"): {"compliance", "auditor", "legal"},
     ("/api/v1/exports/{export_id}/bundle.zip", "get"): {"compliance", "auditor", "legal"},
+    ("/api/v1/retention/extend", "post"): {"compliance", "admin"},
+    ("/api/v1/contacts/{ident}", "get"): {"compliance", "legal", "auditor"},
     ("/api/v1/reports", "post"): {"compliance", "auditor", "legal"},
     ("/api/v1/consent/{contact}", "get"): {"compliance", "auditor", "admin"},
     ("/api/v1/consent/{contact}/at", "get"): {"compliance", "auditor", "admin"},
@@ -52,7 +55,7 @@ EXPECTED_ROLES: dict[tuple[str, str], set[str]] = {
     ("/api/v1/openapi.json", "get"): set(ROLES),
 }
 # A value for each path placeholder and query an allowed caller would send.
-EXAMPLE_PATH = {"seq": "1", "contact": "4479460001234", "hold_id": "hold-000000000000",
+EXAMPLE_PATH = {"seq": "1", "contact": "4479460001234", "ident": "4479460001234", "hold_id": "hold-000000000000",
                 "batch_id": "disp-000000000000", "export_id": "exp-000000000000",
                 "finding_id": "find-0000000000000000", "erasure_id": "1"}
 EXAMPLE_QUERY = {"/api/v1/search": "?q=refund", "/api/v1/consent/4479460001234/at": "?time=2026-12-01"}

@@ -408,3 +408,26 @@ def test_s3_stacked_version_of_a_checkpoint(sealed_s3: tuple[Services, str]) -> 
     backends.s3_client().put_object(Bucket=bucket, Key=f"archive/{seg.checkpoint_key}", Body=body)
     assert len(versions(bucket, seg.checkpoint_key)) == 2
     assert report(services).first_error == f"{seg.checkpoint_key}: checkpoint signature does not verify"
+
+
+@pytest.mark.parametrize("names", ["a message", "a later seq", "nothing sensible"])
+def test_a_record_naming_no_sealed_policy_record_before_it_is_named(sealed: Any, names: str) -> None:
+    with sealed.sessions() as session:
+        policy = session.scalar(select(Record.seq).where(Record.kind == "policy").order_by(Record.seq).limit(1))
+        message = session.scalar(select(Record.seq).where(Record.kind == "message").order_by(Record.seq).limit(1))
+    assert policy is not None and message is not None  # the intact archive names its policy: step 7 ran on it
+    before, seg = segments(sealed)[-2:]
+    path = objects(sealed) / seg.key
+    recs = chain.decode_segment(path.read_bytes(), seg.key)
+    assert all(rec["policy"] == policy for rec in recs)
+    recs[1]["policy"] = {"a message": message, "a later seq": seg.last_seq, "nothing sensible": "1"}[names]
+    h = before.last_hash
+    for rec in recs:
+        h = rec["hash"] = chain.chain_hash(h, chain.record_bytes(rec))
+    rewrite(path, chain.encode_segment([chain.canonical(rec) for rec in recs]))
+    leaves = [chain.leaf_hash(chain.record_bytes(rec)) for rec in recs]
+    resign(sealed, seg, merkle_root=chain.merkle_root(leaves), chain_hash=recs[-1]["hash"])
+    # steps 1-5 pass on the resigned segment; step 7 names the record before the catalog does
+    err = report(sealed).first_error
+    assert err is not None and err.startswith(f"seq {seg.first_seq + 1}: names policy seq "), err
+    assert err.endswith("which is not a sealed policy record at or before it")
