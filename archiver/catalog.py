@@ -645,8 +645,9 @@ def truncate_wal(sessions: CatalogSessions) -> bool:
             cur.execute(f"PRAGMA busy_timeout={CHECKPOINT_BUSY_MS}")
             try:
                 # Free pages (sealed journal bodies) back to the file system first; a no-op
-                # on a catalog without auto_vacuum=INCREMENTAL.
-                cur.execute("PRAGMA incremental_vacuum").fetchall()
+                # on a catalog without auto_vacuum=INCREMENTAL. executescript steps the pragma to
+                # the end (execute() frees one page per step and stops after the first).
+                cur.executescript("PRAGMA incremental_vacuum;")
                 busy = cur.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
             finally:
                 cur.execute("PRAGMA busy_timeout=30000")
