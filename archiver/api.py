@@ -9,7 +9,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
-from archiver import listing, params, records, stats
+from archiver import integrity_job, listing, params, records, stats
 from archiver.auth import OVERSIGHT, READERS, require
 from archiver.journal import append_audit
 
@@ -22,7 +22,8 @@ def _services() -> Any:
 
 @bp.get("/healthz")
 def healthz() -> tuple[Response, int]:
-    """One ping per backend; 200 when the catalog and store answer."""
+    """One ping per backend; 200 when the catalog and store answer. ``status`` is ``degraded``
+    (still 200) when the last nightly verification found a break, named in ``integrity``."""
     services = _services()
     checks: dict[str, str] = {}
     try:
@@ -37,7 +38,15 @@ def healthz() -> tuple[Response, int]:
     except Exception as exc:  # noqa: BLE001
         checks["store"] = f"error: {exc.__class__.__name__}"
     ok = all(v == "ok" for v in checks.values())
-    return jsonify(ok=ok, checks=checks), 200 if ok else 503
+    integrity: dict[str, object] = {"status": "unknown", "first_error": None}
+    if checks["catalog"] == "ok":
+        try:
+            with services.sessions() as session:
+                integrity = integrity_job.state(session)  # one primary-key read
+        except Exception as exc:  # noqa: BLE001 - health reports every failure as a state
+            integrity = {"status": "unknown", "first_error": None, "error": exc.__class__.__name__}
+    status = "error" if not ok else "degraded" if integrity["status"] == "degraded" else "ok"
+    return jsonify(ok=ok, status=status, checks=checks, integrity=integrity), 200 if ok else 503
 
 
 @bp.get("/api/v1/stats")

@@ -290,6 +290,48 @@ class JobState(Base):
     failures: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
+class VerificationState(Base):
+    """The last nightly verification (``archiver.integrity_job``): one row (``id`` 1), derived.
+
+    Each run is sealed as a ``verification`` audit record; this row only keeps its outcome so
+    that ``/healthz`` and ``archiver stats`` read it by primary key instead of the journal.
+    ``first_error`` names a seq or an object, never content.
+    """
+
+    __tablename__ = "verification_state"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    checked_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    status: Mapped[str] = mapped_column(String(16))  # ok | degraded
+    first_error: Mapped[str | None] = mapped_column(String(1024))
+    records: Mapped[int] = mapped_column(BigInteger, default=0)
+    segments: Mapped[int] = mapped_column(BigInteger, default=0)
+    checkpoints: Mapped[int] = mapped_column(BigInteger, default=0)
+    journal_id: Mapped[int | None] = mapped_column(SEQ)
+    report_key: Mapped[str | None] = mapped_column(String(512))
+    report_sha256: Mapped[str | None] = mapped_column(String(64))
+
+
+class ExportJob(Base):
+    """One export job (``archiver.export_jobs``): ``POST /api/v1/exports`` queues it, a runner
+    thread (or the ``exports`` housekeeping job) writes the bundle; derived state, the export
+    itself is sealed as its ``export`` audit record. ``error``: the error's code, never its text."""
+
+    __tablename__ = "export_jobs"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    state: Mapped[str] = mapped_column(String(16), index=True)  # queued | running | done | failed
+    actor: Mapped[str] = mapped_column(String(255))
+    selection: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    records_done: Mapped[int] = mapped_column(BigInteger, default=0)
+    records_total: Mapped[int | None] = mapped_column(BigInteger)
+    counts: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    manifest_sha256: Mapped[str | None] = mapped_column(String(64))
+    error: Mapped[str | None] = mapped_column(String(64))
+    owner: Mapped[str | None] = mapped_column(String(128))  # host:pid of the runner
+
+
 class Matter(Base):
     """A legal matter (case), from its sealed ``matter_created`` decision (derived state)."""
 
@@ -401,6 +443,31 @@ class DisposedKey(Base):
     key_id: Mapped[str] = mapped_column(String(96), primary_key=True)
     disposition_id: Mapped[int] = mapped_column(ForeignKey("dispositions.id"), index=True)
     disposed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class WormDeletion(Base):
+    """A WORM object (a segment or a media object) disposition deletes: every record in it disposed.
+
+    ``state``: pending (held, retained, or the store refused or was down: retried by the next
+    run) | deleted. For a segment, ``leaf_hashes`` are its RFC 6962 leaves and ``commitments``
+    its records' content commitments, in seq order, read just before the delete, so ``archiver
+    verify`` still checks the segment's Merkle root against its signed checkpoint and ``archiver
+    show`` still gives each record's proof once the bytes are gone (checkpoints are never deleted)."""
+
+    __tablename__ = "worm_deletions"
+    object_key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))  # segment | media
+    segment_id: Mapped[int | None] = mapped_column(SEQ, index=True)  # a segment's catalog row
+    version: Mapped[str | None] = mapped_column(String(255))
+    disposition_id: Mapped[int] = mapped_column(SEQ, index=True)
+    state: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    leaf_hashes: Mapped[list[str]] = mapped_column(JSON, default=list)
+    commitments: Mapped[list[str]] = mapped_column(JSON, default=list)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(String(255))
+    requested_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    deleted_by_run: Mapped[int | None] = mapped_column(SEQ)  # the disposition whose run deleted it
 
 
 class DispositionBatch(Base):

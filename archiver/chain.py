@@ -91,6 +91,28 @@ def inclusion_proof(leaves: list[bytes], index: int) -> list[str]:
     return inclusion_proof(leaves[k:], index - k) + [merkle_root(leaves[:k])]
 
 
+def inclusion_proofs(leaves: list[bytes]) -> list[list[str]]:
+    """``inclusion_proof(leaves, i)`` for every ``i``, in O(n log n) (each subtree's root is
+    computed once, not once per leaf). Raises IntegrityError when empty."""
+    if not leaves:
+        raise IntegrityError("segment", "an empty segment has no Merkle root")
+    return [[h.hex() for h in path] for path in _paths(leaves)[1]]
+
+
+def _paths(leaves: list[bytes]) -> tuple[bytes, list[list[bytes]]]:
+    """(root, the bottom-up audit path of each leaf) of the RFC 6962 tree of ``leaves``."""
+    if len(leaves) == 1:
+        return leaves[0], [[]]
+    k = 1 << ((len(leaves) - 1).bit_length() - 1)
+    left_root, left = _paths(leaves[:k])
+    right_root, right = _paths(leaves[k:])
+    for path in left:
+        path.append(right_root)
+    for path in right:
+        path.append(left_root)
+    return node_hash(left_root, right_root), left + right
+
+
 def verify_inclusion(leaf: bytes, index: int, size: int, path: list[str], root_hex: str) -> None:
     """Check an RFC 6962 audit path (RFC 9162 section 2.1.3.2). Raises IntegrityError."""
     if index >= size:

@@ -213,15 +213,18 @@ def verify(as_json: bool) -> None:
     services = _services()
     with services.sessions() as session:
         report = verifier.audit(services.store, services.signing_key.public_key(), session)
-    empty = report.ok and report.records == 0
+    empty = report.ok and report.records == 0 and report.disposed_records == 0
     if as_json:
-        out = {k: report.as_dict()[k] for k in ("ok", "records", "segments", "checkpoints", "first_error")}
+        out = {k: report.as_dict()[k] for k in ("ok", "records", "segments", "checkpoints", "first_error",
+                                                 "disposed_segments", "disposed_records")}
         say_json({**out, "empty": empty})
     elif empty:
         say(f"empty: no record sealed in {services.settings.home} yet, so nothing was verified", err=True)
     elif report.ok:
+        disposed = (f"; {plural(report.disposed_segments, 'disposed segment')} ({plural(report.disposed_records, 'record')})"
+                    " checked by the leaf hashes kept at their deletion" if report.disposed_segments else "")
         say(f"ok: {plural(report.records, 'record')} in {plural(report.segments, 'segment')}, "
-            f"{plural(report.checkpoints, 'checkpoint')} verified")
+            f"{plural(report.checkpoints, 'checkpoint')} verified{disposed}")
     else:
         say(f"BROKEN: {report.first_error}", err=True)
     sys.exit(3 if empty else 0 if report.ok else 1)
@@ -847,6 +850,14 @@ def dispose(dry_run: bool, as_json: bool) -> None:
         say(f"  batch proposed: {bid}")
     if out["pending_batches"]:
         say(f"  waiting for approval: {', '.join(out['pending_batches'])}")
+    worm = out.get("worm")
+    if worm is not None and dry_run:
+        for o in worm["objects"]:
+            say(f"  would delete {o['kind']} {o['object']}" + (f" (not yet: {o['wait']})" if o["wait"] else ""))
+    elif worm is not None:
+        say(f"  WORM objects deleted: {len(worm['deleted'])}; still pending: {len(worm['pending'])}")
+        for p in worm["pending"]:
+            say(f"  pending delete: {p['object']} ({p['error']}; retried by the next run)")
 
 
 @main.group()
@@ -912,6 +923,38 @@ def disposition_reject(batch_id: str, reason: str) -> None:
 # --------------------------------------------------------------------------- exports (issue 10)
 
 
+class ExportProgress:
+    """``archiver export``'s progress on stderr: a bar redrawn in place on a terminal (records
+    done of selected; no pages: no transcript is rendered yet), plain lines otherwise (one per
+    ``export.PROGRESS_EVERY`` records and the last)."""
+
+    WIDTH = 30
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+        self.tty = bool(getattr(stream, "isatty", lambda: False)())
+        self.drawn = False
+        self.last: tuple[int, int] | None = None
+
+    def __call__(self, done: int, total: int) -> None:
+        if (done, total) == self.last:
+            return
+        self.last = (done, total)
+        if self.tty:
+            filled = self.WIDTH * done // total if total else self.WIDTH
+            self.stream.write(f"\rexport [{'#' * filled}{'-' * (self.WIDTH - filled)}] records {done}/{total}")
+            self.drawn = True
+        else:
+            self.stream.write(f"export: records {done}/{total}\n")
+        self.stream.flush()
+
+    def finish(self) -> None:
+        if self.drawn:
+            self.stream.write("\n")
+            self.stream.flush()
+            self.drawn = False
+
+
 @main.command("export")
 @click.option("--query", help="A search query: the matching items, their deliveries and media.")
 @click.option("--hold", "hold_id", help="A litigation hold's id: every record it holds now.")
@@ -930,9 +973,11 @@ def export_cmd(query: str | None, hold_id: str | None, contact: str | None, afte
 
     selection = export.Selection(query=query, hold=hold_id, contact=contact, after=after, before=before).check()
     services = _services()
+    bar = ExportProgress(sys.stderr)
     try:
-        done = export.write_bundle(services, selection, out, _actor())
+        done = export.write_bundle(services, selection, out, _actor(), progress=bar)
     finally:
+        bar.finish()
         services.close()
     if as_json:
         say_json(done.as_dict())
@@ -964,7 +1009,8 @@ def verify_export(folder: Path, public_key: Path | None, as_json: bool) -> None:
         for line in problems:
             say(line)
         say(f"{'FAILED' if problems else 'OK'}: {plural(summary['records'], 'record')} "
-            f"({summary['shredded']} shredded), {plural(summary['checkpoints'], 'checkpoint')}, key {summary['key_id']}")
+            f"({summary['shredded']} shredded, {summary['disposed']} disposed), "
+            f"{plural(summary['checkpoints'], 'checkpoint')}, key {summary['key_id']}")
     if problems:
         sys.exit(1)
 

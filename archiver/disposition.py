@@ -23,10 +23,12 @@ A run (``run``; ``archiver dispose``, the ``disposition`` job):
    idempotent and done under the sealer's lock, so the sealer never encrypts with a key
    being destroyed; a record sealed later into the same scope gets a new key (``<id>~2``).
 
-WORM objects are kept: a segment (and its checkpoint) holds only ciphertext once its keys
-are gone, and ``archiver verify`` checks every segment named by a checkpoint, so deleting
-segment or media objects is not done (yet). With ``dry_run`` the plan is returned and
-nothing changes.
+4. deletes the WORM objects whose records are now all disposed (``archiver.worm_disposal``:
+   segments and media objects, never checkpoints), once their lock has passed and no hold
+   names them; a delete refused (legal hold, retention, store down) stays pending, is
+   retried by every later run and reported in the run's summary, never an error that stops it.
+
+With ``dry_run`` the plan is returned and nothing changes.
 """
 
 from __future__ import annotations
@@ -52,6 +54,8 @@ from archiver.services import Services
 log = logging.getLogger(__name__)
 
 EVENT = "disposition"
+#: What a disposition record says of the WORM objects holding its records (``archiver.worm_disposal``).
+WORM_RULE = "deleted once every record in them is disposed and their lock has passed; checkpoints kept"
 LOCK_WAIT = 120.0  # seconds a run waits for the sealer's lock before leaving the apply to the next run
 
 
@@ -188,12 +192,13 @@ def run(services: Services, actor: str = "archiver:disposition", *, dry_run: boo
 
     Single instance (``leader_lock`` "disposition"); raises JobBusy when another process runs it.
     """
-    from archiver import holds
+    from archiver import holds, worm_disposal
     from archiver.errors import JobBusy
 
     if dry_run:
         out = plan(services, now)
         out["dry_run"] = True
+        out["worm"] = worm_disposal.preview(services, [k["key"] for k in out["keys"]], now)
         return out
     with leader_lock(services.engine, "disposition") as mine:
         if not mine:
@@ -205,25 +210,31 @@ def run(services: Services, actor: str = "archiver:disposition", *, dry_run: boo
         out["dry_run"] = False
         out["finished_earlier_runs"] = finished
         out["batches_proposed"] = _propose(services, out["to_review"])
-        if not out["keys"]:
-            out["disposition_seq"] = None
-            return out
-        body = {"event": EVENT, "actor": actor, "at": (now or utcnow()).isoformat(),
-                "keys": out["keys"], "classes": out["classes"], "records": out["records"],
-                "approved_batches": out["approved_batches"], "evaluated_through": out["evaluated_through"],
-                "worm_objects": "kept"}
-        with services.sessions.begin() as session:
-            jid = append_delivery(session, "decision", canonical(body), {"event": EVENT})
-            row = Disposition(journal_id=jid, plan=body, actor=actor)
-            session.add(row)
-            session.flush()
-            out["disposition_id"] = row.id
-        applied = finish_pending(services)
-        out["applied"] = applied
-        with services.sessions() as session:
-            out["disposition_seq"] = session.scalar(select(Disposition.seq).where(Disposition.id == out["disposition_id"]))
-        log.info("disposition.run keys=%d records=%d seq=%s", len(out["keys"]), out["records"], out["disposition_seq"])
+        out["disposition_seq"] = None
+        if out["keys"]:
+            _decide_and_apply(services, actor, out, now)
+        # Then the WORM objects whose records are all disposed now (or were refused before).
+        out["worm"] = worm_disposal.sweep(services, out.get("disposition_id"))
+        log.info("disposition.run keys=%d records=%d seq=%s worm_deleted=%d worm_pending=%d", len(out["keys"]),
+                 out["records"], out["disposition_seq"], len(out["worm"]["deleted"]), len(out["worm"]["pending"]))
         return out
+
+
+def _decide_and_apply(services: Services, actor: str, out: dict[str, Any], now: datetime | None) -> None:
+    """Journal the run's disposition record, have it sealed, destroy its keys."""
+    body = {"event": EVENT, "actor": actor, "at": (now or utcnow()).isoformat(),
+            "keys": out["keys"], "classes": out["classes"], "records": out["records"],
+            "approved_batches": out["approved_batches"], "evaluated_through": out["evaluated_through"],
+            "worm_objects": WORM_RULE}
+    with services.sessions.begin() as session:
+        jid = append_delivery(session, "decision", canonical(body), {"event": EVENT})
+        row = Disposition(journal_id=jid, plan=body, actor=actor)
+        session.add(row)
+        session.flush()
+        out["disposition_id"] = row.id
+    out["applied"] = finish_pending(services)
+    with services.sessions() as session:
+        out["disposition_seq"] = session.scalar(select(Disposition.seq).where(Disposition.id == out["disposition_id"]))
 
 
 def summary(out: dict[str, Any]) -> dict[str, Any]:
@@ -231,7 +242,19 @@ def summary(out: dict[str, Any]) -> dict[str, Any]:
     return {"disposition_seq": out.get("disposition_seq"), "keys": len(out["keys"]), "records": out["records"],
             "classes": {c: {"keys": v["keys"], "records": v["records"]} for c, v in out["classes"].items()},
             "evaluated_through": out["evaluated_through"], "batches_proposed": out.get("batches_proposed", []),
-            "pending_batches": out["pending_batches"], "dry_run": out["dry_run"]}
+            "pending_batches": out["pending_batches"], "dry_run": out["dry_run"], **_worm_summary(out)}
+
+
+def _worm_summary(out: dict[str, Any]) -> dict[str, Any]:
+    """The WORM deletions of a run: how many objects went, and each one still pending with why."""
+    worm = out.get("worm")
+    if worm is None:
+        return {}
+    if "objects" in worm:  # a dry run's preview
+        return {"worm": {"would_delete": [o["object"] for o in worm["objects"] if o["wait"] is None],
+                         "would_wait": [o for o in worm["objects"] if o["wait"] is not None]}}
+    return {"worm": {"noted": worm["noted"], "deleted": len(worm["deleted"]),
+                     "deleted_objects": [d["object"] for d in worm["deleted"]], "pending": worm["pending"]}}
 
 
 def _propose(services: Services, review: list[dict[str, Any]]) -> list[str]:

@@ -12,7 +12,10 @@ which names the manifest's hash. The export itself is audited (an ``export`` aud
 the selection, the counts and the manifest's hash, never content).
 
 Only records whose segment is stored in WORM with its checkpoint are exported (a record
-still in the outbox has no signed checkpoint to prove it yet).
+still in the outbox has no signed checkpoint to prove it yet). A record whose segment
+disposition deleted (``archiver.worm_disposal``) is exported as disposed: no content and no
+sealed record, but its hash, commitment, the leaf hash kept at the deletion and its inclusion
+path to the signed checkpoint.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import zipfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
@@ -35,13 +39,17 @@ from sqlalchemy.orm import Session
 from archiver import chain, holds, jsonview, keys
 from archiver.canonical import canonical, sha256_hex
 from archiver.catalog import DataKey, HeldRecord, Media, Record, Segment, chunked
-from archiver.errors import ArchiverError, IntegrityError, ValidationError
+from archiver.errors import ArchiverError, IntegrityError, NotFound, ValidationError
 from archiver.journal import append_audit
 from archiver.records import segment_records
 from archiver.services import Services
 
 FORMAT = "archiver-export"
 VERSION = 1
+#: ``progress(records_done, records_total)``: called as records are rendered (every
+#: ``PROGRESS_EVERY`` records and at the end).
+Progress = Callable[[int, int], None]
+PROGRESS_EVERY = 200
 #: Files whose bytes depend on who exported and when; the manifest does not list them.
 UNLISTED = ("MANIFEST.json", "MANIFEST.json.sig", "EXPORT.json", "EXPORT.json.sig")
 
@@ -118,8 +126,11 @@ def selected_seqs(services: Services, session: Session, sel: Selection, through:
     return sorted(holds.matching(services, session, crit, 0, through))
 
 
-def write_bundle(services: Services, sel: Selection, out: Path, actor: str) -> Result:
-    """Write the bundle of ``sel`` into ``out`` (absent or empty) and audit it.
+def write_bundle(services: Services, sel: Selection, out: Path, actor: str, progress: Progress | None = None,
+                 export_id: str | None = None) -> Result:
+    """Write the bundle of ``sel`` into ``out`` (absent or empty) and audit it (the ``export``
+    record names ``export_id`` when given: the export job's id). ``progress`` hears how far
+    the rendering is (records done, records selected).
 
     Raises ValidationError, ExportExists, NoSuchHold, QuerySyntaxError, SearchUnavailable,
     StoreError, IntegrityError.
@@ -130,15 +141,18 @@ def write_bundle(services: Services, sel: Selection, out: Path, actor: str) -> R
     with services.sessions() as session:
         through = sealed_through(session)
         seqs = selected_seqs(services, session, sel, through)
-        files, counts, ranges = _render(services, session, seqs)
+        if progress is not None:
+            progress(0, len(seqs))
+        files, counts, ranges = _render(services, session, seqs, progress)
     # Written beside ``out`` and moved into place once audited: no bundle exists unaudited.
     out.parent.mkdir(parents=True, exist_ok=True)
     work = out.parent / f".{out.name}.partial-{secrets.token_hex(4)}"
     try:
         digest = _write_files(services, work, sel, through, files, counts, ranges, actor)
         with services.sessions.begin() as session:
+            extra = {"export": export_id} if export_id is not None else {}
             append_audit(session, "export", actor, selection=sel.as_dict(), through_seq=through, counts=counts,
-                         manifest_sha256=digest)
+                         manifest_sha256=digest, **extra)
         if out.exists():
             out.rmdir()  # empty, checked above
         work.rename(out)
@@ -195,7 +209,8 @@ def _write(path: Path, data: bytes) -> None:
         os.fsync(fh.fileno())
 
 
-def _render(services: Services, session: Session, seqs: list[int]) -> tuple[dict[str, bytes], dict[str, int], list[list[int]]]:
+def _render(services: Services, session: Session, seqs: list[int],
+            progress: Progress | None = None) -> tuple[dict[str, bytes], dict[str, int], list[list[int]]]:
     """Every file the manifest lists, by relative path, with the counts and the seq ranges."""
     rows: dict[int, Record] = {}
     for part in chunked(seqs, 500):
@@ -204,7 +219,8 @@ def _render(services: Services, session: Session, seqs: list[int]) -> tuple[dict
     for part in chunked(seqs, 500):
         for m in session.scalars(select(Media).where(Media.record_seq.in_(part)).order_by(Media.id)):
             attachments.setdefault(m.record_seq, []).append(m)
-    segments: dict[int, tuple[Segment, list[dict[str, Any]], list[bytes]]] = {}
+    segments: dict[int, tuple[Segment, list[dict[str, Any]] | None, list[bytes], list[list[str]]]] = {}
+    deleted: dict[int, dict[str, Any]] = {}
     keys_cache: dict[str, bytes | None] = {}
     selected = set(seqs)
     items_of: dict[int, list[int]] = {}
@@ -215,7 +231,8 @@ def _render(services: Services, session: Session, seqs: list[int]) -> tuple[dict
     lines, proofs = [], []
     threads: dict[str, list[tuple[int, int]]] = {}
     media_files: dict[str, bytes] = {}
-    counts = {"records": 0, "shredded": 0, "media_files": 0, "media_missing": 0, "checkpoints": 0, "threads": 0}
+    counts = {"records": 0, "shredded": 0, "disposed": 0, "media_files": 0, "media_missing": 0, "checkpoints": 0,
+              "threads": 0}
     first_cp = last_cp = None
     for seq in seqs:
         row = rows[seq]
@@ -223,10 +240,21 @@ def _render(services: Services, session: Session, seqs: list[int]) -> tuple[dict
             seg = session.get(Segment, row.segment_id)
             if seg is None:
                 raise IntegrityError(f"seq {seq}", "its segment is not in the catalog")
-            sealed = segment_records(services, seg)
-            segments[row.segment_id] = (seg, sealed, [chain.leaf_hash(chain.record_bytes(r)) for r in sealed])
-        seg, sealed, leaves = segments[row.segment_id]
+            got, sealed_or_none, leaves = _segment(services, session, seg, deleted)
+            segments[row.segment_id] = (got, sealed_or_none, leaves, chain.inclusion_proofs(leaves))
+        seg, sealed_or_none, leaves, paths = segments[row.segment_id]
         index = seq - seg.first_seq
+        if sealed_or_none is None:  # deleted by disposition: the proof kept at the deletion
+            lines.append(canonical(_disposed_line(session, row, index, leaves, deleted[seg.id], items_of)))
+            proofs.append(canonical({"seq": seq, "segment": seg.key, "checkpoint": seg.checkpoint_key,
+                                     "leaf_index": index, "tree_size": len(leaves), "path": paths[index]}))
+            counts["records"] += 1
+            counts["shredded"] += 1
+            counts["disposed"] += 1
+            first_cp = seg.first_seq if first_cp is None else min(first_cp, seg.first_seq)
+            last_cp = seg.last_seq if last_cp is None else max(last_cp, seg.last_seq)
+            continue
+        sealed = sealed_or_none
         rec = sealed[index]
         if rec["seq"] != seq or rec["hash"] != row.hash:
             raise IntegrityError(f"seq {seq}", f"segment {seg.key} does not hold it as the catalog says")
@@ -245,10 +273,11 @@ def _render(services: Services, session: Session, seqs: list[int]) -> tuple[dict
         }
         lines.append(canonical(line))
         proofs.append(canonical({"seq": seq, "segment": seg.key, "checkpoint": seg.checkpoint_key,
-                                 "leaf_index": index, "tree_size": len(leaves),
-                                 "path": chain.inclusion_proof(leaves, index)}))
+                                 "leaf_index": index, "tree_size": len(paths), "path": paths[index]}))
         counts["records"] += 1
         counts["shredded"] += plain is None
+        if progress is not None and counts["records"] % PROGRESS_EVERY == 0:
+            progress(counts["records"], len(seqs))
         if row.contact and rec["kind"] != "delivery":
             threads.setdefault(row.contact, []).append((row.occurred_at or 0, seq))
         first_cp = seg.first_seq if first_cp is None else min(first_cp, seg.first_seq)
@@ -256,6 +285,8 @@ def _render(services: Services, session: Session, seqs: list[int]) -> tuple[dict
     checkpoints = _checkpoints(services, session, first_cp, last_cp) if first_cp is not None and last_cp is not None else []
     counts["checkpoints"] = len(checkpoints)
     counts["threads"] = len(threads)
+    if progress is not None:
+        progress(counts["records"], len(seqs))
     public = services.signing_key.public_key()
     files = {
         "records.jsonl": b"".join(line + b"\n" for line in lines),
@@ -266,6 +297,43 @@ def _render(services: Services, session: Session, seqs: list[int]) -> tuple[dict
         **media_files,
     }
     return files, counts, holds.ranges(seqs)
+
+
+def _segment(services: Services, session: Session, seg: Segment,
+             deleted: dict[int, dict[str, Any]]) -> tuple[Segment, list[dict[str, Any]] | None, list[bytes]]:
+    """(segment, its sealed records or None once disposition deleted it, its leaf hashes)."""
+    from archiver import worm_disposal
+
+    try:
+        sealed = segment_records(services, seg)
+    except NotFound:
+        row = worm_disposal.deletion_of(session, seg)
+        if row is None:
+            raise
+        deleted[seg.id] = {"view": worm_disposal.view(row), "commitments": list(row.commitments or [])}
+        return seg, None, [bytes.fromhex(h) for h in row.leaf_hashes]
+    return seg, sealed, [chain.leaf_hash(chain.record_bytes(r)) for r in sealed]
+
+
+def _disposed_line(session: Session, row: Record, index: int, leaves: list[bytes], deletion: dict[str, Any],
+                   items_of: dict[int, list[int]]) -> dict[str, Any]:
+    """The records.jsonl line of a record whose segment disposition deleted: proof, no content."""
+    from archiver.disposition import disposed
+
+    if not 0 <= index < len(leaves):
+        raise IntegrityError(f"seq {row.seq}", "its deleted segment's proof does not cover it")
+    commitments = deletion["commitments"]
+    prev = session.get(Record, row.seq - 1) if row.seq > 1 else None
+    return {
+        "seq": row.seq, "hash": row.hash, "prev_hash": prev.hash if prev is not None else chain.GENESIS,
+        "kind": row.kind, "type": row.type, "contact": row.contact, "thread": row.contact,
+        "occurred_at": _iso(row.occurred_at), "delivery_seq": row.delivery_seq if row.delivery_seq != row.seq else None,
+        "items": items_of.get(row.seq, []), "links": row.links or {},
+        "commitment": commitments[index] if index < len(commitments) else None,
+        "shredded": True, "salt": None, "plaintext": None, "content": None, "media": [], "sealed": None,
+        "leaf_hash": leaves[index].hex(),
+        "disposed": {**(disposed(session, row.key_id) or {"status": "disposed"}), "segment_deleted": deletion["view"]},
+    }
 
 
 def _iso(epoch: int | None) -> str | None:

@@ -106,11 +106,13 @@ def verify_bundle(folder: Path, public_key: Path | None = None) -> tuple[list[st
         bad("records.jsonl", "listed in MANIFEST.json but missing", seq)
     for seq in sorted(set(seen) - wanted):
         bad("records.jsonl", "not listed in MANIFEST.json", seq)
-    for stray in sorted((s for s in proofs if s not in set(seen)), key=str):
+    held = set(seen)
+    for stray in sorted((s for s in proofs if s not in held), key=str):
         bad("proofs/inclusion.jsonl", "proof of a record the bundle does not hold", stray)
     if (manifest.get("counts") or {}).get("records") != len(records):
         bad("MANIFEST.json", f"counts.records differs from the {len(records)} records in records.jsonl")
     summary = {"records": len(records), "shredded": sum(1 for r in records if r.get("shredded")),
+               "disposed": sum(1 for r in records if r.get("disposed")),
                "checkpoints": len(checkpoints), "key_id": key_id, "selection": manifest.get("selection")}
     return out, summary
 
@@ -157,6 +159,9 @@ def _record(folder: Path, rec: dict[str, Any], proof: dict[str, Any] | None,
             checkpoints: dict[str, chain.Checkpoint], listed: dict[str, str], bad: Any) -> None:
     seq = rec.get("seq")
     sealed = rec.get("sealed")
+    if isinstance(seq, int) and sealed is None and isinstance(rec.get("disposed"), dict):
+        _disposed(rec, proof, checkpoints, bad)  # its segment was deleted by disposition
+        return
     if not isinstance(seq, int) or not isinstance(sealed, dict) or sealed.get("seq") != seq:
         bad("records.jsonl", "sealed record missing or of another seq", seq)
         return
@@ -189,6 +194,30 @@ def _record(folder: Path, rec: dict[str, Any], proof: dict[str, Any] | None,
             bad(str(name), "missing", seq)
         elif sha256_hex((folder / name).read_bytes()) != media.get("sha256") or Path(name).name != media.get("sha256"):
             bad(str(name), "bytes do not hash to the name and sha256 the record gives", seq)
+    _included(rec, chain.leaf_hash(body), proof, checkpoints, bad)
+
+
+def _disposed(rec: dict[str, Any], proof: dict[str, Any] | None, checkpoints: dict[str, chain.Checkpoint],
+              bad: Any) -> None:
+    """A disposed record whose segment is deleted: no content, its kept leaf hash proven included."""
+    seq = rec.get("seq")
+    if any(rec.get(k) is not None for k in ("plaintext", "salt", "content")) or not rec.get("shredded"):
+        bad("records.jsonl", "a disposed record carries content", seq)
+    try:
+        leaf = bytes.fromhex(str(rec.get("leaf_hash")))
+    except ValueError:
+        leaf = b""
+    if len(leaf) != 32:
+        bad("records.jsonl", "a disposed record without its leaf_hash", seq)
+        return
+    _included(rec, leaf, proof, checkpoints, bad)
+
+
+def _included(rec: dict[str, Any], leaf: bytes, proof: dict[str, Any] | None,
+              checkpoints: dict[str, chain.Checkpoint], bad: Any) -> None:
+    """The record's leaf is in its segment's tree, whose root the signed checkpoint names."""
+    seq = rec.get("seq")
+    assert isinstance(seq, int)
     if proof is None:
         bad("proofs/inclusion.jsonl", "no inclusion proof", seq)
         return
@@ -203,7 +232,7 @@ def _record(folder: Path, rec: dict[str, Any], proof: dict[str, Any] | None,
     if proof.get("leaf_index") != index or proof.get("tree_size") != size:
         bad("proofs/inclusion.jsonl", "leaf_index or tree_size disagree with the checkpoint", seq)
     try:
-        chain.verify_inclusion(chain.leaf_hash(body), index, size, [str(p) for p in proof.get("path") or []],
+        chain.verify_inclusion(leaf, index, size, [str(p) for p in proof.get("path") or []],
                                cp.merkle_root)
     except (IntegrityError, ValueError):
         bad("proofs/inclusion.jsonl", "inclusion path does not lead to the checkpoint's Merkle root", seq)

@@ -469,7 +469,10 @@ def _objects(session: Session, seqs: list[int]) -> dict[str, str]:
                                                                         Media.object_key.is_not(None))):
                 if found:
                     media_keys[found] = "media"
-    return {**out, **media_keys}
+    from archiver.worm_disposal import gone
+
+    deleted = gone(session, sorted(out) + sorted(media_keys))  # disposition deleted them: nothing to hold
+    return {k: v for k, v in {**out, **media_keys}.items() if k not in deleted}
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -685,7 +688,7 @@ def _business_matches(services: Services, session: Session, rows: list[Any], wan
     cache: dict[str, bytes | None] = {}
     for seg in session.scalars(select(Segment).join(Record, Record.segment_id == Segment.id)
                                .where(Record.seq.in_(sorted(seqs))).distinct()):
-        for rec in records.segment_records(services, seg):
+        for rec in records.readable_records(services, session, seg):
             if rec["seq"] not in seqs:
                 continue
             plain = records.decrypt(services, session, rec, cache)

@@ -237,7 +237,7 @@ def _bodies(services: Services, session: Session, wanted: list[tuple[int, int]])
     for segment_id, seqs in sorted(by_segment.items()):
         seg = session.get(Segment, segment_id)
         assert seg is not None
-        for rec in records.segment_records(services, seg):
+        for rec in records.readable_records(services, session, seg):
             if rec["seq"] in seqs:
                 yield rec["seq"], records.decrypt(services, session, rec, cache)
 

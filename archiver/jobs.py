@@ -2,7 +2,7 @@
 
 Two kinds of job (``Job``):
 
-*Housekeeping* (``seal``, ``media``, ``index``, ``holds``) runs every few seconds (intervals from the
+*Housekeeping* (``seal``, ``media``, ``index``, ``holds``, ``exports``) runs every few seconds (intervals from the
 settings). Each run takes that stage's own lock (``leader_lock``) and is idempotent: a run
 that fails is retried on the next tick from what the catalog says is done. A run is not
 sealed: a record every few seconds would grow the WORM store by records no one may delete,
@@ -13,7 +13,7 @@ and what the stage did is sealed anyway (the records, segments and media it wrot
 otherwise at most every ``STATE_EVERY`` seconds, so an idle archive does not write the
 catalog every tick.
 
-*Scheduled* jobs (``worm-selftest``; disposition registers here too) run on
+*Scheduled* jobs (``worm-selftest``, ``disposition``, ``verification``) run on
 a cron line in UTC from ``policies/schedule.yaml`` (``archiver.schedule``), or the default
 they were registered with. Each run:
 
@@ -397,6 +397,12 @@ def _holds(services: Services) -> Any:
     return holds.sync(services)
 
 
+def _exports(services: Services) -> Any:
+    from archiver import export_jobs
+
+    return export_jobs.run_pending(services)
+
+
 def _disposition(services: Services) -> Any:
     from archiver import disposition
 
@@ -424,9 +430,26 @@ register(Job("index", _index, "index sealed records for search",
              every=lambda s: s.index_interval, cadence="every 2 seconds"))
 register(Job("holds", _holds, "evaluate litigation holds on newly sealed and indexed records; apply sealed hold decisions",
              every=lambda s: s.index_interval, cadence="every 2 seconds"))
+register(Job("exports", lambda services: _exports(services), "run queued export jobs; mark those a killed process "
+             "left running failed (interrupted)", every=lambda s: s.index_interval, cadence="every 2 seconds"))
 register(Job("disposition", _disposition, "destroy the data keys whose records' retention has run out "
              "(none held); review classes wait for approval", cron="0 2 * * *"))
 register(Job("worm-selftest", _worm_selftest, "prove the store still refuses to delete a locked object",
              cron="0 */6 * * *"))
+
+
+def _verification(services: Services) -> dict[str, Any]:
+    from archiver import integrity_job
+    from archiver.errors import IntegrityError
+
+    summary = integrity_job.run(services)
+    if summary["outcome"] != "ok":  # sealed, stored and alerted already: the run itself failed
+        raise IntegrityError("verification", "the nightly verification found a break (see its verification record)")
+    return summary
+
+
+register(Job("verification", _verification, "full verification of the chain, segments, checkpoints and catalog; "
+             "seals a verification record, stores the signed integrity report in WORM, alerts on a break",
+             cron="0 3 * * *"))
 register(Job("consent-review", _consent_review, "find marketing sent to contacts whose marketing consent was "
              "not valid at send time (sealed findings)", cron="0 * * * *"))

@@ -160,15 +160,21 @@ PATHS: dict[str, dict[str, Any]] = {
         REVIEWERS, {"200": _json("the batch"), **_errors(400, 404, 409)},
         parameters=[_path("batch_id", {"type": "string"}, "the batch's id")], requestBody=_ANY_BODY)},
     "/api/v1/exports": {"post": _op(
-        "Write a provable export bundle (docs/export-format.md) under ARCHIVER_HOME/exports/<id>, audited: "
-        "{query} | {hold} | {contact, after, before}; role legal by hold only", EXPORTERS,
-        {"201": _json("the export's id, counts, manifest_sha256 and download route"), **_errors(400, 404, 503)},
-        requestBody=_ANY_BODY)},
+        "Queue a provable export (docs/export-format.md), written off the request under ARCHIVER_HOME/exports/<id> "
+        "and audited: {query} | {hold} | {contact, after, before}; role legal by hold only", EXPORTERS,
+        {"202": _json("the export job's id, state (queued), selection and status route (also in Location)"),
+         **_errors(400, 404, 503)}, requestBody=_ANY_BODY)},
+    "/api/v1/exports/{export_id}": {"get": _op(
+        "The export job: state (queued, running, done, failed), progress (records_done, records_total, pages), "
+        "error, and once done counts, manifest_sha256 and the download route; role legal for hold exports only",
+        EXPORTERS, {"200": _json("the export job"), **_errors(404)},
+        parameters=[_path("export_id", {"type": "string"}, "the export's id")])},
     "/api/v1/exports/{export_id}/bundle.zip": {"get": _op(
-        "The bundle as one zip (audited); role legal for hold exports only", EXPORTERS,
+        "The bundle as one zip (audited); 409 export-not-ready until the job is done; "
+        "role legal for hold exports only", EXPORTERS,
         {"200": {"description": "the bundle", "content": {"application/zip": {"schema": {"type": "string",
                                                                                          "format": "binary"}}}},
-         **_errors(404)}, parameters=[_path("export_id", {"type": "string"}, "the export's id")])},
+         **_errors(404, 409)}, parameters=[_path("export_id", {"type": "string"}, "the export's id")])},
     "/api/v1/reports": {"post": _op(
         "A signed PDF report (PDF/A-3b, PAdES B-B, B-T with ARCHIVER_TSA_URL; its data attached as report.json), "
         "audited: {kind: integrity|access|holds|dispositions, from, to}; role legal for the holds report only",

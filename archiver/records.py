@@ -2,7 +2,8 @@
 delivery), or every record of a segment.
 
 Reads the WORM store (or the outbox copy of a segment still being published); the catalog
-only says where to look.
+only says where to look. A record whose segment disposition deleted (``archiver.worm_disposal``)
+is shown from the catalog and the proof kept at the deletion: disposed, no content.
 """
 
 from __future__ import annotations
@@ -37,6 +38,19 @@ def segment_records(services: Services, seg: Segment) -> list[dict[str, Any]]:
         return chain.decode_segment(blob, seg.key)
 
 
+def readable_records(services: Services, session: Session, seg: Segment) -> list[dict[str, Any]]:
+    """:func:`segment_records`, or none for a segment disposition deleted (every record in it is
+    disposed: nothing left to read). Raises NotFound for a segment missing otherwise, IntegrityError."""
+    try:
+        return segment_records(services, seg)
+    except NotFound:
+        from archiver.worm_disposal import deletion_of
+
+        if deletion_of(session, seg) is not None:
+            return []
+        raise
+
+
 def decrypt(services: Services, session: Session, rec: dict[str, Any], cache: dict[str, bytes | None]) -> bytes | None:
     """The plaintext of a sealed record, or None once its data key was destroyed."""
     kid = rec["kid"]
@@ -59,7 +73,7 @@ def iter_decrypted(services: Services, session: Session, after_seq: int,
     cache: dict[str, bytes | None] = {}
     segs = session.scalars(select(Segment).where(Segment.last_seq > after_seq).order_by(Segment.first_seq)).all()
     for seg in segs:
-        for rec in segment_records(services, seg):
+        for rec in readable_records(services, session, seg):
             if rec["seq"] <= after_seq:
                 continue
             wanted = kinds is None or rec["kind"] in kinds
@@ -112,6 +126,12 @@ class Raw:
         return self.data is not None and sha256_hex(self.data) == self.body_sha256
 
 
+class SegmentDeleted(NotFound):
+    """The record's segment was deleted by disposition: every record in it is disposed."""
+
+    code = "disposed"
+
+
 class Reader:
     """Reads sealed records by seq in one session; each segment and data key is read once."""
 
@@ -135,7 +155,14 @@ class Reader:
             seg = self.session.get(Segment, row.segment_id)
             if seg is None:
                 raise IntegrityError(f"seq {row.seq}", f"catalog names segment id {row.segment_id}, which it lacks")
-            self._segments[row.segment_id] = (seg, segment_records(self.services, seg))
+            try:
+                self._segments[row.segment_id] = (seg, segment_records(self.services, seg))
+            except NotFound as exc:
+                from archiver.worm_disposal import deletion_of
+
+                if deletion_of(self.session, seg) is not None:
+                    raise SegmentDeleted(f"segment {seg.key} of seq {row.seq} was deleted by disposition") from exc
+                raise
         seg, sealed = self._segments[row.segment_id]
         index = row.seq - seg.first_seq
         if not 0 <= index < len(sealed) or sealed[index]["seq"] != row.seq:
@@ -156,8 +183,11 @@ class Reader:
         """The bytes of the delivery ``row`` came from (its own, for deliveries, audit and media)."""
         seq = delivery_seq(row)
         source = row if seq == row.seq else self.row(seq)
-        _, sealed, index = self.sealed(source)
         entry = self.entry(seq)
+        try:
+            _, sealed, index = self.sealed(source)
+        except SegmentDeleted:  # disposed with its segment: the bytes are gone
+            return Raw(seq, None, entry.body_sha256 if entry else None)
         return Raw(seq, self.plaintext(sealed[index]), entry.body_sha256 if entry else None)
 
 
@@ -182,7 +212,10 @@ def read_record(services: Services, session: Session, seq: int) -> dict[str, Any
     """
     reader = Reader(services, session)
     row = reader.row(seq)
-    seg, sealed, index = reader.sealed(row)
+    try:
+        seg, sealed, index = reader.sealed(row)
+    except SegmentDeleted:
+        return _deleted_record(reader, row)
     rec = sealed[index]
     content, content_view = _content(reader.plaintext(rec))
     return {
@@ -196,6 +229,36 @@ def read_record(services: Services, session: Session, seq: int) -> dict[str, Any
         "duplicates": _duplicates(session, seq),
         "proof": _proof(sealed, index, seg, rec),
         **_disposition(session, row),
+    }
+
+
+def _deleted_record(reader: Reader, row: Record) -> dict[str, Any]:
+    """A record whose segment disposition deleted: the catalog's fields and the proof kept at the
+    deletion (leaf hashes and commitments), disposed, no content. Raises IntegrityError."""
+    from archiver import worm_disposal
+
+    session = reader.session
+    seg = session.get(Segment, row.segment_id)
+    deletion = worm_disposal.deletion_of(session, seg) if seg is not None else None
+    index = row.seq - seg.first_seq if seg is not None else -1
+    if seg is None or deletion is None or not 0 <= index < len(deletion.leaf_hashes):
+        raise IntegrityError(f"seq {row.seq}", "its deleted segment's proof is not in the catalog")
+    leaves = [bytes.fromhex(h) for h in deletion.leaf_hashes]
+    content, content_view = _content(None)
+    commitments = deletion.commitments or []
+    found = _disposition(session, row).get("disposition") or {"status": "disposed"}
+    return {
+        "seq": row.seq, "kind": row.kind, "type": row.type, "sealed_at": seg.sealed_at.isoformat(),
+        "retention_class": row.retention_class, "retain_until": row.retain_until.isoformat(),
+        "policy_seq": row.policy_seq,
+        "content": content, "content_view": content_view, **reader.raw(row).as_dict(),
+        "delivery": _delivery(reader, row), "links": row.links or {},
+        "duplicates": _duplicates(session, row.seq),
+        "proof": {"hash": row.hash, "commitment": commitments[index] if index < len(commitments) else None,
+                  "segment": seg.key, "leaf_index": index, "leaf_hash": deletion.leaf_hashes[index],
+                  "tree_size": len(leaves), "merkle_root": seg.merkle_root,
+                  "inclusion_path": chain.inclusion_proof(leaves, index), "checkpoint": seg.checkpoint_key},
+        "disposition": {**found, "segment_deleted": worm_disposal.view(deletion)},
     }
 
 

@@ -98,9 +98,13 @@ def _apply(services: Services, ext: RetentionExtension) -> Applied:
         for part in chunked(seqs, 500):
             media += [k for k in session.scalars(select(Media.object_key).where(
                 Media.record_seq.in_(part), Media.state == "stored", Media.object_key.is_not(None))) if k]
+        from archiver.worm_disposal import gone
+
+        deleted = gone(session, [s.key for s in segments if s is not None] + media)  # disposed and deleted
     objects = 0
+    media = [k for k in media if k not in deleted]
     for seg in segments:  # an outbox segment ("writing") is put with its row's date, raised below
-        if seg is not None and seg.state == "stored":
+        if seg is not None and seg.state == "stored" and seg.key not in deleted:
             services.store.extend_retention(seg.key, until)
             services.store.extend_retention(seg.checkpoint_key, until)
             objects += 2

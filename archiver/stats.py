@@ -7,6 +7,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from archiver import integrity_job
 from archiver.catalog import DuplicateHit, JobState, Journal, Media, Record, archive_id, chain_head
 from archiver.errors import ArchiverError
 
@@ -19,7 +20,8 @@ another archive (``archiver reindex`` replaces it); ``unavailable``: it cannot b
 
 def collect(session: Session, search: Any = None) -> dict[str, Any]:
     """Deliveries, distinct items by kind, duplicates, quarantine, pending, media, chain tip,
-    each background job's last run, outcome and next run, and, given the ``search`` index (a
+    each background job's last run, outcome and next run, the last nightly verification
+    (``integrity``: ``ok``, ``degraded`` with its first error, or ``unverified``), and, given the ``search`` index (a
     SearchIndex), its state and lag."""
     by_kind = dict(session.execute(select(Record.kind, func.count()).group_by(Record.kind)).all())
     media = dict(session.execute(select(Media.state, func.count()).group_by(Media.state)).all())
@@ -37,6 +39,7 @@ def collect(session: Session, search: Any = None) -> dict[str, Any]:
         "job_runs": by_kind.get("job_run", 0),
         "jobs": jobs,
         "reviews": review_status(session, jobs),
+        "integrity": integrity_job.state(session),
     }
     if search is not None:
         out["index"] = index_status(search, archive_id(session), head.seq)

@@ -13,6 +13,13 @@ Checklist (the step numbers appear in the code):
    every segment, and (6c) the chain head is the last checkpoint, its seq, hash and digest
    (or an outbox segment still being published follows it).
 
+A segment disposition deleted (``archiver.worm_disposal``: every record in it disposed) is
+not missing: with a catalog, its leaf hashes saved before the delete must make the Merkle root
+its signed checkpoint names (5), one leaf per seq (3), its catalog rows must end on the
+checkpoint's chain hash and all be under destroyed keys (6); it is counted as *disposed*.
+The next segment's chain still starts from the checkpoint's signed chain hash (4). A segment
+missing without a deletion row is a break, as is a deleted media object no deletion row names.
+
 Errors are IntegrityError naming the first bad seq or object; ``audit`` turns the first one
 into a report. See chain.py for the format.
 
@@ -43,7 +50,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from archiver import chain
-from archiver.catalog import Record, Segment, chain_head, positional_marker
+from archiver.catalog import DisposedKey, Record, Segment, chain_head, positional_marker
 from archiver.errors import ArchiverError, IntegrityError, NotFound
 from archiver.store import WormStore
 
@@ -75,6 +82,8 @@ class Report:
     checkpoints: int = 0
     first_error: str | None = None
     pending_segments: int = 0
+    disposed_segments: int = 0  # deleted by disposition, checked by their saved leaf hashes
+    disposed_records: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -89,13 +98,23 @@ def audit(store: WormStore, public_key: Ed25519PublicKey, session: Session | Non
     this process can fork safely). Findings are still reported in seq order, so the report
     is the same for any number of workers. Raises StoreError when the store cannot be read.
     """
+    from archiver import worm_disposal
+
     report = Report(ok=True)
+    skeletons = worm_disposal.segment_skeletons(session) if session is not None else {}
+    media_gone = worm_disposal.media_noted(session) if session is not None else set()
     try:
         checkpoints = load_checkpoints(store, public_key)
         report.checkpoints = len(checkpoints)
-        with _segment_checks(store, checkpoints, workers) as checks:
+        with _segment_checks(store, checkpoints, workers, skeletons) as checks:
             for cp, check in zip(checkpoints, checks):
-                sealed = settle(store, check)
+                sealed = settle(store, check, media_gone)
+                if check.disposed:
+                    assert session is not None  # skeletons come from the catalog
+                    verify_disposed(session, cp)
+                    report.disposed_segments += 1
+                    report.disposed_records += cp.last_seq - cp.first_seq + 1
+                    continue
                 if session is not None:
                     verify_records(session, cp, sealed)
                 report.records += len(sealed)
@@ -145,15 +164,21 @@ class SegmentCheck:
     sealed: list[Sealed]
     media: list[dict[str, Any]]  # media records met before the first break: step 3b needs the store
     error: tuple[str, str] | None = None  # (where, reason) of the first break
+    disposed: bool = False  # deleted by disposition; checked by its saved leaf hashes
 
 
-def check_segment(blob: bytes | None, cp: chain.Checkpoint, prev_hash: str) -> SegmentCheck:
+def check_segment(blob: bytes | None, cp: chain.Checkpoint, prev_hash: str,
+                  leaves: list[str] | None = None) -> SegmentCheck:
     """Steps 3-5 over a segment's bytes (None: missing). Pure, so it can run in a worker process.
 
-    Never raises IntegrityError: the first break is returned, with what was read before it.
+    ``leaves``: the leaf hashes saved when disposition deleted the segment; used only when the
+    bytes are missing. Never raises IntegrityError: the first break is returned, with what was
+    read before it.
     """
     sealed: list[Sealed] = []
     media: list[dict[str, Any]] = []
+    if blob is None and leaves is not None:
+        return _check_deleted(leaves, cp)
     try:
         _check_records(blob, cp, prev_hash, sealed, media)
     except IntegrityError as exc:
@@ -161,17 +186,33 @@ def check_segment(blob: bytes | None, cp: chain.Checkpoint, prev_hash: str) -> S
     return SegmentCheck(sealed, media)
 
 
-def check_stored_segment(store: WormStore, cp: chain.Checkpoint, prev_hash: str) -> SegmentCheck:
+def _check_deleted(leaves: list[str], cp: chain.Checkpoint) -> SegmentCheck:
+    """Steps 3 and 5 for a segment disposition deleted: one saved leaf per seq, making the signed root."""
+    if len(leaves) != cp.last_seq - cp.first_seq + 1:
+        return SegmentCheck([], [], (cp.segment, "deleted segment's saved leaf hashes do not match its checkpoint's seqs"),
+                            disposed=True)
+    try:
+        root = chain.merkle_root([bytes.fromhex(h) for h in leaves])
+    except (ValueError, TypeError):
+        root = ""
+    if root != cp.merkle_root:
+        return SegmentCheck([], [], (cp.segment, "deleted segment's saved leaf hashes do not make its checkpoint's "
+                                                 "Merkle root"), disposed=True)
+    return SegmentCheck([], [], disposed=True)
+
+
+def check_stored_segment(store: WormStore, cp: chain.Checkpoint, prev_hash: str,
+                         leaves: list[str] | None = None) -> SegmentCheck:
     """:func:`check_segment` reading the segment itself (in a worker, for stores that allow it).
 
     Raises StoreError when the store cannot be read; it reaches the report in its turn."""
-    return check_segment(read_segment(store, cp), cp, prev_hash)
+    return check_segment(read_segment(store, cp), cp, prev_hash, leaves)
 
 
-def settle(store: WormStore, check: SegmentCheck) -> list[Sealed]:
+def settle(store: WormStore, check: SegmentCheck, media_gone: set[str] | frozenset[str] = frozenset()) -> list[Sealed]:
     """Step 3b for the segment's media records, then its first break, in seq order. Raises IntegrityError."""
     for rec in check.media:
-        verify_media_object(store, rec)
+        verify_media_object(store, rec, media_gone)
     if check.error is not None:
         raise IntegrityError(*check.error)
     return check.sealed
@@ -235,14 +276,15 @@ def _record(line: bytes) -> Any:
 
 
 @contextmanager
-def _segment_checks(store: WormStore, checkpoints: list[chain.Checkpoint],
-                    workers: int | None) -> Iterator[Iterator[SegmentCheck]]:
+def _segment_checks(store: WormStore, checkpoints: list[chain.Checkpoint], workers: int | None,
+                    skeletons: dict[str, list[str]]) -> Iterator[Iterator[SegmentCheck]]:
     """The checks of every checkpoint's segment, in checkpoint order, from ``workers`` processes."""
-    jobs = list(zip(checkpoints, [chain.GENESIS] + [cp.chain_hash for cp in checkpoints[:-1]]))
+    jobs = [(cp, prev, skeletons.get(cp.segment))
+            for cp, prev in zip(checkpoints, [chain.GENESIS] + [cp.chain_hash for cp in checkpoints[:-1]])]
     count = _worker_count(workers, checkpoints)
     pool = _pool(count) if count > 1 else None
     if pool is None:
-        yield (check_segment(read_segment(store, cp), cp, prev) for cp, prev in jobs)
+        yield (check_segment(read_segment(store, cp), cp, prev, leaves) for cp, prev, leaves in jobs)
         return
     try:
         yield _in_order(pool, store, jobs, ahead=2 * count)
@@ -259,29 +301,30 @@ def _pool(count: int) -> Executor | None:
         return None
 
 
-def _in_order(pool: Executor, store: WormStore, jobs: list[tuple[chain.Checkpoint, str]],
+def _in_order(pool: Executor, store: WormStore, jobs: list[tuple[chain.Checkpoint, str, list[str] | None]],
               ahead: int) -> Iterator[SegmentCheck]:
     """Read segments here and check them in ``pool``, at most ``ahead`` in flight; yield in order."""
     queued: deque[Future[SegmentCheck]] = deque()
-    for cp, prev in jobs:
-        queued.append(_submit(pool, store, cp, prev))
+    for cp, prev, leaves in jobs:
+        queued.append(_submit(pool, store, cp, prev, leaves))
         if len(queued) >= ahead:
             yield queued.popleft().result()
     while queued:
         yield queued.popleft().result()
 
 
-def _submit(pool: Executor, store: WormStore, cp: chain.Checkpoint, prev: str) -> Future[SegmentCheck]:
+def _submit(pool: Executor, store: WormStore, cp: chain.Checkpoint, prev: str,
+            leaves: list[str] | None) -> Future[SegmentCheck]:
     """Queue one segment's check; a store failure waits in the future until its turn to be reported."""
     if store.process_safe:
-        return pool.submit(check_stored_segment, store, cp, prev)
+        return pool.submit(check_stored_segment, store, cp, prev, leaves)
     try:
         blob = read_segment(store, cp)
     except ArchiverError as exc:
         failed: Future[SegmentCheck] = Future()
         failed.set_exception(exc)
         return failed
-    return pool.submit(check_segment, blob, cp, prev)
+    return pool.submit(check_segment, blob, cp, prev, leaves)
 
 
 def _worker_count(workers: int | None, checkpoints: list[chain.Checkpoint]) -> int:
@@ -308,12 +351,15 @@ def _mp_context() -> BaseContext:
     return mp.get_context("fork" if _can_fork() else "spawn")
 
 
-def verify_media_object(store: WormStore, rec: dict[str, Any]) -> None:
-    """Step 3b: the attachment a media record names exists with the hash it states."""
+def verify_media_object(store: WormStore, rec: dict[str, Any], media_gone: set[str] | frozenset[str] = frozenset()) -> None:
+    """Step 3b: the attachment a media record names exists with the hash it states (or
+    disposition deleted it: ``media_gone``)."""
     key, want = rec.get("object"), rec.get("object_sha256")
     try:
         info = store.head(str(key))
     except NotFound as exc:
+        if str(key) in media_gone:
+            return
         raise IntegrityError(str(key), f"media object named by seq {rec['seq']} is missing") from exc
     if info.sha256 is not None and info.sha256 != want:
         raise IntegrityError(str(key), f"media object hash differs from seq {rec['seq']}")
@@ -348,6 +394,21 @@ def verify_catalog(session: Session, checkpoints: list[chain.Checkpoint]) -> int
             last.last_seq, last.chain_hash, last.digest()):  # 6c
         raise IntegrityError(f"seq {head.seq}", "catalog chain head differs from the last checkpoint")
     return len(segs) - len(stored)
+
+
+def verify_disposed(session: Session, cp: chain.Checkpoint) -> None:
+    """Step 6 for a deleted segment: one catalog row per seq, the last one's hash the checkpoint's
+    chain hash, every one under a destroyed key. Raises IntegrityError."""
+    rows = _catalog_rows(session, cp.first_seq, cp.last_seq)
+    if [r[0] for r in rows] != list(range(cp.first_seq, cp.last_seq + 1)):
+        raise IntegrityError(cp.segment, "deleted segment's records are not all in the catalog")
+    if rows[-1][1] != cp.chain_hash:
+        raise IntegrityError(f"seq {cp.last_seq}", "catalog hash differs from the deleted segment's checkpoint")
+    live = session.scalar(select(Record.seq).outerjoin(DisposedKey, DisposedKey.key_id == Record.key_id)
+                          .where(Record.seq.between(cp.first_seq, cp.last_seq), DisposedKey.key_id.is_(None))
+                          .order_by(Record.seq).limit(1))
+    if live is not None:
+        raise IntegrityError(f"seq {live}", f"segment {cp.segment} was deleted but this record was not disposed")
 
 
 def verify_records(session: Session, cp: chain.Checkpoint, sealed: list[Sealed]) -> None:

@@ -13,6 +13,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -327,6 +328,20 @@ def test_cli_export_and_verify_export(inst: Instance, tmp_path: Path, monkeypatc
     assert not_bundle.exit_code == 2
 
 
+def finished(poll: Callable[[], Any], deadline: float = 120.0) -> dict[str, Any]:
+    """Poll an export job's status until it is done (AssertionError if it failed or never ends)."""
+    end = time.monotonic() + deadline
+    while True:
+        got = poll()
+        assert got.status_code == 200, got.get_json()
+        job: dict[str, Any] = got.get_json()
+        assert job["state"] in ("queued", "running", "done"), job
+        if job["state"] == "done":
+            return job
+        assert time.monotonic() < end, job
+        time.sleep(0.05)
+
+
 def test_api_export_roles_and_zip_download(inst: Instance, tmp_path: Path) -> None:
     from archiver.auth import create_token
 
@@ -339,8 +354,8 @@ def test_api_export_roles_and_zip_download(inst: Instance, tmp_path: Path) -> No
         return inst.client.open(url, method=method, json=body, headers={"Authorization": f"Bearer {secrets[role]}"})
 
     made = call("compliance", "POST", "/api/v1/exports", {"query": "refund"})
-    assert made.status_code == 201, made.get_json()
-    info = made.get_json()
+    assert made.status_code == 202, made.get_json()
+    info = finished(lambda: call("compliance", "GET", made.headers["Location"]))
     assert info["counts"]["records"] == 4 and info["download"] == f"/api/v1/exports/{info['id']}/bundle.zip"
     got = call("compliance", "GET", info["download"])
     assert got.status_code == 200 and got.mimetype == "application/zip"
@@ -352,13 +367,18 @@ def test_api_export_roles_and_zip_download(inst: Instance, tmp_path: Path) -> No
     refused = call("legal", "POST", "/api/v1/exports", {"query": "refund"})
     assert refused.status_code == 403 and "by hold only" in refused.get_json()["message"]
     assert call("legal", "GET", info["download"]).status_code == 403
+    assert call("legal", "GET", f"/api/v1/exports/{info['id']}").status_code == 403
     by_hold = call("legal", "POST", "/api/v1/exports", {"hold": hold_id})
-    assert by_hold.status_code == 201 and by_hold.get_json()["counts"]["records"] == 2
-    assert call("legal", "GET", by_hold.get_json()["download"]).status_code == 200
+    assert by_hold.status_code == 202
+    held = finished(lambda: call("legal", "GET", by_hold.headers["Location"]))
+    assert held["counts"]["records"] == 2
+    assert call("legal", "GET", held["download"]).status_code == 200
     assert call("admin", "POST", "/api/v1/exports", {"query": "refund"}).status_code == 403
     bad = call("compliance", "POST", "/api/v1/exports", {"query": "refund", "contact": ALICE})
     assert bad.status_code == 400 and bad.get_json()["field"] == "selection"
     assert call("compliance", "GET", "/api/v1/exports/exp-000000000000/bundle.zip").status_code == 404
+    assert call("compliance", "GET", "/api/v1/exports/exp-000000000000").status_code == 404
+    assert call("compliance", "POST", "/api/v1/exports", {"hold": "hold-nope"}).status_code == 404
     assert call("compliance", "POST", "/api/v1/exports", {"queryx": "refund"}).get_json()["field"] == "queryx"
 
 

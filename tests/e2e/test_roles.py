@@ -38,6 +38,7 @@ EXPECTED_ROLES: dict[tuple[str, str], set[str]] = {
     ("/api/v1/dispositions/{batch_id}/approve", "post"): {"compliance", "admin"},
     ("/api/v1/dispositions/{batch_id}/reject", "post"): {"compliance", "admin"},
     ("/api/v1/exports", "post"): {"compliance", "auditor", "legal"},
+    ("/api/v1/exports/{export_id}", "get"): {"compliance", "auditor", "legal"},
     ("/api/v1/exports/{export_id}/bundle.zip", "get"): {"compliance", "auditor", "legal"},
     ("/api/v1/reports", "post"): {"compliance", "auditor", "legal"},
     ("/api/v1/consent/{contact}", "get"): {"compliance", "auditor", "admin"},

@@ -101,3 +101,17 @@ def test_segments_are_plain_gzip_whichever_deflater_wrote_them(deflater: str, mo
     assert gzip.decompress(blob) == b"\n".join(lines) + b"\n"  # any gzip reader
     assert chain.segment_lines(blob, "seg") == lines
     assert len(blob) < 0.8 * len(b"\n".join(lines))  # base64's overhead is recovered either way
+
+
+def test_inclusion_proofs_of_a_whole_tree_equal_each_leafs_own_proof() -> None:
+    import hashlib
+
+    from archiver import chain
+
+    for size in (1, 2, 3, 5, 8, 13, 64, 100):
+        leaves = [hashlib.sha256(b"%d" % i).digest() for i in range(size)]
+        root = chain.merkle_root(leaves)
+        every = chain.inclusion_proofs(leaves)
+        assert every == [chain.inclusion_proof(leaves, i) for i in range(size)]
+        for i, path in enumerate(every):
+            chain.verify_inclusion(leaves[i], i, size, path, root)

@@ -1,0 +1,128 @@
+"""Export benchmarks; driven by ``scripts/bench export [--n=N]`` (see docs/benchmarks.md).
+
+  export_bench.py run --work DIR --n N [--doc F]
+
+Corpus: ``bench.delivery(i)`` (3 of 4 inbound ~1 KB text messages, 1 of 4 a status; 500
+contacts) journaled and sealed into a fresh embedded archive (SQLite, local store) until the
+chain holds at least N records (not timed). E1 times ``export.write_bundle`` for the first N
+sealed records: decrypting them, their inclusion proofs, the checkpoints, writing and
+fsyncing every file, the signed manifest and the ``export`` audit record. The selection
+itself (a search or a hold evaluation, benchmarked apart) is left out: ``selected_seqs`` is
+replaced by "the first N sealed seqs". E2 times ``export_verify.verify_bundle`` (what
+``archiver verify-export`` runs) over that bundle, E3 the standalone ``scripts/verify-export``
+run on it as a subprocess (interpreter start included). Goals (issue 10): E1 100,000 records in
+under 60 s, E2 at least 50,000 records/s; at a smaller N the goals are not judged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import bench  # noqa: E402
+
+GOAL_N, GOAL_EXPORT_SECONDS, GOAL_VERIFY_RATE = 100_000, 60.0, 50_000.0
+
+
+def measure(work: Path, n: int) -> dict[str, Any]:
+    from archiver import export, export_verify
+
+    svc = bench.open_services(bench.archiver_env(work / "home"))
+    deliveries = 0
+    while bench.head_seq(svc) < n:
+        step = max(1000, (n - bench.head_seq(svc)) // 2 + 1)
+        print(f"bench: journaling and sealing {step} deliveries", file=sys.stderr)
+        _journal(svc, deliveries, step)
+        deliveries += step
+        bench.seal_timed(svc)
+    original = export.selected_seqs
+    export.selected_seqs = lambda services, session, sel, through: list(range(1, min(n, through) + 1))
+    out = work / "bundle"
+    try:
+        print(f"bench: E1 exporting {n} records", file=sys.stderr)
+        t0 = time.perf_counter()
+        done = export.write_bundle(svc, export.Selection(query="bench"), out, "bench")
+        export_seconds = time.perf_counter() - t0
+    finally:
+        export.selected_seqs = original
+    svc.close()
+    size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    print(f"bench: E2 verifying the bundle ({done.counts['records']} records)", file=sys.stderr)
+    t0 = time.perf_counter()
+    problems, summary = export_verify.verify_bundle(out)
+    verify_seconds = time.perf_counter() - t0
+    print("bench: E3 the standalone scripts/verify-export", file=sys.stderr)
+    t0 = time.perf_counter()
+    alone = subprocess.run([sys.executable, str(HERE.parent / "verify-export"), str(out)], capture_output=True,
+                           text=True, check=False)
+    standalone_seconds = time.perf_counter() - t0
+    return {"standalone_seconds": standalone_seconds, "standalone_exit": alone.returncode,
+            "n": n, "records": done.counts["records"], "checkpoints": done.counts["checkpoints"],
+            "export_seconds": export_seconds, "bundle_bytes": size, "verify_seconds": verify_seconds,
+            "verify_problems": len(problems), "verified_records": summary.get("records")}
+
+
+def _journal(svc: Any, first: int, count: int, chunk: int = 5000) -> None:
+    from archiver.journal import append_delivery
+
+    for start in range(first, first + count, chunk):
+        with svc.sessions.begin() as session:
+            for i in range(start, min(first + count, start + chunk)):
+                body = bench.delivery(i)
+                append_delivery(session, "webhook", body, {"signature": bench.signature(body), "remote": "127.0.0.1",
+                                                           "content_type": "application/json"})
+
+
+def _goal(ok: bool, judged: bool) -> str:
+    return ("yes" if ok else "**NO**") if judged else "not judged (N below 100,000)"
+
+
+def report(r: dict[str, Any], doc: Path | None) -> None:
+    m = bench.machine()
+    when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    judged = r["records"] >= GOAL_N
+    rate = r["records"] / r["export_seconds"] if r["export_seconds"] else 0.0
+    vrate = r["records"] / r["verify_seconds"] if r["verify_seconds"] else 0.0
+    srate = r["records"] / r["standalone_seconds"] if r["standalone_seconds"] else 0.0
+    per_100k = r["export_seconds"] * GOAL_N / r["records"] if r["records"] else 0.0
+    lines = [f"## {when}: exports ({r['records']:,} records)", "",
+             f"- machine: `{m['uname']}`", f"- nproc: {m['nproc']}; CPU: {m['cpu']}",
+             f"- python: {m['python']}; commit {m['git']}{' plus uncommitted changes' if m['dirty'] else ''}",
+             "- catalog SQLite, local store; `scripts/bench export --n=N` (method: scripts/bench_lib/export_bench.py)",
+             "",
+             "| # | Measurement | Result | Goal met |", "|---|---|---|---|",
+             f"| E1 | Export bundle with proofs, {r['records']:,} records ({r['checkpoints']} checkpoints, "
+             f"{r['bundle_bytes'] / 1e6:.1f} MB) | {r['export_seconds']:.2f} s ({rate:,.0f} records/s; "
+             f"{per_100k:.1f} s per 100,000 at this rate) | {_goal(r['export_seconds'] < GOAL_EXPORT_SECONDS, judged)} "
+             "(100,000 in < 60 s) |",
+             f"| E2 | verify-export of that bundle | {vrate:,.0f} records/s ({r['verify_seconds']:.2f} s, "
+             f"{r['verify_problems']} problems) | {_goal(vrate >= GOAL_VERIFY_RATE, judged)} (>= 50,000 records/s) |",
+             f"| E3 | standalone scripts/verify-export of that bundle | {srate:,.0f} records/s "
+             f"({r['standalone_seconds']:.2f} s, exit {r['standalone_exit']}) | "
+             f"{_goal(srate >= GOAL_VERIFY_RATE, judged)} (>= 50,000 records/s) |",
+             ""]
+    print("\n".join(lines))
+    if doc is not None:
+        with doc.open("a", encoding="utf-8") as fh:
+            fh.write("\n" + "\n".join(lines))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("cmd", choices=["run"])
+    p.add_argument("--work", type=Path, required=True)
+    p.add_argument("--n", type=int, default=5000)
+    p.add_argument("--doc", type=Path)
+    a = p.parse_args()
+    report(measure(a.work, a.n), a.doc)
+
+
+if __name__ == "__main__":
+    main()
