@@ -564,7 +564,8 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     # can then be handed back with ``PRAGMA incremental_vacuum`` (``truncate_wal``). A catalog
     # created before keeps auto_vacuum=NONE (its free pages are reused by new rows) until a
     # one-time ``VACUUM`` with the archive stopped (README, "Catalog size").
-    cur.execute("PRAGMA auto_vacuum=INCREMENTAL")
+    if cur.execute("PRAGMA page_count").fetchone()[0] == 0:  # setting it on a used file is a write
+        cur.execute("PRAGMA auto_vacuum=INCREMENTAL")
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=FULL")  # a 200 means the body is on disk
     cur.execute("PRAGMA busy_timeout=30000")
