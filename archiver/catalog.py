@@ -563,6 +563,12 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     """WAL lets intake write while readers read; busy_timeout makes writers wait, not fail."""
     dbapi_conn.isolation_level = None  # let SQLAlchemy's "begin" event emit BEGIN itself
     cur = dbapi_conn.cursor()
+    # Takes effect only on a new, empty file (before the first table): pages freed by sealing
+    # can then be handed back with ``PRAGMA incremental_vacuum`` (``truncate_wal``). A catalog
+    # created before keeps auto_vacuum=NONE (its free pages are reused by new rows) until a
+    # one-time ``VACUUM`` with the archive stopped (README, "Catalog size").
+    if cur.execute("PRAGMA page_count").fetchone()[0] == 0:  # setting it on a used file is a write
+        cur.execute("PRAGMA auto_vacuum=INCREMENTAL")
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=FULL")  # a 200 means the body is on disk
     cur.execute("PRAGMA busy_timeout=30000")
@@ -709,6 +715,10 @@ def truncate_wal(sessions: CatalogSessions) -> bool:
             # Writers wait on the gate meanwhile: wait for a lingering reader only briefly.
             cur.execute(f"PRAGMA busy_timeout={CHECKPOINT_BUSY_MS}")
             try:
+                # Free pages (sealed journal bodies) back to the file system first; a no-op
+                # on a catalog without auto_vacuum=INCREMENTAL. executescript steps the pragma to
+                # the end (execute() frees one page per step and stops after the first).
+                cur.executescript("PRAGMA incremental_vacuum;")
                 busy = cur.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
             finally:
                 cur.execute("PRAGMA busy_timeout=30000")

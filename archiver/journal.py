@@ -82,12 +82,39 @@ def mark_sealed(conn: Connection, delivery_seqs: dict[int, int], chunk: int = 40
                                                                           delivery_seq=bindparam("dseq")),
                      [{"jid": i, "dseq": s} for i, s in delivery_seqs.items()])
         return
+    if conn.dialect.name == "sqlite":
+        _rewrite_sealed(conn, delivery_seqs, ids, chunk)
+        return
     for part in chunked(ids, chunk):
         cases = " ".join([f"WHEN {marker} THEN {marker}"] * len(part))
         params = [v for jid in part for v in (jid, delivery_seqs[jid])] + part
         conn.exec_driver_sql(
             f"UPDATE journal SET sealed = {marker}, body = NULL, delivery_seq = CASE id {cases} END "  # noqa: S608 - placeholders only
             f"WHERE id IN ({', '.join([marker] * len(part))})", tuple([True] + params))
+
+
+#: The journal columns a sealed row keeps as they were (the body is dropped, sealed and delivery_seq set).
+_KEPT = ("id", "source", "received_at", "body_sha256", "meta")
+
+
+def _rewrite_sealed(conn: Connection, delivery_seqs: dict[int, int], ids: list[int], chunk: int) -> None:
+    """SQLite: delete the sealed rows and insert them again without their bodies, same ids.
+
+    An UPDATE that only shrinks a row leaves its b-tree page as sparse as it was (SQLite
+    rebalances pages on delete, not on a shrinking update): on the realistic corpus the journal
+    kept ~75% of its pages empty after sealing. Delete + insert lets the pages merge and go to
+    the free list, which new journal rows reuse and ``catalog.truncate_wal`` hands back to the
+    file system (``PRAGMA incremental_vacuum``, catalogs created with auto_vacuum=INCREMENTAL).
+    One transaction with the rest of the batch: a crash leaves the rows as they were.
+    """
+    cols = ", ".join(_KEPT)
+    for part in chunked(ids, chunk):
+        marks = ", ".join("?" * len(part))
+        rows = conn.exec_driver_sql(f"SELECT {cols} FROM journal WHERE id IN ({marks})",  # noqa: S608 - placeholders only
+                                    tuple(part)).all()
+        conn.exec_driver_sql(f"DELETE FROM journal WHERE id IN ({marks})", tuple(part))  # noqa: S608 - placeholders only
+        conn.exec_driver_sql(f"INSERT INTO journal ({cols}, body, sealed, delivery_seq) "  # noqa: S608 - column names are constants
+                             "VALUES (?, ?, ?, ?, ?, NULL, 1, ?)", [(*row, delivery_seqs[row[0]]) for row in rows])
 
 
 def _let_ready_requests_queue() -> None:

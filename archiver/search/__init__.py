@@ -7,7 +7,7 @@ holds (``matching_seqs``), health checks
 :func:`open_index` and imported lazily, so the embedded install never imports opensearch-py:
 
 - ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``: SQLite FTS5 (fts5.py)
-- ``http(s)://[user:pass@]host:port[/alias][?timeout=5&shards=1&replicas=1]``: OpenSearch,
+- ``http(s)://[user:pass@]host:port[/alias][?timeout=5&shards=1&replicas=0]``: OpenSearch,
   monthly indices behind ``alias`` (default ``archiver-messages``) (opensearch.py)
 
 Both backends give the same answers: the query is parsed once (query.py) and text is

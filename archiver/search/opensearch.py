@@ -107,7 +107,7 @@ def _translated(method: Callable[P, R]) -> Callable[P, R]:
 class OpenSearchIndex:
     """The OpenSearch driver of :class:`archiver.search.SearchIndex`."""
 
-    def __init__(self, client: OpenSearch, alias: str, url: str, shards: int = 1, replicas: int = 1) -> None:
+    def __init__(self, client: OpenSearch, alias: str, url: str, shards: int = 1, replicas: int = 0) -> None:
         self.client = client
         self.alias = alias
         self.url = url
@@ -123,7 +123,8 @@ class OpenSearchIndex:
     def from_url(cls, url: str) -> OpenSearchIndex:
         """Build the client for ``http(s)://[user:pass@]host:port[/alias][?options]``.
 
-        Options: ``timeout`` (seconds, default 5), ``shards`` (1), ``replicas`` (1),
+        Options: ``timeout`` (seconds, default 5), ``shards`` (1), ``replicas`` (0: a single node
+        stays green; set 1 or more on a cluster of that many more nodes),
         ``verify_certs`` (true), ``ca_certs`` (path). No request is sent.
         Raises ConfigError for a bad URL or option.
         """
@@ -134,7 +135,7 @@ class OpenSearchIndex:
             raise ConfigError(f"search URL needs http(s)://host:port[/alias] with a lower-case alias, got {alias!r}")
         try:
             port, timeout = parts.port or 9200, float(options.get("timeout", 5))
-            shards, replicas = int(options.get("shards", 1)), int(options.get("replicas", 1))
+            shards, replicas = int(options.get("shards", 1)), int(options.get("replicas", 0))
         except ValueError as exc:
             raise ConfigError(f"bad option in the search URL: {exc}") from exc
         client = OpenSearch(
