@@ -1118,7 +1118,6 @@ for _kind, _summary in (
 
 
 from archiver import cli_consent  # noqa: E402,F401  - attaches consent, review and findings to main
-from archiver import cli_templates  # noqa: E402,F401  - attaches templates and review templates to main
 
 if __name__ == "__main__":
     main()

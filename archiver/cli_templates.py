@@ -1,7 +1,7 @@
 """``archiver templates`` and ``archiver review templates`` (issue 11 point 3).
 
-Attached to :data:`archiver.cli.main` when that module is imported (after ``cli_consent``,
-whose ``review`` group this extends). Reading a template's history is audited
+Attached to :data:`archiver.cli.main` when ``cli_consent`` (whose ``review`` group this
+extends) is imported: it imports this module last. Reading a template's history is audited
 (``templates_viewed``).
 """
 
