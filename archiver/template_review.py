@@ -130,12 +130,18 @@ def _read_sends(services: Services, book: Book, run: Run) -> bool:
     with services.sessions.begin() as session:
         if cursor_value(session, CURSOR) != after:
             return True
+        wamids = sorted({r.wamid for r in rows if r.wamid is not None})
+        known: set[str] = set()
+        for start in range(0, len(wamids), 500):  # one query per 500 wamids, not one per send
+            known.update(session.scalars(select(TemplateSend.wamid).where(
+                TemplateSend.wamid.in_(wamids[start:start + 500]))))
         for r in rows:
-            if r.wamid is None or r.occurred_at is None:
+            if r.wamid is None or r.occurred_at is None or r.wamid in known:
                 continue
             template = consent_review._template_of(r.kind, consent_review._json(plains.get(r.seq)))
-            if template is None or session.get(TemplateSend, r.wamid) is not None:
+            if template is None:
                 continue
+            known.add(r.wamid)  # a capture and its echo in one batch name one wamid
             name, lang = template
             state = book.state_at(name, lang, r.occurred_at)
             snap = book.snapshot_at(name, lang, r.occurred_at)

@@ -71,6 +71,7 @@ class FakeGraph:
     templates: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # waba id -> template objects
     fail_templates: int = 0
     page_size: int = 100  # the most templates a page holds, whatever ``limit`` asks
+    next_base: str = ""  # where paging.next points (default: this fake)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     # -- hooks ----------------------------------------------------------------------------
@@ -142,7 +143,7 @@ class FakeGraph:
         doc: dict[str, Any] = {"data": page, "paging": {"cursors": {
             "before": base64.b64encode(str(start).encode()).decode(), "after": cursor}}}
         if start + len(page) < len(rows):
-            doc["paging"]["next"] = f"{self.url}/{waba}/message_templates?limit={limit}&after={cursor}"
+            doc["paging"]["next"] = f"{self.next_base or self.url}/{waba}/message_templates?limit={limit}&after={cursor}"
         return Response(json.dumps(doc), mimetype="application/json")
 
     def _download(self, media: _Media) -> Response:

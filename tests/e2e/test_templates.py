@@ -208,3 +208,6 @@ def test_a_graph_api_down_loses_nothing_and_the_cli_sync_pages(tm: Templates, gr
     with tm.inst.services.sessions() as session:
         shas = set(session.scalars(select(TemplateSnapshot.sha256)))
     assert len(shas) == 5
+    graph.next_base = "http://198.51.100.7:9"  # a paging.next off the Graph API's host: the token is not sent there
+    away = tm.cli("templates", "sync")
+    assert away.exit_code != 0 and "graph-unavailable" in away.output and "host" in away.output
