@@ -93,9 +93,11 @@ def review(services: Services, now: int | None = None) -> dict[str, Any]:
         template_sync.settle(services)
         _settle_reviews(services)
         book = load(services)
+        with services.sessions() as session:
+            read_before = cursor_value(session, CURSOR)  # sends read by earlier runs
         while _read_sends(services, book, run):
             pass
-        _recheck(services, book, run)
+        _recheck(services, book, run, read_before)
         _templates(services, book, moment, run)
         findings.settle(services)
     log.info("review.templates records=%d sends=%d findings=%d", run.records, run.sends, len(run.found))
@@ -161,8 +163,8 @@ def _read_sends(services: Services, book: Book, run: Run) -> bool:
     return len(rows) == BATCH
 
 
-def _recheck(services: Services, book: Book, run: Run) -> None:
-    """Check again the sends of templates with events or snapshots sealed since the last run."""
+def _recheck(services: Services, book: Book, run: Run, read_before: int) -> None:
+    """Check again the sends earlier runs read, of templates with events or snapshots sealed since."""
     with services.sessions() as session:
         after = cursor_value(session, EVENTS_CURSOR)
     changed = {name: min(e.at for e in evs if e.seq > after) for (name, _), evs in book.events.items()
@@ -170,7 +172,8 @@ def _recheck(services: Services, book: Book, run: Run) -> None:
     top = max((e.seq for evs in book.events.values() for e in evs), default=after)
     if changed:
         with services.sessions.begin() as session:
-            sends = list(session.scalars(select(TemplateSend).where(TemplateSend.name.in_(sorted(changed)))))
+            sends = list(session.scalars(select(TemplateSend).where(TemplateSend.name.in_(sorted(changed)),
+                                                                    TemplateSend.record_seq <= read_before)))
             sends = [s for s in sends if s.sent_at >= changed[s.name]]
             for s in sends:  # the state at send time, as the archive now knows it
                 state = book.state_at(s.name, s.language, s.sent_at)
