@@ -147,7 +147,8 @@ def _read_sends(services: Services, book: Book, run: Run) -> bool:
             name, lang = template
             state = book.state_at(name, lang, r.occurred_at)
             snap = book.snapshot_at(name, lang, r.occurred_at)
-            send = TemplateSend(wamid=r.wamid, record_seq=r.seq, name=name, language=lang, sent_at=r.occurred_at,
+            send = TemplateSend(wamid=r.wamid, record_seq=r.seq, name=name[:512], language=lang[:32] if lang else None,
+                                sent_at=r.occurred_at,
                                 snapshot_seq=snap.seq if snap is not None else None, status=state.status,
                                 category=state.category, evidence=sorted(set(state.evidence.values())))
             session.add(send)

@@ -120,7 +120,7 @@ def _get(http: requests.Session, url: str) -> dict[str, Any]:
 
 def _snapshot(services: Services, template: dict[str, Any], waba_id: str, moment: int) -> int:
     """Journal ``template`` if it differs from its translation's latest snapshot: 1 if it did."""
-    name, lang = template["name"], str(template.get("language") or "")
+    name, lang = template["name"][:512], str(template.get("language") or "")[:32]  # the columns' widths
     sha = sha256_hex(canonical(template))
     with services.sessions.begin() as session:
         last = session.scalars(select(TemplateSnapshot).where(
