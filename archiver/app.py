@@ -12,7 +12,7 @@ from werkzeug.exceptions import HTTPException
 
 from archiver import (
     api, auth, consent_api, contacts_api, disposition_api, erasure_api, export_api, findings_api, holds_api, intake,
-    openapi, rejections, reports_api, retention_api, search_api, tiers,
+    openapi, rejections, reports_api, retention_api, search_api, templates_api, tiers,
 )
 from archiver.config import Settings
 from archiver.errors import ArchiverError, ValidationError
@@ -45,6 +45,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.register_blueprint(reports_api.bp)
     app.register_blueprint(consent_api.bp)
     app.register_blueprint(findings_api.bp)
+    app.register_blueprint(templates_api.bp)
     app.register_blueprint(openapi.bp)
     app.register_error_handler(ArchiverError, _archiver_error)
     app.register_error_handler(HTTPException, _http_error)

@@ -559,6 +559,58 @@ class Finding(Base):
     resolution_seq: Mapped[int | None] = mapped_column(SEQ)
 
 
+class TemplateSnapshot(Base):
+    """A template definition as the Graph API answered a sync (``archiver.template_sync``):
+    content-addressed (``sha256`` of the canonical definition, the sealed ``template`` record's
+    body), one row each time a (name, language)'s definition differs from its latest snapshot;
+    ``seq`` once sealed. ``synced_at``: epoch seconds the sync read it (in force from then)."""
+
+    __tablename__ = "template_snapshots"
+    id: Mapped[int] = mapped_column(SEQ, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(512), index=True)
+    language: Mapped[str] = mapped_column(String(32))
+    template_id: Mapped[str | None] = mapped_column(String(64))
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    status: Mapped[str | None] = mapped_column(String(32))
+    category: Mapped[str | None] = mapped_column(String(32))
+    components_sha256: Mapped[str] = mapped_column(String(64))
+    synced_at: Mapped[int] = mapped_column(BigInteger)
+    journal_id: Mapped[int] = mapped_column(SEQ)
+    seq: Mapped[int | None] = mapped_column(SEQ)
+
+
+class TemplateSend(Base):
+    """An outbound template message (capture API or echo) bound to the template snapshot in
+    force when it was sent (``snapshot_seq``: the last sealed snapshot of its name and
+    language synced at or before ``sent_at``; None: none was). Derived by the template review."""
+
+    __tablename__ = "template_sends"
+    wamid: Mapped[str] = mapped_column(String(255), primary_key=True)
+    record_seq: Mapped[int] = mapped_column(SEQ)
+    name: Mapped[str] = mapped_column(String(512), index=True)
+    language: Mapped[str | None] = mapped_column(String(32))
+    sent_at: Mapped[int] = mapped_column(BigInteger)
+    snapshot_seq: Mapped[int | None] = mapped_column(SEQ)
+    status: Mapped[str | None] = mapped_column(String(32))
+    category: Mapped[str | None] = mapped_column(String(32))
+    evidence: Mapped[list[int]] = mapped_column(JSON, default=list)
+
+
+class TemplateReview(Base):
+    """A human review of a template (``archiver.template_review.record_review``): journaled as a
+    ``decision`` record (event ``template_reviewed``) and counted only once sealed (``seq``)."""
+
+    __tablename__ = "template_reviews"
+    id: Mapped[int] = mapped_column(SEQ, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(512), index=True)
+    decision: Mapped[str] = mapped_column(String(16))
+    note: Mapped[str] = mapped_column(String(2000))
+    actor: Mapped[str] = mapped_column(String(255))
+    reviewed_at: Mapped[int] = mapped_column(BigInteger)
+    journal_id: Mapped[int] = mapped_column(SEQ)
+    seq: Mapped[int | None] = mapped_column(SEQ)
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     """WAL lets intake write while readers read; busy_timeout makes writers wait, not fail."""
     dbapi_conn.isolation_level = None  # let SQLAlchemy's "begin" event emit BEGIN itself

@@ -536,17 +536,18 @@ def policy() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the classes as JSON.")
 @handled
 def policy_check(folder: str | None, as_json: bool) -> None:
-    """Validate retention.yaml (and consent.yaml when there is one): print the classes and SHA-256
+    """Validate retention.yaml (and consent.yaml, templates.yaml when there): print the classes and SHA-256
     (exit 0), or the first problem (exit 1)."""
     from pathlib import Path
 
-    from archiver import consent_policy, retention_policy
+    from archiver import consent_policy, retention_policy, templates_policy
     from archiver.errors import PolicyError
 
     where = Path(folder) if folder else Settings.from_env().policies_dir
     try:
         loaded = retention_policy.load(where)
         consent = consent_policy.load(where)
+        cadence = templates_policy.load(where)
     except PolicyError as exc:
         click.echo(json.dumps(exc.as_dict()) if as_json else f"error[{exc.code}]: {exc}", err=True)
         sys.exit(1)
@@ -566,6 +567,9 @@ def policy_check(folder: str | None, as_json: bool) -> None:
         click.echo(f"ok: {consent.file}\nsha256 {consent.sha256}\n"
                    f"{len(consent.keywords)} opt-out keywords in {len(languages)} languages ({', '.join(languages)}), "
                    f"category {consent.category}, require_opt_in {'yes' if consent.require_opt_in else 'no'}")
+    if cadence is not None:
+        every = ", ".join(f"{k} {v}d" for k, v in cadence.review_days.items()) or "none"
+        click.echo(f"ok: {cadence.file}\nsha256 {cadence.sha256}\ntemplate reviews every: {every}")
 
 
 

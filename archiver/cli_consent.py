@@ -208,3 +208,6 @@ def findings_resolve(finding_id: str, note: str) -> None:
     finally:
         services.close()
     say_json(out)
+
+
+from archiver import cli_templates  # noqa: E402,F401  - attaches templates and review templates (needs review above)

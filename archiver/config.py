@@ -109,6 +109,7 @@ class Settings:
     failure_burst: float = 20.0
     failure_rate: float = 1.0
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    waba_id: str = ""  # the WhatsApp Business Account whose templates 'archiver templates sync' reads
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -135,6 +136,7 @@ class Settings:
             verify_token=_read_secret(env, "ARCHIVER_VERIFY_TOKEN"),
             graph_url=(env.get("ARCHIVER_GRAPH_URL") or "https://graph.facebook.com/v23.0").rstrip("/"),
             graph_token=_read_secret(env, "ARCHIVER_GRAPH_TOKEN"),
+            waba_id=(env.get("ARCHIVER_WABA_ID") or "").strip(),
             default_retention=retention,
             max_body_bytes=max_body,
             port=port,

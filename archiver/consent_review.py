@@ -38,7 +38,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from archiver import consent, findings, identity, records
+from archiver import consent, findings, identity, records, templates
 from archiver.catalog import MarketingSend, Record, cursor_value, leader_lock, set_cursor
 from archiver.retention_policy import identifier
 from archiver.services import Services
@@ -57,42 +57,28 @@ MARKETING = "MARKETING"
 
 @dataclass
 class TemplateBook:
-    """Each template's status and category events over time: (name, language) -> events."""
+    """Each template's category over time, as the template lifecycle says (``archiver.templates``:
+    status and category webhooks, completed category changes, Graph API snapshots)."""
 
-    events: dict[tuple[str, str], list[tuple[int, int, str | None, str | None]]] = field(default_factory=dict)
+    book: templates.Book = field(default_factory=templates.Book)
+    _sorted: bool = True
 
     def add(self, seq: int, at: int | None, value: dict[str, Any]) -> None:
-        name, lang = value.get("message_template_name"), value.get("message_template_language")
-        if not isinstance(name, str):
-            return
-        category: str | None = None
-        status: str | None = None
-        if "event" in value:
-            status = str(value.get("event"))
-            category = value.get("message_template_category") if isinstance(
-                value.get("message_template_category"), str) else None
-        elif "previous_category" in value and isinstance(value.get("new_category"), str):
-            category = value["new_category"]  # a completed category change (not an impending one)
-        if status is None and category is None:
-            return
-        self.events.setdefault((name, str(lang or "")), []).append((at or 0, seq, status, category))
+        found = templates.webhook_event(seq, at, {"value": value})
+        if found is not None:
+            self.book.add(*found)
+            self._sorted = False
 
     def category_at(self, name: str, lang: str | None, moment: int) -> tuple[str | None, list[int]]:
-        """The template's category at ``moment`` and the event records that say so."""
-        # The send's language, else any language of the template (a send naming "en" of an
-        # "en_GB" template, or none): its category is the template's, not the translation's.
-        found = self.events.get((name, lang or "")) or [e for (n, _), evs in self.events.items()
-                                                        if n == name for e in evs]
-        if not found:
+        """The template's category at ``moment`` and the event record that says so (before any
+        event: the first it had; a send naming another language code of it: the template's)."""
+        if not self._sorted:
+            self.book.sort()
+            self._sorted = True
+        state = self.book.state_at(name, lang, moment)
+        if state.category is None:
             return None, []
-        ordered = sorted(found)
-        before = [e for e in ordered if e[0] <= moment]
-        events = before or ordered[:1]
-        category, seqs = None, []
-        for _, seq, _status, cat in events:
-            if cat is not None:
-                category, seqs = cat.upper(), [seq]
-        return category, seqs
+        return state.category, [state.evidence["category"]]
 
 
 @dataclass(frozen=True)
@@ -148,17 +134,8 @@ def review(services: Services, since: int | None = None) -> dict[str, Any]:
 
 
 def _templates(services: Services) -> TemplateBook:
-    """Every sealed template event (they are few: read in full each run)."""
-    book = TemplateBook()
-    with services.sessions() as session:
-        rows = session.execute(select(Record.seq, Record.occurred_at, Record.segment_id)
-                               .where(Record.kind == "template_event").order_by(Record.seq)).all()
-        plains = records.payloads(services, session, [(r.seq, r.segment_id) for r in rows]) if rows else {}
-    for r in rows:
-        payload = _json(plains.get(r.seq))
-        if isinstance(payload.get("value"), dict):
-            book.add(r.seq, r.occurred_at, payload["value"])
-    return book
+    """Every sealed template event and snapshot (they are few: read in full each run)."""
+    return TemplateBook(templates.load(services))
 
 
 def _json(plain: bytes | None) -> dict[str, Any]:

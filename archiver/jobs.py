@@ -415,6 +415,20 @@ def _consent_review(services: Services) -> Any:
     return consent_review.review(services)
 
 
+def _template_review(services: Services) -> Any:
+    from archiver import template_review
+
+    return template_review.review(services)
+
+
+def _template_sync(services: Services) -> Any:
+    from archiver import template_sync
+
+    if not services.settings.waba_id or not services.settings.graph_token:
+        return {"skipped": "ARCHIVER_WABA_ID or ARCHIVER_GRAPH_TOKEN not set"}
+    return template_sync.sync(services)
+
+
 def _worm_selftest(services: Services) -> dict[str, Any]:
     from archiver.store import assert_worm
 
@@ -453,3 +467,7 @@ register(Job("verification", _verification, "full verification of the chain, seg
              cron="0 3 * * *"))
 register(Job("consent-review", _consent_review, "find marketing sent to contacts whose marketing consent was "
              "not valid at send time (sealed findings)", cron="0 * * * *"))
+register(Job("template-sync", _template_sync, "read the template definitions from the Graph API into sealed "
+             "snapshots (skipped without ARCHIVER_WABA_ID)", cron="30 2 * * *"))
+register(Job("template-review", _template_review, "find template sends not approved or with a drifted category, "
+             "changed wording since the last review, overdue reviews (sealed findings)", cron="0 3 * * *"))

@@ -24,8 +24,9 @@ from archiver.catalog import (
 from archiver.canonical import canonical, sha256_hex
 from archiver.errors import ArchiverError, JournalUnavailable
 
-SOURCES = ("webhook", "capture_message", "consent", "audit", "media", "policy", "decision", "job_run", "finding")
-OWN_RECORDS = ("audit", "job_run", "finding")
+SOURCES = ("webhook", "capture_message", "consent", "audit", "media", "policy", "decision", "job_run", "finding",
+           "template")
+OWN_RECORDS = ("audit", "job_run", "finding", "template")  # template: a Graph API snapshot
 """Sources whose journal row is sealed as one record of that kind (typed by its meta's ``event``)."""
 
 

@@ -237,6 +237,19 @@ PATHS: dict[str, dict[str, Any]] = {
         "Resolve a finding with a note (sealed as a finding_resolved decision first: who, when, why): {note}",
         REVIEWERS, {"200": _json("the finding"), **_errors(400, 404, 409, 503)},
         parameters=[_path("finding_id", {"type": "string"}, "the finding's id")], requestBody=_ANY_BODY)},
+    "/api/v1/templates": {"get": _op(
+        "Every message template the archive knows (webhooks or Graph API sync): state now per language, "
+        "whether synced, last review (audited)", OVERSIGHT, {"200": _json("templates")})},
+    "/api/v1/templates/{name}": {"get": _op(
+        "A template's history (status, quality, category, wording over time, each naming its record), "
+        "snapshots, reviews and sends bound to the snapshot in force (audited)", OVERSIGHT,
+        {"200": _json("name, languages, reviews, sends"), **_errors(400, 404)}, parameters=[
+            _path("name", {"type": "string"}, "the template's name"),
+            _query("language", {"type": "string"}, "only this language (e.g. en_GB)")])},
+    "/api/v1/templates/{name}/reviews": {"post": _op(
+        "Record a review of the template (sealed as a template_reviewed decision first): {decision: "
+        "approve|retire, note}", REVIEWERS, {"200": _json("the review"), **_errors(400, 404, 503)},
+        parameters=[_path("name", {"type": "string"}, "the template's name")], requestBody=_ANY_BODY)},
     "/api/v1/openapi.json": {"get": _op("This document", ROLES, {"200": _json("OpenAPI 3.1")})},
 }
 

@@ -23,16 +23,18 @@ import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from archiver import consent_policy, retention_policy
+from archiver import consent_policy, retention_policy, templates_policy
 from archiver.catalog import Archive, PolicyVersion, utcnow
 from archiver.consent_policy import ConsentPolicy
 from archiver.errors import PolicyError
 from archiver.journal import append_delivery
 from archiver.retention_policy import Policy
+from archiver.templates_policy import TemplatesPolicy
 from archiver.services import Services
 
 log = logging.getLogger(__name__)
@@ -46,16 +48,17 @@ class InForce:
     seq: int
 
 
-PolicyFile = Policy | ConsentPolicy
+PolicyFile = Policy | ConsentPolicy | TemplatesPolicy
 """A loaded policy file: what ``register`` journals (``file``, ``raw``, ``sha256``)."""
 
-RETENTION, CONSENT = "retention", consent_policy.NAME
-NAMES = (RETENTION, CONSENT)  # journaled in this order: the retention policy classes the consent one
+RETENTION, CONSENT, TEMPLATES = "retention", consent_policy.NAME, templates_policy.NAME
+NAMES = (RETENTION, CONSENT, TEMPLATES)  # journaled in this order: the retention policy classes the consent one
 
 
 def load_all(folder: Path) -> dict[str, PolicyFile | None]:
     """Every policy file of ``folder`` validated, by name (None: no consent.yaml). Raises PolicyError."""
-    return {RETENTION: retention_policy.load(folder), CONSENT: consent_policy.load(folder)}
+    return {RETENTION: retention_policy.load(folder), CONSENT: consent_policy.load(folder),
+            TEMPLATES: templates_policy.load(folder)}
 
 
 def register(services: Services, actor: str, *, strict: bool = True,
@@ -75,7 +78,9 @@ def register(services: Services, actor: str, *, strict: bool = True,
     """
     folder = services.settings.policies_dir
     loaded: dict[str, PolicyFile | None] = {}
-    for name, load in ((RETENTION, retention_policy.load), (CONSENT, consent_policy.load)):
+    loaders: tuple[tuple[str, Any], ...] = ((RETENTION, retention_policy.load), (CONSENT, consent_policy.load),
+                                           (TEMPLATES, templates_policy.load))
+    for name, load in loaders:
         if not strict and name not in journal:
             continue  # start-up validated it; who journals it reads it again then
         try:
@@ -154,3 +159,10 @@ def consent_versions(session: Session) -> list[tuple[int, ConsentPolicy]]:
 def _consent(sha256: str, file: str, raw: bytes) -> ConsentPolicy:
     """A sealed consent.yaml version parsed once per process (keyed by its hash)."""
     return ConsentPolicy.from_yaml(raw, file)
+
+
+def templates_in_force(session: Session) -> TemplatesPolicy | None:
+    """The last sealed version of ``templates.yaml`` (None: never loaded or not sealed yet)."""
+    row = session.scalars(select(PolicyVersion).where(PolicyVersion.seq.is_not(None), PolicyVersion.name == TEMPLATES)
+                          .order_by(PolicyVersion.seq.desc()).limit(1)).first()
+    return None if row is None else TemplatesPolicy.from_yaml(row.raw, row.file)

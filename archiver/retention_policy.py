@@ -82,7 +82,7 @@ RULE_MINIMUMS = {
     "sec-17a-4": Period(months=72, text="6y"),  # SEA Rule 17a-4(a)
 }
 # Record kinds a class may match: the service's own records and every item kind.
-RECORD_KINDS = ("delivery", "media", "audit", "job_run", "finding", "policy", "decision") + KINDS
+RECORD_KINDS = ("delivery", "media", "audit", "job_run", "finding", "template", "policy", "decision") + KINDS
 DIRECTIONS = ("inbound", "outbound")
 TEMPLATE_CATEGORIES = ("AUTHENTICATION", "MARKETING", "UTILITY")  # Meta's template categories
 

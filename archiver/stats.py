@@ -11,7 +11,7 @@ from archiver import integrity_job
 from archiver.catalog import DuplicateHit, JobState, Journal, Media, Record, archive_id, chain_head
 from archiver.errors import ArchiverError
 
-ITEM_EXCLUDED = ("delivery", "audit", "media", "job_run", "finding")
+ITEM_EXCLUDED = ("delivery", "audit", "media", "job_run", "finding", "template")
 INDEX_STATES = ("built", "not-built", "foreign", "unavailable")
 """``built``: the index holds this archive up to ``indexed``; ``not-built``: it records no
 state (new, wiped or reset: the next index run rebuilds it); ``foreign``: it was built for
@@ -93,7 +93,7 @@ def job_status(session: Session) -> dict[str, dict[str, Any]]:
     return out
 
 
-REVIEWS = {"consent": "consent-review"}
+REVIEWS = {"consent": "consent-review", "template": "template-review"}
 """Review (finding kind) -> the scheduled job that runs it."""
 
 

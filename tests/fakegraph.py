@@ -10,6 +10,13 @@ tested through ``requests`` exactly as in production:
 - ``GET /download/{media-id}?mid=...&ext=...&hash=...`` with the same bearer header -> the
   bytes (the URL alone is refused, like lookaside.fbsbx.com).
 
+And the template list of a WhatsApp Business Account (Meta's "Get message templates" shape):
+
+- ``GET /{waba-id}/message_templates?limit=N[&after=CURSOR]`` with the bearer header ->
+  ``{"data": [{"name", "components", "language", "status", "category", "id", ...}],
+  "paging": {"cursors": {"before", "after"}, "next": URL}}`` (``next`` only while more
+  remain); ``fail_templates`` answers the next N calls with 500.
+
 Test hooks: ``add`` media, ``fail`` an id N times (500), ``corrupt`` an id (the download
 serves other bytes than the stated sha256), and ``hits`` counts requests per path kind.
 """
@@ -61,6 +68,10 @@ class FakeGraph:
     media: dict[str, _Media] = field(default_factory=dict)
     hits: Counter[str] = field(default_factory=Counter)
     url: str = ""
+    templates: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # waba id -> template objects
+    fail_templates: int = 0
+    page_size: int = 100  # the most templates a page holds, whatever ``limit`` asks
+    next_base: str = ""  # where paging.next points (default: this fake)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     # -- hooks ----------------------------------------------------------------------------
@@ -86,6 +97,10 @@ class FakeGraph:
 
     def handle(self, req: Request) -> Response:
         parts = req.path.strip("/").split("/")
+        if len(parts) == 2 and parts[1] == "message_templates":
+            with self._lock:
+                self.hits["templates"] += 1
+            return self._templates(req, parts[0])
         kind = "download" if parts[0] == "download" and len(parts) == 2 else "meta"
         with self._lock:
             self.hits[kind] += 1
@@ -108,6 +123,27 @@ class FakeGraph:
         url = f"{self.url}/download/{media_id}?mid={media_id}&ext=1780001060&hash=AR{secrets.token_hex(8)}"
         doc = {"messaging_product": "whatsapp", "url": url, "mime_type": media.mime_type,
                "sha256": hashlib.sha256(media.data).hexdigest(), "file_size": len(media.data), "id": media_id}
+        return Response(json.dumps(doc), mimetype="application/json")
+
+    def _templates(self, req: Request, waba: str) -> Response:
+        if req.headers.get("Authorization") != f"Bearer {self.token}":
+            return _graph_error(401, "Invalid OAuth access token - Cannot parse access token", "OAuthException", 190)
+        with self._lock:
+            if self.fail_templates > 0:
+                self.fail_templates -= 1
+                return _graph_error(500, "An unexpected error has occurred.", "OAuthException", 2)
+        if waba not in self.templates:
+            return _graph_error(404, f"Unsupported get request. Object with ID '{waba}' does not exist",
+                                "GraphMethodException", 100)
+        rows = self.templates[waba]
+        limit = min(int(req.args.get("limit") or 25), self.page_size)
+        start = int(base64.b64decode(req.args["after"]).decode()) if req.args.get("after") else 0
+        page = rows[start:start + limit]
+        cursor = base64.b64encode(str(start + len(page)).encode()).decode()
+        doc: dict[str, Any] = {"data": page, "paging": {"cursors": {
+            "before": base64.b64encode(str(start).encode()).decode(), "after": cursor}}}
+        if start + len(page) < len(rows):
+            doc["paging"]["next"] = f"{self.next_base or self.url}/{waba}/message_templates?limit={limit}&after={cursor}"
         return Response(json.dumps(doc), mimetype="application/json")
 
     def _download(self, media: _Media) -> Response:

@@ -52,12 +52,15 @@ EXPECTED_ROLES: dict[tuple[str, str], set[str]] = {
     ("/api/v1/consent/detections/{seq}/dismiss", "post"): {"compliance", "admin"},
     ("/api/v1/findings", "get"): {"compliance", "auditor", "admin"},
     ("/api/v1/findings/{finding_id}/resolve", "post"): {"compliance", "admin"},
+    ("/api/v1/templates", "get"): {"compliance", "auditor", "admin"},
+    ("/api/v1/templates/{name}", "get"): {"compliance", "auditor", "admin"},
+    ("/api/v1/templates/{name}/reviews", "post"): {"compliance", "admin"},
     ("/api/v1/openapi.json", "get"): set(ROLES),
 }
 # A value for each path placeholder and query an allowed caller would send.
 EXAMPLE_PATH = {"seq": "1", "contact": "4479460001234", "ident": "4479460001234", "hold_id": "hold-000000000000",
                 "batch_id": "disp-000000000000", "export_id": "exp-000000000000",
-                "finding_id": "find-0000000000000000", "erasure_id": "1"}
+                "finding_id": "find-0000000000000000", "erasure_id": "1", "name": "spring_offer"}
 EXAMPLE_QUERY = {"/api/v1/search": "?q=refund", "/api/v1/consent/4479460001234/at": "?time=2026-12-01"}
 
 
