@@ -319,7 +319,10 @@ def test_shredded_records_are_listed_and_a_bundle_still_verifies_after_its_keys_
     assert all(r["shredded"] and r["plaintext"] is None and r["salt"] is None and r["content"] is None for r in recs)
     shown = " ".join(subprocess.run(["pdftotext", str(tmp_path / "after" / "transcript.pdf"), "-"],  # noqa: S603,S607
                                     capture_output=True, text=True, check=True).stdout.split())
-    assert shown.count("[shredded: no content]") == 4 and f"seq {a1}" in shown and "refund" not in shown.replace(
+    # One bubble per shredded message (their deliveries are counted on the cover, not drawn).
+    assert "Records 4 (4 shredded" in shown, shown
+    assert shown.count("[shredded: no content]") == 2 and f"seq {a1}" in shown and f"seq {a2}" in shown
+    assert "refund" not in shown.replace(
         "search query", ""), shown
     both_pass(tmp_path / "after", standalone)  # proven as sealed ciphertext, with no content
 
@@ -429,7 +432,11 @@ def test_api_export_roles_and_zip_download(inst: Instance, tmp_path: Path) -> No
     assert call("compliance", "POST", "/api/v1/exports", {"hold": "hold-nope"}).status_code == 404
     assert call("compliance", "POST", "/api/v1/exports", {"queryx": "refund"}).get_json()["field"] == "queryx"
     only = call("compliance", "POST", "/api/v1/exports", {"query": "refund", "format": ["bundle"], "tz": "Asia/Tokyo"})
-    assert only.status_code == 201, only.get_json()
+    assert only.status_code == 202, only.get_json()
+    only_info = finished(lambda: call("compliance", "GET", only.headers["Location"]))
+    names = zipfile.ZipFile(io.BytesIO(call("compliance", "GET", only_info["download"]).data)).namelist()
+    assert "records.jsonl" in names and "transcript.pdf" not in names  # the job kept the request's format
+    assert "transcript.pdf" in zipfile.ZipFile(io.BytesIO(got.data)).namelist()  # the default writes it
     assert call("compliance", "POST", "/api/v1/exports", {"query": "refund", "format": "rtf"}).get_json()["field"] == "format"
     assert call("compliance", "POST", "/api/v1/exports", {"query": "refund", "tz": "Nowhere/X"}).get_json()["field"] == "tz"
 
