@@ -362,12 +362,13 @@ class Hold(Base):
     created_by: Mapped[str | None] = mapped_column(String(255))
     decision_seq: Mapped[int] = mapped_column(SEQ)
     cursor: Mapped[int] = mapped_column(SEQ, default=0)
-    # After an edit: records up to this seq that the new criteria no longer select are released.
-    recheck_through: Mapped[int] = mapped_column(SEQ, default=0, server_default="0")
     released_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     released_by: Mapped[str | None] = mapped_column(String(255))
     release_reason: Mapped[str | None] = mapped_column(String(2000))
     release_seq: Mapped[int | None] = mapped_column(SEQ)
+    # After an edit: records up to this seq that the new criteria no longer select are released
+    # (last: migration 0010 appends it).
+    recheck_through: Mapped[int] = mapped_column(SEQ, default=0, server_default="0")
 
 
 class HeldRecord(Base):
