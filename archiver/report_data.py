@@ -28,7 +28,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from archiver import chain, verify
+from archiver import chain, verify, worm_disposal
 from archiver.catalog import Disposition, DispositionBatch, Hold, Matter, Segment, chain_head
 from archiver.errors import ArchiverError, InsecureStoreWarning, IntegrityError
 from archiver.listing import Filters, each_record
@@ -74,6 +74,7 @@ def integrity(services: Services, period: Period) -> dict[str, Any]:
     good: list[chain.Checkpoint] = []
     prev_digest, next_seq, prev_hash = "", 1, chain.GENESIS
     with services.sessions() as session:
+        deleted = _Deleted(worm_disposal.segment_skeletons(session), worm_disposal.media_noted(session))
         for key in store.list("checkpoints/"):
             try:
                 cp = chain.Checkpoint.from_bytes(store.get(key), key)
@@ -97,7 +98,7 @@ def integrity(services: Services, period: Period) -> dict[str, Any]:
                                 "error": "; ".join(problems) or None})
             errors += problems
             if in_period:
-                seg = _segment(services, session, cp, prev_hash)
+                seg = _segment(services, session, cp, prev_hash, deleted)
                 segments.append(seg)
                 if seg["error"]:
                     errors.append(seg["error"])
@@ -156,16 +157,31 @@ def _checkpoint_problems(cp: chain.Checkpoint, key: str, public_key: Any, prev_d
     return problems
 
 
-def _segment(services: Services, session: Any, cp: chain.Checkpoint, prev_hash: str) -> dict[str, Any]:
-    """Steps 3-6 of ``archiver.verify`` for one checkpoint's segment."""
+@dataclass(frozen=True)
+class _Deleted:
+    """What disposition deleted from the store: segment key -> saved leaf hashes, media keys."""
+
+    segments: dict[str, list[str]]
+    media: set[str]
+
+
+def _segment(services: Services, session: Any, cp: chain.Checkpoint, prev_hash: str,
+             deleted: _Deleted) -> dict[str, Any]:
+    """Steps 3-6 of ``archiver.verify`` for one checkpoint's segment (a deleted one by its saved leaves)."""
     out: dict[str, Any] = {"segment": cp.segment, "checkpoint": chain.checkpoint_key(cp.last_seq),
                            "retention_class": cp.retention_class, "first_seq": cp.first_seq,
                            "last_seq": cp.last_seq, "records": cp.last_seq - cp.first_seq + 1,
-                           "merkle_root": cp.merkle_root, "created_at": cp.created_at, "ok": True, "error": None}
+                           "merkle_root": cp.merkle_root, "created_at": cp.created_at, "ok": True, "error": None,
+                           "deleted_by_disposition": False}
     try:
-        sealed = verify.settle(services.store, verify.check_segment(verify.read_segment(services.store, cp), cp,
-                                                                    prev_hash))
-        verify.verify_records(session, cp, sealed)
+        check = verify.check_segment(verify.read_segment(services.store, cp), cp, prev_hash,
+                                     deleted.segments.get(cp.segment))
+        sealed = verify.settle(services.store, check, deleted.media)
+        if check.disposed:
+            out["deleted_by_disposition"] = True
+            verify.verify_disposed(session, cp)
+        else:
+            verify.verify_records(session, cp, sealed)
     except IntegrityError as exc:
         out["ok"], out["error"] = False, str(exc)
     except ArchiverError as exc:  # the store could not be read: the report says so, it does not stop

@@ -121,6 +121,8 @@ def test_every_report_kind_is_signed_pdfa_with_its_data_and_is_audited(arch: Arc
     integrity = written["integrity"]["content"]
     assert integrity["ok"] and integrity["errors"] == [] and integrity["gaps"] == [], integrity
     assert integrity["summary"]["segments_verified"] == integrity["summary"]["segments_in_period"] > 0
+    # the disposition run deleted the short-test segment: verified by its saved leaf hashes, not a gap
+    assert [s["retention_class"] for s in integrity["segments"] if s["deleted_by_disposition"]] == ["short-test"]
     assert integrity["worm_selftest_now"]["ok"] and integrity["worm_selftest_now"]["store"] == "S3Store"
     assert [r["outcome"] for r in integrity["worm_selftest_runs"]] == ["ok"]
     assert integrity["catalog"]["ok"]
