@@ -1237,7 +1237,9 @@ for _kind, _summary in (
         ("integrity", "Chain verification of the period: checkpoints, segments, gaps, WORM self-tests."),
         ("access", "Who searched, viewed, exported, placed or released holds, and failed logins."),
         ("holds", "Every matter and hold: criteria, status, counts, history."),
-        ("dispositions", "Every disposition run (keys, seqs, classes, approvals) and review batch.")):
+        ("dispositions", "Every disposition run (keys, seqs, classes, approvals) and review batch."),
+        ("consent", "Opt-outs and opt-ins of the period, detections, violations found and their resolution."),
+        ("templates", "Each message template's status history, sends, findings and reviews.")):
     _report_command(_kind, _summary)
 
 

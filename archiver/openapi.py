@@ -205,7 +205,7 @@ PATHS: dict[str, dict[str, Any]] = {
          **_errors(404, 409)}, parameters=[_path("export_id", {"type": "string"}, "the export's id")])},
     "/api/v1/reports": {"post": _op(
         "A signed PDF report (PDF/A-3b, PAdES B-B, B-T with ARCHIVER_TSA_URL; its data attached as report.json), "
-        "audited: {kind: integrity|access|holds|dispositions, from, to}; role legal for the holds report only",
+        "audited: {kind: integrity|access|holds|dispositions|consent|templates, from, to}; role legal for the holds report only",
         REPORTERS, {"200": {"description": "the signed PDF; its SHA-256 in X-Archiver-Report-Sha256",
                             "content": {"application/pdf": {"schema": {"type": "string", "format": "binary"}}}},
                     **_errors(400, 503)}, requestBody=_ANY_BODY)},
