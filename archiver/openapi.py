@@ -193,7 +193,7 @@ PATHS: dict[str, dict[str, Any]] = {
         {"202": _json("the export job's id, state (queued), selection and status route (also in Location)"),
          **_errors(400, 404, 503)}, requestBody=_ANY_BODY)},
     "/api/v1/exports/{export_id}": {"get": _op(
-        "The export job: state (queued, running, done, failed), progress (records_done, records_total, pages), "
+        "The export job: state (queued, running, done, failed), progress (records_done, records_total, pages rendered, pages_total), "
         "error, and once done counts, manifest_sha256 and the download route; role legal for hold exports only",
         EXPORTERS, {"200": _json("the export job"), **_errors(404)},
         parameters=[_path("export_id", {"type": "string"}, "the export's id")])},
