@@ -139,7 +139,7 @@ def _verify_bundle(folder: Path, public_key: Path | None) -> tuple[list[str], di
             bad("records.jsonl", "missing")
             whole = b""
     kept.clear()
-    parts = _run_parts(_split(whole, _workers()), _Context(folder, proofs, checkpoints, trees, listed))
+    parts = _run_parts(whole, _split(whole, _workers()), _Context(folder, proofs, checkpoints, trees, listed))
     for part in parts:  # every part's unreadable lines first, as reading the file whole names them
         out.extend(part.read)
     seen: list[int] = []
@@ -196,51 +196,62 @@ def _workers() -> int:
     return max(1, min(len(os.sched_getaffinity(0)), 4))
 
 
-def _split(data: bytes, parts: int) -> list[tuple[bytes, int]]:
-    """``data`` cut at line ends into up to ``parts`` pieces: (bytes, number of its first line)."""
+def _split(data: bytes, parts: int) -> list[tuple[int, int, int]]:
+    """``data`` cut at line ends into up to ``parts`` pieces: (start, end, number of its first line)."""
     parts = max(1, min(parts, data.count(b"\n") // PART_MIN))
     out, start, number = [], 0, 1
     for i in range(1, parts):
         cut = data.find(b"\n", max(start, len(data) * i // parts))
         if cut < 0:
             break
-        out.append((data[start:cut + 1], number))
+        out.append((start, cut + 1, number))
         number += data.count(b"\n", start, cut + 1)
         start = cut + 1
-    out.append((data[start:], number))
+    out.append((start, len(data), number))
     return out
 
 
-def _check_part(piece: bytes, first_line: int, ctx: _Context) -> _Part:
+def _check_part(data: bytes, start: int, end: int, number: int, ctx: _Context) -> _Part:
+    """Read and check the records of ``data[start:end]`` (its first line ``number``), one line in
+    memory at a time."""
     part = _Part()
-
-    def read(where: str, reason: str, seq: int | None = None) -> None:
-        part.read.append(f"{where}: seq {seq}: {reason}" if seq is not None else f"{where}: {reason}")
 
     def bad(where: str, reason: str, seq: int | None = None) -> None:
         part.checked.append(f"{where}: seq {seq}: {reason}" if seq is not None else f"{where}: {reason}")
 
-    raw: list[bytes] = []
-    records = _lines(ctx.folder, "records.jsonl", read, {"records.jsonl": piece}, raw, first_line)
-    for rec, line in zip(records, raw):
+    while start < end:
+        stop = data.find(b"\n", start, end)
+        stop = end if stop < 0 else stop
+        line, here = data[start:stop], number
+        start, number = stop + 1, number + 1
+        if not line:
+            continue
+        try:
+            rec = _loads(line)
+        except ValueError:
+            part.read.append(f"records.jsonl: line {here} is not JSON")
+            continue
+        if not isinstance(rec, dict):
+            part.read.append(f"records.jsonl: line {here} is not an object")
+            continue
         seq = rec.get("seq")
         part.seen.append(seq if isinstance(seq, int) else -1)
+        part.shredded += bool(rec.get("shredded"))
+        part.disposed += bool(rec.get("disposed"))
         proof = ctx.proofs.get(seq)
         if _fast(rec, proof, ctx.checkpoints, ctx.trees, line):
             _content(ctx.folder, rec, ctx.listed, bad)
         else:
             _record(ctx.folder, rec, proof, ctx.checkpoints, ctx.listed, bad)
-    part.shredded = sum(1 for r in records if r.get("shredded"))
-    part.disposed = sum(1 for r in records if r.get("disposed"))
     return part
 
 
-def _run_parts(pieces: list[tuple[bytes, int]], ctx: _Context) -> list[_Part]:
+def _run_parts(data: bytes, pieces: list[tuple[int, int, int]], ctx: _Context) -> list[_Part]:
     """``_check_part`` of each piece: the first here, the others in forked children that send
     their result back through a pipe and leave with ``os._exit``; a failed child's piece is
     checked here instead. Results in piece order."""
     children = []
-    for piece, first in pieces[1:]:
+    for start, end, first in pieces[1:]:
         r, w = os.pipe()
         pid = os.fork()
         if pid == 0:
@@ -248,14 +259,14 @@ def _run_parts(pieces: list[tuple[bytes, int]], ctx: _Context) -> list[_Part]:
             try:
                 os.close(r)
                 with os.fdopen(w, "wb") as sink:
-                    pickle.dump(_check_part(piece, first, ctx), sink, protocol=pickle.HIGHEST_PROTOCOL)
+                    pickle.dump(_check_part(data, start, end, first, ctx), sink, protocol=pickle.HIGHEST_PROTOCOL)
             except BaseException:  # noqa: BLE001 - the parent checks this piece itself
                 code = 1
             os._exit(code)
         os.close(w)
-        children.append((pid, r, piece, first))
-    results = [_check_part(pieces[0][0], pieces[0][1], ctx)]
-    for pid, r, piece, first in children:
+        children.append((pid, r, start, end, first))
+    results = [_check_part(data, *pieces[0], ctx)]
+    for pid, r, start, end, first in children:
         with os.fdopen(r, "rb") as source:
             blob = source.read()
         _, status = os.waitpid(pid, 0)
@@ -263,7 +274,7 @@ def _run_parts(pieces: list[tuple[bytes, int]], ctx: _Context) -> list[_Part]:
             part = pickle.loads(blob) if status == 0 else None  # noqa: S301 - our own child's result
         except Exception:  # noqa: BLE001
             part = None
-        results.append(part if isinstance(part, _Part) else _check_part(piece, first, ctx))
+        results.append(part if isinstance(part, _Part) else _check_part(data, start, end, first, ctx))
     return results
 
 
@@ -295,10 +306,8 @@ def _loads(line: bytes) -> Any:
         return json.loads(line)
 
 
-def _lines(folder: Path, name: str, bad: Any, kept: dict[str, bytes] | None = None,
-           raw: list[bytes] | None = None, first_line: int = 1) -> list[dict[str, Any]]:
-    """The objects of a .jsonl file of the bundle (its bytes from ``kept`` when read already);
-    ``raw`` gets each object's line."""
+def _lines(folder: Path, name: str, bad: Any, kept: dict[str, bytes] | None = None) -> list[dict[str, Any]]:
+    """The objects of a .jsonl file of the bundle (its bytes from ``kept`` when read already)."""
     data = (kept or {}).get(name)
     if data is None:
         try:
@@ -307,7 +316,7 @@ def _lines(folder: Path, name: str, bad: Any, kept: dict[str, bytes] | None = No
             bad(name, "missing")
             return []
     out = []
-    for number, line in enumerate(data.split(b"\n"), first_line):
+    for number, line in enumerate(data.split(b"\n"), 1):
         if not line:
             continue
         try:
@@ -317,8 +326,6 @@ def _lines(folder: Path, name: str, bad: Any, kept: dict[str, bytes] | None = No
             continue
         if isinstance(obj, dict):
             out.append(obj)
-            if raw is not None:
-                raw.append(line)
         else:
             bad(name, f"line {number} is not an object")
     return out
