@@ -25,6 +25,7 @@ actors, times and outcomes, never message content.
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -437,8 +438,9 @@ def templates(services: Services, period: Period) -> dict[str, Any]:
     with services.sessions() as session:
         reviews = lifecycle.sealed_reviews(session)
         sends = list(session.scalars(select(TemplateSend).order_by(TemplateSend.sent_at, TemplateSend.wamid)))
-    end = int(period.end.timestamp()) - 1
-    start = int(period.start.timestamp()) - 1 if period.start is not None else None
+    # the last whole second before the end, and before the start (events are stamped in seconds)
+    end = math.ceil(period.end.timestamp()) - 1
+    start = math.ceil(period.start.timestamp()) - 1 if period.start is not None else None
     found = _findings(services, "template", period)
     by_template: dict[str, list[dict[str, Any]]] = {}
     for f in found:
