@@ -331,6 +331,8 @@ class ExportJob(Base):
     manifest_sha256: Mapped[str | None] = mapped_column(String(64))
     error: Mapped[str | None] = mapped_column(String(64))
     owner: Mapped[str | None] = mapped_column(String(128))  # host:pid of the runner
+    pages_done: Mapped[int | None] = mapped_column(BigInteger)  # transcript.pdf pages rendered (migration 0017)
+    pages_total: Mapped[int | None] = mapped_column(BigInteger)  # its pages once whole
 
 
 class Matter(Base):

@@ -132,6 +132,49 @@ def verify_inclusion(leaf: bytes, index: int, size: int, path: list[str], root_h
         raise IntegrityError(f"leaf {index}", f"audit path gives root {r.hex()}, expected {root_hex}")
 
 
+class ProvenNodes:
+    """The nodes of one Merkle tree (root ``root_hex``) that a checked audit path has proven:
+    (level, index) -> (node, that path, where in it). A later path that reaches a proven node
+    with the same node and the same rest of the path leads to the same root: its remaining
+    hashes are not recomputed (the rest of the path is compared entry by entry). For checking
+    many paths of one tree, as an export's verifier does; the result is ``verify_inclusion``'s."""
+
+    def __init__(self, root_hex: str) -> None:
+        self.root_hex = root_hex
+        self._known: dict[tuple[int, int], tuple[bytes, list[str], int]] = {}
+
+    def verify_inclusion(self, leaf: bytes, index: int, size: int, path: list[str]) -> None:
+        """As :func:`verify_inclusion` against this tree's root. Raises IntegrityError, ValueError."""
+        if index >= size or index < 0:
+            raise IntegrityError(f"leaf {index}", "index beyond tree size")
+        fn, sn, r, level = index, size - 1, leaf, 0
+        seen: list[tuple[tuple[int, int], bytes, int]] = []
+        known = self._known
+        for i, p in enumerate(path):
+            got = known.get((level, fn))
+            if got is not None and got[0] == r and got[1][got[2]:] == path[i:]:
+                self._note(seen, path)
+                return
+            seen.append(((level, fn), r, i))
+            if sn == 0:
+                raise IntegrityError(f"leaf {index}", "audit path too long")
+            node = bytes.fromhex(p)
+            if fn & 1 or fn == sn:
+                r = node_hash(node, r)
+                while not fn & 1 and fn:
+                    fn, sn, level = fn >> 1, sn >> 1, level + 1
+            else:
+                r = node_hash(r, node)
+            fn, sn, level = fn >> 1, sn >> 1, level + 1
+        if sn != 0 or r.hex() != self.root_hex:
+            raise IntegrityError(f"leaf {index}", f"audit path gives root {r.hex()}, expected {self.root_hex}")
+        self._note(seen, path)
+
+    def _note(self, seen: list[tuple[tuple[int, int], bytes, int]], path: list[str]) -> None:
+        for where, node, i in seen:
+            self._known.setdefault(where, (node, path, i))
+
+
 # --- segments and key layout ------------------------------------------------------------
 
 

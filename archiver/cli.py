@@ -999,8 +999,9 @@ def disposition_reject(batch_id: str, reason: str) -> None:
 
 class ExportProgress:
     """``archiver export``'s progress on stderr: a bar redrawn in place on a terminal (records
-    done of selected; no pages: no transcript is rendered yet), plain lines otherwise (one per
-    ``export.PROGRESS_EVERY`` records and the last)."""
+    done of selected, then the pages of ``transcript.pdf`` as they render: "pages 40" while
+    rendering, "pages 120/120" once whole), plain lines otherwise (one per
+    ``export.PROGRESS_EVERY`` records, one per pages update, and the last)."""
 
     WIDTH = 30
 
@@ -1009,17 +1010,34 @@ class ExportProgress:
         self.tty = bool(getattr(stream, "isatty", lambda: False)())
         self.drawn = False
         self.last: tuple[int, int] | None = None
+        self.page_state: tuple[int, int | None] | None = None
 
     def __call__(self, done: int, total: int) -> None:
         if (done, total) == self.last:
             return
         self.last = (done, total)
+        self._draw()
+
+    def pages(self, done: int, total: int | None) -> None:
+        if (done, total) == self.page_state:
+            return
+        self.page_state = (done, total)
+        self._draw()
+
+    def _draw(self) -> None:
+        done, total = self.last or (0, 0)
+        text = f"records {done}/{total}"
+        if self.page_state is not None:
+            pages, whole = self.page_state
+            text += f", pages {pages}" + (f"/{whole}" if whole is not None else "")
         if self.tty:
             filled = self.WIDTH * done // total if total else self.WIDTH
-            self.stream.write(f"\rexport [{'#' * filled}{'-' * (self.WIDTH - filled)}] records {done}/{total}")
+            if self.page_state is not None and self.page_state[1] is None:
+                filled = self.WIDTH - 1  # the records are done; the transcript is still rendering
+            self.stream.write(f"\rexport [{'#' * filled}{'-' * (self.WIDTH - filled)}] {text}")
             self.drawn = True
         else:
-            self.stream.write(f"export: records {done}/{total}\n")
+            self.stream.write(f"export: {text}\n")
         self.stream.flush()
 
     def finish(self) -> None:
@@ -1057,7 +1075,8 @@ def export_cmd(query: str | None, hold_id: str | None, contact: str | None, afte
     services = _services()
     bar = ExportProgress(sys.stderr)
     try:
-        done = export.write_bundle(services, selection, out, _actor(), progress=bar, formats=wanted, tz=tz)
+        done = export.write_bundle(services, selection, out, _actor(), progress=bar, formats=wanted, tz=tz,
+                                   pages=bar.pages)
     finally:
         bar.finish()
         services.close()
@@ -1237,7 +1256,9 @@ for _kind, _summary in (
         ("integrity", "Chain verification of the period: checkpoints, segments, gaps, WORM self-tests."),
         ("access", "Who searched, viewed, exported, placed or released holds, and failed logins."),
         ("holds", "Every matter and hold: criteria, status, counts, history."),
-        ("dispositions", "Every disposition run (keys, seqs, classes, approvals) and review batch.")):
+        ("dispositions", "Every disposition run (keys, seqs, classes, approvals) and review batch."),
+        ("consent", "Opt-outs and opt-ins of the period, detections, violations found and their resolution."),
+        ("templates", "Each message template's status history, sends, findings and reviews.")):
     _report_command(_kind, _summary)
 
 

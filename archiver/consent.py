@@ -230,7 +230,7 @@ def _entries(session: Session, contact: str, category: str | None = None) -> tup
     return ids, list(session.scalars(q.order_by(ConsentEntry.occurred_at, ConsentEntry.record_seq, ConsentEntry.id)))
 
 
-def _decided(entries: Iterable[ConsentEntry]) -> dict[int, ConsentEntry]:
+def decisions_of(entries: Iterable[ConsentEntry]) -> dict[int, ConsentEntry]:
     """Detected opt-out (its message seq) -> the decision on it that counts (the latest sealed)."""
     out: dict[int, ConsentEntry] = {}
     for e in entries:
@@ -271,7 +271,7 @@ def require_opt_in(session: Session) -> bool:
 
 
 def _decide_state(entries: list[ConsentEntry], moment: int, require_opt_in: bool) -> tuple[bool, list[ConsentEntry]]:
-    decided = _decided(entries)
+    decided = decisions_of(entries)
     counted = [e for e in entries if e.action in ("opt_in", "opt_out") and e.occurred_at <= moment
                and _status(e, decided) != "dismissed"]
     if not counted:
@@ -298,7 +298,7 @@ def states_at(session: Session, contact: str, category: str, moments: list[int],
 def _state(contact: str, ids: set[str], category: str, entries: list[ConsentEntry], moment: int,
            require: bool) -> dict[str, Any]:
     valid, deciding = _decide_state(entries, moment, require)
-    decided = _decided(entries)
+    decided = decisions_of(entries)
     if deciding:
         reason = "opted in" if valid else ("opt-out detected in a message" if deciding[0].source == "keyword"
                                            else "opted out")
@@ -315,7 +315,7 @@ def show(session: Session, contact: str) -> dict[str, Any]:
     ids, entries = _entries(session, contact)
     if not entries and not any(session.scalar(select(Record.seq).where(Record.contact == i).limit(1)) for i in ids):
         raise identity.NoSuchContact(f"no record names contact {contact}")
-    decided = _decided(entries)
+    decided = decisions_of(entries)
     now = int(time.time())
     require = require_opt_in(session)
     states = {}
@@ -384,7 +384,7 @@ def decide(services: Services, actor: str, record_seq: int, decision: str, note:
             if seq is not None and line is not None:
                 target = session.scalars(select(ConsentEntry).where(ConsentEntry.record_seq == record_seq,
                                                                     ConsentEntry.source == "keyword")).one()
-                return entry_dict(target, _decided([line]))
+                return entry_dict(target, decisions_of([line]))
         if time.monotonic() > deadline:
             raise DecisionPending(f"the {decision} of record {record_seq} is journaled (#{jid}) but not sealed yet")
         time.sleep(0.2)

@@ -50,6 +50,9 @@ VERSION = 1
 #: ``PROGRESS_EVERY`` records and at the end).
 Progress = Callable[[int, int], None]
 PROGRESS_EVERY = 200
+#: ``pages(pages_rendered, pages_total)``: called as ``transcript.pdf`` renders (``(0, None)``
+#: when it starts, after each merged part of a chunked rendering, ``(N, N)`` when whole).
+Pages = Callable[[int, int | None], None]
 #: Files whose bytes depend on who exported and when; the manifest does not list them.
 UNLISTED = ("MANIFEST.json", "MANIFEST.json.sig", "EXPORT.json", "EXPORT.json.sig")
 #: Formats an export writes: ``bundle`` (always: the evidence), ``pdf`` (``transcript.pdf``),
@@ -145,11 +148,11 @@ def selected_seqs(services: Services, session: Session, sel: Selection, through:
 
 def write_bundle(services: Services, sel: Selection, out: Path, actor: str, *, progress: Progress | None = None,
                  export_id: str | None = None, formats: tuple[str, ...] = DEFAULT_FORMATS,
-                 tz: str | None = None) -> Result:
+                 tz: str | None = None, pages: Pages | None = None) -> Result:
     """Write the bundle of ``sel`` into ``out`` (absent or empty) and audit it (the ``export``
     record names ``export_id`` when given: the export job's id); with ``pdf`` in ``formats``
     also the signed ``transcript.pdf`` (times in ``tz``, default UTC). ``progress`` hears how
-    far the rendering is (records done, records selected).
+    far the rendering is (records done, records selected), ``pages`` how far the transcript is.
 
     Raises ValidationError, ExportExists, NoSuchHold, QuerySyntaxError, SearchUnavailable,
     StoreError, IntegrityError.
@@ -183,7 +186,8 @@ def write_bundle(services: Services, sel: Selection, out: Path, actor: str, *, p
     if signer is not None:
         unsigned = transcript.render(lines, cover={"selection": sel.as_dict(), "counts": counts,
                                                    "through_seq": through},
-                                     tz=zone, media={k: v for k, v in files.items() if k.startswith("media/")})
+                                     tz=zone, media={k: v for k, v in files.items() if k.startswith("media/")},
+                                     on_pages=pages)
         from archiver.pdf import sign
 
         pdf = {"bytes": sign.sign_pdf(unsigned, signer, reason="whatsapp-archiver: export transcript"),

@@ -18,7 +18,9 @@ A job is one ``export_jobs`` row: ``queued`` -> ``running`` -> ``done`` | ``fail
   killed process and is marked ``failed`` with error ``interrupted`` (its partial folder
   removed): the bundle is never resumed half-written; submit it again.
 
-``pages`` in the progress is None: no ``transcript.pdf`` is rendered yet (issue 10 point 1).
+``pages`` in the progress counts the pages of ``transcript.pdf`` rendered so far (written as
+each chunk of a chunked rendering is merged) and ``pages_total`` the document's once it is
+whole; both None while the transcript has not started, and for an export without ``pdf``.
 """
 
 from __future__ import annotations
@@ -106,7 +108,8 @@ def describe(row: ExportJob) -> dict[str, Any]:
     out: dict[str, Any] = {
         "id": row.id, "state": row.state, "selection": sel.as_dict(), "exported_by": row.actor,
         "created_at": _iso(row.created_at), "started_at": _iso(row.started_at), "ended_at": _iso(row.ended_at),
-        "progress": {"records_done": row.records_done, "records_total": row.records_total, "pages": None},
+        "progress": {"records_done": row.records_done, "records_total": row.records_total,
+                     "pages": row.pages_done, "pages_total": row.pages_total},
         "error": row.error, "counts": row.counts, "manifest_sha256": row.manifest_sha256, "download": None,
     }
     if row.state == "done":
@@ -142,9 +145,18 @@ def _write(services: Services, export_id: str, sel: export.Selection, actor: str
             session.execute(update(ExportJob).where(ExportJob.id == export_id)
                             .values(records_done=done, records_total=total))
 
+    def pages(done: int, total: int | None) -> None:
+        now = time.monotonic()
+        if total is None and done and now - last[0] < PROGRESS_WRITE_EVERY:
+            return
+        last[0] = now
+        with services.sessions.begin() as session:
+            session.execute(update(ExportJob).where(ExportJob.id == export_id)
+                            .values(pages_done=done, pages_total=total))
+
     try:
         done = export.write_bundle(services, sel, folder_of(services.settings.home, export_id), actor,
-                                   progress=progress, export_id=export_id,
+                                   progress=progress, export_id=export_id, pages=pages,
                                    formats=tuple(options.get("formats") or export.DEFAULT_FORMATS),
                                    tz=options.get("tz"))
     except Exception as exc:  # noqa: BLE001 - a failed export is the job's state, the runner goes on

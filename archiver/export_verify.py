@@ -9,10 +9,18 @@ the folder (and, optionally, the public key the bundle must carry).
 from __future__ import annotations
 
 import base64
+import gc
+import hashlib
 import json
+import os
+import pickle
+import re
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -29,6 +37,16 @@ class NotABundle(ValueError):
 
 def verify_bundle(folder: Path, public_key: Path | None = None) -> tuple[list[str], dict[str, Any]]:
     """(problems, summary): each problem is ``FILE: [seq N: ]reason``; none means intact. Raises NotABundle."""
+    gc_was = gc.isenabled()
+    gc.disable()  # it makes no cycles; the collector would walk every parsed line again and again
+    try:
+        return _verify_bundle(folder, public_key)
+    finally:
+        if gc_was:
+            gc.enable()
+
+
+def _verify_bundle(folder: Path, public_key: Path | None) -> tuple[list[str], dict[str, Any]]:
     out: list[str] = []
 
     def bad(where: str, reason: str, seq: int | None = None) -> None:
@@ -60,13 +78,18 @@ def verify_bundle(folder: Path, public_key: Path | None = None) -> tuple[list[st
 
     listed: dict[str, str] = manifest.get("files") or {}
     present = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+    kept: dict[str, bytes] = {}  # the .jsonl files read again below: read once
     for name in sorted(listed):
         if name.startswith("/") or ".." in Path(name).parts:
             bad(name, "a path outside the bundle")
         elif name not in present:
             bad(name, "listed in MANIFEST.json but missing")
-        elif sha256_hex((folder / name).read_bytes()) != listed[name]:
-            bad(name, "SHA-256 differs from MANIFEST.json")
+        else:
+            blob = (folder / name).read_bytes()
+            if name in _READ_AGAIN:
+                kept[name] = blob
+            if sha256_hex(blob) != listed[name]:
+                bad(name, "SHA-256 differs from MANIFEST.json")
     entry = manifest.get("transcript")
     extra: set[str] = set()
     if isinstance(entry, dict):
@@ -84,7 +107,7 @@ def verify_bundle(folder: Path, public_key: Path | None = None) -> tuple[list[st
 
     checkpoints: dict[str, chain.Checkpoint] = {}
     prev: chain.Checkpoint | None = None
-    for obj in _lines(folder, "proofs/checkpoints.jsonl", bad):
+    for obj in _lines(folder, "proofs/checkpoints.jsonl", bad, kept):
         try:
             cp = chain.Checkpoint(**obj)
         except TypeError:
@@ -106,11 +129,24 @@ def verify_bundle(folder: Path, public_key: Path | None = None) -> tuple[list[st
         checkpoints[cp.segment] = cp
         prev = cp
 
-    proofs: dict[Any, dict[str, Any]] = {p.get("seq"): p for p in _lines(folder, "proofs/inclusion.jsonl", bad)}
-    records = _lines(folder, "records.jsonl", bad)
-    seen: list[int] = [r["seq"] if isinstance(r.get("seq"), int) else -1 for r in records]
-    for rec in records:
-        _record(folder, rec, proofs.get(rec.get("seq")), checkpoints, listed, bad)
+    proofs: dict[Any, dict[str, Any]] = {p.get("seq"): p for p in _lines(folder, "proofs/inclusion.jsonl", bad, kept)}
+    trees = {name: chain.ProvenNodes(cp.merkle_root) for name, cp in checkpoints.items()}
+    whole: bytes | None = kept.pop("records.jsonl", None)
+    if whole is None:
+        try:
+            whole = (folder / "records.jsonl").read_bytes()
+        except OSError:
+            bad("records.jsonl", "missing")
+            whole = b""
+    kept.clear()
+    parts = _run_parts(whole, _split(whole, _workers()), _Context(folder, proofs, checkpoints, trees, listed))
+    for part in parts:  # every part's unreadable lines first, as reading the file whole names them
+        out.extend(part.read)
+    seen: list[int] = []
+    for part in parts:
+        out.extend(part.checked)
+        seen += part.seen
+    count = len(seen)
     wanted: set[int] = {s for first, last in manifest.get("seqs") or [] for s in range(int(first), int(last) + 1)}
     if seen != sorted(set(seen)):
         bad("records.jsonl", "records are not in strictly ascending seq order")
@@ -121,12 +157,125 @@ def verify_bundle(folder: Path, public_key: Path | None = None) -> tuple[list[st
     held = set(seen)
     for stray in sorted((s for s in proofs if s not in held), key=str):
         bad("proofs/inclusion.jsonl", "proof of a record the bundle does not hold", stray)
-    if (manifest.get("counts") or {}).get("records") != len(records):
-        bad("MANIFEST.json", f"counts.records differs from the {len(records)} records in records.jsonl")
-    summary = {"records": len(records), "shredded": sum(1 for r in records if r.get("shredded")),
-               "disposed": sum(1 for r in records if r.get("disposed")),
+    if (manifest.get("counts") or {}).get("records") != count:
+        bad("MANIFEST.json", f"counts.records differs from the {count} records in records.jsonl")
+    summary = {"records": count, "shredded": sum(p.shredded for p in parts), "disposed": sum(p.disposed for p in parts),
                "checkpoints": len(checkpoints), "key_id": key_id, "selection": manifest.get("selection")}
     return out, summary
+
+
+# --------------------------------------------------------------------------- records.jsonl in parts
+
+PART_MIN = 20_000
+"""Lines: below this many per part, one process checks records.jsonl."""
+
+
+@dataclass(frozen=True)
+class _Context:
+    folder: Path
+    proofs: dict[Any, dict[str, Any]]
+    checkpoints: dict[str, chain.Checkpoint]
+    trees: dict[str, chain.ProvenNodes]
+    listed: dict[str, str]
+
+
+@dataclass
+class _Part:
+    read: list[str] = field(default_factory=list)
+    checked: list[str] = field(default_factory=list)
+    seen: list[int] = field(default_factory=list)
+    shredded: int = 0
+    disposed: int = 0
+
+
+def _workers() -> int:
+    """Processes for records.jsonl: the usable cores (at most 4), 1 where fork is not safe
+    (no fork, or other threads alive in this process: a web server, an export runner)."""
+    if not hasattr(os, "fork") or threading.active_count() > 1:
+        return 1
+    return max(1, min(len(os.sched_getaffinity(0)), 4))
+
+
+def _split(data: bytes, parts: int) -> list[tuple[int, int, int]]:
+    """``data`` cut at line ends into up to ``parts`` pieces: (start, end, number of its first line)."""
+    parts = max(1, min(parts, data.count(b"\n") // PART_MIN))
+    out, start, number = [], 0, 1
+    for i in range(1, parts):
+        cut = data.find(b"\n", max(start, len(data) * i // parts))
+        if cut < 0:
+            break
+        out.append((start, cut + 1, number))
+        number += data.count(b"\n", start, cut + 1)
+        start = cut + 1
+    out.append((start, len(data), number))
+    return out
+
+
+def _check_part(data: bytes, start: int, end: int, number: int, ctx: _Context) -> _Part:
+    """Read and check the records of ``data[start:end]`` (its first line ``number``), one line in
+    memory at a time."""
+    part = _Part()
+
+    def bad(where: str, reason: str, seq: int | None = None) -> None:
+        part.checked.append(f"{where}: seq {seq}: {reason}" if seq is not None else f"{where}: {reason}")
+
+    while start < end:
+        stop = data.find(b"\n", start, end)
+        stop = end if stop < 0 else stop
+        line, here = data[start:stop], number
+        start, number = stop + 1, number + 1
+        if not line:
+            continue
+        try:
+            rec = _loads(line)
+        except ValueError:
+            part.read.append(f"records.jsonl: line {here} is not JSON")
+            continue
+        if not isinstance(rec, dict):
+            part.read.append(f"records.jsonl: line {here} is not an object")
+            continue
+        seq = rec.get("seq")
+        part.seen.append(seq if isinstance(seq, int) else -1)
+        part.shredded += bool(rec.get("shredded"))
+        part.disposed += bool(rec.get("disposed"))
+        proof = ctx.proofs.get(seq)
+        if _fast(rec, proof, ctx.checkpoints, ctx.trees, line):
+            _content(ctx.folder, rec, ctx.listed, bad)
+        else:
+            _record(ctx.folder, rec, proof, ctx.checkpoints, ctx.listed, bad)
+    return part
+
+
+def _run_parts(data: bytes, pieces: list[tuple[int, int, int]], ctx: _Context) -> list[_Part]:
+    """``_check_part`` of each piece: the first here, the others in forked children that send
+    their result back through a pipe and leave with ``os._exit``; a failed child's piece is
+    checked here instead. Results in piece order."""
+    children = []
+    for start, end, first in pieces[1:]:
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            code = 0
+            try:
+                os.close(r)
+                with os.fdopen(w, "wb") as sink:
+                    pickle.dump(_check_part(data, start, end, first, ctx), sink, protocol=pickle.HIGHEST_PROTOCOL)
+            except BaseException:  # noqa: BLE001 - the parent checks this piece itself
+                code = 1
+            os._exit(code)
+        os.close(w)
+        children.append((pid, r, start, end, first))
+    results = [_check_part(data, *pieces[0], ctx)]
+    for pid, r, start, end, first in children:
+        with os.fdopen(r, "rb") as source:
+            blob = source.read()
+        _, status = os.waitpid(pid, 0)
+        try:
+            part = pickle.loads(blob) if status == 0 else None  # noqa: S301 - our own child's result
+        except Exception:  # noqa: BLE001
+            part = None
+        results.append(part if isinstance(part, _Part) else _check_part(data, start, end, first, ctx))
+    return results
 
 
 def _pem_key(path: Path) -> Ed25519PublicKey:
@@ -145,18 +294,33 @@ def _signature(key: Ed25519PublicKey, data: bytes, sig: Path, name: str, bad: An
         bad(name, f"signature in {sig.name} does not verify")
 
 
-def _lines(folder: Path, name: str, bad: Any) -> list[dict[str, Any]]:
+_READ_AGAIN = ("records.jsonl", "proofs/inclusion.jsonl", "proofs/checkpoints.jsonl")
+
+
+def _loads(line: bytes) -> Any:
+    """``json.loads``'s value of ``line``: orjson's when it takes the line (it refuses a lone
+    surrogate's escape, NaN, integers beyond 64 bits, which ``json`` reads), else json's."""
     try:
-        data = (folder / name).read_bytes()
-    except OSError:
-        bad(name, "missing")
-        return []
+        return orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return json.loads(line)
+
+
+def _lines(folder: Path, name: str, bad: Any, kept: dict[str, bytes] | None = None) -> list[dict[str, Any]]:
+    """The objects of a .jsonl file of the bundle (its bytes from ``kept`` when read already)."""
+    data = (kept or {}).get(name)
+    if data is None:
+        try:
+            data = (folder / name).read_bytes()
+        except OSError:
+            bad(name, "missing")
+            return []
     out = []
     for number, line in enumerate(data.split(b"\n"), 1):
         if not line:
             continue
         try:
-            obj = json.loads(line)
+            obj = _loads(line)
         except ValueError:
             bad(name, f"line {number} is not JSON")
             continue
@@ -165,6 +329,53 @@ def _lines(folder: Path, name: str, bad: Any) -> list[dict[str, Any]]:
         else:
             bad(name, f"line {number} is not an object")
     return out
+
+
+#: How a canonical records.jsonl line ends after its ``sealed`` object: the keys sorting after
+#: it, all scalars (docs/export-format.md).
+_SEALED_TAIL = re.compile(rb'\},"seq":-?[0-9]+(?:,"shredded":(?:true|false))?(?:,"thread":(?:null|"[^"\\]*"))?'
+                          rb'(?:,"type":(?:null|"[^"\\]*"))?\}\Z')
+
+
+def _sealed_bytes(line: bytes) -> bytes | None:
+    """The line's top-level ``sealed`` object as it stands in the line (None: the line does not
+    end as a canonical one does). Trusted only once it hashes to the record's chain hash and
+    its leaf leads to the signed root: then they are the archive's canonical record bytes, and
+    being the last top-level value before scalar keys only, they are what was parsed as ``sealed``."""
+    start = line.rfind(b',"sealed":{')
+    if start < 0:
+        return None
+    end = _SEALED_TAIL.search(line, start + 10)
+    return line[start + 10:end.start() + 1] if end is not None else None
+
+
+def _fast(rec: dict[str, Any], proof: dict[str, Any] | None, checkpoints: dict[str, chain.Checkpoint],
+          trees: dict[str, chain.ProvenNodes], line: bytes) -> bool:
+    """True when the record's structural checks (its sealed seq, commitment and kind, chain
+    hash, audit path, last chain hash) all pass on its sealed bytes as they stand in the line;
+    False sends it through :func:`_record`, which checks (and reports) it from the parsed object."""
+    seq, sealed = rec.get("seq"), rec.get("sealed")
+    if not isinstance(seq, int) or not isinstance(sealed, dict) or sealed.get("seq") != seq or proof is None:
+        return False
+    if rec.get("commitment") != sealed.get("commit") or rec.get("kind") != sealed.get("kind"):
+        return False
+    body, prev = _sealed_bytes(line), rec.get("prev_hash")
+    if body is None or not isinstance(prev, str) or len(prev) != 64:
+        return False
+    segment = str(proof.get("segment"))
+    cp, tree, path = checkpoints.get(segment), trees.get(segment), proof.get("path")
+    if cp is None or tree is None or not cp.first_seq <= seq <= cp.last_seq or not isinstance(path, list):
+        return False
+    index, size = seq - cp.first_seq, cp.last_seq - cp.first_seq + 1
+    if proof.get("leaf_index") != index or proof.get("tree_size") != size or not all(isinstance(p, str) for p in path):
+        return False
+    try:
+        if hashlib.sha256(bytes.fromhex(prev) + body).hexdigest() != rec.get("hash"):
+            return False
+        tree.verify_inclusion(chain.leaf_hash(body), index, size, path)
+    except (IntegrityError, ValueError):
+        return False
+    return not (seq == cp.last_seq and rec.get("hash") != cp.chain_hash)
 
 
 def _record(folder: Path, rec: dict[str, Any], proof: dict[str, Any] | None,
@@ -185,6 +396,13 @@ def _record(folder: Path, rec: dict[str, Any], proof: dict[str, Any] | None,
             bad("records.jsonl", "hash does not recompute from prev_hash and the sealed record", seq)
     except ValueError:
         bad("records.jsonl", "prev_hash is not hex", seq)
+    _content(folder, rec, listed, bad)
+    _included(rec, chain.leaf_hash(body), proof, checkpoints, bad)
+
+
+def _content(folder: Path, rec: dict[str, Any], listed: dict[str, str], bad: Any) -> None:
+    """The commitment against salt and plaintext, and the media files the record names."""
+    seq, sealed = rec.get("seq"), rec.get("sealed") or {}
     if rec.get("shredded"):
         if rec.get("plaintext") is not None or rec.get("salt") is not None:
             bad("records.jsonl", "a shredded record carries content", seq)
@@ -206,7 +424,6 @@ def _record(folder: Path, rec: dict[str, Any], proof: dict[str, Any] | None,
             bad(str(name), "missing", seq)
         elif sha256_hex((folder / name).read_bytes()) != media.get("sha256") or Path(name).name != media.get("sha256"):
             bad(str(name), "bytes do not hash to the name and sha256 the record gives", seq)
-    _included(rec, chain.leaf_hash(body), proof, checkpoints, bad)
 
 
 def _disposed(rec: dict[str, Any], proof: dict[str, Any] | None, checkpoints: dict[str, chain.Checkpoint],

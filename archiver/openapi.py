@@ -193,7 +193,7 @@ PATHS: dict[str, dict[str, Any]] = {
         {"202": _json("the export job's id, state (queued), selection and status route (also in Location)"),
          **_errors(400, 404, 503)}, requestBody=_ANY_BODY)},
     "/api/v1/exports/{export_id}": {"get": _op(
-        "The export job: state (queued, running, done, failed), progress (records_done, records_total, pages), "
+        "The export job: state (queued, running, done, failed), progress (records_done, records_total, pages rendered, pages_total), "
         "error, and once done counts, manifest_sha256 and the download route; role legal for hold exports only",
         EXPORTERS, {"200": _json("the export job"), **_errors(404)},
         parameters=[_path("export_id", {"type": "string"}, "the export's id")])},
@@ -205,7 +205,7 @@ PATHS: dict[str, dict[str, Any]] = {
          **_errors(404, 409)}, parameters=[_path("export_id", {"type": "string"}, "the export's id")])},
     "/api/v1/reports": {"post": _op(
         "A signed PDF report (PDF/A-3b, PAdES B-B, B-T with ARCHIVER_TSA_URL; its data attached as report.json), "
-        "audited: {kind: integrity|access|holds|dispositions, from, to}; role legal for the holds report only",
+        "audited: {kind: integrity|access|holds|dispositions|consent|templates, from, to}; role legal for the holds report only",
         REPORTERS, {"200": {"description": "the signed PDF; its SHA-256 in X-Archiver-Report-Sha256",
                             "content": {"application/pdf": {"schema": {"type": "string", "format": "binary"}}}},
                     **_errors(400, 503)}, requestBody=_ANY_BODY)},

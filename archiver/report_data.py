@@ -16,10 +16,16 @@ actors, times and outcomes, never message content.
 - :func:`holds`: every matter and hold with criteria, status, counts and history.
 - :func:`dispositions`: every disposition run (keys, seqs, classes, approved batches) and
   every review batch with who decided it.
+- :func:`consent`: the consent ledger's opt-outs and opt-ins of the period (by the time the
+  evidence states), detected opt-outs and their decisions, the violations the consent review
+  found (findings of kind ``consent``) and their resolution, and the review's runs.
+- :func:`templates`: each message template's status history (the changes of the period and
+  its state at the start and end), its sends, findings (kind ``template``) and sealed reviews.
 """
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -346,4 +352,130 @@ def _batch(b: DispositionBatch) -> dict[str, Any]:
             "reason": b.reason, "disposition_id": b.disposition_id}
 
 
-GATHER = {"integrity": integrity, "access": access, "holds": holds, "dispositions": dispositions}
+# --------------------------------------------------------------------------- consent
+
+
+def _epoch_in(epoch: int | None, period: Period) -> bool:
+    return epoch is not None and datetime.fromtimestamp(epoch, timezone.utc) in period
+
+
+def _findings(services: Services, kind: str, period: Period) -> list[dict[str, Any]]:
+    """The findings of ``kind`` raised in the period, or resolved in it, with their resolution."""
+    from archiver import findings as finding_module
+
+    out = []
+    for f in finding_module.list_findings(services, kind=kind):  # settles sealed resolutions first
+        res = f["resolution"] or {}
+        resolved = _when(res["at"]) if res.get("at") else None
+        found = _when(f["found_at"])
+        if (found is not None and found in period) or (resolved is not None and resolved in period):
+            out.append(f)
+    return out
+
+
+def _finding_summary(found: list[dict[str, Any]]) -> dict[str, int]:
+    return {"findings": len(found), "resolved": sum(f["status"] == "resolved" for f in found),
+            "open": sum(f["status"] != "resolved" for f in found)}
+
+
+def consent(services: Services, period: Period) -> dict[str, Any]:
+    """Opt-outs and opt-ins of the period, detections and their decisions, violations and their
+    resolution, the consent review's runs. The ledger is brought up to date first."""
+    from archiver import consent as ledger, consent_review
+    from archiver.catalog import ConsentEntry
+
+    ledger.sync(services)
+    with services.sessions() as session:
+        entries = list(session.scalars(select(ConsentEntry).order_by(ConsentEntry.occurred_at,
+                                                                     ConsentEntry.record_seq, ConsentEntry.id)))
+        require = ledger.require_opt_in(session)
+    decided = ledger.decisions_of(entries)
+    lines = [ledger.entry_dict(e, decided) for e in entries if _epoch_in(e.occurred_at, period)]
+    changes = [e for e in lines if e["action"] in ("opt_in", "opt_out")]
+    decisions = [e for e in lines if e["action"] in ("confirm", "dismiss")]
+    by: dict[str, dict[str, int]] = {}
+    for e in changes:
+        counts = by.setdefault(e["category"], {"opt_out": 0, "opt_in": 0, "detected": 0, "dismissed": 0})
+        if e.get("status") == "dismissed":
+            counts["dismissed"] += 1  # a detection a person dismissed: not an opt-out
+        else:
+            counts[e["action"]] += 1
+        if e.get("status") in ("detected", "confirmed", "dismissed"):
+            counts["detected"] += 1
+    violations = _findings(services, "consent", period)
+    runs = [_job_run(r) for r in _records(services, "job_run", period, (consent_review.JOB,))]
+    return {"require_opt_in": require,
+            "changes": changes, "decisions": decisions, "by_category": dict(sorted(by.items())),
+            "pending_detections": [e for e in lines if e.get("status") == "detected"],
+            "violations": violations, "review_runs": runs,
+            "summary": {"opt_outs": sum(e["action"] == "opt_out" and e.get("status") != "dismissed" for e in changes),
+                        "opt_ins": sum(e["action"] == "opt_in" for e in changes),
+                        "detected": sum(e.get("status") is not None for e in changes),
+                        "decisions": len(decisions), "contacts": len({e["contact"] for e in changes}),
+                        "violations": len(violations), **{f"violations_{k}": v for k, v in
+                                                          _finding_summary(violations).items() if k != "findings"},
+                        "review_runs": len(runs)}}
+
+
+def _job_run(rec: dict[str, Any]) -> dict[str, Any]:
+    d = rec["details"] or {}
+    out = _selftest_run(rec)
+    summary = d.get("summary")
+    out["summary"] = summary if isinstance(summary, dict) else None
+    return out
+
+
+# --------------------------------------------------------------------------- templates
+
+
+def templates(services: Services, period: Period) -> dict[str, Any]:
+    """Each template translation's status history (the events of the period, its state at the
+    period's start and end), its sends in the period, its findings and its sealed reviews."""
+    from archiver import template_review, templates as lifecycle
+    from archiver.catalog import TemplateSend
+
+    book = lifecycle.load(services)
+    with services.sessions() as session:
+        reviews = lifecycle.sealed_reviews(session)
+        sends = list(session.scalars(select(TemplateSend).order_by(TemplateSend.sent_at, TemplateSend.wamid)))
+    # the last whole second before the end, and before the start (events are stamped in seconds)
+    end = math.ceil(period.end.timestamp()) - 1
+    start = math.ceil(period.start.timestamp()) - 1 if period.start is not None else None
+    found = _findings(services, "template", period)
+    by_template: dict[str, list[dict[str, Any]]] = {}
+    for f in found:
+        by_template.setdefault(str((f["detail"] or {}).get("template") or ""), []).append(f)
+    out: list[dict[str, Any]] = []
+    for name in book.names():
+        mine = [lifecycle.review_dict(r) for r in reviews if r.name == name]
+        langs = {}
+        for lang in book.languages(name):
+            events = [e.as_dict() for e in book.events.get((name, lang), []) if _epoch_in(e.at, period)]
+            langs[lang] = {"at_start": None if start is None else book.state_at(name, lang, start).as_dict(),
+                           "at_end": book.state_at(name, lang, end).as_dict(), "history": events,
+                           "snapshots": [{"seq": s.seq, "sha256": s.sha256, "synced_at": s.synced_at,
+                                          "status": s.status, "category": s.category}
+                                         for s in book.snapshots.get((name, lang), []) if _epoch_in(s.synced_at, period)]}
+        sent = [s for s in sends if s.name == name and _epoch_in(s.sent_at, period)]
+        last = [r for r in mine if r["at"] <= end]
+        out.append({"name": name, "languages": langs, "first_seen": book.first_seen(name),
+                    "synced": any(book.snapshots.get((name, lang)) for lang in langs),
+                    "labelled": book.labelled(name, None)[0],
+                    "sends": {"count": len(sent), "without_snapshot": sum(s.snapshot_seq is None for s in sent),
+                              "not_approved": sum((s.status or lifecycle.APPROVED) != lifecycle.APPROVED for s in sent)},
+                    "reviews": [r for r in mine if _epoch_in(r["at"], period)],
+                    "last_review": last[-1] if last else None,
+                    "retired": bool(last) and last[-1]["decision"] == "retire",
+                    "findings": by_template.pop(name, [])})
+    other = [f for fs in by_template.values() for f in fs]  # a finding naming no known template
+    return {"templates": out, "other_findings": other,
+            "rules": ["sent-not-approved", "category-drift", "components-changed", "review-overdue"],
+            "review_job": template_review.JOB,
+            "summary": {"templates": len(out), "events": sum(len(v["history"]) for t in out
+                                                             for v in t["languages"].values()),
+                        "sends": sum(t["sends"]["count"] for t in out),
+                        "reviews": sum(len(t["reviews"]) for t in out), **_finding_summary(found)}}
+
+
+GATHER = {"integrity": integrity, "access": access, "holds": holds, "dispositions": dispositions,
+          "consent": consent, "templates": templates}

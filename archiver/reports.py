@@ -1,4 +1,5 @@
-"""Signed PDF reports (issue 10, point 3): ``integrity``, ``access``, ``holds``, ``dispositions``.
+"""Signed PDF reports (issue 10, point 3): ``integrity``, ``access``, ``holds``, ``dispositions``,
+``consent``, ``templates``.
 
 ``archiver report KIND --from D --to D --out FILE.pdf`` and ``POST /api/v1/reports`` call
 :func:`generate`, which
@@ -37,9 +38,10 @@ from archiver.services import Services
 
 log = logging.getLogger(__name__)
 
-KINDS = ("integrity", "access", "holds", "dispositions")
+KINDS = ("integrity", "access", "holds", "dispositions", "consent", "templates")
 TITLES = {"integrity": "Integrity report", "access": "Access report", "holds": "Litigation holds report",
-          "dispositions": "Disposition report"}
+          "dispositions": "Disposition report", "consent": "Consent report",
+          "templates": "Message template governance report"}
 ATTACHMENT = "report.json"
 EVENT = "report"
 FORMAT = 1  # of report.json

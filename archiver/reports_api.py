@@ -24,7 +24,7 @@ LEGAL_KINDS = ("holds",)
 @bp.post("/api/v1/reports")
 @require(*REPORTERS)
 def create_report() -> Response:
-    """``{"kind": integrity|access|holds|dispositions, "from": D, "to": D}``: the signed PDF."""
+    """``{"kind": integrity|access|holds|dispositions|consent|templates, "from": D, "to": D}``: the signed PDF."""
     body: Any = request.get_json(silent=True)
     if not isinstance(body, dict):
         raise ValidationError("body", "must be a JSON object")

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import base64
 import io
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -366,8 +366,11 @@ def describe(selection: dict[str, Any]) -> str:
 
 def render(lines: list[dict[str, Any]], *, cover: dict[str, Any], tz: ZoneInfo, signer: Any = None,
            media: dict[str, bytes] | None = None, workers: int | None = None,
-           chunk_events: int = CHUNK_EVENTS) -> bytes:
+           chunk_events: int = CHUNK_EVENTS, on_pages: Callable[[int, int | None], None] | None = None) -> bytes:
     """The transcript PDF/A-3b of ``lines`` (``records.jsonl`` as dicts), signed when ``signer``.
+
+    ``on_pages(pages, total)`` (``chunked.PagesSeen``) hears the pages rendered as it goes:
+    after each merged part of a chunked rendering (``total`` None), and ``(N, N)`` at the end.
 
     ``cover``: ``selection`` (the manifest's), ``counts``, ``through_seq``. Nothing in it
     depends on who exports or when, so the unsigned bytes are a function of the selection,
@@ -396,12 +399,20 @@ def render(lines: list[dict[str, Any]], *, cover: dict[str, Any], tz: ZoneInfo, 
         return out.encode("utf-8", "backslashreplace").decode("utf-8")
 
     if total <= chunk_events:
+        if on_pages is not None:
+            on_pages(0, None)
         pdf = pdf_render.html_to_pdf(html((threads, others), True, True), attachment=attachment,
                                      attachment_name="transcript.json", title=title, created=created)
+        if on_pages is not None:
+            pages = chunked.page_count(pdf)
+            on_pages(pages, pages)
     else:
         parts = (html(p, i == 0, False) for i, p in enumerate(chunks(threads, others, chunk_events)))
+        if on_pages is not None:
+            on_pages(0, None)
         pdf = chunked.render_parts(parts, workers=workers or chunked.default_workers(), attachment=attachment,
-                                   attachment_name="transcript.json", title=title, created=created)
+                                   attachment_name="transcript.json", title=title, created=created,
+                                   on_pages=on_pages)
     if signer is None:
         return pdf
     return sign.sign_pdf(pdf, signer, reason="whatsapp-archiver: export transcript")

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
@@ -27,6 +27,8 @@ from typing import Any
 from archiver.pdf import render
 
 NUMBERS_PER_PART = 400
+#: ``on_pages(pages_rendered, total)``: ``total`` is None until the document is whole.
+PagesSeen = Callable[[int, int | None], None]
 _NUMBERS_CSS = ("@page { size: A4; margin: 0 } body { margin: 0 } "
                 ".p { height: 296mm; position: relative; break-after: page; } "
                 ".p span { position: absolute; left: 0; right: 0; bottom: 7.5mm; text-align: center; "
@@ -61,28 +63,52 @@ def numbers_html(first: int, last: int, total: int) -> str:
 
 def render_parts(parts: Iterable[str], *, workers: int, attachment: Any = None,
                  attachment_name: str = "data.json", title: str = "whatsapp-archiver",
-                 base_url: str | None = None, created: str | None = None, numbered: bool = True) -> bytes:
-    """The parts (HTML) as one unsigned PDF/A-3b, pages numbered "Page i of N" when ``numbered``."""
+                 base_url: str | None = None, created: str | None = None, numbered: bool = True,
+                 on_pages: PagesSeen | None = None) -> bytes:
+    """The parts (HTML) as one unsigned PDF/A-3b, pages numbered "Page i of N" when ``numbered``.
+
+    ``on_pages(pages, total)`` (optional) hears the pages rendered so far as each part is
+    merged (``total`` None), then once the document is whole ``(N, N)``."""
     import pikepdf
 
     with tempfile.TemporaryDirectory(prefix="archiver-pdf-") as tmp:
-        files = list(_render_all(_part_jobs(parts, tmp, attachment, attachment_name, title, base_url, created),
-                                 workers))
-        with pikepdf.open(files[0]) as doc:
-            opened = []
-            try:
-                for name in files[1:]:
+        rendered = _render_all(_part_jobs(parts, tmp, attachment, attachment_name, title, base_url, created), workers)
+        doc: Any = None
+        opened: list[Any] = []
+        try:
+            for name in rendered:  # merged as they arrive: the pages so far are known at each part
+                if doc is None:
+                    doc = pikepdf.open(name)
+                else:
                     src = pikepdf.open(name)
                     opened.append(src)
                     doc.pages.extend(src.pages)
-                if numbered:
-                    opened += _number(doc, tmp, workers, title, base_url, created)
-                out = Path(tmp) / "merged.pdf"
-                doc.save(out, fix_metadata_version=False, deterministic_id=True)
-            finally:
-                for src in opened:
-                    src.close()
+                if on_pages is not None:
+                    on_pages(len(doc.pages), None)
+            if doc is None:
+                raise ValueError("no part to render")
+            if numbered:
+                opened += _number(doc, tmp, workers, title, base_url, created)
+            out = Path(tmp) / "merged.pdf"
+            doc.save(out, fix_metadata_version=False, deterministic_id=True)
+            if on_pages is not None:
+                on_pages(len(doc.pages), len(doc.pages))
+        finally:
+            if doc is not None:
+                doc.close()
+            for src in opened:
+                src.close()
         return out.read_bytes()
+
+
+def page_count(pdf: bytes) -> int:
+    """The number of pages of ``pdf``."""
+    import io
+
+    import pikepdf
+
+    with pikepdf.open(io.BytesIO(pdf)) as doc:
+        return len(doc.pages)
 
 
 def _part_jobs(parts: Iterable[str], tmp: str, attachment: Any, attachment_name: str, title: str,

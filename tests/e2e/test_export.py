@@ -486,3 +486,51 @@ def test_no_bundle_is_left_when_the_export_cannot_be_audited(inst: Instance, tmp
     with pytest.raises(RuntimeError):
         bundle(inst, tmp_path / "exports" / "x", query="refund")
     assert list((tmp_path / "exports").iterdir()) == []  # neither the bundle nor its partial folder
+
+
+# --------------------------------------------------------------------------- 100,000 records
+
+BIG_CONTACT = "4479460100000"
+
+
+def _journal_messages(services: Services, n: int, chunk: int = 10_000) -> None:
+    """``n`` webhook deliveries of one text message each from one contact, journaled in-process
+    in a few big transactions (as the webhook would, without HTTP): fast enough to seal 2n records."""
+    from archiver.journal import append_delivery
+    from tests.conftest import sign
+    from tests.e2e.test_pipeline import msg_body
+
+    value = "{:08d}"
+    for start in range(0, n, chunk):
+        with services.sessions.begin() as session:
+            for i in range(start, min(n, start + chunk)):
+                body = msg_body(f"wamid.big.{value.format(i)}", f"message {i}", ts=str(1780001000 + i)).replace(
+                    b"4479460001234", BIG_CONTACT.encode())
+                append_delivery(session, "webhook", body, {"signature": sign(body)["X-Hub-Signature-256"],
+                                                           "remote": "127.0.0.1", "content_type": "application/json"})
+
+
+def test_an_export_of_100000_records_passes_both_verifiers(tmp_path: Path,
+                                                          standalone: Callable[[Path], tuple[int, str]]) -> None:
+    """Bad input: a selection holding 100,000 records (50,000 messages of one contact and their
+    deliveries) on the embedded default (SQLite, local WORM store), built in-process."""
+    from archiver import sealer
+
+    services = Services.open(Settings.from_env(make_env(tmp_path / "home")))
+    try:
+        _journal_messages(services, 50_000)
+        sealer.seal_pending(services)
+        out = tmp_path / "big"
+        done = export.write_bundle(services, export.Selection(contact=BIG_CONTACT), out, "test:auditor",
+                                   formats=("bundle",))
+    finally:
+        services.close()
+    assert done.counts["records"] == 100_000 and done.counts["shredded"] == 0, done.counts
+    assert done.counts["checkpoints"] >= 2  # the selection spans segments: proofs to several roots
+    both_pass(out, standalone)
+    kinds: dict[str, int] = {}
+    with (out / "records.jsonl").open("rb") as fh:
+        for line in fh:
+            kind = json.loads(line)["kind"]
+            kinds[kind] = kinds.get(kind, 0) + 1
+    assert kinds == {"message": 50_000, "delivery": 50_000}, kinds

@@ -20,6 +20,7 @@ from click.testing import CliRunner
 from sqlalchemy import select
 
 from archiver import export, export_jobs
+from archiver.pdf import chunked
 from archiver.auth import create_token
 from archiver.catalog import ExportJob, Journal, leader_lock, utcnow
 from archiver.cli import ExportProgress
@@ -61,13 +62,15 @@ def test_a_job_answers_202_shows_progress_and_its_zip_verifies(
     assert queued["state"] == "queued" and queued["selection"] == {"by": "query", "query": "refund"}
     assert made.headers["Location"] == queued["status"] == f"/api/v1/exports/{queued['id']}"
     job = finished(lambda: call("GET", queued["status"]))
-    assert job["progress"] == {"records_done": 4, "records_total": 4, "pages": None}
+    pages = job["progress"]["pages"]
+    assert job["progress"] == {"records_done": 4, "records_total": 4, "pages": pages, "pages_total": pages}
     assert job["error"] is None and job["counts"]["records"] == 4 and job["exported_by"].endswith("(auditor)")
     assert job["started_at"] is not None and job["ended_at"] is not None
     got = call("GET", job["download"])
     assert got.status_code == 200 and got.mimetype == "application/zip"
     unzipped = tmp_path / "unzipped"
     zipfile.ZipFile(io.BytesIO(got.data)).extractall(unzipped)
+    assert pages == chunked.page_count((unzipped / "transcript.pdf").read_bytes()) >= 2  # the cover, a thread
     both_pass(unzipped, standalone)  # archiver verify-export and the standalone scripts/verify-export
     manifest = hashlib.sha256((unzipped / "MANIFEST.json").read_bytes()).hexdigest()
     assert job["manifest_sha256"] == manifest
@@ -125,8 +128,10 @@ def test_cli_export_prints_progress_lines_off_a_terminal_and_a_bar_on_one(
         monkeypatch.setenv(name, value)
     done = CliRunner().invoke(cli, ["export", "--query", "refund", "--out", str(tmp_path / "cli")])
     assert done.exit_code == 0, done.output
+    pages = chunked.page_count((tmp_path / "cli" / "transcript.pdf").read_bytes())
     assert [line for line in done.stderr.splitlines() if line.startswith("export")] == [
-        "export: records 0/4", "export: records 4/4"]
+        "export: records 0/4", "export: records 4/4", "export: records 4/4, pages 0",
+        f"export: records 4/4, pages {pages}/{pages}"]
     assert "4 records exported" in done.stdout
 
     class Tty(io.StringIO):
@@ -137,7 +142,13 @@ def test_cli_export_prints_progress_lines_off_a_terminal_and_a_bar_on_one(
     bar = ExportProgress(screen)
     for n in (0, 200, 400):
         bar(n, 400)
+    for pages, total in ((0, None), (12, None), (30, 30)):
+        bar.pages(pages, total)
     bar.finish()
     assert screen.getvalue() == ("\rexport [------------------------------] records 0/400"
                                  "\rexport [###############---------------] records 200/400"
-                                 "\rexport [##############################] records 400/400\n")
+                                 "\rexport [##############################] records 400/400"
+                                 "\rexport [#############################-] records 400/400, pages 0"
+                                 "\rexport [#############################-] records 400/400, pages 12"
+                                 "\rexport [##############################] records 400/400, pages 30/30\n")
+

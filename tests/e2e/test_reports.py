@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shutil
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,12 +23,13 @@ from sqlalchemy import func, select
 
 from archiver import chain, export, holds, indexer, jobs
 from archiver.auth import create_token
-from archiver.catalog import Journal, Segment
+from archiver.catalog import Journal, Record, Segment
 from archiver.cli import main as cli
 from archiver.listing import Filters, audit_list
 from archiver.reports import KINDS
 from tests import pdfcheck
 from tests.conftest import make_env
+from tests.e2e.test_consent import BUSINESS_ID, preference, template_status, text
 from tests.e2e.test_disposition import KEPT, REVIEWED, SHORT, Archive, _archive
 from tests.e2e.test_holds import message
 from tests.e2e.test_pipeline import msg_body, post, seal
@@ -87,6 +90,9 @@ def _activity(arch: Archive) -> dict[str, Any]:
     runner = jobs.Runner(arch.services, jobs.load_schedule(arch.services.settings))
     done = runner.run_scheduled("worm-selftest", "manual", actor="test")
     assert done is not None and done.outcome.outcome == "ok", done
+    # before the disposition deletes the short-test segment: the consent ledger reads every
+    # record sealed since its cursor, and cannot read one of a deleted segment
+    consent_and_templates = _consent_and_templates(arch)
     arch.wait_expired(short, reviewed)
     disposed = arch.cli("dispose", "--json")
     assert disposed.exit_code == 0, disposed.output
@@ -94,7 +100,69 @@ def _activity(arch: Archive) -> dict[str, Any]:
     assert arch.cli("disposition", "approve", batch).exit_code == 0
     arch.services.rejections.flush(everything=True)  # the windows of the refused requests above
     seal(arch.services)
-    return {"hold": hold, "matter": matter, "batch": batch, "kept": kept}
+    return {"hold": hold, "matter": matter, "batch": batch, "kept": kept, **consent_and_templates}
+
+
+ANA, BEA, CARL = "4479460007001", "4479460007002", "4479460007003"
+REPO_POLICIES = Path(__file__).resolve().parents[2] / "policies"
+
+
+def _webhooks(arch: Archive, *bodies: bytes) -> None:
+    for body in bodies:
+        assert post(arch.client, body).status_code == 200
+    seal(arch.services)
+
+
+def _send(arch: Archive, token: dict[str, str], wamid: str, who: str, template: str, at: int) -> None:
+    body = {"request": {"messaging_product": "whatsapp", "to": who, "type": "template",
+                        "template": {"name": template, "language": {"code": "en_GB"}}},
+            "response": {"messaging_product": "whatsapp", "contacts": [{"input": who, "wa_id": who}],
+                         "messages": [{"id": wamid}]},
+            "sender": "crm", "sent_at": at, "phone_number_id": BUSINESS_ID}
+    resp = arch.client.post("/api/v1/capture/messages", json=body, headers=token)
+    assert resp.status_code == 202, resp.get_json()
+    seal(arch.services)
+
+
+def _consent_and_templates(arch: Archive) -> dict[str, Any]:
+    """Consent: Ana opts in (API) and stops by webhook, Bea's STOP in a message is detected and
+    confirmed, Carl opts in; marketing sent to Ana and Bea after their opt-outs (two violations,
+    one resolved), to Carl (fine). Templates: spring_offer approved, paused (a send while paused:
+    a finding), approved again, and reviewed."""
+    shutil.copy(REPO_POLICIES / "consent.yaml", arch.services.settings.policies_dir / "consent.yaml")
+    ingest = _token(arch, "ingest", "crm-feed")
+    now = int(time.time())
+    _webhooks(arch, template_status("spring_offer", "APPROVED", "MARKETING", now - 30))
+    for who in (ANA, BEA, CARL):
+        body = {"contact": who, "scope": "marketing", "action": "opt_in", "source": "web-form", "at": now - 29,
+                "proof": "form-1"}
+        assert arch.client.post("/api/v1/consent", json=body, headers=ingest).status_code == 202
+    _webhooks(arch, preference(ANA, "stop", now - 20), text("wamid.bea.stop", BEA, "STOP please", now - 20))
+    _send(arch, ingest, "wamid.ana.m1", ANA, "spring_offer", now - 15)
+    _send(arch, ingest, "wamid.bea.m1", BEA, "spring_offer", now - 15)
+    _send(arch, ingest, "wamid.carl.m1", CARL, "spring_offer", now - 15)
+    _webhooks(arch, template_status("spring_offer", "PAUSED", "MARKETING", now - 10))
+    _send(arch, ingest, "wamid.carl.m2", CARL, "spring_offer", now - 9)  # while paused (and consent fine)
+    _webhooks(arch, template_status("spring_offer", "APPROVED", "MARKETING", now - 5))
+    with arch.services.sessions() as session:
+        bea_stop = session.scalar(select(Record.seq).where(Record.wamid == "wamid.bea.stop", Record.kind == "message"))
+    assert bea_stop is not None
+    confirmed = arch.cli("consent", "confirm", str(bea_stop), "--note", "a clear opt-out")
+    assert confirmed.exit_code == 0, confirmed.output
+    reviewed = arch.cli("review", "consent", "--json")
+    assert reviewed.exit_code == 0, reviewed.output
+    violations = {f["detail"]["wamid"]: f["id"] for f in json.loads(reviewed.stdout)["findings"]}
+    assert set(violations) == {"wamid.ana.m1", "wamid.bea.m1"}, violations
+    resolved = arch.cli("findings", "resolve", violations["wamid.ana.m1"], "--note", "re-opted in by phone")
+    assert resolved.exit_code == 0, resolved.output
+    tpl = arch.cli("review", "templates", "--json")
+    assert tpl.exit_code == 0, tpl.output
+    tfound = [(f["rule"], f["detail"].get("wamid")) for f in json.loads(tpl.stdout)["findings"]]
+    assert tfound == [("sent-not-approved", "wamid.carl.m2")], tfound
+    done = arch.cli("templates", "review", "spring_offer", "--decision", "approve", "--note", "wording checked")
+    assert done.exit_code == 0, done.output
+    seal(arch.services)
+    return {"violations": violations, "bea_stop": bea_stop}
 
 
 CATALOGS = [("sqlite", "fts5"), pytest.param(("postgresql", "fts5"), marks=pytest.mark.postgres)]
@@ -157,6 +225,33 @@ def test_every_report_kind_is_signed_pdfa_with_its_data_and_is_audited(arch: Arc
     assert (batch["id"], batch["state"], batch["class"]) == (did["batch"], "approved", "reviewed")
     assert batch["decided_by"] and batch["decided_by"].startswith("cli:")
 
+    cons = written["consent"]["content"]
+    outs = {(e["contact"], e["source"], e.get("status")) for e in cons["changes"] if e["action"] == "opt_out"}
+    assert outs == {(ANA, "user_preferences", None), (BEA, "keyword", "confirmed")}, cons["changes"]
+    assert {e["contact"] for e in cons["changes"] if e["action"] == "opt_in"} == {ANA, BEA, CARL}
+    assert cons["summary"]["opt_outs"] == 2 and cons["summary"]["opt_ins"] == 3
+    assert [(d["action"], d["refers_to"]) for d in cons["decisions"]] == [("confirm", did["bea_stop"])]
+    by_wamid = {v["detail"]["wamid"]: v for v in cons["violations"]}
+    assert set(by_wamid) == set(did["violations"])
+    ana = by_wamid["wamid.ana.m1"]
+    assert ana["status"] == "resolved" and ana["resolution"]["note"] == "re-opted in by phone"
+    assert ana["resolution"]["by"].startswith("cli:") and ana["resolution"]["seq"]
+    assert by_wamid["wamid.bea.m1"]["status"] == "open" and by_wamid["wamid.bea.m1"]["seq"]
+    assert cons["summary"]["violations_resolved"] == 1 and cons["summary"]["violations_open"] == 1
+    assert [r["outcome"] for r in cons["review_runs"]] == ["ok"]
+    assert "STOP please" not in json.dumps(cons)  # never message content
+
+    tpls = {t["name"]: t for t in written["templates"]["content"]["templates"]}
+    spring = tpls["spring_offer"]
+    lang = spring["languages"]["en_GB"]
+    assert [e.get("status") for e in lang["history"]] == ["APPROVED", "PAUSED", "APPROVED"]
+    assert lang["at_start"]["status"] is None and lang["at_end"]["status"] == "APPROVED"
+    assert spring["sends"] == {"count": 4, "without_snapshot": 4, "not_approved": 1}
+    assert [(r["decision"], r["note"]) for r in spring["reviews"]] == [("approve", "wording checked")]
+    assert spring["last_review"]["seq"] and not spring["retired"]
+    assert [(f["rule"], f["detail"]["wamid"], f["status"]) for f in spring["findings"]] == [
+        ("sent-not-approved", "wamid.carl.m2", "open")]
+
     audited = _reports_audited(arch)
     assert [(a["details"]["kind"], a["details"]["pdf_sha256"]) for a in audited] == [
         (k, written[k]["sha256"]) for k in KINDS]
@@ -187,6 +282,8 @@ def test_the_api_answers_the_signed_pdf_to_the_roles_it_names(arch: Archive, tmp
     legal = _token(arch, "legal", "counsel")
     refused = arch.client.post("/api/v1/reports", json={**body, "kind": "access"}, headers=legal)
     assert refused.status_code == 403 and refused.get_json()["error"] == "forbidden"
+    for kind in ("consent", "templates", "dispositions", "integrity"):  # oversight of the archive: not legal's
+        assert arch.client.post("/api/v1/reports", json={"kind": kind}, headers=legal).status_code == 403
     assert arch.client.post("/api/v1/reports", json={"kind": "holds"}, headers=legal).status_code == 200
     compliance = _token(arch, "compliance", "officer")
     got = arch.client.post("/api/v1/reports", json={"kind": "access"}, headers=compliance)
@@ -200,7 +297,13 @@ def test_the_api_answers_the_signed_pdf_to_the_roles_it_names(arch: Archive, tmp
                        ({"kind": "access", "extra": 1}, "extra")):
         answer = arch.client.post("/api/v1/reports", json=bad, headers=compliance)
         assert answer.status_code == 400 and answer.get_json()["field"] == field, (bad, answer.get_json())
-    assert [a["details"]["kind"] for a in _reports_audited(arch)] == ["integrity", "holds", "access"]
+    for kind, role in (("consent", "auditor"), ("templates", "compliance")):
+        got = arch.client.post("/api/v1/reports", json={"kind": kind}, headers=_token(arch, role, f"{role}-2"))
+        assert got.status_code == 200, got.get_data()[:300]
+        out.write_bytes(got.data)
+        assert _check_pdf(out, nssdir, kind)["generated_by"] == f"{role}-2 ({role})"
+    assert [a["details"]["kind"] for a in _reports_audited(arch)] == ["integrity", "holds", "access", "consent",
+                                                                      "templates"]
 
 
 # --------------------------------------------------------------------------- on the local store

@@ -115,3 +115,40 @@ def test_inclusion_proofs_of_a_whole_tree_equal_each_leafs_own_proof() -> None:
         assert every == [chain.inclusion_proof(leaves, i) for i in range(size)]
         for i, path in enumerate(every):
             chain.verify_inclusion(leaves[i], i, size, path, root)
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 5, 8, 13, 64, 100])
+def test_proven_nodes_agree_with_verify_inclusion_on_good_and_tampered_paths(size: int) -> None:
+    """ProvenNodes (the export verifier's audit paths, reusing proven nodes) gives
+    verify_inclusion's answer for every leaf of a tree, in any order, after a bad path too."""
+    import random
+
+    leaves = [chain.leaf_hash(f"record {i}".encode()) for i in range(size)]
+    root = chain.merkle_root(leaves)
+    proofs = chain.inclusion_proofs(leaves)
+    rng = random.Random(size)
+    cases: list[tuple[bytes, int, list[str]]] = []
+    for i in range(size):
+        cases.append((leaves[i], i, proofs[i]))
+        if proofs[i]:
+            bad = list(proofs[i])
+            j = rng.randrange(len(bad))
+            bad[j] = ("0" if bad[j][0] != "0" else "1") + bad[j][1:]
+            cases.append((leaves[i], i, bad))  # a sibling changed: above a proven node too
+            cases.append((leaves[i], i, proofs[i][:-1]))  # too short
+            cases.append((leaves[i], i, [*proofs[i], "00" * 32]))  # too long
+        cases.append((leaves[(i + 1) % size], i, proofs[i]))  # another leaf
+    rng.shuffle(cases)
+    tree = chain.ProvenNodes(root)
+    for leaf, index, path in cases:
+        try:
+            chain.verify_inclusion(leaf, index, size, path, root)
+            want = True
+        except IntegrityError:
+            want = False
+        try:
+            tree.verify_inclusion(leaf, index, size, path)
+            got = True
+        except IntegrityError:
+            got = False
+        assert got == want, (size, index, path)

@@ -39,6 +39,7 @@ def test_a_bad_period_names_its_field(start: object, end: object, field: str) ->
 
 def test_only_the_known_kinds() -> None:
     assert check_kind("integrity") == "integrity"
-    for bad in ("Integrity", "", None, ["access"], "templates"):
+    assert check_kind("consent") == "consent" and check_kind("templates") == "templates"
+    for bad in ("Integrity", "", None, ["access"], "template"):
         with pytest.raises(ValidationError):
             check_kind(bad)

@@ -12,7 +12,7 @@ import pytest
 
 from archiver import transcript
 from archiver.errors import ValidationError
-from archiver.pdf import sign
+from archiver.pdf import chunked, sign
 
 # WeasyPrint leaves its sRGB profile file to the garbage collector (as in test_pdf_foundation)
 pytestmark = [pytest.mark.filterwarnings("ignore::ResourceWarning"),
@@ -124,3 +124,20 @@ def test_unsigned_transcript_is_deterministic(tmp_path: Path) -> None:
     a = transcript.render(_lines(), cover=COVER, tz=transcript.zone("UTC"))
     b = transcript.render(_lines(), cover=COVER, tz=transcript.zone("UTC"))
     assert a == b
+
+
+def test_a_chunked_transcript_reports_its_pages_as_each_part_is_merged() -> None:
+    lines = [_line(i, "message", "text", _msg(f"wamid.{i}", "text", {"body": f"message {i} " + "words " * 300}),
+                   at=f"2026-06-01T10:00:{i:02d}+00:00") for i in range(1, 41)]
+    seen: list[tuple[int, int | None]] = []
+    pdf = transcript.render(lines, cover=COVER, tz=transcript.zone("UTC"), workers=1, chunk_events=10,
+                            on_pages=lambda done, total: seen.append((done, total)))
+    pages = chunked.page_count(pdf)
+    assert seen[0] == (0, None) and seen[-1] == (pages, pages), seen
+    during = [done for done, total in seen[1:-1]]
+    assert len(during) == 4 and during == sorted(during) and during[0] > 0 and during[-1] == pages, seen
+    assert all(total is None for _, total in seen[1:-1])
+    small: list[tuple[int, int | None]] = []  # one pass: (0, None) then the whole document's
+    one = transcript.render(_lines(), cover=COVER, tz=transcript.zone("UTC"),
+                            on_pages=lambda done, total: small.append((done, total)))
+    assert small == [(0, None), (chunked.page_count(one),) * 2]
