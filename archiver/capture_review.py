@@ -180,10 +180,7 @@ def _read_deliveries(services: Services, policy: CapturePolicy, run: Run) -> boo
     with services.sessions.begin() as session:
         if cursor_value(session, CURSOR) != after:
             return True  # another run read them meanwhile
-        rows_by = {n.number: n for n in session.scalars(select(CaptureNumber).where(
-            CaptureNumber.number.in_(sorted({s.number[:64] for s in seen}))))} if seen else {}
-        for s in seen:
-            _apply(session, rows_by, s, policy)
+        _fold(session, seen, policy)
         if upto > after:
             set_cursor(session, CURSOR, upto)
     run.deliveries += len(rows)
@@ -191,14 +188,54 @@ def _read_deliveries(services: Services, policy: CapturePolicy, run: Run) -> boo
     return len(rows) == BATCH
 
 
-def _apply(session: Session, rows: dict[str, CaptureNumber], s: Sighting, policy: CapturePolicy) -> None:
-    """Fold one sighting into its number's row (created on first sight)."""
-    number = s.number[:64]
-    row = rows.get(number)
-    if row is None:
-        row = rows[number] = CaptureNumber(number=number, first_at=s.at, last_at=s.at, last_seq=s.seq, webhooks=0,
-                                           longest_gap=0, coexistence=False, app_seqs=[], history={})
-        session.add(row)
+@dataclass
+class Fold:
+    """A ``capture_numbers`` row as plain values while a batch's sightings are folded into it
+    (one catalog update per number per batch, not one per delivery)."""
+
+    number: str
+    first_at: int
+    last_at: int
+    last_seq: int
+    display: str | None = None
+    waba: str | None = None
+    webhooks: int = 0
+    longest_gap: int = 0
+    coexistence: bool = False
+    app_at: int | None = None
+    app_seq: int | None = None
+    app_seqs: list[int] = field(default_factory=list)
+    history: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, row: CaptureNumber) -> Fold:
+        return cls(**{name: getattr(row, name) for name in cls.__dataclass_fields__})
+
+    def write(self, row: CaptureNumber) -> None:
+        for name in self.__dataclass_fields__:
+            setattr(row, name, getattr(self, name))
+
+
+def _fold(session: Session, seen: list[Sighting], policy: CapturePolicy) -> None:
+    """Fold a batch's sightings into their numbers' rows (created on first sight)."""
+    by_number: dict[str, list[Sighting]] = {}
+    for s in seen:
+        by_number.setdefault(s.number[:64], []).append(s)
+    rows = {n.number: n for n in session.scalars(select(CaptureNumber).where(
+        CaptureNumber.number.in_(sorted(by_number))))} if by_number else {}
+    for number, theirs in by_number.items():
+        row = rows.get(number)
+        state = Fold.of(row) if row is not None else Fold(number, theirs[0].at, theirs[0].at, theirs[0].seq)
+        for s in theirs:
+            _apply(state, s, policy)
+        if row is None:
+            row = CaptureNumber(number=number)
+            session.add(row)
+        state.write(row)
+
+
+def _apply(row: Fold, s: Sighting, policy: CapturePolicy) -> None:
+    """Fold one sighting into its number's state."""
     row.display = (s.display or row.display or "")[:64] or None
     row.waba = (s.waba or row.waba or "")[:64] or None
     if s.at > row.last_at:
@@ -215,7 +252,7 @@ def _apply(session: Session, rows: dict[str, CaptureNumber], s: Sighting, policy
         if len(row.app_seqs) < MAX_EVIDENCE:
             row.app_seqs = [*row.app_seqs, s.seq]  # a new list: JSON columns track assignment only
     if s.history_at is not None:
-        h = dict(row.history)
+        h = row.history
         chunks = dict(h.get("chunks") or {})
         for key, progress in s.chunks.items():
             chunks[key] = max(chunks.get(key, 0), progress)
@@ -332,7 +369,7 @@ def _judge(services: Services, policy: CapturePolicy, moment: int, run: Run) -> 
                                                                              "display": row.display, **detail}))
 
 
-def _verdicts(row: CaptureNumber, entry: Any, policy: CapturePolicy,
+def _verdicts(row: CaptureNumber | Fold, entry: Any, policy: CapturePolicy,
               moment: int) -> list[tuple[str, str, list[int], dict[str, Any]]]:
     """(rule, subject, evidence, detail) of each finding ``row`` gives at ``moment``."""
     out: list[tuple[str, str, list[int], dict[str, Any]]] = []

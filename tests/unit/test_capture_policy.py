@@ -83,25 +83,21 @@ def number_row(**extra: object) -> CaptureNumber:
 
 def test_an_outage_is_not_learnt_as_the_numbers_rhythm_and_a_second_silence_is_a_new_finding() -> None:
     policy = CapturePolicy.from_yaml(b"silence:\n  learn_after: 2\n", "c.yaml")
-    rows: dict[str, CaptureNumber] = {}
-
-    class Session:
-        def add(self, row: object) -> None:
-            pass
+    state = capture_review.Fold("1099", 0, 0, 1)
 
     def see(seq: int, at: int) -> None:
-        capture_review._apply(Session(), rows, capture_review.Sighting("1099", seq, at), policy)
+        capture_review._apply(state, capture_review.Sighting("1099", seq, at), policy)
 
     see(1, 0)
     see(2, 600)
     see(3, 1200)  # every 10 minutes: learnt, threshold 1h (the minimum)
-    assert rows["1099"].longest_gap == 600
-    first = capture_review._verdicts(rows["1099"], None, policy, 1200 + 3601)
+    assert state.longest_gap == 600
+    first = capture_review._verdicts(state, None, policy, 1200 + 3601)
     assert [(v[0], v[1]) for v in first] == [("number-silent", "1099:3")]
     see(4, 1200 + 5 * 86400)  # back after five days: an outage, not learnt
-    assert rows["1099"].longest_gap == 600
-    assert capture_review._verdicts(rows["1099"], None, policy, 1200 + 5 * 86400 + 60) == []
-    again = capture_review._verdicts(rows["1099"], None, policy, 1200 + 6 * 86400)
+    assert state.longest_gap == 600
+    assert capture_review._verdicts(state, None, policy, 1200 + 5 * 86400 + 60) == []
+    again = capture_review._verdicts(state, None, policy, 1200 + 6 * 86400)
     assert [(v[0], v[1]) for v in again] == [("number-silent", "1099:4")]  # silent again: another finding
 
 
