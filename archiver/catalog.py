@@ -614,6 +614,30 @@ class TemplateReview(Base):
     seq: Mapped[int | None] = mapped_column(SEQ)
 
 
+class CaptureNumber(Base):
+    """A business number as the capture-health review has seen it in sealed webhooks (derived;
+    ``archiver.capture_review``): its last webhook and last app-side event (epoch seconds, and
+    the delivery records' seqs), how many webhooks and the longest quiet spell between two
+    (``longest_gap``: its silence threshold is derived from it), whether it is a Coexistence
+    number, and its history sync's chunks (``history``: ``"phase:chunk_order"`` -> progress,
+    the deliveries' seqs, when the last chunk was sealed)."""
+
+    __tablename__ = "capture_numbers"
+    number: Mapped[str] = mapped_column(String(64), primary_key=True)  # phone_number_id
+    display: Mapped[str | None] = mapped_column(String(64))
+    waba: Mapped[str | None] = mapped_column(String(64))
+    first_at: Mapped[int] = mapped_column(BigInteger)
+    last_at: Mapped[int] = mapped_column(BigInteger)
+    last_seq: Mapped[int] = mapped_column(SEQ)
+    webhooks: Mapped[int] = mapped_column(BigInteger, default=0)
+    longest_gap: Mapped[int] = mapped_column(BigInteger, default=0)
+    coexistence: Mapped[bool] = mapped_column(Boolean, default=False)
+    app_at: Mapped[int | None] = mapped_column(BigInteger)
+    app_seq: Mapped[int | None] = mapped_column(SEQ)
+    app_seqs: Mapped[list[int]] = mapped_column(JSON, default=list)  # the first app-side deliveries
+    history: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     """WAL lets intake write while readers read; busy_timeout makes writers wait, not fail."""
     dbapi_conn.isolation_level = None  # let SQLAlchemy's "begin" event emit BEGIN itself

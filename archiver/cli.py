@@ -536,11 +536,11 @@ def policy() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the classes as JSON.")
 @handled
 def policy_check(folder: str | None, as_json: bool) -> None:
-    """Validate retention.yaml (and consent.yaml, templates.yaml when there): print the classes and SHA-256
-    (exit 0), or the first problem (exit 1)."""
+    """Validate retention.yaml (and consent.yaml, templates.yaml, capture.yaml when there): print the classes
+    and SHA-256 (exit 0), or the first problem (exit 1)."""
     from pathlib import Path
 
-    from archiver import consent_policy, retention_policy, templates_policy
+    from archiver import capture_policy, consent_policy, retention_policy, templates_policy
     from archiver.errors import PolicyError
 
     where = Path(folder) if folder else Settings.from_env().policies_dir
@@ -548,6 +548,7 @@ def policy_check(folder: str | None, as_json: bool) -> None:
         loaded = retention_policy.load(where)
         consent = consent_policy.load(where)
         cadence = templates_policy.load(where)
+        capture = capture_policy.load(where)
     except PolicyError as exc:
         click.echo(json.dumps(exc.as_dict()) if as_json else f"error[{exc.code}]: {exc}", err=True)
         sys.exit(1)
@@ -570,6 +571,9 @@ def policy_check(folder: str | None, as_json: bool) -> None:
     if cadence is not None:
         every = ", ".join(f"{k} {v}d" for k, v in cadence.review_days.items()) or "none"
         click.echo(f"ok: {cadence.file}\nsha256 {cadence.sha256}\ntemplate reviews every: {every}")
+    if capture is not None:
+        click.echo(f"ok: {capture.file}\nsha256 {capture.sha256}\nsilence default {capture.silence_default}s, "
+                   f"app inactive after {capture.app_inactive}s, {len(capture.numbers)} numbers listed")
 
 
 

@@ -123,6 +123,45 @@ def review() -> None:
     """Run a review now (each run is sealed as a job_run record)."""
 
 
+def run_review(job_name: str, kind: str, run: Any = None) -> tuple[Any, dict[str, Any]]:
+    """Run review job ``job_name`` now (sealed as a manual ``job_run``; ``run`` in place of the
+    job's own function), seal its findings; (the run, ``--json`` output with its new findings)."""
+    from dataclasses import replace
+
+    from archiver import findings, sealer
+    from archiver import jobs as background
+
+    services = _services()
+    try:
+        registered = background.registered()
+        if run is not None:
+            registered[job_name] = replace(registered[job_name], run=run)
+        runner = background.Runner(services, background.load_schedule(services.settings), registered)
+        done = runner.run_scheduled(job_name, "manual", actor=_actor())
+        assert done is not None
+        sealer.seal_pending(services, pipelined=False)
+        listed = findings.list_findings(services, kind=kind)
+    finally:
+        services.close()
+    summary = done.outcome.summary or {}
+    new = set(summary.get("finding_ids") or [])
+    out: dict[str, Any] = {"job": done.job, "outcome": done.outcome.outcome, "error": done.outcome.error,
+                           "summary": summary, "findings": [f for f in listed if f["id"] in new]}
+    return done, out
+
+
+def show_review(out: dict[str, Any], as_json: bool, headline: str) -> None:
+    """Print a review run (``run_review``'s output); exit 1 if the run failed."""
+    if as_json:
+        say_json(out)
+    else:
+        say(f"{headline}, {plural(len(out['findings']), 'new finding')}")
+        for f in out["findings"]:
+            say(f"  {f['id']}  {f['rule']}  record {f['record_seq']}  evidence {f['evidence']}")
+    if out["outcome"] != "ok":
+        sys.exit(1)
+
+
 @review.command("consent")
 @click.option("--since", default=None, help="Also re-check every marketing send since this date (UTC) or time.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
@@ -130,38 +169,34 @@ def review() -> None:
 @needs_archive
 def review_consent(since: str | None, as_json: bool) -> None:
     """Find marketing sent to contacts whose marketing consent was not valid at send time (exit 1 if the run failed)."""
-    from dataclasses import replace
-
-    from archiver import consent_review, findings, sealer
-    from archiver import jobs as background
+    from archiver import consent_review
 
     when = int(_utc_date(since).timestamp()) if since else None
+    done, out = run_review(consent_review.JOB, "consent", lambda s: consent_review.review(s, when))
+    summary = out["summary"]
+    show_review(out, as_json, f"consent review {done.outcome.outcome}: {plural(summary.get('records', 0), 'record')} "
+                              f"read, {plural(summary.get('marketing_sends', 0), 'marketing send')}")
+
+
+@review.command("capture")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@handled
+@needs_archive
+def review_capture(as_json: bool) -> None:
+    """Find capture gaps: silent numbers, an inactive Business App, statuses without their message,
+    unknown numbers, disconnections, declined or partial history (exit 1 if the run failed)."""
+    from archiver import capture_review
+
+    done, out = run_review(capture_review.JOB, "capture")
     services = _services()
     try:
-        registered = background.registered()
-        job = replace(registered[consent_review.JOB], run=lambda s: consent_review.review(s, when))
-        runner = background.Runner(services, background.load_schedule(services.settings),
-                                   {**registered, consent_review.JOB: job})
-        done = runner.run_scheduled(consent_review.JOB, "manual", actor=_actor())
-        assert done is not None
-        sealer.seal_pending(services, pipelined=False)
-        listed = findings.list_findings(services, kind="consent")
+        out["numbers"] = capture_review.numbers(services)
     finally:
         services.close()
-    summary = done.outcome.summary or {}
-    new = set(summary.get("finding_ids") or [])
-    out: dict[str, Any] = {"job": done.job, "outcome": done.outcome.outcome, "error": done.outcome.error, "summary": summary,
-           "findings": [f for f in listed if f["id"] in new]}
-    if as_json:
-        say_json(out)
-    else:
-        say(f"consent review {done.outcome.outcome}: {plural(summary.get('records', 0), 'record')} read, "
-            f"{plural(summary.get('marketing_sends', 0), 'marketing send')}, "
-            f"{plural(len(new), 'new finding')}")
-        for f in out["findings"]:
-            say(f"  {f['id']}  {f['rule']}  message seq {f['record_seq']}  evidence {f['evidence']}")
-    if done.outcome.outcome != "ok":
-        sys.exit(1)
+    summary = out["summary"]
+    show_review(out, as_json, f"capture review {done.outcome.outcome}: "
+                              f"{plural(summary.get('deliveries', 0), 'delivery', 'deliveries')} read, "
+                              f"{plural(len(out['numbers']), 'business number')}")
 
 
 @main.group("findings")

@@ -7,14 +7,12 @@ extends) is imported: it imports this module last. Reading a template's history 
 
 from __future__ import annotations
 
-import sys
 import time
-from typing import Any
 
 import click
 
 from archiver.cli import _actor, _services, handled, main, needs_archive
-from archiver.cli_consent import _audit, review
+from archiver.cli_consent import _audit, review, run_review, show_review
 from archiver.terminal import clean, plural, say, say_json
 
 
@@ -126,28 +124,8 @@ def templates_review(name: str, decision: str, note: str) -> None:
 @needs_archive
 def review_templates(as_json: bool) -> None:
     """Find template sends not APPROVED or with a drifted category, changed wording, overdue reviews."""
-    from archiver import findings, sealer, template_review
-    from archiver import jobs as background
+    from archiver import template_review
 
-    services = _services()
-    try:
-        runner = background.Runner(services, background.load_schedule(services.settings), background.registered())
-        done = runner.run_scheduled(template_review.JOB, "manual", actor=_actor())
-        assert done is not None
-        sealer.seal_pending(services, pipelined=False)
-        listed = findings.list_findings(services, kind="template")
-    finally:
-        services.close()
-    summary = done.outcome.summary or {}
-    new = set(summary.get("finding_ids") or [])
-    out: dict[str, Any] = {"job": done.job, "outcome": done.outcome.outcome, "error": done.outcome.error,
-                           "summary": summary, "findings": [f for f in listed if f["id"] in new]}
-    if as_json:
-        say_json(out)
-    else:
-        say(f"template review {done.outcome.outcome}: {plural(summary.get('template_sends', 0), 'template send')}, "
-            f"{plural(len(new), 'new finding')}")
-        for f in out["findings"]:
-            say(f"  {f['id']}  {f['rule']}  record {f['record_seq']}  evidence {f['evidence']}")
-    if done.outcome.outcome != "ok":
-        sys.exit(1)
+    done, out = run_review(template_review.JOB, "template")
+    show_review(out, as_json, f"template review {done.outcome.outcome}: "
+                              f"{plural(out['summary'].get('template_sends', 0), 'template send')}")

@@ -35,7 +35,7 @@ from collections.abc import Iterable
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from archiver import identity, policy_records, records
@@ -118,16 +118,9 @@ def sync(services: Services) -> int:
 
 
 def _seal_consent_policy(services: Services) -> None:
-    """Journal ``consent.yaml`` if its version changed, and have it sealed before it is used."""
-    from archiver.catalog import PolicyVersion
-
-    # The retention policy too: on an archive never sealed, it must be journaled (and sealed) first.
-    policy_records.register(services, ACTOR, strict=False, journal=policy_records.NAMES)
-    with services.sessions() as session:
-        waiting = session.scalar(select(func.count()).select_from(PolicyVersion).where(
-            PolicyVersion.name == policy_records.CONSENT, PolicyVersion.seq.is_(None)))
-    if waiting:
-        _seal(services)
+    """Journal ``consent.yaml`` if its version changed, and have it sealed before it is used (the
+    retention policy too: on an archive never sealed, it must be journaled and sealed first)."""
+    policy_records.seal_versions(services, ACTOR)
 
 
 def _seal(services: Services) -> None:

@@ -13,7 +13,7 @@ and what the stage did is sealed anyway (the records, segments and media it wrot
 otherwise at most every ``STATE_EVERY`` seconds, so an idle archive does not write the
 catalog every tick.
 
-*Scheduled* jobs (``worm-selftest``, ``disposition``, ``verification``) run on
+*Scheduled* jobs (``worm-selftest``, ``disposition``, ``verification``, the reviews) run on
 a cron line in UTC from ``policies/schedule.yaml`` (``archiver.schedule``), or the default
 they were registered with. Each run:
 
@@ -421,6 +421,12 @@ def _template_review(services: Services) -> Any:
     return template_review.review(services)
 
 
+def _capture_review(services: Services) -> Any:
+    from archiver import capture_review
+
+    return capture_review.review(services)
+
+
 def _template_sync(services: Services) -> Any:
     from archiver import template_sync
 
@@ -471,3 +477,6 @@ register(Job("template-sync", _template_sync, "read the template definitions fro
              "snapshots (skipped without ARCHIVER_WABA_ID)", cron="30 2 * * *"))
 register(Job("template-review", _template_review, "find template sends not approved or with a drifted category, "
              "changed wording since the last review, overdue reviews (sealed findings)", cron="0 3 * * *"))
+register(Job("capture-review", _capture_review, "find capture gaps: silent numbers, an inactive Business App, statuses "
+             "without their message, unknown numbers, disconnections, declined or partial history (sealed findings)",
+             cron="*/15 * * * *"))

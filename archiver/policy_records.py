@@ -1,5 +1,5 @@
-"""Policy versions: ``retention.yaml`` and ``consent.yaml`` loaded, journaled when they change,
-sealed as ``policy`` records (typed ``retention`` and ``consent``).
+"""Policy versions: ``retention.yaml``, ``consent.yaml``, ``templates.yaml`` and ``capture.yaml``
+loaded, journaled when they change, sealed as ``policy`` records (typed by the file's name).
 
 Decisions 11 and 13: a policy version is sealed before any record is classed with it.
 ``register`` reads each file (``ARCHIVER_POLICIES``) and, when its SHA-256 differs from the
@@ -28,7 +28,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from archiver import consent_policy, retention_policy, templates_policy
+from archiver import capture_policy, consent_policy, retention_policy, templates_policy
+from archiver.capture_policy import CapturePolicy
 from archiver.catalog import Archive, PolicyVersion, utcnow
 from archiver.consent_policy import ConsentPolicy
 from archiver.errors import PolicyError
@@ -48,27 +49,28 @@ class InForce:
     seq: int
 
 
-PolicyFile = Policy | ConsentPolicy | TemplatesPolicy
+PolicyFile = Policy | ConsentPolicy | TemplatesPolicy | CapturePolicy
 """A loaded policy file: what ``register`` journals (``file``, ``raw``, ``sha256``)."""
 
-RETENTION, CONSENT, TEMPLATES = "retention", consent_policy.NAME, templates_policy.NAME
-NAMES = (RETENTION, CONSENT, TEMPLATES)  # journaled in this order: the retention policy classes the consent one
+RETENTION, CONSENT, TEMPLATES, CAPTURE = "retention", consent_policy.NAME, templates_policy.NAME, capture_policy.NAME
+NAMES = (RETENTION, CONSENT, TEMPLATES, CAPTURE)  # journaled in this order: the retention policy classes the consent one
 
 
 def load_all(folder: Path) -> dict[str, PolicyFile | None]:
     """Every policy file of ``folder`` validated, by name (None: no consent.yaml). Raises PolicyError."""
     return {RETENTION: retention_policy.load(folder), CONSENT: consent_policy.load(folder),
-            TEMPLATES: templates_policy.load(folder)}
+            TEMPLATES: templates_policy.load(folder), CAPTURE: capture_policy.load(folder)}
 
 
 def register(services: Services, actor: str, *, strict: bool = True,
              journal: tuple[str, ...] = (RETENTION,)) -> Policy | None:
-    """Load ``retention.yaml`` and ``consent.yaml``, journal each of ``journal`` that differs from
-    its version loaded last; return the retention policy.
+    """Load the policy files, journal each of ``journal`` that differs from its version loaded
+    last; return the retention policy.
 
     Start-up and the sealer journal the retention policy only; the consent ledger journals
     ``consent.yaml`` when it first reads it (``consent.sync``), so an archive that never runs
-    the ledger seals no consent policy record.
+    the ledger seals no consent policy record; the reviews journal every file
+    (``template_review``, ``capture_review``) before they run.
 
     ``strict`` (start-up): an invalid file (or a missing ``retention.yaml``; ``consent.yaml``
     is optional) raises PolicyError naming file, line, key and problem. Not strict (the
@@ -79,7 +81,7 @@ def register(services: Services, actor: str, *, strict: bool = True,
     folder = services.settings.policies_dir
     loaded: dict[str, PolicyFile | None] = {}
     loaders: tuple[tuple[str, Any], ...] = ((RETENTION, retention_policy.load), (CONSENT, consent_policy.load),
-                                           (TEMPLATES, templates_policy.load))
+                                           (TEMPLATES, templates_policy.load), (CAPTURE, capture_policy.load))
     for name, load in loaders:
         if not strict and name not in journal:
             continue  # start-up validated it; who journals it reads it again then
@@ -102,6 +104,18 @@ def register(services: Services, actor: str, *, strict: bool = True,
                 _journal(session, name, policy, actor)
     found = loaded.get(RETENTION)
     return found if isinstance(found, Policy) else None
+
+
+def seal_versions(services: Services, actor: str) -> None:
+    """Journal every policy file whose version changed (not strict: a broken file keeps its last
+    good version), and have the new versions sealed before a review uses them."""
+    from archiver import sealer
+
+    register(services, actor, strict=False, journal=NAMES)
+    with services.sessions() as session:
+        waiting = session.scalars(select(PolicyVersion.id).where(PolicyVersion.seq.is_(None))).first()
+    if waiting is not None:
+        sealer.seal_pending(services, pipelined=False)
 
 
 def _changed(services: Services, loaded: dict[str, PolicyFile | None], session: Session | None = None) -> list[str]:
@@ -161,8 +175,21 @@ def _consent(sha256: str, file: str, raw: bytes) -> ConsentPolicy:
     return ConsentPolicy.from_yaml(raw, file)
 
 
+def _last_sealed(session: Session, name: str) -> PolicyVersion | None:
+    return session.scalars(select(PolicyVersion).where(PolicyVersion.seq.is_not(None), PolicyVersion.name == name)
+                           .order_by(PolicyVersion.seq.desc()).limit(1)).first()
+
+
 def templates_in_force(session: Session) -> TemplatesPolicy | None:
     """The last sealed version of ``templates.yaml`` (None: never loaded or not sealed yet)."""
-    row = session.scalars(select(PolicyVersion).where(PolicyVersion.seq.is_not(None), PolicyVersion.name == TEMPLATES)
-                          .order_by(PolicyVersion.seq.desc()).limit(1)).first()
+    row = _last_sealed(session, TEMPLATES)
     return None if row is None else TemplatesPolicy.from_yaml(row.raw, row.file)
+
+
+def capture_in_force(session: Session) -> tuple[CapturePolicy, int | None]:
+    """The last sealed version of ``capture.yaml`` and its policy record's seq (the defaults and
+    None: never loaded or not sealed yet)."""
+    row = _last_sealed(session, CAPTURE)
+    if row is None:
+        return CapturePolicy.defaults(), None
+    return CapturePolicy.from_yaml(row.raw, row.file), row.seq

@@ -82,7 +82,8 @@ def iter_decrypted(services: Services, session: Session, after_seq: int,
 
 def payloads(services: Services, session: Session, wanted: Collection[tuple[int, int]]) -> dict[int, bytes | None]:
     """The plaintexts of sealed records given as (seq, segment id): each segment read once
-    (None for a record whose data key was destroyed). Raises NotFound, IntegrityError."""
+    (None for a record whose data key was destroyed; none at all for the records of a segment
+    disposition deleted). Raises NotFound (a segment missing otherwise), IntegrityError."""
     by_segment: dict[int, set[int]] = {}
     for seq, segment_id in wanted:
         by_segment.setdefault(segment_id, set()).add(seq)
@@ -91,7 +92,7 @@ def payloads(services: Services, session: Session, wanted: Collection[tuple[int,
         seg = session.get(Segment, segment_id)
         if seg is None:
             raise IntegrityError(f"segment id {segment_id}", "the catalog names a segment it lacks")
-        found.extend(rec for rec in segment_records(services, seg) if rec["seq"] in seqs)
+        found.extend(rec for rec in readable_records(services, session, seg) if rec["seq"] in seqs)
     cache: dict[str, bytes | None] = {}
     kids = sorted({rec["kid"] for rec in found})
     for start in range(0, len(kids), 500):  # the data keys in a few queries, not one each

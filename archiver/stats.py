@@ -93,7 +93,7 @@ def job_status(session: Session) -> dict[str, dict[str, Any]]:
     return out
 
 
-REVIEWS = {"consent": "consent-review", "template": "template-review"}
+REVIEWS = {"consent": "consent-review", "template": "template-review", "capture": "capture-review"}
 """Review (finding kind) -> the scheduled job that runs it."""
 
 

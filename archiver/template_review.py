@@ -89,7 +89,7 @@ def review(services: Services, now: int | None = None) -> dict[str, Any]:
     with leader_lock(services.engine, JOB) as leader:
         if not leader:
             return {"skipped": "running elsewhere"}
-        _seal_policy(services)
+        policy_records.seal_versions(services, ACTOR)  # templates.yaml sealed before it is used
         template_sync.settle(services)
         _settle_reviews(services)
         book = load(services)
@@ -102,18 +102,6 @@ def review(services: Services, now: int | None = None) -> dict[str, Any]:
         findings.settle(services)
     log.info("review.templates records=%d sends=%d findings=%d", run.records, run.sends, len(run.found))
     return run.summary()
-
-
-def _seal_policy(services: Services) -> None:
-    """Journal ``templates.yaml`` if its version changed, and have it sealed before it is used."""
-    from archiver import sealer
-    from archiver.catalog import PolicyVersion
-
-    policy_records.register(services, ACTOR, strict=False, journal=policy_records.NAMES)
-    with services.sessions() as session:
-        waiting = session.scalars(select(PolicyVersion.id).where(PolicyVersion.seq.is_(None))).first()
-    if waiting is not None:
-        sealer.seal_pending(services, pipelined=False)
 
 
 def _read_sends(services: Services, book: Book, run: Run) -> bool:
