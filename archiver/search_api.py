@@ -13,6 +13,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from archiver import identity, params
+from archiver.console import scope
 from archiver.auth import READERS, require
 from archiver.errors import ArchiverError, ValidationError
 from archiver.journal import append_audit
@@ -71,7 +72,8 @@ def search() -> Response:
     page = params.bounded_int(request.args.get("page"), "page", 1, 1, MAX_WINDOW)
     size = params.bounded_int(request.args.get("size"), "size", 20, 1, MAX_SIZE)
     out = run_search(services, g.actor, q, page, size, request.args.get("sort", "newest"))
-    return jsonify(out)
+    with services.sessions() as session:  # a legal console user: only what its matters' holds cover
+        return jsonify(scope.filter_result(session, g.principal, out))
 
 
 @bp.get("/api/v1/conversations/<contact>")
@@ -85,5 +87,9 @@ def conversation(contact: str) -> Response:
     with services.sessions() as session:  # every identifier of the person (phone, wa_id, BSUID)
         aliases = sorted(identity.resolve(session, contact) - {contact})
     docs = services.search.conversation(contact, around_seq, size, aliases)
+    if g.principal.matters is not None:  # a legal console user: only what its matters' holds cover
+        with services.sessions() as session:
+            keep = scope.covered(session, g.principal.matters, [d["seq"] for d in docs])
+        docs = [d for d in docs if d["seq"] in keep]
     _audit(services, "conversation_viewed", g.actor, contact=contact, around=around_seq, results=len(docs))
     return jsonify({"contact": contact, "around": around_seq, "messages": docs})
