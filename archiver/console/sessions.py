@@ -53,7 +53,8 @@ def init_app(app: Flask, services: Any) -> None:
 
 
 def _console_csrf() -> None:
-    if (request.endpoint or "").startswith("console."):
+    # A bearer token is no cookie: no other site can make a browser send it, so no CSRF check.
+    if (request.endpoint or "").startswith("console.") and not request.headers.get("Authorization"):
         check_csrf()
 
 
