@@ -225,6 +225,7 @@ def test_search_page_filters_highlights_errors_and_the_record_page_verifies(cons
     officer = console.login("o@example.com", "compliance").client
     hits = officer.get("/console/search?q=refund&direction=in&kind=message&since=2026-01-01&until=2026-12-31&tz=Europe/Paris")
     assert hits.status_code == 200 and "<mark>refund</mark>" in hits.text and "3 results" in hits.text
+    assert '<span class="facet" id="facet-direction"><strong>direction</strong>: in (3)</span>' in hits.text
     none = officer.get("/console/search?q=refund&since=2030-01-01")
     assert "0 results" in none.text
     bad = officer.get("/console/search?q=refund+AND+(now")
