@@ -71,6 +71,7 @@ def search() -> Response:
     q = request.args.get("q", "")
     page = params.bounded_int(request.args.get("page"), "page", 1, 1, MAX_WINDOW)
     size = params.bounded_int(request.args.get("size"), "size", 20, 1, MAX_SIZE)
+    scope.check_content(g.principal)  # refused before the search is run and audited
     out = run_search(services, g.actor, q, page, size, request.args.get("sort", "newest"))
     with services.sessions() as session:  # a legal console user: only what its matters' holds cover
         return jsonify(scope.filter_result(session, g.principal, out))
@@ -81,6 +82,7 @@ def search() -> Response:
 def conversation(contact: str) -> Response:
     """The thread with ``contact`` (all her identifiers) in time order, around ``?around=<seq>`` if given."""
     services = current_app.extensions["archiver"]
+    scope.check_content(g.principal)  # an admin console user reads no message content
     around = request.args.get("around")
     around_seq = params.seq_arg(around, "around") if around else None
     size = params.bounded_int(request.args.get("size"), "size", 50, 1, MAX_SIZE)

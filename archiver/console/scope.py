@@ -1,6 +1,6 @@
-"""What a scoped principal may read: a legal console user only the records that active holds
-of its matters hold (``held_records``). Unscoped principals (tokens, other roles) read all
-their role allows. Shared by the console pages and the JSON API.
+"""What a console user may read: an admin user no message content at all, a legal user only
+the records that active holds of its matters hold (``held_records``). Tokens (machines)
+read all their role allows. Shared by the console pages and the JSON API.
 """
 
 from __future__ import annotations
@@ -14,6 +14,13 @@ from sqlalchemy.orm import Session
 from archiver.catalog import HeldRecord, Hold
 from archiver.console.users import Principal
 from archiver.errors import Forbidden
+from archiver.roles import CONTENT_READERS
+
+
+def check_content(who: Principal | None) -> None:
+    """Raise Forbidden when ``who`` is a console user whose role reads no content (admin)."""
+    if who is not None and who.user_id is not None and who.role not in CONTENT_READERS:
+        raise Forbidden(f"a console {who.role} reads no message content")
 
 
 def covered(session: Session, matters: Iterable[str], seqs: Iterable[int]) -> set[int]:
@@ -27,7 +34,8 @@ def covered(session: Session, matters: Iterable[str], seqs: Iterable[int]) -> se
 
 
 def check_record(session: Session, who: Principal | None, seq: int) -> None:
-    """Raise Forbidden when ``who`` is scoped and no hold of its matters holds record ``seq``."""
+    """Raise Forbidden when ``who`` reads no content, or is scoped and no hold of its matters holds ``seq``."""
+    check_content(who)
     if who is not None and who.matters is not None and seq not in covered(session, who.matters, [seq]):
         raise Forbidden(f"record {seq} is not under a hold of your matters",
                         hint="a legal user reads only what its matters' holds cover")
@@ -35,7 +43,9 @@ def check_record(session: Session, who: Principal | None, seq: int) -> None:
 
 def filter_result(session: Session, who: Principal | None, result: dict[str, Any]) -> dict[str, Any]:
     """A search result as ``who`` may see it: for a scoped principal only the hits its matters'
-    holds cover, with ``total`` and ``facets`` of those hits alone and ``scoped`` true."""
+    holds cover, with ``total`` and ``facets`` of those hits alone and ``scoped`` true.
+    Raises Forbidden for a console user who reads no content."""
+    check_content(who)
     if who is None or who.matters is None:
         return result
     keep = covered(session, who.matters, [h["seq"] for h in result["hits"]])

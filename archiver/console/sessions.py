@@ -1,7 +1,7 @@
 """Console sessions: a signed cookie naming a server-side session, CSRF, security headers.
 
 The cookie (``archiver_console``: HttpOnly, SameSite=Lax, Secure when the request came over
-TLS) is Flask's signed session, keyed by a secret derived from the KEK; it holds a random
+TLS or ``ARCHIVER_CONSOLE_URL`` is ``https://``) is Flask's signed session, keyed by a secret derived from the KEK; it holds a random
 session id and the CSRF token. Only the id's SHA-256 is in the catalog
 (``console_sessions``), so logout, an idle timeout (``ARCHIVER_CONSOLE_IDLE_MINUTES``), the
 absolute lifetime (``ARCHIVER_CONSOLE_LIFETIME_HOURS``) or a disabled user make a copied
@@ -43,6 +43,8 @@ def init_app(app: Flask, services: Any) -> None:
     app.secret_key = services.kek.derive("console-session-cookie").hex()
     app.session_interface = _CookieInterface()
     app.config.update(SESSION_COOKIE_NAME=COOKIE, SESSION_COOKIE_HTTPONLY=True, SESSION_COOKIE_SAMESITE="Lax",
+                      # behind a TLS-terminating proxy the request looks plain: the public URL tells
+                      SESSION_COOKIE_SECURE=services.settings.console_url.startswith("https://"),
                       WTF_CSRF_CHECK_DEFAULT=False, WTF_CSRF_TIME_LIMIT=None,
                       # a strict referrer check would need the Referer that no-referrer withholds;
                       # the token, tied to the session, and SameSite=Lax carry the check

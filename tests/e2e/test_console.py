@@ -209,12 +209,18 @@ def test_each_role_sees_only_what_it_may_on_pages_and_api(console: Console) -> N
     assert legal.client.get(f"/api/v1/records/{alice[0]}").status_code == 200
     found = legal.client.get("/api/v1/search?q=refund").get_json()
     assert sorted(h["seq"] for h in found["hits"]) == alice and found["scoped"] is True
+    assert legal.client.get(f"/api/v1/conversations/{BOB}").get_json()["messages"] == []
+    held = [m["seq"] for m in legal.client.get(f"/api/v1/conversations/{ALICE}").get_json()["messages"]]
+    assert held and set(held) <= set(alice)
     listing = legal.client.get("/console/search?q=refund")
     assert f"/console/records/{bob}\"" not in listing.text and f"/console/records/{alice[0]}\"" in listing.text
     admin = console.login("admin@example.com", "admin")
     assert admin.client.get("/console/").status_code == 200
     assert admin.client.get("/console/search?q=refund").status_code == 403
     assert admin.client.get(f"/console/records/{alice[0]}").status_code == 403
+    for api in (f"/api/v1/records/{alice[0]}", "/api/v1/search?q=refund", f"/api/v1/conversations/{ALICE}"):
+        assert admin.client.get(api).status_code == 403, api  # the same session on the API
+    assert admin.client.get("/api/v1/stats").status_code == 200
     officer = console.login("officer@example.com", "compliance")
     assert officer.client.get(f"/console/records/{bob}").status_code == 200
     assert matter.startswith("matter-")
