@@ -7,6 +7,7 @@ Attached to :data:`archiver.cli.main` when that module is imported. Each change 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -66,6 +67,17 @@ def user_list(as_json: bool) -> None:
                 "disabled" if r["disabled"] else "active" if r["enrolled"] else "enrolling") for r in rows])
 
 
+def _change(email: str, change: Any, event: str, done: str) -> None:
+    """Apply ``change(session, email)`` and audit ``event`` in one transaction; say ``done``."""
+    from archiver.journal import append_audit
+
+    services = _services()
+    with services.sessions.begin() as session:
+        change(session, email)
+        append_audit(session, event, _actor(), user=email.strip().lower())
+    say(f"{done} {email.strip().lower()}")
+
+
 @user.command("disable")
 @click.option("--email", required=True)
 @handled
@@ -73,13 +85,8 @@ def user_list(as_json: bool) -> None:
 def user_disable(email: str) -> None:
     """Disable a user: no more logins, and its open sessions end."""
     from archiver.console import users
-    from archiver.journal import append_audit
 
-    services = _services()
-    with services.sessions.begin() as session:
-        users.disable_user(session, email)
-        append_audit(session, "user_disabled", _actor(), user=email.strip().lower())
-    say(f"disabled {email.strip().lower()}")
+    _change(email, users.disable_user, "user_disabled", "disabled")
 
 
 @user.command("reset-mfa")
@@ -89,10 +96,5 @@ def user_disable(email: str) -> None:
 def user_reset_mfa(email: str) -> None:
     """Drop a user's authenticator and recovery codes; the next login sets up TOTP again."""
     from archiver.console import users
-    from archiver.journal import append_audit
 
-    services = _services()
-    with services.sessions.begin() as session:
-        users.reset_mfa(session, email)
-        append_audit(session, "mfa_reset", _actor(), user=email.strip().lower())
-    say(f"reset the authenticator of {email.strip().lower()}")
+    _change(email, users.reset_mfa, "mfa_reset", "reset the authenticator of")
