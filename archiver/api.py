@@ -11,6 +11,7 @@ from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from archiver import integrity_job, listing, params, records, stats
 from archiver.auth import OVERSIGHT, READERS, require
+from archiver.console import scope
 from archiver.journal import append_audit
 
 bp = Blueprint("api", __name__)
@@ -64,6 +65,8 @@ def get_record(seq: str) -> Response:
     """One decrypted record with its raw bytes (base64), delivery, links and proof; the read is audited first."""
     number = params.seq_arg(seq)  # 400 naming the field before anything is journaled
     services = _services()
+    with services.sessions() as session:  # a legal console user: only what its matters' holds cover
+        scope.check_record(session, g.principal, number)
     with services.sessions.begin() as session:
         append_audit(session, "record_viewed", g.actor, seq=number)
     with services.sessions() as session:

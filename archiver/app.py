@@ -15,6 +15,8 @@ from archiver import (
     openapi, rejections, reports_api, retention_api, search_api, templates_api, tiers,
 )
 from archiver.config import Settings
+from archiver.console import login as _console_login  # noqa: F401 - puts the login routes on the console blueprint
+from archiver.console import pages as console_pages, sessions as console_sessions
 from archiver.errors import ArchiverError, ValidationError
 from archiver.services import Services
 
@@ -47,6 +49,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.register_blueprint(findings_api.bp)
     app.register_blueprint(templates_api.bp)
     app.register_blueprint(openapi.bp)
+    app.register_blueprint(console_pages.bp)
+    console_sessions.init_app(app, app.extensions["archiver"])
     app.register_error_handler(ArchiverError, _archiver_error)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected)

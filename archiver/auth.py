@@ -19,6 +19,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from archiver.catalog import Token
+from archiver.console import sessions as console_sessions, users as console_users
+from archiver.console.users import Principal
 from archiver.errors import AuthError, Forbidden, TokenNameError
 from archiver.rejections import note
 from archiver.roles import HOLDERS, OVERSIGHT, READERS, REVIEWERS, ROLES, WRITERS
@@ -26,7 +28,11 @@ from archiver.roles import HOLDERS, OVERSIGHT, READERS, REVIEWERS, ROLES, WRITER
 __all__ = ["HOLDERS", "OVERSIGHT", "READERS", "REVIEWERS", "ROLES", "WRITERS", "authenticate", "bearer", "check_route_table",
            "create_token", "list_tokens", "lookup", "require", "revoke_token"]
 
-PUBLIC_ENDPOINTS = {"intake.webhook_verify", "intake.webhook_receive", "api.healthz", "static"}
+PUBLIC_ENDPOINTS = {"intake.webhook_verify", "intake.webhook_receive", "api.healthz", "static",
+                    # the console's way in: each checks its own step (archiver.console.login)
+                    "console.login", "console.login_post", "console.login_mfa", "console.login_mfa_post",
+                    "console.mfa_setup", "console.mfa_setup_post", "console.enrol", "console.enrol_post",
+                    "console.logout", "console.static"}
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -105,20 +111,44 @@ def require(*roles: str) -> Callable[[F], F]:
 
 
 def authenticate(roles: tuple[str, ...]) -> str:
-    """Check the bearer token; return ``name (role)`` for the audit trail."""
+    """The one role check of tokens and console sessions; return ``name (role)`` for the audit trail.
+
+    A request with an ``Authorization`` header is a machine's: its bearer token decides. One
+    without it may carry a console session cookie (``archiver.console.sessions``), which counts
+    only once both login steps are done, and whose state changes need the CSRF token too.
+    The Principal lands in ``g.principal`` (a legal console user's matters scope its reads).
+    Raises AuthError (401) without either, Forbidden (403) for a role not in ``roles``.
+    """
     header = request.headers.get("Authorization", "")
     services = current_app.extensions["archiver"]
-    with services.sessions() as session:
-        token = lookup(session, secret) if (secret := bearer(header)) else None
-    if token is None or token.role not in roles:
+    if not header and console_sessions.has_cookie():
+        who = _session_principal(services)
+        if who is not None:
+            console_sessions.check_csrf()
+        failure = "no session" if who is None else f"role {who.role}"
+    else:
+        with services.sessions() as session:
+            token = lookup(session, secret) if (secret := bearer(header)) else None
+        who = Principal(token.name, token.role) if token is not None else None
+        failure = "no token" if not header else ("bad token" if token is None else f"role {token.role}")
+    if who is None or who.role not in roles:
         # Failed access is evidence too (decision 10), counted per window (rejections); never the token.
-        note("no token" if not header else ("bad token" if token is None else f"role {token.role}"),
-             token.name if token else None)
-    if token is None:
-        raise AuthError("missing, invalid or revoked bearer token")
-    if token.role not in roles:
-        raise Forbidden(f"role {token.role} may not use this endpoint")
-    return f"{token.name} ({token.role})"
+        note(failure, who.name if who else None)
+    if who is None:
+        raise AuthError("missing, invalid or revoked bearer token, or no console session")
+    if who.role not in roles:
+        raise Forbidden(f"role {who.role} may not use this endpoint")
+    g.principal = who
+    return who.actor
+
+
+def _session_principal(services: Any) -> Principal | None:
+    """The Principal of the request's console session once fully logged in, else None."""
+    with services.sessions.begin() as session:
+        found = console_sessions.current(session, services.settings)
+        if found is None or found[0].stage != "full":
+            return None
+        return console_users.principal(found[1])
 
 
 def bearer(header: str) -> str | None:

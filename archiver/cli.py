@@ -1267,6 +1267,7 @@ for _kind, _summary in (
 
 
 from archiver import cli_consent  # noqa: E402,F401  - attaches consent, review and findings to main
+from archiver import cli_users  # noqa: E402,F401  - attaches the user group to main
 
 if __name__ == "__main__":
     main()

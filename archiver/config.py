@@ -109,6 +109,9 @@ class Settings:
     failure_burst: float = 20.0
     failure_rate: float = 1.0
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    console_url: str = ""  # the console's public base URL (enrolment links); default http://127.0.0.1:PORT
+    console_idle_minutes: float = 15.0  # a console session ends after this long without a request
+    console_lifetime_hours: float = 12.0  # ... and this long after login, however busy
     waba_id: str = ""  # the WhatsApp Business Account whose templates 'archiver templates sync' reads
 
     @classmethod
@@ -125,8 +128,12 @@ class Settings:
             seal_interval = float(env.get("ARCHIVER_SEAL_INTERVAL") or 1.0)
             media_attempts = int(env.get("ARCHIVER_MEDIA_MAX_ATTEMPTS") or 8)
             limits = _rejection_limits(env)
+            idle = float(env.get("ARCHIVER_CONSOLE_IDLE_MINUTES") or 15)
+            lifetime = float(env.get("ARCHIVER_CONSOLE_LIFETIME_HOURS") or 12)
         except ValueError as exc:
             raise ConfigError(f"numeric setting is not a number: {exc}") from exc
+        if idle <= 0 or lifetime <= 0:
+            raise ConfigError("ARCHIVER_CONSOLE_IDLE_MINUTES and ARCHIVER_CONSOLE_LIFETIME_HOURS must be > 0")
         return cls(
             home=home,
             catalog_url=env.get("ARCHIVER_CATALOG_URL") or f"sqlite:///{home / 'catalog.db'}",
@@ -148,6 +155,9 @@ class Settings:
             seal_interval=seal_interval,
             media_max_attempts=media_attempts,
             trusted_proxies=_networks(env, "ARCHIVER_TRUSTED_PROXIES"),
+            console_url=(env.get("ARCHIVER_CONSOLE_URL") or f"http://127.0.0.1:{port}").rstrip("/"),
+            console_idle_minutes=idle,
+            console_lifetime_hours=lifetime,
             **limits,
         )
 

@@ -9,6 +9,9 @@ This module is a leaf: it imports nothing from ``archiver``.
     ├── RejectedDelivery         a request the intake refuses (bad signature, too large, bad field)
     │   └── ValidationError      a capture API body with a bad field
     ├── AuthError                missing/invalid token or wrong role
+    │   ├── Forbidden            the role (or a legal user's matters) may not
+    │   └── LoginFailed          console login refused (password, TOTP, replay, lockout)
+    ├── UserError                a console user that cannot be made or changed (bad password...)
     ├── IntegrityError           verification found a break (names the seq or object)
     ├── StoreError               the WORM store failed
     │   ├── NotFound             no such object
@@ -96,6 +99,22 @@ class Forbidden(AuthError):
     code = "forbidden"
     http_status = 403
     hint = "this token's role may not use this endpoint"
+
+
+class LoginFailed(AuthError):
+    """A console login step refused; the message never says which of email or password was wrong."""
+
+    code = "login-failed"
+    hint = "check the email, password and authenticator code; repeated failures lock the account for a while"
+
+
+class UserError(ArchiverError):
+    """``archiver user ...`` or enrolment refused: unknown user, bad role, weak password."""
+
+    code = "user-invalid"
+    http_status = 400
+    exit_status = 1
+    hint = "see `archiver user list`; passwords need 12 characters and must not be a common one"
 
 
 class IntegrityError(ArchiverError):

@@ -8,6 +8,8 @@ every record under it while the hash chain (over ciphertext) stays verifiable.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 import secrets
 from pathlib import Path
@@ -39,6 +41,9 @@ class Kek:
 
     def __init__(self, key: bytes) -> None:
         self._aead = AESGCM(key)
+        # A separate key for derived secrets (HMAC-SHA256 of the KEK with a label), so the
+        # AES key itself never signs anything.
+        self._derive_key = hmac.new(key, b"archiver-derive-v1", hashlib.sha256).digest()
 
     def __repr__(self) -> str:
         return "Kek(<redacted>)"
@@ -59,6 +64,10 @@ class Kek:
         """Encrypt a data key, bound to its id."""
         nonce = secrets.token_bytes(NONCE)
         return nonce + self._aead.encrypt(nonce, data_key, key_id.encode())
+
+    def derive(self, label: str) -> bytes:
+        """A 32-byte secret for ``label`` (the console's cookie signing key), the same in every process."""
+        return hmac.new(self._derive_key, label.encode(), hashlib.sha256).digest()
 
     def unwrap(self, blob: bytes, key_id: str) -> bytes:
         """Decrypt a wrapped data key. Raises IntegrityError if it was altered."""

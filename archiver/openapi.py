@@ -259,8 +259,8 @@ def route_table(app: Flask) -> dict[tuple[str, str], tuple[str, ...]]:
     (HEAD and OPTIONS, which Flask adds itself, left out; ``()`` for a public route)."""
     table = {}
     for rule in app.url_map.iter_rules():
-        if rule.endpoint == "static":
-            continue
+        if rule.endpoint == "static" or rule.endpoint.startswith("console."):
+            continue  # the console's HTML pages are not the JSON API (archiver.console.pages.route_table)
         path = _CONVERTER.sub(r"{\1}", rule.rule)
         roles = getattr(app.view_functions[rule.endpoint], "allowed_roles", ())
         for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):

@@ -233,6 +233,28 @@ def read_record(services: Services, session: Session, seq: int) -> dict[str, Any
     }
 
 
+def verify_inclusion(services: Services, session: Session, seq: int) -> dict[str, Any]:
+    """Prove record ``seq`` from WORM alone: its leaf is in its segment's Merkle tree, whose
+    root the checkpoint names, whose Ed25519 signature verifies, and its hash is the catalog's.
+
+    Returns what was checked. Raises IntegrityError at the first break, ValidationError, NotFound.
+    """
+    reader = Reader(services, session)
+    row = reader.row(seq)
+    seg, sealed, index = reader.sealed(row)
+    cp = chain.Checkpoint.from_bytes(services.store.get(seg.checkpoint_key), seg.checkpoint_key)
+    cp.verify(services.signing_key.public_key(), seg.checkpoint_key)
+    if cp.segment != seg.key or not cp.first_seq <= seq <= cp.last_seq:
+        raise IntegrityError(f"seq {seq}", f"checkpoint {seg.checkpoint_key} does not cover it")
+    leaf = chain.leaf_hash(chain.record_bytes(sealed[index]))
+    leaves = [chain.leaf_hash(chain.record_bytes(r)) for r in sealed]
+    chain.verify_inclusion(leaf, index, len(sealed), chain.inclusion_proof(leaves, index), cp.merkle_root)
+    if sealed[index]["hash"] != row.hash:
+        raise IntegrityError(f"seq {seq}", f"sealed hash {sealed[index]['hash']}, catalog has {row.hash}")
+    return {"seq": seq, "segment": seg.key, "checkpoint": seg.checkpoint_key, "merkle_root": cp.merkle_root,
+            "leaf_index": index, "tree_size": len(sealed), "hash": row.hash}
+
+
 def _deleted_record(reader: Reader, row: Record) -> dict[str, Any]:
     """A record whose segment disposition deleted: the catalog's fields and the proof kept at the
     deletion (leaf hashes and commitments), disposed, no content. Raises IntegrityError."""

@@ -27,3 +27,8 @@ CONTACT_VIEWERS = ("compliance", "legal", "auditor")
 EXPORTERS = ("compliance", "auditor", "legal")
 # Who writes the signed reports (archiver.reports): oversight, and legal for the holds report only.
 REPORTERS = ("compliance", "auditor", "legal")
+# Who may have a console account: people, not machines (ingest is a CRM's token).
+CONSOLE_ROLES = ("admin", "compliance", "auditor", "legal")
+# Who reads message content in the console (search, record pages): not admin, who runs the
+# archive (users, settings) but reads no messages; legal only within its matters' holds.
+CONTENT_READERS = ("compliance", "auditor", "legal")

@@ -13,6 +13,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from archiver import identity, params
+from archiver.console import scope
 from archiver.auth import READERS, require
 from archiver.errors import ArchiverError, ValidationError
 from archiver.journal import append_audit
@@ -70,8 +71,10 @@ def search() -> Response:
     q = request.args.get("q", "")
     page = params.bounded_int(request.args.get("page"), "page", 1, 1, MAX_WINDOW)
     size = params.bounded_int(request.args.get("size"), "size", 20, 1, MAX_SIZE)
+    scope.check_content(g.principal)  # refused before the search is run and audited
     out = run_search(services, g.actor, q, page, size, request.args.get("sort", "newest"))
-    return jsonify(out)
+    with services.sessions() as session:  # a legal console user: only what its matters' holds cover
+        return jsonify(scope.filter_result(session, g.principal, out))
 
 
 @bp.get("/api/v1/conversations/<contact>")
@@ -79,11 +82,16 @@ def search() -> Response:
 def conversation(contact: str) -> Response:
     """The thread with ``contact`` (all her identifiers) in time order, around ``?around=<seq>`` if given."""
     services = current_app.extensions["archiver"]
+    scope.check_content(g.principal)  # an admin console user reads no message content
     around = request.args.get("around")
     around_seq = params.seq_arg(around, "around") if around else None
     size = params.bounded_int(request.args.get("size"), "size", 50, 1, MAX_SIZE)
     with services.sessions() as session:  # every identifier of the person (phone, wa_id, BSUID)
         aliases = sorted(identity.resolve(session, contact) - {contact})
     docs = services.search.conversation(contact, around_seq, size, aliases)
+    if g.principal.matters is not None:  # a legal console user: only what its matters' holds cover
+        with services.sessions() as session:
+            keep = scope.covered(session, g.principal.matters, [d["seq"] for d in docs])
+        docs = [d for d in docs if d["seq"] in keep]
     _audit(services, "conversation_viewed", g.actor, contact=contact, around=around_seq, results=len(docs))
     return jsonify({"contact": contact, "around": around_seq, "messages": docs})

@@ -31,7 +31,9 @@ READ_COMMANDS = [["verify"], ["verify", "--json"], ["show", "1"], ["search", "re
                  ["hold", "create", "--matter", "m", "--name", "n", "--custodian", "1", "--reason", "r"],
                  ["hold", "release", "hold-x", "--reason", "r"], ["contact", "show", "4479460001234"],
                  ["contact", "rebuild"], ["report", "integrity", "--out", "r.pdf"], ["report", "access", "--out", "r.pdf"],
-                 ["report", "holds", "--out", "r.pdf"], ["report", "dispositions", "--out", "r.pdf"]]
+                 ["report", "holds", "--out", "r.pdf"], ["report", "dispositions", "--out", "r.pdf"],
+                 ["user", "create", "--email", "a@example.com", "--role", "auditor"], ["user", "list"],
+                 ["user", "disable", "--email", "a@example.com"], ["user", "reset-mfa", "--email", "a@example.com"]]
 OSC = "\x1b]0;pwned\x07"
 
 BASH = shutil.which("bash") or "/bin/bash"

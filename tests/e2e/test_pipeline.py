@@ -204,8 +204,8 @@ def test_every_route_but_webhook_and_health_refuses_without_token(app: Any, clie
     public = {"/webhooks/whatsapp", "/healthz"}
     checked = 0
     for rule in app.url_map.iter_rules():
-        if rule.rule in public:
-            continue
+        if rule.rule in public or rule.endpoint.startswith("console."):
+            continue  # the console's pages send a browser to its login page (walked in test_roles.py)
         url = rule.rule.replace("<seq>", "1").replace("<contact>", "4479460001234").replace("<path:key>", "x")
         for method in rule.methods - {"HEAD", "OPTIONS"}:
             resp = client.open(url, method=method, headers={"Authorization": "Bearer wa_not-a-token"})

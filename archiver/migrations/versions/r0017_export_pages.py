@@ -1,7 +1,7 @@
 """Export jobs count the transcript's pages as it renders.
 
 Revision ID: 0017
-Revises: 0014
+Revises: 0015
 Create Date: 2026-12-04
 
 ``export_jobs.pages_done`` (pages of ``transcript.pdf`` rendered so far) and
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0017"
-down_revision = "0014"
+down_revision = "0015"
 branch_labels = None
 depends_on = None
 

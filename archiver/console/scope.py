@@ -1,0 +1,53 @@
+"""What a console user may read: an admin user no message content at all, a legal user only
+the records that active holds of its matters hold (``held_records``). Tokens (machines)
+read all their role allows. Shared by the console pages and the JSON API.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from archiver.catalog import HeldRecord, Hold
+from archiver.console.users import Principal
+from archiver.errors import Forbidden
+from archiver.roles import CONTENT_READERS
+
+
+def check_content(who: Principal | None) -> None:
+    """Raise Forbidden when ``who`` is a console user whose role reads no content (admin)."""
+    if who is not None and who.user_id is not None and who.role not in CONTENT_READERS:
+        raise Forbidden(f"a console {who.role} reads no message content")
+
+
+def covered(session: Session, matters: Iterable[str], seqs: Iterable[int]) -> set[int]:
+    """Those of ``seqs`` an active hold of one of ``matters`` holds."""
+    wanted, names = list(seqs), list(matters)
+    if not wanted or not names:
+        return set()
+    rows = session.scalars(select(HeldRecord.seq).join(Hold, Hold.id == HeldRecord.hold_id).where(
+        Hold.matter_id.in_(names), Hold.status == "active", HeldRecord.seq.in_(wanted)))
+    return set(rows)
+
+
+def check_record(session: Session, who: Principal | None, seq: int) -> None:
+    """Raise Forbidden when ``who`` reads no content, or is scoped and no hold of its matters holds ``seq``."""
+    check_content(who)
+    if who is not None and who.matters is not None and seq not in covered(session, who.matters, [seq]):
+        raise Forbidden(f"record {seq} is not under a hold of your matters",
+                        hint="a legal user reads only what its matters' holds cover")
+
+
+def filter_result(session: Session, who: Principal | None, result: dict[str, Any]) -> dict[str, Any]:
+    """A search result as ``who`` may see it: for a scoped principal only the hits its matters'
+    holds cover, with ``total`` and ``facets`` of those hits alone and ``scoped`` true.
+    Raises Forbidden for a console user who reads no content."""
+    check_content(who)
+    if who is None or who.matters is None:
+        return result
+    keep = covered(session, who.matters, [h["seq"] for h in result["hits"]])
+    hits = [h for h in result["hits"] if h["seq"] in keep]
+    return {**result, "hits": hits, "total": len(hits), "facets": {}, "scoped": True}
