@@ -362,8 +362,9 @@ def test_a_held_message_holds_its_media_object_fetched_later(with_graph: tuple[I
     assert inst.server_holds(row.object_key) == {"OFF"}
 
 
-# Run in a child process: create a hold whose application blocks after turning two legal
-# holds on (the first segment and its checkpoint), so the test kills it there with SIGKILL.
+# Run in a child process: apply a hold decision, blocking after ``sys.argv[1]`` legal holds were
+# set, so the test kills it there with SIGKILL. ``create MATTER CONTACT`` creates a hold (applied
+# at once); ``sync`` runs the holds job's step (evaluate the records sealed since, then apply).
 _DIES_MID_APPLY = """
 import sys
 from archiver import holds
@@ -371,31 +372,38 @@ from archiver.config import Settings
 from archiver.services import Services
 
 services = Services.open(Settings.from_env())
-real, done = services.store.set_legal_hold, []
+real, done, after = services.store.set_legal_hold, [], int(sys.argv[1])
 
 def blocking(key, on):
-    if len(done) == 2:
+    if len(done) == after:
         print("blocked", flush=True)
         sys.stdin.read()  # until killed
     done.append(key)
     real(key, on)
 
 services.store.set_legal_hold = blocking
-holds.create_hold(services, "test:legal", sys.argv[1], "n", holds.parse_criteria([sys.argv[2]]), "r")
+if sys.argv[2] == "sync":
+    holds.sync(services)
+else:
+    holds.create_hold(services, "test:legal", sys.argv[3], "n", holds.parse_criteria([sys.argv[4]]), "r")
 """
 
 
-def test_kill_9_while_setting_legal_holds_is_finished_by_the_next_sync(inst: Instance) -> None:
-    (first,) = inst.ingest(message("wamid.A1", "one", ALICE))
-    (second,) = inst.ingest(message("wamid.A2", "two", ALICE))
-    matter = inst.matter()
-    with subprocess.Popen([sys.executable, "-c", _DIES_MID_APPLY, matter, ALICE], env={**os.environ, **inst.env},
+def _killed_mid_apply(inst: Instance, *args: str) -> None:
+    """Run ``_DIES_MID_APPLY`` with ``args`` and SIGKILL it once it blocks."""
+    with subprocess.Popen([sys.executable, "-c", _DIES_MID_APPLY, *args], env={**os.environ, **inst.env},
                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) as child:
         try:
             assert child.stdout is not None and child.stdout.readline() == "blocked\n"
         finally:
             child.kill()  # SIGKILL
             child.wait()
+
+
+def test_kill_9_while_setting_legal_holds_is_finished_by_the_next_sync(inst: Instance) -> None:
+    (first,) = inst.ingest(message("wamid.A1", "one", ALICE))
+    (second,) = inst.ingest(message("wamid.A2", "two", ALICE))
+    _killed_mid_apply(inst, "2", "create", inst.matter(), ALICE)  # after the first segment and its checkpoint
     (hold,) = [h["id"] for h in holds.list_holds(inst.services)]
     assert inst.counts(hold)["records"] == 0 and inst.held(first) and not inst.held(second)  # half done, unrecorded
 
@@ -404,6 +412,57 @@ def test_kill_9_while_setting_legal_holds_is_finished_by_the_next_sync(inst: Ins
     with inst.services.sessions() as session:
         applied = session.scalars(select(Record.seq).where(Record.kind == "audit", Record.type == "hold_applied")).all()
     assert len(applied) == 1  # evaluated once, applied once: no second decision for the same records
+    assert report(inst.services).ok
+
+
+def _decisions(inst: Instance, hold_id: str) -> list[tuple[str, int]]:
+    """What was recorded of a hold: its history (event, decision seq), in order."""
+    return [(e["event"], e["seq"]) for e in holds.show(inst.services, hold_id)["history"]]
+
+
+def _sealed(inst: Instance, kind: str, type_: str) -> list[dict[str, Any]]:
+    """The content of every sealed record of ``kind`` and ``type_``, in seq order."""
+    with inst.services.sessions() as session:
+        seqs = session.scalars(select(Record.seq).where(Record.kind == kind, Record.type == type_).order_by(Record.seq))
+        return [records.read_record(inst.services, session, seq)["content"] | {"seq": seq} for seq in seqs]
+
+
+def _objects_of(inst: Instance, seqs: list[int]) -> list[str]:
+    """The segment and checkpoint of each seq (one segment each), in seq order."""
+    keys = [k for seq in seqs for k in (inst.segment_of(seq).key, inst.segment_of(seq).checkpoint_key)]
+    assert len(set(keys)) == 2 * len(seqs)
+    return keys
+
+
+def test_kill_9_in_a_hold_sync_setting_many_legal_holds_is_finished_by_the_rerun_nothing_twice(inst: Instance) -> None:
+    (first,) = inst.ingest(message("wamid.A0", "before the hold", ALICE))
+    hold = inst.hold(inst.matter(), custodians=[ALICE])
+    later = [inst.ingest(message(f"wamid.A{i}", f"after the hold {i}", ALICE))[0] for i in range(1, 7)]
+    (bob,) = inst.ingest(message("wamid.B1", "not held", BOB))
+    objects = _objects_of(inst, later)
+    recorded, runs = _decisions(inst, hold), _sealed(inst, "job_run", "holds")
+    assert [e for e, _ in recorded] == ["created", "applied"]
+
+    # The job step evaluates the six new segments, seals its decision, and dies after five of
+    # their twelve legal holds are ON (the third segment's, not yet its checkpoint's).
+    _killed_mid_apply(inst, "5", "sync")
+    assert [inst.server_holds(k) for k in objects] == [{"ON"}] * 5 + [{"OFF"}] * 7
+    decisions = _sealed(inst, "audit", "hold_applied")
+    assert len(decisions) == 2 and decisions[1]["hold"] == hold  # sealed before it acts...
+    assert _decisions(inst, hold) == recorded and inst.counts(hold)["records"] == 2  # ...and none of it recorded
+    assert _sealed(inst, "job_run", "holds") == runs  # the dead run sealed no summary
+
+    holds.sync(inst.services)  # the next run finishes it
+    assert all(inst.server_holds(k) == {"ON"} for k in objects) and inst.held(first) and not inst.held(bob)
+    assert inst.counts(hold) == {"records": 14, "contacts": 1, "segments": 7, "checkpoints": 7, "media_objects": 0}
+    assert len(_sealed(inst, "audit", "hold_applied")) == 2  # evaluated once: no second decision
+    assert _decisions(inst, hold) == [*recorded, ("applied", decisions[1]["seq"])]  # applied once
+    runs_now = _sealed(inst, "job_run", "holds")
+    summary = runs_now[-1]
+    assert len(runs_now) == len(runs) + 1
+    assert summary["summary"]["applied"] == {"hold_applied": [[decisions[1]["seq"]] * 2]}, summary
+    assert holds.sync(inst.services) == {"decisions": 0, "evaluated": 0}  # nothing left, nothing twice
+    assert _sealed(inst, "job_run", "holds") == runs_now and _decisions(inst, hold) == [*recorded, ("applied", decisions[1]["seq"])]
     assert report(inst.services).ok
 
 
