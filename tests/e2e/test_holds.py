@@ -16,9 +16,9 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
 
-from archiver import holds, indexer, media, records
+from archiver import holds, indexer, jobs, media, records
 from archiver.app import create_app
-from archiver.catalog import HeldRecord, Media, Record, Segment
+from archiver.catalog import HeldRecord, JobState, Media, Record, Segment, cursor_value, stored_through
 from archiver.cli import main as cli
 from archiver.config import Settings
 from archiver.journal import append_audit
@@ -463,6 +463,72 @@ def test_kill_9_in_a_hold_sync_setting_many_legal_holds_is_finished_by_the_rerun
     assert summary["summary"]["applied"] == {"hold_applied": [[decisions[1]["seq"]] * 2]}, summary
     assert holds.sync(inst.services) == {"decisions": 0, "evaluated": 0}  # nothing left, nothing twice
     assert _sealed(inst, "job_run", "holds") == runs_now and _decisions(inst, hold) == [*recorded, ("applied", decisions[1]["seq"])]
+    assert report(inst.services).ok
+
+
+def test_the_store_going_down_mid_release_is_retried_reported_and_never_half_recorded(inst: Instance) -> None:
+    seqs = [inst.ingest(message(f"wamid.A{i}", f"the quote {i}", ALICE))[0] for i in range(4)]
+    hold = inst.hold(inst.matter(), custodians=[ALICE])
+    objects = _objects_of(inst, seqs)
+    assert all(inst.server_holds(k) == {"ON"} for k in objects)
+    runner = jobs.Runner(inst.services, jobs.load_schedule(inst.services.settings))
+    store: Any = inst.services.store
+    turned_off: list[str] = []
+    stopped: list[bool] = []
+
+    def down_after_three(key: str, on: bool) -> None:  # SeaweedFS stops after three legal holds are OFF
+        if len(turned_off) == 3 and not stopped:
+            backends.stop("seaweedfs")
+            stopped.append(True)
+        type(store).set_legal_hold(store, key, on)
+        turned_off.append(key)
+
+    store.set_legal_hold = down_after_three
+    try:
+        with pytest.raises(holds.DecisionPending) as caught:
+            holds.release_hold(inst.services, "test:legal", hold, "settled")
+        del store.set_legal_hold  # the driver's own from here on
+        assert stopped and len(turned_off) == 3
+        assert str(caught.value).startswith(f"{hold}: hold_released is journaled") and "store-error" in str(caught.value)
+        # The decision is sealed (its segment is in the store); the catalog still says what the
+        # store did not finish: active, every record and object still counted.
+        with inst.services.sessions() as session:
+            (release_seq,) = session.scalars(select(Record.seq).where(Record.kind == "audit",
+                                                                      Record.type == "hold_released"))
+            assert cursor_value(session, holds.CURSOR) < release_seq <= stored_through(session)
+        shown = holds.show(inst.services, hold)
+        assert shown["status"] == "active" and shown["counts"]["records"] == 8
+        assert [e["event"] for e in shown["history"]] == ["created", "applied"]
+        # The holds job retries it, fails while the store is down, and says so.
+        failed = runner.run_housekeeping("holds")
+        assert failed.outcome == "failed" and failed.code == "store-error", failed
+        with inst.services.sessions() as session:
+            state = session.get(JobState, "holds")
+            assert state is not None and state.last_outcome == "failed" and state.last_error == "store-error"
+        assert holds.show(inst.services, hold)["status"] == "active"
+    finally:
+        if stopped:
+            backends.start("seaweedfs")
+    off = [k for k in objects if inst.server_holds(k) == {"OFF"}]  # the store half done
+    assert sorted(off) == sorted(turned_off) and all(inst.server_holds(k) == {"ON"} for k in objects if k not in off)
+
+    (released,) = _sealed(inst, "audit", "hold_released")  # read from the store, back
+    assert released["seq"] == release_seq and released["hold"] == hold and released["counts"]["segments"] == 4
+
+    done = runner.run_housekeeping("holds")  # the job's next run
+    assert done.outcome == "ok" and done.summary == {"decisions": 1, "evaluated": 0}, done
+    assert all(inst.server_holds(k) == {"OFF"} for k in objects)
+    shown = holds.show(inst.services, hold)
+    assert shown["status"] == "released" and shown["release_seq"] == released["seq"] and shown["counts"]["records"] == 0
+    assert [(e["event"], e["seq"]) for e in shown["history"]][-1] == ("released", released["seq"])
+    assert [e["event"] for e in shown["history"]] == ["created", "applied", "released"]  # recorded once
+    details = shown["history"][-1]["details"]
+    assert details["legal_holds_off"] == len(objects) and details["kept_for_other_holds"] == 0
+    assert details["counts"] == released["counts"]  # what was sealed is what was done
+    assert released["counts"]["segments"] + released["counts"]["checkpoints"] == len(objects)
+    *_, run = _sealed(inst, "job_run", "holds")
+    assert run["summary"]["applied"] == {"hold_released": [[released["seq"]] * 2]}, run
+    assert len(_sealed(inst, "audit", "hold_released")) == 1
     assert report(inst.services).ok
 
 
