@@ -16,9 +16,9 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
 
-from archiver import holds, indexer, media, records
+from archiver import holds, indexer, jobs, media, records
 from archiver.app import create_app
-from archiver.catalog import HeldRecord, Media, Record, Segment
+from archiver.catalog import HeldRecord, JobState, Media, Record, Segment, cursor_value, stored_through
 from archiver.cli import main as cli
 from archiver.config import Settings
 from archiver.journal import append_audit
@@ -362,8 +362,9 @@ def test_a_held_message_holds_its_media_object_fetched_later(with_graph: tuple[I
     assert inst.server_holds(row.object_key) == {"OFF"}
 
 
-# Run in a child process: create a hold whose application blocks after turning two legal
-# holds on (the first segment and its checkpoint), so the test kills it there with SIGKILL.
+# Run in a child process: apply a hold decision, blocking after ``sys.argv[1]`` legal holds were
+# set, so the test kills it there with SIGKILL. ``create MATTER CONTACT`` creates a hold (applied
+# at once); ``sync`` runs the holds job's step (evaluate the records sealed since, then apply).
 _DIES_MID_APPLY = """
 import sys
 from archiver import holds
@@ -371,31 +372,38 @@ from archiver.config import Settings
 from archiver.services import Services
 
 services = Services.open(Settings.from_env())
-real, done = services.store.set_legal_hold, []
+real, done, after = services.store.set_legal_hold, [], int(sys.argv[1])
 
 def blocking(key, on):
-    if len(done) == 2:
+    if len(done) == after:
         print("blocked", flush=True)
         sys.stdin.read()  # until killed
     done.append(key)
     real(key, on)
 
 services.store.set_legal_hold = blocking
-holds.create_hold(services, "test:legal", sys.argv[1], "n", holds.parse_criteria([sys.argv[2]]), "r")
+if sys.argv[2] == "sync":
+    holds.sync(services)
+else:
+    holds.create_hold(services, "test:legal", sys.argv[3], "n", holds.parse_criteria([sys.argv[4]]), "r")
 """
 
 
-def test_kill_9_while_setting_legal_holds_is_finished_by_the_next_sync(inst: Instance) -> None:
-    (first,) = inst.ingest(message("wamid.A1", "one", ALICE))
-    (second,) = inst.ingest(message("wamid.A2", "two", ALICE))
-    matter = inst.matter()
-    with subprocess.Popen([sys.executable, "-c", _DIES_MID_APPLY, matter, ALICE], env={**os.environ, **inst.env},
+def _killed_mid_apply(inst: Instance, *args: str) -> None:
+    """Run ``_DIES_MID_APPLY`` with ``args`` and SIGKILL it once it blocks."""
+    with subprocess.Popen([sys.executable, "-c", _DIES_MID_APPLY, *args], env={**os.environ, **inst.env},
                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) as child:
         try:
             assert child.stdout is not None and child.stdout.readline() == "blocked\n"
         finally:
             child.kill()  # SIGKILL
             child.wait()
+
+
+def test_kill_9_while_setting_legal_holds_is_finished_by_the_next_sync(inst: Instance) -> None:
+    (first,) = inst.ingest(message("wamid.A1", "one", ALICE))
+    (second,) = inst.ingest(message("wamid.A2", "two", ALICE))
+    _killed_mid_apply(inst, "2", "create", inst.matter(), ALICE)  # after the first segment and its checkpoint
     (hold,) = [h["id"] for h in holds.list_holds(inst.services)]
     assert inst.counts(hold)["records"] == 0 and inst.held(first) and not inst.held(second)  # half done, unrecorded
 
@@ -404,6 +412,123 @@ def test_kill_9_while_setting_legal_holds_is_finished_by_the_next_sync(inst: Ins
     with inst.services.sessions() as session:
         applied = session.scalars(select(Record.seq).where(Record.kind == "audit", Record.type == "hold_applied")).all()
     assert len(applied) == 1  # evaluated once, applied once: no second decision for the same records
+    assert report(inst.services).ok
+
+
+def _decisions(inst: Instance, hold_id: str) -> list[tuple[str, int]]:
+    """What was recorded of a hold: its history (event, decision seq), in order."""
+    return [(e["event"], e["seq"]) for e in holds.show(inst.services, hold_id)["history"]]
+
+
+def _sealed(inst: Instance, kind: str, type_: str) -> list[dict[str, Any]]:
+    """The content of every sealed record of ``kind`` and ``type_``, in seq order."""
+    with inst.services.sessions() as session:
+        seqs = session.scalars(select(Record.seq).where(Record.kind == kind, Record.type == type_).order_by(Record.seq))
+        return [records.read_record(inst.services, session, seq)["content"] | {"seq": seq} for seq in seqs]
+
+
+def _objects_of(inst: Instance, seqs: list[int]) -> list[str]:
+    """The segment and checkpoint of each seq (one segment each), in seq order."""
+    keys = [k for seq in seqs for k in (inst.segment_of(seq).key, inst.segment_of(seq).checkpoint_key)]
+    assert len(set(keys)) == 2 * len(seqs)
+    return keys
+
+
+def test_kill_9_in_a_hold_sync_setting_many_legal_holds_is_finished_by_the_rerun_nothing_twice(inst: Instance) -> None:
+    (first,) = inst.ingest(message("wamid.A0", "before the hold", ALICE))
+    hold = inst.hold(inst.matter(), custodians=[ALICE])
+    later = [inst.ingest(message(f"wamid.A{i}", f"after the hold {i}", ALICE))[0] for i in range(1, 7)]
+    (bob,) = inst.ingest(message("wamid.B1", "not held", BOB))
+    objects = _objects_of(inst, later)
+    recorded, runs = _decisions(inst, hold), _sealed(inst, "job_run", "holds")
+    assert [e for e, _ in recorded] == ["created", "applied"]
+
+    # The job step evaluates the six new segments, seals its decision, and dies after five of
+    # their twelve legal holds are ON (the third segment's, not yet its checkpoint's).
+    _killed_mid_apply(inst, "5", "sync")
+    assert [inst.server_holds(k) for k in objects] == [{"ON"}] * 5 + [{"OFF"}] * 7
+    decisions = _sealed(inst, "audit", "hold_applied")
+    assert len(decisions) == 2 and decisions[1]["hold"] == hold  # sealed before it acts...
+    assert _decisions(inst, hold) == recorded and inst.counts(hold)["records"] == 2  # ...and none of it recorded
+    assert _sealed(inst, "job_run", "holds") == runs  # the dead run sealed no summary
+
+    holds.sync(inst.services)  # the next run finishes it
+    assert all(inst.server_holds(k) == {"ON"} for k in objects) and inst.held(first) and not inst.held(bob)
+    assert inst.counts(hold) == {"records": 14, "contacts": 1, "segments": 7, "checkpoints": 7, "media_objects": 0}
+    assert len(_sealed(inst, "audit", "hold_applied")) == 2  # evaluated once: no second decision
+    assert _decisions(inst, hold) == [*recorded, ("applied", decisions[1]["seq"])]  # applied once
+    runs_now = _sealed(inst, "job_run", "holds")
+    summary = runs_now[-1]
+    assert len(runs_now) == len(runs) + 1
+    assert summary["summary"]["applied"] == {"hold_applied": [[decisions[1]["seq"]] * 2]}, summary
+    assert holds.sync(inst.services) == {"decisions": 0, "evaluated": 0}  # nothing left, nothing twice
+    assert _sealed(inst, "job_run", "holds") == runs_now and _decisions(inst, hold) == [*recorded, ("applied", decisions[1]["seq"])]
+    assert report(inst.services).ok
+
+
+def test_the_store_going_down_mid_release_is_retried_reported_and_never_half_recorded(inst: Instance) -> None:
+    seqs = [inst.ingest(message(f"wamid.A{i}", f"the quote {i}", ALICE))[0] for i in range(4)]
+    hold = inst.hold(inst.matter(), custodians=[ALICE])
+    objects = _objects_of(inst, seqs)
+    assert all(inst.server_holds(k) == {"ON"} for k in objects)
+    runner = jobs.Runner(inst.services, jobs.load_schedule(inst.services.settings))
+    store: Any = inst.services.store
+    turned_off: list[str] = []
+    stopped: list[bool] = []
+
+    def down_after_three(key: str, on: bool) -> None:  # SeaweedFS stops after three legal holds are OFF
+        if len(turned_off) == 3 and not stopped:
+            backends.stop("seaweedfs")
+            stopped.append(True)
+        type(store).set_legal_hold(store, key, on)
+        turned_off.append(key)
+
+    store.set_legal_hold = down_after_three
+    try:
+        with pytest.raises(holds.DecisionPending) as caught:
+            holds.release_hold(inst.services, "test:legal", hold, "settled")
+        del store.set_legal_hold  # the driver's own from here on
+        assert stopped and len(turned_off) == 3
+        assert str(caught.value).startswith(f"{hold}: hold_released is journaled") and "store-error" in str(caught.value)
+        # The decision is sealed (its segment is in the store); the catalog still says what the
+        # store did not finish: active, every record and object still counted.
+        with inst.services.sessions() as session:
+            (release_seq,) = session.scalars(select(Record.seq).where(Record.kind == "audit",
+                                                                      Record.type == "hold_released"))
+            assert cursor_value(session, holds.CURSOR) < release_seq <= stored_through(session)
+        shown = holds.show(inst.services, hold)
+        assert shown["status"] == "active" and shown["counts"]["records"] == 8
+        assert [e["event"] for e in shown["history"]] == ["created", "applied"]
+        # The holds job retries it, fails while the store is down, and says so.
+        failed = runner.run_housekeeping("holds")
+        assert failed.outcome == "failed" and failed.code == "store-error", failed
+        with inst.services.sessions() as session:
+            state = session.get(JobState, "holds")
+            assert state is not None and state.last_outcome == "failed" and state.last_error == "store-error"
+        assert holds.show(inst.services, hold)["status"] == "active"
+    finally:
+        if stopped:
+            backends.start("seaweedfs")
+    off = [k for k in objects if inst.server_holds(k) == {"OFF"}]  # the store half done
+    assert sorted(off) == sorted(turned_off) and all(inst.server_holds(k) == {"ON"} for k in objects if k not in off)
+
+    (released,) = _sealed(inst, "audit", "hold_released")  # read from the store, back
+    assert released["seq"] == release_seq and released["hold"] == hold and released["counts"]["segments"] == 4
+
+    done = runner.run_housekeeping("holds")  # the job's next run
+    assert done.outcome == "ok" and done.summary == {"decisions": 1, "evaluated": 0}, done
+    assert all(inst.server_holds(k) == {"OFF"} for k in objects)
+    shown = holds.show(inst.services, hold)
+    assert shown["status"] == "released" and shown["release_seq"] == released["seq"] and shown["counts"]["records"] == 0
+    assert [(e["event"], e["seq"]) for e in shown["history"]][-1] == ("released", released["seq"])
+    assert [e["event"] for e in shown["history"]] == ["created", "applied", "released"]  # recorded once
+    details = shown["history"][-1]["details"]
+    assert details["legal_holds_off"] == len(objects) and details["kept_for_other_holds"] == 0
+    assert details["counts"] == released["counts"]  # what was sealed is what was done
+    assert released["counts"]["segments"] + released["counts"]["checkpoints"] == len(objects)
+    *_, run = _sealed(inst, "job_run", "holds")
+    assert run["summary"]["applied"] == {"hold_released": [[released["seq"]] * 2]}, run
+    assert len(_sealed(inst, "audit", "hold_released")) == 1
     assert report(inst.services).ok
 
 
