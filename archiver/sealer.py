@@ -63,6 +63,9 @@ def seal_pending(services: Services, *, max_batches: int | None = None, pipeline
         # first, below); an invalid one is logged and the last good version stays in force.
         policy_records.register(services, "sealer", strict=False)
         publish_outbox(services)
+        # Records sealed before pairings were learned at sealing: re-read a window of them now;
+        # the links they prove are journaled and sealed by this run.
+        identity.reread(services)
         pipeline.steady_allocator()
         runner = pipeline.Pipeline(_Stages(services))
         with pipeline.fewer_collections():
