@@ -119,7 +119,7 @@ def evaluated_through(services: Services) -> int:
         through = holds._sealed_through(session)  # noqa: SLF001
         cursors = session.scalar(select(func.min(Hold.cursor)).where(Hold.status == "active"))
         paired = identity.read_through(session)
-    return min(through, *(v for v in (cursors, paired) if v is not None))
+    return min([through, *(v for v in (cursors, paired) if v is not None)])
 
 
 def plan(services: Services, now: datetime | None = None) -> dict[str, Any]:
