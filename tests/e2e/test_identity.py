@@ -302,3 +302,28 @@ def test_records_sealed_before_pairings_were_learned_are_read_again_on_upgrade(
     sealer.seal_pending(inst.services)  # nothing learned twice
     assert len(_links(inst)) == 1
     assert report(inst.services).ok
+
+
+def test_a_re_read_that_fails_never_stops_sealing_and_is_retried(inst: Instance, monkeypatch: pytest.MonkeyPatch) -> None:
+    from archiver import disposition, sealer
+    from archiver.errors import StoreError
+
+    with monkeypatch.context() as old:  # sealed by a version that learned no pairings
+        old.setattr(identity, "learn", lambda session, pairings: 0)
+        inst.ingest(history("wamid.H1"), live("wamid.L1", "the quote"))
+    with inst.services.sessions.begin() as session:
+        session.execute(delete(Cursor).where(Cursor.name.in_([identity.REREAD, identity.REREAD_THROUGH])))
+
+    def down(*args: Any) -> Any:
+        raise StoreError("store unreachable")
+    with monkeypatch.context() as failing:
+        failing.setattr(identity, "_pairings", down)
+        (later,) = inst.ingest(live("wamid.L2", "signed", paired=False))
+        assert inst.record(later).contact == BSUID  # sealed all the same
+        with inst.services.sessions() as session:
+            assert cursor_value(session, identity.REREAD) == 0 and identity.read_through(session) == 0
+        assert disposition.evaluated_through(inst.services) == 0  # disposition waits for the re-read
+    sealer.seal_pending(inst.services)  # retried: the pairing is learned
+    (link,) = _links(inst)
+    assert link["ids"] == sorted([PHONE, BSUID])
+    assert report(inst.services).ok
