@@ -108,15 +108,18 @@ def ranges(seqs: list[int]) -> list[list[int]]:
 
 
 def evaluated_through(services: Services) -> int:
-    """The last seq every active hold has evaluated (0 while a hold decision waits to be applied)."""
-    from archiver import holds
+    """The last seq every active hold has evaluated (0 while a hold decision waits to be applied),
+    and whose contact pairings are known (``identity.read_through``: a custodian hold holds the
+    person under every identifier paired with hers)."""
+    from archiver import holds, identity
 
     with services.sessions() as session:
         if holds._decisions_waiting(session):  # noqa: SLF001 - the holds' own readiness rule
             return 0
         through = holds._sealed_through(session)  # noqa: SLF001
         cursors = session.scalar(select(func.min(Hold.cursor)).where(Hold.status == "active"))
-    return through if cursors is None else min(through, cursors)
+        paired = identity.read_through(session)
+    return min([through, *(v for v in (cursors, paired) if v is not None)])
 
 
 def plan(services: Services, now: datetime | None = None) -> dict[str, Any]:

@@ -15,6 +15,17 @@ or more identifiers not yet one identity, an ``identity_link`` audit record is j
 ``proof_kind``) in the same transaction, and sealed by the same sealer run. The pairing is
 thereby sealed evidence before it acts.
 
+Re-reading (:func:`reread`): records sealed before pairings were learned at sealing (an
+archive upgraded from a catalog older than migration 0007) were never read for them. The
+first sealer run with this code notes the chain head then (cursor ``identity-reread-through``;
+0 on a new archive) and every sealer run re-reads the next window of those records: the
+sealed deliveries (``webhook``, ``capture_message``, ``consent``) are decrypted and parsed
+again exactly as the sealer parsed them, and each pairing not yet one identity is journaled
+by :func:`learn` as above (``proof``: the item record it came from, else the delivery), in
+the transaction that moves the ``identity-reread`` cursor; the same run seals it. Re-reading
+a record already read at sealing learns nothing twice. Until the re-read is done, and while
+a link waits to be sealed or applied, disposition does not run past it (:func:`read_through`).
+
 Applying: ``contact_ids`` (identifier -> identity) is derived. A sealed link record is
 applied in the commit that seals it (:func:`apply_sealed`) or, if the table was behind
 (a catalog just migrated), by :func:`catch_up` after the run; :func:`rebuild` makes the
@@ -35,6 +46,7 @@ erase a person, enumerate her scopes by every identifier :func:`resolve` gives
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -43,15 +55,22 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from archiver import records
-from archiver.catalog import ContactId, ContactLink, Cursor, Journal, Record, Segment, chunked, cursor_value, set_cursor
+from archiver.catalog import (
+    ContactId, ContactLink, Cursor, Journal, Record, Segment, chain_head, chunked, cursor_value, set_cursor,
+)
 from archiver.errors import ArchiverError
 from archiver.journal import append_audit
 from archiver.retention_policy import identifier
 from archiver.search import query as ql
 from archiver.services import Services
 
+log = logging.getLogger(__name__)
+
 EVENT = "identity_link"
 CURSOR = "identity"  # the last sealed link record applied to contact_ids
+REREAD = "identity-reread"  # the last seq re-read for pairings (records sealed before they were learned)
+REREAD_THROUGH = "identity-reread-through"  # the chain head when re-reading began: the seqs to re-read
+REREAD_WINDOW = 5000  # records re-read per sealer run
 ACTOR = "archiver:identity"
 MAX_IDS = 8  # identifiers one record can pair (a contacts[] entry names two or three)
 
@@ -158,6 +177,79 @@ class _Union:
 
     def same(self, xs: Sequence[str]) -> bool:
         return len({self.find(x) for x in xs}) == 1
+
+
+# --------------------------------------------------------------------------- re-reading sealed records
+
+
+def reread(services: Services, window: int | None = None) -> int:
+    """Re-read the next ``window`` (``REREAD_WINDOW``) records sealed before pairings were learned; journal the links
+    they prove (:func:`learn`, sealed by the caller's run). Returns how many were journaled.
+
+    Runs under the sealer's lock (``sealer.seal_pending``), before it seals. Raises NotFound,
+    IntegrityError (a segment missing or altered: the run stops, as the sealer's would).
+    """
+    with services.sessions() as session:
+        began = session.get(Cursor, REREAD_THROUGH)
+        through = began.value if began is not None else None
+        after = cursor_value(session, REREAD)
+    if through is None:  # the first run: the records sealed until now were perhaps never read
+        with services.sessions.begin() as session:
+            through = chain_head(session).seq
+            set_cursor(session, REREAD_THROUGH, through)
+    if after >= through:
+        return 0  # (most runs: done long ago)
+    upto = min(through, after + (window or REREAD_WINDOW))
+    catch_up(services)  # the table first (a catalog just migrated): a link known is not journaled twice
+    # Read outside the write transaction (the segments come from the store); the sealer's lock
+    # keeps the cursor and the links journaled meanwhile as they are.
+    with services.sessions() as session:
+        found = _pairings(services, session, after, upto)
+    with services.sessions.begin() as session:
+        journaled = learn(session, found)
+        set_cursor(session, REREAD, upto)
+    log.info("identity.reread after=%d through=%d of=%d links=%d", after, upto, through, journaled)
+    return journaled
+
+
+def _pairings(services: Services, session: Session, after: int, through: int) -> list[tuple[int, str, Sequence[str]]]:
+    """(proof seq, proof kind, ids) of every item pairing identifiers in the sealed deliveries of
+    ``(after, through]``, parsed as the sealer parses them; the proof is the item's own record,
+    or the delivery for a copy of an item archived earlier (as when sealing)."""
+    from archiver.planner import EXTRACT, key_digest
+
+    rows = session.execute(select(Record.seq, Record.type, Record.segment_id).where(
+        Record.kind == "delivery", Record.type.in_(sorted(EXTRACT)), Record.seq > after,
+        Record.seq <= through)).all()
+    kinds = {r.seq: str(r.type) for r in rows}
+    found: list[tuple[int, tuple[str, ...], str]] = []  # (delivery seq, ids, item key digest)
+    for seq, plain in _bodies(services, session, [(r.seq, r.segment_id) for r in rows]):
+        if plain is not None:
+            found += [(seq, it.ids, key_digest(it.key)) for it in EXTRACT[kinds[seq]](plain) if len(it.ids) > 1]
+    own: dict[str, tuple[int, str]] = {}
+    for part in chunked(sorted({d for _, _, d in found}), 500):
+        own.update((str(d), (s, k)) for d, s, k in session.execute(
+            select(Record.item_key, Record.seq, Record.kind).where(Record.item_key.in_(part))))
+    out: list[tuple[int, str, Sequence[str]]] = []
+    for seq, ids, digest in found:
+        proof, kind = own.get(digest, (seq, "delivery"))
+        out.append((proof, kind, ids))
+    return out
+
+
+def read_through(session: Session) -> int | None:
+    """The last seq whose pairings are all known and applied, or None for every sealed one.
+
+    0 while a link waits to be sealed or applied; the ``identity-reread`` cursor while records
+    sealed before pairings were learned are still being re-read. Disposition runs no further.
+    """
+    if unsealed_links(session) or session.scalar(select(Record.seq).where(
+            Record.kind == "audit", Record.type == EVENT, Record.seq > cursor_value(session, CURSOR)).limit(1)):
+        return 0
+    through, done = session.get(Cursor, REREAD_THROUGH), cursor_value(session, REREAD)
+    if through is None:
+        return 0  # the sealer has not looked yet: nothing is known to have been read
+    return done if done < through.value else None
 
 
 # --------------------------------------------------------------------------- applying (derived table)

@@ -39,6 +39,7 @@ from archiver.catalog import (
     DuplicateHit, Journal, Media, MessageState, PendingLink, PolicyVersion, Record, RetentionExtension, Segment,
     chain_head, chunked, insert_rows, leader_lock, truncate_wal,
 )
+from archiver.errors import ArchiverError
 from archiver.journal import mark_sealed
 from archiver.planner import Batch, Carry, Planner, Run, ensure_data_keys, successor_keys
 from archiver.services import Services
@@ -63,6 +64,14 @@ def seal_pending(services: Services, *, max_batches: int | None = None, pipeline
         # first, below); an invalid one is logged and the last good version stays in force.
         policy_records.register(services, "sealer", strict=False)
         publish_outbox(services)
+        # Records sealed before pairings were learned at sealing: re-read a window of them now;
+        # the links they prove are journaled and sealed by this run. A window that cannot be
+        # read (store down, a segment altered) never stops sealing: it is retried next run, and
+        # disposition waits for it (identity.read_through).
+        try:
+            identity.reread(services)
+        except ArchiverError as exc:
+            log.error("identity.reread_failed code=%s", exc.code)
         pipeline.steady_allocator()
         runner = pipeline.Pipeline(_Stages(services))
         with pipeline.fewer_collections():

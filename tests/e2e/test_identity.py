@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from sqlalchemy import delete, select
 
 from archiver import holds, identity, indexer, records
-from archiver.catalog import ContactId, ContactLink, Cursor, Record
+from archiver.catalog import ContactId, ContactLink, Cursor, Record, cursor_value
 from archiver.cli import main as cli
 from tests.conftest import all_fixture_bodies
 from tests.e2e.test_holds import CATALOGS, Instance, _instance
@@ -236,3 +236,94 @@ def _token(inst: Instance, role: str) -> dict[str, str]:
     with inst.services.sessions.begin() as session:
         secret = create_token(session, role, f"t-{role}-{uuid.uuid4().hex[:6]}")
     return {"Authorization": f"Bearer {secret}"}
+
+
+def test_records_sealed_before_pairings_were_learned_are_read_again_on_upgrade(
+        inst: Instance, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An archive sealed by a version that learned no pairings (before migration 0007): her
+    history under her phone number, her live messages under her BSUID, the pairing only in a
+    payload. The sealer runs after the upgrade re-read those records, window by window: the
+    pairing is sealed (proof: her live message), and a custodian hold by her BSUID made before
+    holds her phone-identified history; disposition waits for the re-read."""
+    from archiver import disposition, sealer
+
+    with monkeypatch.context() as old:  # the old sealer: no pairing learned, no re-read cursors
+        old.setattr(identity, "learn", lambda session, pairings: 0)
+        inst.ingest(history("wamid.H1", "wamid.H2"))
+        (first,) = inst.ingest(live("wamid.L1", "the quote"))
+        (second,) = inst.ingest(live("wamid.L2", "signed", paired=False))
+        inst.ingest(*unrelated())
+        by_bsuid = inst.hold(inst.matter(), custodians=[BSUID])
+    with inst.services.sessions.begin() as session:  # as the old catalog was: no re-read began
+        session.execute(delete(Cursor).where(Cursor.name.in_([identity.REREAD, identity.REREAD_THROUGH])))
+    history_seqs = _seqs(inst, kind="history_message", contact=PHONE)
+    assert len(history_seqs) == 2 and not _links(inst)
+    with inst.services.sessions() as session:
+        assert identity.resolve(session, BSUID) == {BSUID}
+        head = session.scalar(select(Record.seq).order_by(Record.seq.desc()).limit(1))
+    assert not inst.held_seqs(by_bsuid) & history_seqs  # her history is not known as hers yet
+    assert second in inst.held_seqs(by_bsuid)
+    assert disposition.evaluated_through(inst.services) == 0  # nothing re-read: disposition waits
+
+    # The upgraded sealer re-reads what was sealed before it, a window per run.
+    monkeypatch.setattr(identity, "REREAD_WINDOW", 3)
+    sealer.seal_pending(inst.services)
+    with inst.services.sessions() as session:
+        through = cursor_value(session, identity.REREAD_THROUGH)
+        assert through >= head and cursor_value(session, identity.REREAD) == 3
+    assert disposition.evaluated_through(inst.services) == 3
+    for _ in range(100):
+        with inst.services.sessions() as session:
+            if cursor_value(session, identity.REREAD) >= through:
+                break
+        sealer.seal_pending(inst.services)
+
+    # The pairing is sealed evidence naming the record that proved it, once; nobody else merged.
+    (link,) = _links(inst)
+    assert link["ids"] == sorted([PHONE, BSUID]) and (link["proof"], link["proof_kind"]) == (first, "message")
+    assert link["seq"] > head
+    with inst.services.sessions() as session:
+        assert identity.resolve(session, BSUID) == identity.resolve(session, PHONE) == {PHONE, BSUID}
+        for other in (BOB, CAROL, CAROL_ID, BUSINESS, BUSINESS_ID):
+            assert identity.resolve(session, other) == {other}, other
+    with inst.services.sessions() as session:
+        assert identity.read_through(session) is None  # every pairing known: disposition may go on
+
+    holds.sync(inst.services)  # the hold made before is evaluated again on what it had passed
+    assert disposition.evaluated_through(inst.services) >= link["seq"]
+    mine = history_seqs | {first, second}
+    deliveries = {inst.record(s).delivery_seq for s in mine}
+    assert mine | deliveries <= inst.held_seqs(by_bsuid)
+    assert inst.held(min(history_seqs)) and inst.held(second)
+    assert not _seqs(inst, contact=BOB) & inst.held_seqs(by_bsuid)
+    by_phone = inst.hold(inst.matter(), custodians=[PHONE])
+    assert inst.held_seqs(by_phone) == inst.held_seqs(by_bsuid)
+
+    sealer.seal_pending(inst.services)  # nothing learned twice
+    assert len(_links(inst)) == 1
+    assert report(inst.services).ok
+
+
+def test_a_re_read_that_fails_never_stops_sealing_and_is_retried(inst: Instance, monkeypatch: pytest.MonkeyPatch) -> None:
+    from archiver import disposition, sealer
+    from archiver.errors import StoreError
+
+    with monkeypatch.context() as old:  # sealed by a version that learned no pairings
+        old.setattr(identity, "learn", lambda session, pairings: 0)
+        inst.ingest(history("wamid.H1"), live("wamid.L1", "the quote"))
+    with inst.services.sessions.begin() as session:
+        session.execute(delete(Cursor).where(Cursor.name.in_([identity.REREAD, identity.REREAD_THROUGH])))
+
+    def down(*args: Any) -> Any:
+        raise StoreError("store unreachable")
+    with monkeypatch.context() as failing:
+        failing.setattr(identity, "_pairings", down)
+        (later,) = inst.ingest(live("wamid.L2", "signed", paired=False))
+        assert inst.record(later).contact == BSUID  # sealed all the same
+        with inst.services.sessions() as session:
+            assert cursor_value(session, identity.REREAD) == 0 and identity.read_through(session) == 0
+        assert disposition.evaluated_through(inst.services) == 0  # disposition waits for the re-read
+    sealer.seal_pending(inst.services)  # retried: the pairing is learned
+    (link,) = _links(inst)
+    assert link["ids"] == sorted([PHONE, BSUID])
+    assert report(inst.services).ok

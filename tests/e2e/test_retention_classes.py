@@ -293,3 +293,113 @@ def test_extend_lengthens_sealed_records_and_their_s3_locks_and_refuses_shorteni
     assert [r.kind for r in inst.records()].count("decision") == 1  # refusals seal nothing
     assert inst.verified()
     inst.services.close()
+
+
+@pytest.mark.s3
+def test_the_extend_api_seals_the_decision_then_extends_records_and_s3_locks_and_refuses_what_it_must(
+        catalog_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``POST /api/v1/retention/extend`` with a compliance (then an admin) token: the decision is
+    a sealed record before the store is touched; the class's records and the S3 locks of every
+    version of their objects (GetObjectRetention on SeaweedFS) get the date; a wrong role is 403,
+    shortening 409 ``retention-refused``, a bad date 400 naming ``to``; refusals seal nothing."""
+    from archiver.app import create_app
+    from archiver.auth import create_token
+
+    bucket, store_url = backends.locked_store_url(monkeypatch)
+    inst = Instance({**catalog_env, "ARCHIVER_STORE_URL": store_url}, tmp_path / "policies", monkeypatch)
+    inst.write_policy(SHORT.replace("PT20S", "P1D"))
+    ts = int(time.time())
+    inst.journal(msg_body("wamid.A", ALICE, ts))
+    inst.journal(history_body("wamid.H", ALICE, ts - 3600))
+    inst.journal(msg_body("wamid.B", BRUNO, ts))
+    sealed(inst.cli("seal"))
+    client = create_app(services=inst.services).test_client()
+
+    def bearer(role: str) -> dict[str, str]:
+        with inst.services.sessions.begin() as session:
+            return {"Authorization": f"Bearer {create_token(session, role, f'api-{role}')}"}
+
+    def extend(headers: dict[str, str], **body: Any) -> Any:
+        return client.post("/api/v1/retention/extend", json=body, headers=headers)
+
+    s3 = backends.s3_client()
+
+    def retention(key: str) -> list[tuple[str, datetime]]:
+        """(mode, retain-until) of every version of ``key``, as SeaweedFS answers GetObjectRetention."""
+        full = f"archive/{key}"
+        versions = [v["VersionId"] for v in s3.list_object_versions(Bucket=bucket, Prefix=full)["Versions"]
+                    if v["Key"] == full]
+        assert versions, key
+        return [(r["Mode"], r["RetainUntilDate"]) for r in (
+            s3.get_object_retention(Bucket=bucket, Key=full, VersionId=v)["Retention"] for v in versions)]
+
+    short = [s for s in inst.segments() if s.retention_class == "short-test"]
+    default = next(s for s in inst.segments() if s.retention_class == "default")
+    objects = [k for s in short for k in (s.key, s.checkpoint_key)]
+    assert short and all(until < at(ts) + timedelta(days=3) for k in objects for _, until in retention(k))
+    default_before = retention(default.key)
+    old = {r.seq: r.retain_until for r in inst.records() if r.retention_class == "short-test"}
+    assert len(old) >= 2  # her message and her history message (their deliveries too)
+
+    # The decision is sealed before anything acts: observed at the store's first extension.
+    seen: list[tuple[int, bool]] = []
+    real = inst.services.store.extend_retention
+
+    def observed(key: str, until: datetime) -> None:
+        rows = inst.records()
+        decisions = [r for r in rows if r.kind == "decision"]
+        untouched = all(r.retain_until == old[r.seq] for r in rows if r.seq in old)
+        seen.append((len(decisions), untouched))
+        real(key, until)
+    monkeypatch.setattr(inst.services.store, "extend_retention", observed)
+
+    compliance = bearer("compliance")
+    until = (datetime.now(timezone.utc) + timedelta(days=40)).date().isoformat()
+    target = datetime.fromisoformat(until).replace(tzinfo=timezone.utc)
+    for role in ("legal", "auditor", "ingest"):
+        refused = extend(bearer(role), **{"class": "short-test", "to": until, "reason": "matter 7"})
+        assert refused.status_code == 403, (role, refused.get_json())
+    assert extend({}, **{"class": "short-test", "to": until}).status_code == 401
+    assert not seen and not [r for r in inst.records() if r.kind == "decision"]
+
+    done = extend(compliance, **{"class": "short-test", "to": until, "reason": "matter 7"})
+    assert done.status_code == 200, done.get_json()
+    out = done.get_json()
+    assert (out["status"], out["retention_class"], out["records"], out["segments"]) == (
+        "applied", "short-test", len(old), len(short))
+    assert seen and seen[0] == (1, True)  # one sealed decision, no record changed yet
+    (decision,) = [r for r in inst.records() if r.kind == "decision"]
+    assert out["decision_seq"] == decision.seq and all(seq < decision.seq for seq in old)
+    content = inst.show(decision.seq)["content"]
+    assert (content["event"], content["class"], content["reason"]) == ("retention_extended", "short-test", "matter 7")
+    assert content["actor"] == "api-compliance (compliance)"
+    assert {r.retain_until for r in inst.records() if r.seq in old} == {target}
+    for key in objects:
+        assert retention(key) == [("COMPLIANCE", target)] * len(retention(key)), key
+    assert retention(default.key) == default_before  # another class: untouched
+
+    # Shortening, a past date, an unknown class: refused with a clear 409; a bad date: 400 on "to".
+    earlier = (target - timedelta(days=10)).date().isoformat()
+    for to, cls, words in ((earlier, "short-test", "never shortened"), ("2020-01-01", "short-test", "not in the future"),
+                           (until, "nope", "unknown retention class")):
+        refused = extend(compliance, **{"class": cls, "to": to})
+        assert refused.status_code == 409, refused.get_json()
+        assert refused.get_json()["error"] == "retention-refused" and words in refused.get_json()["message"]
+    for bad in ("2040-13-45", "next year", "2040-01-01T10:00:00", "", 20400101, None):
+        refused = extend(compliance, **{"class": "short-test", "to": bad})
+        assert refused.status_code == 400, (bad, refused.get_json())
+        assert (refused.get_json()["error"], refused.get_json()["field"]) == ("invalid-field", "to"), bad
+    assert client.post("/api/v1/retention/extend", data="[]", headers={**compliance, "Content-Type":
+                                                                      "application/json"}).status_code == 400
+    assert [r.kind for r in inst.records()].count("decision") == 1  # refusals seal nothing
+    assert {r.retain_until for r in inst.records() if r.seq in old} == {target}
+
+    # An admin extends further: every version again, the catalog too.
+    later = target + timedelta(days=30)
+    again = extend(bearer("admin"), **{"class": "short-test", "to": later.isoformat().replace("+00:00", "Z")})
+    assert again.status_code == 200, again.get_json()
+    assert {r.retain_until for r in inst.records() if r.seq in old} == {later}
+    for key in objects:
+        assert {until for _, until in retention(key)} == {later}, key
+    assert inst.verified()
+    inst.services.close()
