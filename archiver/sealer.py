@@ -6,7 +6,8 @@ is the crash-safety argument:
 1. *plan* (one transaction): parse the journal rows, de-duplicate items, assign seqs, encrypt,
    chain, frame the segment(s) and checkpoint(s); insert records, mark the journal rows
    sealed and move the chain head, keeping the segment bytes in the catalog (outbox).
-   Data keys are committed before any ciphertext under them leaves the process. The journal
+   New data keys are committed in that same transaction, so no ciphertext under a key is
+   ever stored (outbox or WORM) without it. The journal
    bodies are dropped in the same transaction: from then on the outbox holds them, sealed.
 2. *publish*: put each "writing" segment, then its checkpoint, to the WORM store.
 3. *confirm* (one transaction): mark the segment "stored" and drop its outbox bytes.
@@ -36,7 +37,7 @@ from sqlalchemy.orm import Session
 from archiver import chain, identity, items, pipeline, policy_records, retention
 from archiver.canonical import sha256_hex
 from archiver.catalog import (
-    DuplicateHit, Journal, Media, MessageState, PendingLink, PolicyVersion, Record, RetentionExtension, Segment,
+    DataKey, DuplicateHit, Journal, Media, MessageState, PendingLink, PolicyVersion, Record, RetentionExtension, Segment,
     chain_head, chunked, insert_rows, leader_lock, truncate_wal,
 )
 from archiver.journal import mark_sealed
@@ -134,7 +135,7 @@ def _confirm(services: Services, segment_id: int, until: datetime) -> None:
 
 def _plan(services: Services, carry: Carry, after_id: int, no: int,
           limit: int | None = None) -> tuple[Batch | None, int]:
-    """Plan the next batch of journal rows after ``after_id`` (no catalog writes but data keys)."""
+    """Plan the next batch of journal rows after ``after_id`` (no catalog writes)."""
     carry.forget_committed()
     columns = (Journal.id, Journal.source, Journal.body, type_coerce(Journal.meta, Text).label("meta"),
                Journal.received_at)
@@ -163,9 +164,11 @@ def _plan(services: Services, carry: Carry, after_id: int, no: int,
     for row in planned:
         planner.add_journal_row(row)
     planner.successors = successor_keys(services, planner.scopes())
-    planner.data_keys = ensure_data_keys(services, planner.scopes(), carry.data_keys)
+    new_keys: list[dict[str, Any]] = []
+    planner.data_keys = ensure_data_keys(services, planner.scopes(), carry.data_keys, new_keys)
     with services.sessions() as session:
         batch = planner.plan(session, carry, no)
+    batch.data_keys = new_keys
     carry.in_force = planner.in_force
     return batch, after_id
 
@@ -180,6 +183,8 @@ def _write(services: Services, batch: Batch) -> list[Segment]:
         head = chain_head(session)
         if head.seq != batch.first_seq - 1 or head.hash != batch.prev_hash:
             raise RuntimeError(f"chain head moved under the sealer (at {head.seq}, planned from {batch.first_seq - 1})")
+        # The batch's new data keys commit with the first ciphertext under them (see planner.ensure_data_keys).
+        insert_rows(session.connection(), DataKey.__table__, batch.data_keys)
         segments = [_add_segment(services, session, run, blob, root, head) for run, (blob, root) in zip(batch.runs, framed)]
         # The bodies go now: from this commit on the outbox segment holds them (encrypted).
         mark_sealed(session.connection(), batch.journal)
