@@ -81,7 +81,8 @@ class Carry:
     data_keys: dict[str, bytes] = field(default_factory=dict, repr=False)  # unwrapped, this run only
     lock: threading.Lock = field(default_factory=threading.Lock)
     in_force: InForce | None = None  # the policy records are classed with (the last sealed or planned)
-    planned_policies: set[int] = field(default_factory=set)  # journal ids of policy rows planned this run
+    policy_scan: int = 0  # journal ids up to this one were looked at for pending policy rows
+    policy_rows: list[Any] = field(default_factory=list, repr=False)  # pending policy rows seen, not planned yet
 
     def forget_committed(self) -> None:
         """Drop keys of committed batches (call *before* reading the catalog, never after)."""

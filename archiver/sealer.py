@@ -31,7 +31,7 @@ import logging
 from datetime import datetime, timezone
 from typing import Any, Iterable, Sequence
 
-from sqlalchemy import Text, bindparam, insert, select, type_coerce, update
+from sqlalchemy import Text, bindparam, func, insert, select, type_coerce, update
 from sqlalchemy.orm import Session
 
 from archiver import chain, identity, items, pipeline, policy_records, retention
@@ -143,29 +143,38 @@ def _plan(services: Services, carry: Carry, after_id: int, no: int,
         # A new policy version heads the next batch: it gets the batch's first seq, every record
         # planned with it or after it is classed with it, and it commits with them (decisions
         # 11, 13: sealed before it acts). Journal ids order the rest.
-        newer = [Journal.sealed.is_(False), Journal.source == "policy"]
-        if carry.planned_policies:
-            newer.append(Journal.id.not_in(sorted(carry.planned_policies)))
+        # Only rows journaled since the last look are read (``Carry.policy_scan``): the journal has
+        # no index on source, so looking at every unsealed row again for each batch read the whole
+        # backlog per batch (quadratic in the backlog). Journal ids up to max(id) are all visible in
+        # this read's snapshot on SQLite; on PostgreSQL a row with a lower id may commit later: like
+        # any row journaled after this run started, it is then sealed by the next run.
+        top = session.scalar(select(func.max(Journal.id))) or 0
+        if top > carry.policy_scan:
+            carry.policy_rows += session.execute(
+                select(*columns).where(Journal.sealed.is_(False), Journal.source == "policy",
+                                       Journal.id > carry.policy_scan, Journal.id <= top).order_by(Journal.id)).all()
+            carry.policy_scan = top
         # A retention version first, then the others (consent.yaml) of the same batch: they are
         # journaled in that order (policy_records.NAMES), and a second retention version waits for
         # the next batch, so one batch never holds two.
-        pending = session.execute(select(*columns).where(*newer).order_by(Journal.id).limit(8)).all()
-        policy = _policy_rows(pending)
+        policy = _policy_rows(carry.policy_rows[:8])
+        del carry.policy_rows[:len(policy)]
         rows = session.execute(  # plain rows, not ORM objects: only these columns are read
             select(*columns).where(Journal.sealed.is_(False), Journal.id > after_id, Journal.source != "policy")
             .order_by(Journal.id).limit(limit or MAX_JOURNAL_ROWS)
         ).all()
     after_id = rows[-1].id if rows else after_id
-    carry.planned_policies.update(row.id for row in policy)
     planned: list[Any] = [*policy, *rows]  # Rows of the Journal columns the planner reads
     if not planned:
         return None, after_id
     planner = Planner(services, carry.in_force)
     for row in planned:
         planner.add_journal_row(row)
-    planner.successors = successor_keys(services, planner.scopes())
+    scopes = planner.scopes()
+    planner.successors = successor_keys(services, scopes)
     new_keys: list[dict[str, Any]] = []
-    planner.data_keys = ensure_data_keys(services, planner.scopes(), carry.data_keys, new_keys)
+    planner.data_keys = ensure_data_keys(services, {planner.successors.get(k, k) for k in scopes}, carry.data_keys,
+                                         new_keys)
     with services.sessions() as session:
         batch = planner.plan(session, carry, no)
     batch.data_keys = new_keys
