@@ -158,6 +158,7 @@ class Planner:
         """1a. Parse one journal row into its own record and the items it carries."""
         body = row.body or b""
         found: list[items.Item] = []
+        facts: list[Facts] = []  # of each item
         if row.source in OWN_RECORDS:
             own = Pending(kind=row.source, plaintext=body, journal_id=row.id, type=_meta(row).get("event"))
             self.classed(own, Facts(kind=row.source), row.received_at)
@@ -170,14 +171,15 @@ class Planner:
             found = EXTRACT[row.source](body)
             contact = next((i.contact for i in found if i.contact), None)
             own = Pending(kind="delivery", plaintext=body, contact=contact, journal_id=row.id, type=row.source)
-            first = next((i for i in found if i.contact), found[0] if found else None)
-            like = retention.facts(first.kind, first.payload, contact, first.business) if first else Facts(kind="delivery")
+            facts = [retention.facts(it.kind, it.payload, it.contact or contact, it.business) for it in found]
+            # The delivery is classed like its first item with a contact (else its first item):
+            # that item's own facts (its contact is the delivery's).
+            first = next((n for n, i in enumerate(found) if i.contact), 0)
+            like = facts[first] if found else Facts(kind="delivery")
             self.classed(own, Facts(kind="delivery", business_number=like.business_number, direction=like.direction,
                                     contacts=like.contacts), row.received_at)
         self.parsed.append((row, own, found))
-        self._items[row.id] = [self.classed(_item_record(it, own),
-                                            retention.facts(it.kind, it.payload, it.contact or own.contact, it.business),
-                                            row.received_at) for it in found]
+        self._items[row.id] = [self.classed(_item_record(it, own), f, row.received_at) for it, f in zip(found, facts)]
 
     def _policy(self) -> InForce:
         if self.in_force is None:
