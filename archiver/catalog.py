@@ -627,14 +627,7 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA busy_timeout=30000")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA secure_delete=ON")  # freed pages (sealed journal bodies) are zeroed
-    # SQLite's default page cache is 2 MiB per connection: once the records indexes outgrow it
-    # (random keys: item_key digests, wamids), every insert and de-duplication lookup reads
-    # pages back from the OS, more of them the larger the archive. A bounded larger cache.
-    cur.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
     cur.close()
-
-
-CACHE_KIB = 32 * 1024  # per connection; filled only as pages are read
 
 
 def _sqlite_begin(conn: Any) -> None:
