@@ -18,6 +18,7 @@ object kept exactly as parsed, and the envelope context (``metadata``, the match
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -229,6 +230,10 @@ def _finite_float(text: str) -> JsonFloat:
     return value
 
 
+# json.loads(text, parse_constant=..., parse_float=...) builds this decoder anew for every body.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
+
+
 def _parse(raw: bytes) -> tuple[Any, str | None]:
     """(parsed JSON, None) or (None, reason to quarantine). Never raises."""
     data = _as_bytes(raw)
@@ -240,7 +245,9 @@ def _parse(raw: bytes) -> tuple[Any, str | None]:
     except UnicodeDecodeError:
         return None, "body is not UTF-8"
     try:
-        return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float), None
+        if text.startswith("\ufeff"):  # what json.loads refuses before decoding
+            return None, "invalid JSON"
+        return _DECODER.decode(text), None
     except _OutOfRange:
         # The items would hold infinity, which canonical JSON cannot: the sealer would stall
         # on this body. Quarantined, its bytes stay sealed in the delivery record.
@@ -272,15 +279,16 @@ class _Change:
     entry_id: Any
     entry_time: Any
 
-    @property
+    # Read once per change (every item of it asks): the value is never changed while mapped.
+    @functools.cached_property
     def metadata(self) -> dict[str, Any]:
         return _dict(self.value.get("metadata"))
 
-    @property
+    @functools.cached_property
     def phone_number_id(self) -> str | None:
         return _text(self.metadata.get("phone_number_id"))
 
-    @property
+    @functools.cached_property
     def display_number(self) -> str | None:
         return _text(self.metadata.get("display_phone_number"))
 

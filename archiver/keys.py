@@ -88,15 +88,24 @@ def scope_id(contact: str | None, retention_class: str, period: str) -> str:
     return f"{retention_class}/{period}/{who}"
 
 
-def seal_payload(data_key: bytes, plaintext: bytes, aad: bytes) -> tuple[bytes, str]:
+def cipher(data_key: bytes) -> AESGCM:
+    """The AES-256-GCM cipher of a data key, for ``seal_payload`` calls that share the key
+    (making one costs more than encrypting a 1 KB payload with it)."""
+    return AESGCM(data_key)
+
+
+def seal_payload(data_key: bytes | AESGCM, plaintext: bytes, aad: bytes) -> tuple[bytes, str]:
     """Encrypt ``salt || plaintext``; return (nonce || ciphertext, salted commitment hex).
+
+    ``data_key`` is the key's bytes or its ``cipher``.
 
     The commitment SHA-256(salt || plaintext) sits in the clear: an export reveals salt and
     plaintext to prove them, and once the key is destroyed the salt is gone with it.
     """
     fresh = os.urandom(SALT + NONCE)  # one call for both (the CSPRNG behind secrets.token_bytes)
     salt, nonce = fresh[:SALT], fresh[SALT:]
-    ct = AESGCM(data_key).encrypt(nonce, salt + plaintext, aad)
+    aead = data_key if isinstance(data_key, AESGCM) else AESGCM(data_key)
+    ct = aead.encrypt(nonce, salt + plaintext, aad)
     return nonce + ct, commitment(salt, plaintext)
 
 

@@ -4,8 +4,9 @@ Python half).
 It parses each journal row into its delivery record and the items it carries,
 de-duplicates items against the catalog and against batches planned but not committed yet
 (``Carry``), numbers them, resolves links, encrypts each payload under its scoped data key,
-and chains the records of each segment run. It writes nothing to the catalog except
-missing data keys; ``sealer`` frames, signs, commits and publishes what it plans.
+and chains the records of each segment run. It writes nothing to the catalog (the data keys
+it makes go with the batch, for the writer); ``sealer`` frames, signs, commits and publishes
+what it plans.
 
 Each record is classed by the policy in force (``Carry.in_force``: the last sealed
 ``policy`` record, see ``policy_records``) with ``retention_policy.classify``; its
@@ -23,12 +24,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Iterable
 
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from archiver import chain, items, keys, retention
 from archiver.canonical import canonical, sha256_hex
-from archiver.catalog import DataKey, Journal, PendingLink, Record, chunked
+from archiver.catalog import DataKey, Journal, PendingLink, Record, chunked, utcnow
 from archiver.policy_records import InForce
 from archiver.retention_policy import Facts, Policy, classify, retention_start
 from archiver.journal import OWN_RECORDS
@@ -79,7 +81,8 @@ class Carry:
     data_keys: dict[str, bytes] = field(default_factory=dict, repr=False)  # unwrapped, this run only
     lock: threading.Lock = field(default_factory=threading.Lock)
     in_force: InForce | None = None  # the policy records are classed with (the last sealed or planned)
-    planned_policies: set[int] = field(default_factory=set)  # journal ids of policy rows planned this run
+    policy_scan: int = 0  # journal ids up to this one were looked at for pending policy rows
+    policy_rows: list[Any] = field(default_factory=list, repr=False)  # pending policy rows seen, not planned yet
 
     def forget_committed(self) -> None:
         """Drop keys of committed batches (call *before* reading the catalog, never after)."""
@@ -130,6 +133,7 @@ class Batch:
     decisions: list[tuple[str, int, int]] = field(default_factory=list)  # (policy | decision, journal id, seq)
     pairings: list[tuple[int, str, tuple[str, ...]]] = field(default_factory=list)  # (seq, kind, ids): identity.learn
     identity_links: list[tuple[int, bytes]] = field(default_factory=list)  # (seq, body) of identity_link records
+    data_keys: list[dict[str, Any]] = field(default_factory=list, repr=False)  # new data_keys rows (wrapped keys)
 
 
 class Planner:
@@ -147,12 +151,14 @@ class Planner:
         self.session: Session
         self.carried: dict[str, int] = {}
         self._kids: dict[tuple[str | None, str, str], str] = {}
+        self._aeads: dict[str, AESGCM] = {}  # data key id -> its cipher, made once per batch
         self._stamps: dict[str | datetime, str] = {"sealed_at": self.now.isoformat()}
 
     def add_journal_row(self, row: Journal) -> None:
         """1a. Parse one journal row into its own record and the items it carries."""
         body = row.body or b""
         found: list[items.Item] = []
+        facts: list[Facts] = []  # of each item
         if row.source in OWN_RECORDS:
             own = Pending(kind=row.source, plaintext=body, journal_id=row.id, type=_meta(row).get("event"))
             self.classed(own, Facts(kind=row.source), row.received_at)
@@ -165,14 +171,15 @@ class Planner:
             found = EXTRACT[row.source](body)
             contact = next((i.contact for i in found if i.contact), None)
             own = Pending(kind="delivery", plaintext=body, contact=contact, journal_id=row.id, type=row.source)
-            first = next((i for i in found if i.contact), found[0] if found else None)
-            like = retention.facts(first.kind, first.payload, contact, first.business) if first else Facts(kind="delivery")
+            facts = [retention.facts(it.kind, it.payload, it.contact or contact, it.business) for it in found]
+            # The delivery is classed like its first item with a contact (else its first item):
+            # that item's own facts (its contact is the delivery's).
+            first = next((n for n, i in enumerate(found) if i.contact), 0)
+            like = facts[first] if found else Facts(kind="delivery")
             self.classed(own, Facts(kind="delivery", business_number=like.business_number, direction=like.direction,
                                     contacts=like.contacts), row.received_at)
         self.parsed.append((row, own, found))
-        self._items[row.id] = [self.classed(_item_record(it, own),
-                                            retention.facts(it.kind, it.payload, it.contact or own.contact, it.business),
-                                            row.received_at) for it in found]
+        self._items[row.id] = [self.classed(_item_record(it, own), f, row.received_at) for it, f in zip(found, facts)]
 
     def _policy(self) -> InForce:
         if self.in_force is None:
@@ -188,7 +195,7 @@ class Planner:
         begin = start or retention_start(r.occurred_at, _aware(received_at))
         r.cls, r.short = c.name, retention.short_class(c)
         r.retain_until = retention.whole_second(c.retain_until(begin))
-        r.period = begin.strftime("%Y-%m")
+        r.period = f"{begin.year:04d}-{begin.month:02d}"  # strftime("%Y-%m"), a fifth of the time
         return r
 
     def _decision_record(self, row: Any, body: bytes) -> Pending:
@@ -381,7 +388,9 @@ class Planner:
 
     def _record_dict(self, r: Pending, cls: str, retain_until: datetime, data_keys: dict[str, bytes]) -> dict[str, Any]:
         kid = r.clear.pop("kid")
-        blob, commit = keys.seal_payload(data_keys[kid], r.plaintext, str(r.seq).encode())
+        if (aead := self._aeads.get(kid)) is None:
+            aead = self._aeads[kid] = keys.cipher(data_keys[kid])
+        blob, commit = keys.seal_payload(aead, r.plaintext, str(r.seq).encode())
         rec: dict[str, Any] = {
             "v": chain.FORMAT, "seq": r.seq, "kind": r.kind, "class": cls, "kid": kid,
             "sealed_at": self._stamps["sealed_at"], "retain_until": self._iso(retain_until),
@@ -498,24 +507,28 @@ def _catalog_row(r: Pending, cls: str, retain_until: datetime, hash_hex: str) ->
     )
 
 
-def ensure_data_keys(services: Services, ids: set[str], cache: dict[str, bytes] | None = None) -> dict[str, bytes]:
-    """Return unwrapped data keys for ``ids``, creating (and committing) missing ones.
+def ensure_data_keys(services: Services, ids: set[str], cache: dict[str, bytes],
+                     new: list[dict[str, Any]]) -> dict[str, bytes]:
+    """Return unwrapped data keys for ``ids``, making missing ones; ``cache`` carries unwrapped
+    keys across batches.
 
-    Reads first and takes the write lock only to create keys, so planning does not queue
-    behind the writer in the common case; ``cache`` carries unwrapped keys across batches.
+    A missing key is made here and appended to ``new`` as a ``data_keys`` row (wrapped), for the
+    writer to insert in the same transaction as the batch's outbox segments: a key is committed
+    with the first ciphertext under it, never after it (nothing under it reaches WORM before that
+    commit), and planning never waits for the catalog's write lock. The key stays in ``cache``, so
+    a later batch of this run does not make it again. Only the sealer makes keys, under its
+    leader lock; a batch that does not commit stops the run, and the next run reads the catalog
+    afresh.
     """
-    cache = {} if cache is None else cache
     wanted = ids - cache.keys()
     if wanted:
         with services.sessions() as session:
             found = _wrapped_keys(session, wanted)
         if missing := wanted - found.keys():
-            with services.sessions.begin() as session:
-                created = _wrapped_keys(session, missing)  # again, under the write lock
-                for kid in sorted(missing - created.keys()):
-                    created[kid] = services.kek.wrap(keys.new_data_key(), kid)
-                    session.add(DataKey(id=kid, wrapped=created[kid]))
-            found.update(created)
+            now = utcnow()
+            for kid in sorted(missing):
+                cache[kid] = keys.new_data_key()
+                new.append({"id": kid, "wrapped": services.kek.wrap(cache[kid], kid), "created_at": now})
         cache.update({kid: services.kek.unwrap(w, kid) for kid, w in found.items() if w})
     return {kid: cache[kid] for kid in ids if kid in cache}
 

@@ -35,6 +35,8 @@ _DIRECTION = {"message": "inbound", "echo": "outbound", "outbound": "outbound", 
 
 def whole_second(when: datetime) -> datetime:
     """``when`` rounded up to the second (rounding down would shorten retention)."""
+    if not when.microsecond and when.tzinfo is UTC:
+        return when  # already whole (most records: their own time is an epoch second)
     return datetime.fromtimestamp(math.ceil(when.timestamp()), UTC)
 
 

@@ -36,6 +36,7 @@ Matching (``classify``)
 from __future__ import annotations
 
 import calendar
+import functools
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -244,6 +245,15 @@ class Policy:
     raw: bytes = field(repr=False)
     sha256: str
     classes: tuple[RetentionClass, ...]
+    # classify's answers by the facts the classes look at (see ``classify``); never compared
+    _classed: dict[tuple[Any, ...], RetentionClass] = field(default_factory=dict, init=False, repr=False,
+                                                            compare=False, hash=False)
+
+    @functools.cached_property
+    def match_facts(self) -> tuple[str, ...]:
+        """The ``Facts`` fields some class's match rules read (``contacts`` for ``contact``), sorted."""
+        return tuple(sorted({"contacts" if rule.fact == "contact" else rule.fact
+                             for c in self.classes for rule in c.match.rules}))
 
     @classmethod
     def from_yaml(cls, raw: bytes, file: str) -> Policy:
@@ -269,11 +279,26 @@ def load(folder: Path) -> Policy:
 
 
 def classify(policy: Policy, facts: Facts) -> RetentionClass:
-    """The first class of ``policy`` whose match rules hold for ``facts`` (``default`` at worst)."""
+    """The first class of ``policy`` whose match rules hold for ``facts`` (``default`` at worst).
+
+    The answer depends only on the facts the policy's rules read (``Policy.match_facts``), so
+    it is remembered by those: the sealer classes every record, and a realistic archive has
+    few distinct combinations of them (a policy matching on ``contact`` has more: the memo is
+    then bounded, emptied when it reaches ``CLASSIFY_MEMO`` entries).
+    """
+    key = tuple(getattr(facts, name) for name in policy.match_facts)
+    if (found := policy._classed.get(key)) is not None:
+        return found
     for c in policy.classes:
         if c.match.matches(facts):
+            if len(policy._classed) >= CLASSIFY_MEMO:
+                policy._classed.clear()
+            policy._classed[key] = c
             return c
     raise AssertionError("the last class, default, matches every record")  # from_yaml ensures it
+
+
+CLASSIFY_MEMO = 10_000
 
 
 def retention_start(occurred_at: int | None, received_at: datetime) -> datetime:

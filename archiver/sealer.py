@@ -6,7 +6,8 @@ is the crash-safety argument:
 1. *plan* (one transaction): parse the journal rows, de-duplicate items, assign seqs, encrypt,
    chain, frame the segment(s) and checkpoint(s); insert records, mark the journal rows
    sealed and move the chain head, keeping the segment bytes in the catalog (outbox).
-   Data keys are committed before any ciphertext under them leaves the process. The journal
+   New data keys are committed in that same transaction, so no ciphertext under a key is
+   ever stored (outbox or WORM) without it. The journal
    bodies are dropped in the same transaction: from then on the outbox holds them, sealed.
 2. *publish*: put each "writing" segment, then its checkpoint, to the WORM store.
 3. *confirm* (one transaction): mark the segment "stored" and drop its outbox bytes.
@@ -30,13 +31,13 @@ import logging
 from datetime import datetime, timezone
 from typing import Any, Iterable, Sequence
 
-from sqlalchemy import Text, bindparam, insert, select, type_coerce, update
+from sqlalchemy import Text, bindparam, func, insert, select, type_coerce, update
 from sqlalchemy.orm import Session
 
 from archiver import chain, identity, items, pipeline, policy_records, retention
 from archiver.canonical import sha256_hex
 from archiver.catalog import (
-    DuplicateHit, Journal, Media, MessageState, PendingLink, PolicyVersion, Record, RetentionExtension, Segment,
+    DataKey, DuplicateHit, Journal, Media, MessageState, PendingLink, PolicyVersion, Record, RetentionExtension, Segment,
     chain_head, chunked, insert_rows, leader_lock, truncate_wal,
 )
 from archiver.errors import ArchiverError
@@ -143,7 +144,7 @@ def _confirm(services: Services, segment_id: int, until: datetime) -> None:
 
 def _plan(services: Services, carry: Carry, after_id: int, no: int,
           limit: int | None = None) -> tuple[Batch | None, int]:
-    """Plan the next batch of journal rows after ``after_id`` (no catalog writes but data keys)."""
+    """Plan the next batch of journal rows after ``after_id`` (no catalog writes)."""
     carry.forget_committed()
     columns = (Journal.id, Journal.source, Journal.body, type_coerce(Journal.meta, Text).label("meta"),
                Journal.received_at)
@@ -151,30 +152,41 @@ def _plan(services: Services, carry: Carry, after_id: int, no: int,
         # A new policy version heads the next batch: it gets the batch's first seq, every record
         # planned with it or after it is classed with it, and it commits with them (decisions
         # 11, 13: sealed before it acts). Journal ids order the rest.
-        newer = [Journal.sealed.is_(False), Journal.source == "policy"]
-        if carry.planned_policies:
-            newer.append(Journal.id.not_in(sorted(carry.planned_policies)))
+        # Only rows journaled since the last look are read (``Carry.policy_scan``): the journal has
+        # no index on source, so looking at every unsealed row again for each batch read the whole
+        # backlog per batch (quadratic in the backlog). Journal ids up to max(id) are all visible in
+        # this read's snapshot on SQLite; on PostgreSQL a row with a lower id may commit later: like
+        # any row journaled after this run started, it is then sealed by the next run.
+        top = session.scalar(select(func.max(Journal.id))) or 0
+        if top > carry.policy_scan:
+            carry.policy_rows += session.execute(
+                select(*columns).where(Journal.sealed.is_(False), Journal.source == "policy",
+                                       Journal.id > carry.policy_scan, Journal.id <= top).order_by(Journal.id)).all()
+            carry.policy_scan = top
         # A retention version first, then the others (consent.yaml) of the same batch: they are
         # journaled in that order (policy_records.NAMES), and a second retention version waits for
         # the next batch, so one batch never holds two.
-        pending = session.execute(select(*columns).where(*newer).order_by(Journal.id).limit(8)).all()
-        policy = _policy_rows(pending)
+        policy = _policy_rows(carry.policy_rows[:8])
+        del carry.policy_rows[:len(policy)]
         rows = session.execute(  # plain rows, not ORM objects: only these columns are read
             select(*columns).where(Journal.sealed.is_(False), Journal.id > after_id, Journal.source != "policy")
             .order_by(Journal.id).limit(limit or MAX_JOURNAL_ROWS)
         ).all()
     after_id = rows[-1].id if rows else after_id
-    carry.planned_policies.update(row.id for row in policy)
     planned: list[Any] = [*policy, *rows]  # Rows of the Journal columns the planner reads
     if not planned:
         return None, after_id
     planner = Planner(services, carry.in_force)
     for row in planned:
         planner.add_journal_row(row)
-    planner.successors = successor_keys(services, planner.scopes())
-    planner.data_keys = ensure_data_keys(services, planner.scopes(), carry.data_keys)
+    scopes = planner.scopes()
+    planner.successors = successor_keys(services, scopes)
+    new_keys: list[dict[str, Any]] = []
+    planner.data_keys = ensure_data_keys(services, {planner.successors.get(k, k) for k in scopes}, carry.data_keys,
+                                         new_keys)
     with services.sessions() as session:
         batch = planner.plan(session, carry, no)
+    batch.data_keys = new_keys
     carry.in_force = planner.in_force
     return batch, after_id
 
@@ -189,6 +201,8 @@ def _write(services: Services, batch: Batch) -> list[Segment]:
         head = chain_head(session)
         if head.seq != batch.first_seq - 1 or head.hash != batch.prev_hash:
             raise RuntimeError(f"chain head moved under the sealer (at {head.seq}, planned from {batch.first_seq - 1})")
+        # The batch's new data keys commit with the first ciphertext under them (see planner.ensure_data_keys).
+        insert_rows(session.connection(), DataKey.__table__, batch.data_keys)
         segments = [_add_segment(services, session, run, blob, root, head) for run, (blob, root) in zip(batch.runs, framed)]
         # The bodies go now: from this commit on the outbox segment holds them (encrypted).
         mark_sealed(session.connection(), batch.journal)
