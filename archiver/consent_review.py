@@ -261,6 +261,7 @@ def _check(services: Services, sends: Iterable[Send], run: Run) -> None:
         for contact, theirs in by_contact.items():  # each person's ledger read once
             states = consent.states_at(session, contact, "marketing", [s.sent_at for s in theirs], require)
             checked.extend(zip(theirs, states))
+        batch = findings.Batch(session)
         for send, state in checked:
             if state["valid"]:
                 continue
@@ -268,10 +269,9 @@ def _check(services: Services, sends: Iterable[Send], run: Run) -> None:
             detail = {"wamid": send.wamid, "sent_at": state["time"], "via": send.via, "reason": state["reason"],
                       "ledger_entries": [e["id"] for e in state["deciding"]],
                       "revoked_by": state["deciding_seqs"][0] if state["deciding_seqs"] else None}
-            row = findings.raise_finding(session, "consent", RULE, send.wamid, record_seq=send.record_seq,
-                                         evidence=evidence, contact=send.contact, detail=detail)
-            if row is not None:
-                run.found.append(row.id)
+            batch.add("consent", RULE, send.wamid, record_seq=send.record_seq, evidence=evidence,
+                      contact=send.contact, detail=detail)
+        run.found.extend(row.id for row in batch.flush())
 
 
 def _recheck_ledger(services: Services, run: Run) -> None:

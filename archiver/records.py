@@ -40,11 +40,15 @@ def segment_records_at(services: Services, seg: Segment, seqs: Collection[int]) 
     segment that does not line up (or a line orjson refuses) is parsed whole and filtered.
     Raises NotFound, IntegrityError.
     """
+    if not isinstance(seqs, (set, frozenset)):
+        seqs = set(seqs)
     blob = _blob(services, seg)
     lines = chain.segment_lines(blob, seg.key)
     first, last = seg.first_seq, seg.last_seq
     if len(lines) == last - first + 1:
-        inside = sorted(s for s in seqs if first <= s <= last)
+        # The smaller side is walked: a caller may ask for many more seqs than the segment holds.
+        inside = ([s for s in range(first, last + 1) if s in seqs] if len(seqs) > len(lines)
+                  else sorted(s for s in seqs if first <= s <= last))
         try:
             picked = [orjson.loads(lines[s - first]) for s in inside]
         except orjson.JSONDecodeError:

@@ -307,6 +307,9 @@ def test_segment_records_at_reads_just_the_asked_seqs_and_checks_each_line(clien
     assert len(expect) == 2
     assert records.segment_records_at(services, seg, asked) == expect
     assert records.segment_records_at(services, seg, set()) == []
+    many = set(range(seg.first_seq - 50, seg.last_seq + 50))  # more seqs asked than the segment holds
+    assert records.segment_records_at(services, seg, many) == whole
+    assert records.segment_records_at(services, seg, sorted(asked)) == expect  # any collection
 
     @dataclass
     class Shifted:  # a catalog row whose range does not line up with the lines: every line is checked
