@@ -48,7 +48,8 @@ from sqlalchemy import func, select, update
 
 from archiver.canonical import canonical
 from archiver.catalog import (
-    DataKey, DisposedKey, Disposition, DispositionBatch, Hold, Journal, Record, chunked, leader_lock, utcnow,
+    DataKey, DisposedKey, Disposition, DispositionBatch, Hold, Journal, Record, chunked, insert_rows, leader_lock,
+    utcnow,
 )
 from archiver.errors import ArchiverError, ValidationError
 from archiver.journal import append_delivery
@@ -345,9 +346,9 @@ def _destroy(services: Services, row: Disposition, seq: int) -> None:
             session.execute(update(DataKey).where(DataKey.id.in_(part), DataKey.wrapped.is_not(None))
                             .values(wrapped=None, destroyed_at=at))
             known = set(session.scalars(select(DisposedKey.key_id).where(DisposedKey.key_id.in_(part))))
-            for kid in part:
-                if kid not in known:
-                    session.add(DisposedKey(key_id=kid, disposition_id=row.id, disposed_at=at))
+            insert_rows(session.connection(), DisposedKey.__table__,
+                        [{"key_id": kid, "disposition_id": row.id, "disposed_at": at} for kid in part
+                         if kid not in known])
         for b in row.plan.get("approved_batches", []):
             session.execute(update(DispositionBatch).where(DispositionBatch.id == b["batch"])
                             .values(state="disposed", disposition_id=row.id))
