@@ -6,7 +6,8 @@ Under ``$BENCH_CORPUS_DIR`` (default ``/var/tmp/bench-corpus``), made on first u
   the ``scripts/gen-corpus --n N`` deliveries (seed 1). It is the source every benchmark copies
   its backlog from (``load_journal``), into a home it prepared first (holds placed, an S3 store).
 * ``sealed-N``: a copy of ``journal-N`` sealed by ``archiver seal`` and indexed (SQLite FTS5)
-  by ``archiver index``; a benchmark copies it (``copy_home``) and works on the copy.
+  by ``archiver index`` (an interrupted run resumes both); a benchmark copies it
+  (``copy_home``) and works on the copy.
 
 Both use ``policies(dir)``: the repository's consent and template policies and a retention
 policy whose one class keeps records 30 days, so that every corpus record (2025-11-01 to
@@ -156,9 +157,11 @@ def sealed_home(n: int) -> Path:
     home = CORPUS_DIR / f"sealed-{n}"
     with _locked(home):
         if not (home / ".complete").exists():
-            shutil.rmtree(home, ignore_errors=True)
-            copy_home(source, home)
-            (home / ".complete").unlink()
+            if not (home / ".copied").exists():  # else sealing was interrupted: both steps resume
+                shutil.rmtree(home, ignore_errors=True)
+                copy_home(source, home)
+                (home / ".complete").unlink()
+                (home / ".copied").touch()
             archiver = str(Path(sys.executable).with_name("archiver"))
             for step in ("seal", "index"):
                 _say(f"archiver {step} of {home} (once; later runs reuse it)")
