@@ -296,7 +296,7 @@ def cmd_report(work: Path, doc: Path | None) -> None:
              f"{corpus.get('contacts', 0):,} contacts) plus opt-ins and template events; retention 30 days "
              "(every corpus record expired); catalog SQLite, search FTS5",
              "- `scripts/bench holds --n=N` (method: scripts/bench_lib/hold_bench.py); SeaweedFS `weed mini` on "
-             "the same machine; H3's baseline is the no-hold run in the same process",
+             "the same machine; H3's baseline: the no-hold runs before and after H3b, same process",
              *([f"- H1b/H2b: the corpus was sealed into SeaweedFS first in {r['s3_seal_seconds']:.0f} s (not timed)"]
                if "s3_seal_seconds" in r else []),
              "", *table(r), ""]
