@@ -196,9 +196,13 @@ def _known(session: Session, wamids: list[str]) -> Known:
         part = wamids[start:start + 500]
         out.sends.update((m.wamid, m) for m in session.scalars(select(MarketingSend).where(
             MarketingSend.wamid.in_(part))))
-        for row in session.execute(select(Record.wamid, Record.seq, Record.occurred_at).where(
-                Record.wamid.in_(part), Record.kind.in_(("outbound", "echo"))).order_by(Record.seq.desc())):
-            out.messages[row.wamid] = row  # the first (lowest seq) wins
+        # By wamid alone, the kind checked here: with the kind in the query SQLite walks the
+        # kind index (every outbound and echo record, for each batch) instead of the wamid one.
+        found = session.execute(select(Record.wamid, Record.seq, Record.occurred_at, Record.kind)
+                                .where(Record.wamid.in_(part))).all()
+        for row in sorted(found, key=lambda r: r.seq, reverse=True):
+            if row.kind in ("outbound", "echo"):
+                out.messages[row.wamid] = row  # the first (lowest seq) wins
     return out
 
 

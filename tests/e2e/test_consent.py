@@ -328,3 +328,16 @@ def test_a_findings_batch_journals_each_new_finding_once_in_the_order_added(tmp_
             assert all(f.journal_id for f in session.scalars(select(Finding)))
     finally:
         services.close()
+
+
+def test_a_status_billed_marketing_names_the_message_it_reports_on(month: Month) -> None:
+    m = month
+    m.webhooks(template_status("order_update", "APPROVED", "UTILITY", day(0)),
+               text("wamid.eve.stop", EVE, "STOP", day(2)))
+    m.send("wamid.eve.u3", EVE, "order_update", day(3))  # a utility template: not marketing by itself
+    m.webhooks(priced_status("wamid.eve.u3", EVE, day(3) + 5))  # ... but Meta billed it as marketing
+    found = {f["detail"]["wamid"]: f for f in m.review()["findings"]}
+    assert set(found) == {"wamid.eve.u3"}
+    assert found["wamid.eve.u3"]["record_seq"] == m.seq("wamid.eve.u3")  # the message, not the status
+    assert found["wamid.eve.u3"]["detail"]["via"] == "status"
+    assert m.seq("wamid.eve.u3", ("status",)) in found["wamid.eve.u3"]["evidence"]
