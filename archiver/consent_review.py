@@ -196,9 +196,13 @@ def _known(session: Session, wamids: list[str]) -> Known:
         part = wamids[start:start + 500]
         out.sends.update((m.wamid, m) for m in session.scalars(select(MarketingSend).where(
             MarketingSend.wamid.in_(part))))
-        for row in session.execute(select(Record.wamid, Record.seq, Record.occurred_at).where(
-                Record.wamid.in_(part), Record.kind.in_(("outbound", "echo"))).order_by(Record.seq.desc())):
-            out.messages[row.wamid] = row  # the first (lowest seq) wins
+        # By wamid alone, the kind checked here: with the kind in the query SQLite walks the
+        # kind index (every outbound and echo record, for each batch) instead of the wamid one.
+        found = session.execute(select(Record.wamid, Record.seq, Record.occurred_at, Record.kind)
+                                .where(Record.wamid.in_(part))).all()
+        for row in sorted(found, key=lambda r: r.seq, reverse=True):
+            if row.kind in ("outbound", "echo"):
+                out.messages[row.wamid] = row  # the first (lowest seq) wins
     return out
 
 
@@ -261,6 +265,7 @@ def _check(services: Services, sends: Iterable[Send], run: Run) -> None:
         for contact, theirs in by_contact.items():  # each person's ledger read once
             states = consent.states_at(session, contact, "marketing", [s.sent_at for s in theirs], require)
             checked.extend(zip(theirs, states))
+        batch = findings.Batch(session)
         for send, state in checked:
             if state["valid"]:
                 continue
@@ -268,10 +273,9 @@ def _check(services: Services, sends: Iterable[Send], run: Run) -> None:
             detail = {"wamid": send.wamid, "sent_at": state["time"], "via": send.via, "reason": state["reason"],
                       "ledger_entries": [e["id"] for e in state["deciding"]],
                       "revoked_by": state["deciding_seqs"][0] if state["deciding_seqs"] else None}
-            row = findings.raise_finding(session, "consent", RULE, send.wamid, record_seq=send.record_seq,
-                                         evidence=evidence, contact=send.contact, detail=detail)
-            if row is not None:
-                run.found.append(row.id)
+            batch.add("consent", RULE, send.wamid, record_seq=send.record_seq, evidence=evidence,
+                      contact=send.contact, detail=detail)
+        run.found.extend(row.id for row in batch.flush())
 
 
 def _recheck_ledger(services: Services, run: Run) -> None:

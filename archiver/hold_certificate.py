@@ -81,9 +81,8 @@ def generate(services: Services, hold_id: str, actor: str) -> dict[str, Any]:
         wanted = set(seqs)
         leaves: dict[int, str] = {}
         for seg in sorted(segments.values(), key=lambda s: s.first_seq):
-            for rec in records.segment_records(services, seg):
-                if rec["seq"] in wanted:
-                    leaves[rec["seq"]] = chain.leaf_hash(chain.record_bytes(rec)).hex()
+            for rec in records.segment_records_at(services, seg, wanted):
+                leaves[rec["seq"]] = chain.leaf_hash(chain.record_bytes(rec)).hex()
         seg_rows = [{"key": s.key, "first_seq": s.first_seq, "last_seq": s.last_seq, "merkle_root": s.merkle_root,
                      "checkpoint_key": s.checkpoint_key, "checkpoint_digest": s.checkpoint_digest}
                     for s in sorted(segments.values(), key=lambda s: s.first_seq)]

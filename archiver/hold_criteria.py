@@ -355,9 +355,7 @@ def _business_matches(services: Services, session: Session, rows: list[Any], wan
     for segment_id in sorted(segments):
         seg = session.get(Segment, segment_id)
         assert seg is not None
-        for rec in records.segment_records(services, seg):
-            if rec["seq"] not in seqs:
-                continue
+        for rec in records.segment_records_at(services, seg, seqs):
             plain = records.decrypt(services, session, rec, cache)
             if plain is None:
                 continue

@@ -317,10 +317,9 @@ def _bodies(services: Services, session: Session, wanted: list[tuple[int, int]])
     for segment_id, seqs in by_segment.items():
         seg = session.get(Segment, segment_id)
         assert seg is not None
-        for rec in records.segment_records(services, seg):
-            if rec["seq"] in seqs:
-                plain = records.decrypt(services, session, rec, cache)
-                out[rec["seq"]] = json.loads(plain) if plain is not None else None
+        for rec in records.segment_records_at(services, seg, seqs):
+            plain = records.decrypt(services, session, rec, cache)
+            out[rec["seq"]] = json.loads(plain) if plain is not None else None
     return out
 
 

@@ -58,10 +58,17 @@ def append_job_run(session: Session, job: str, report: dict[str, Any]) -> int:
     return append_delivery(session, "job_run", canonical({"job": job, **report}), {"event": job})
 
 
-def append_finding(session: Session, kind: str, body: dict[str, Any]) -> int:
-    """Journal a review's finding; it is sealed as a ``finding`` record of type ``kind``
-    (``consent``, ``template``, ``capture``: see ``archiver.findings``)."""
-    return append_delivery(session, "finding", canonical(body), {"event": kind})
+def append_findings(session: Session, found: list[tuple[str, dict[str, Any]]]) -> list[int]:
+    """Journal reviews' findings, each ``(kind, body)`` sealed as a ``finding`` record of type
+    ``kind`` (``consent``, ``template``, ``capture``: see ``archiver.findings``), in one flush;
+    their journal ids in order."""
+    rows = []
+    for kind, body in found:
+        raw = canonical(body)
+        rows.append(Journal(source="finding", body=raw, body_sha256=sha256_hex(raw), meta={"event": kind}))
+    session.add_all(rows)
+    session.flush()
+    return [row.id for row in rows]
 
 
 def append_media(session: Session, notice: dict[str, Any]) -> int:

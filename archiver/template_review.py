@@ -179,29 +179,29 @@ def _recheck(services: Services, book: Book, run: Run, read_before: int) -> None
 
 def _check(services: Services, book: Book, sends: list[TemplateSend], run: Run) -> None:
     with services.sessions.begin() as session:
+        batch = findings.Batch(session)
         for s in sends:
             base = {"wamid": s.wamid, "template": s.name, "language": s.language, "sent_at": s.sent_at,
                     "status": s.status, "category": s.category, "snapshot_seq": s.snapshot_seq}
             evidence = [s.record_seq, *s.evidence] + ([s.snapshot_seq] if s.snapshot_seq else [])
             if s.status is not None and s.status != APPROVED:
-                _raise(session, run, "sent-not-approved", s.wamid, s.record_seq, evidence, base)
+                _raise(batch, "sent-not-approved", s.wamid, s.record_seq, evidence, base)
             labelled, label_seq = book.labelled(s.name, s.language)
             if s.category == MARKETING and labelled == UTILITY:
-                _raise(session, run, "category-drift", s.wamid, s.record_seq,
+                _raise(batch, "category-drift", s.wamid, s.record_seq,
                        evidence + ([label_seq] if label_seq else []), {**base, "labelled": labelled})
+        run.found.extend(row.id for row in batch.flush())
 
 
-def _raise(session: Any, run: Run, rule: str, subject: str, record_seq: int | None, evidence: list[int],
+def _raise(batch: findings.Batch, rule: str, subject: str, record_seq: int | None, evidence: list[int],
            detail: dict[str, Any]) -> None:
-    row = findings.raise_finding(session, "template", rule, subject, record_seq=record_seq, evidence=evidence,
-                                 detail=detail)
-    if row is not None:
-        run.found.append(row.id)
+    batch.add("template", rule, subject, record_seq=record_seq, evidence=evidence, detail=detail)
 
 
 def _templates(services: Services, book: Book, now: int, run: Run) -> None:
     """components-changed and review-overdue, for every template."""
     with services.sessions.begin() as session:
+        batch = findings.Batch(session)
         policy = policy_records.templates_in_force(session)
         by_name: dict[str, list[TemplateReview]] = {}
         for r in sealed_reviews(session):
@@ -220,7 +220,7 @@ def _templates(services: Services, book: Book, now: int, run: Run) -> None:
                         if e.components is not None and e.source == "sync":
                             previous = e.components
                         if changed and e.at > last.reviewed_at:
-                            _raise(session, run, "components-changed", f"{name}\x00{lang}\x00{e.seq}", None,
+                            _raise(batch, "components-changed", f"{name}\x00{lang}\x00{e.seq}", None,
                                    [e.seq, last.seq or 0], {"template": name, "language": lang, "changed_at": e.at,
                                                             "last_review_seq": last.seq, "last_review_at": last.reviewed_at})
             if policy is None:
@@ -235,9 +235,10 @@ def _templates(services: Services, book: Book, now: int, run: Run) -> None:
             if due < now:
                 due_day = datetime.fromtimestamp(due, timezone.utc).date().isoformat()
                 evidence = [last.seq] if last is not None and last.seq else []
-                _raise(session, run, "review-overdue", f"{name}\x00{due_day}", None, evidence,
+                _raise(batch, "review-overdue", f"{name}\x00{due_day}", None, evidence,
                        {"template": name, "category": category, "cadence_days": days, "due": due_day,
                         "last_review_seq": last.seq if last is not None else None})
+        run.found.extend(row.id for row in batch.flush())
 
 
 def record_review(services: Services, actor: str, name: str, decision: Any, note: Any,

@@ -22,6 +22,7 @@ import re
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -33,17 +34,20 @@ GOALS = {"seal": 20_000, "verify": 100_000, "index": 10_000, "catalog_ratio": 0.
 
 def timed(argv: list[str], env: dict[str, str]) -> dict[str, Any]:
     """Run ``argv`` to completion; wall and CPU seconds, peak RSS in MiB, its output."""
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t0
-    out = proc.stdout.read() if proc.stdout else ""
-    err = proc.stderr.read() if proc.stderr else ""
+    # Output to files, not pipes: a child printing more than a pipe holds would block until read.
+    with tempfile.TemporaryFile() as fo, tempfile.TemporaryFile() as fe:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(argv, env=env, stdout=fo, stderr=fe)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+        fo.seek(0)
+        fe.seek(0)
+        out, err = fo.read().decode(errors="replace"), fe.read().decode(errors="replace")
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(argv)} exited {proc.returncode}: {(out + err)[-2000:]}")
     return {"wall": wall, "cpu": usage.ru_utime + usage.ru_stime, "rss_mib": usage.ru_maxrss / 1024,
-            "out": out.strip().splitlines()[-1] if out.strip() else ""}
+            "out": out.strip().splitlines()[-1] if out.strip() else "", "stdout": out}
 
 
 def count(out: str) -> int:

@@ -298,3 +298,46 @@ def test_user_preferences_out_of_order_and_duplicated_give_the_same_state_at_eve
 def test_consent_show_of_an_unknown_contact_is_404(month: Month) -> None:
     resp = month.inst.client.get(f"/api/v1/consent/{uuid.uuid4().int % 10**12}", headers=month.tokens["compliance"])
     assert resp.status_code == 404
+
+
+def test_a_findings_batch_journals_each_new_finding_once_in_the_order_added(tmp_path: Path) -> None:
+    from archiver import findings
+    from archiver.catalog import Finding, Journal
+    from archiver.config import Settings
+    from archiver.services import Services
+    from tests.conftest import make_env
+
+    services = Services.open(Settings.from_env(make_env(tmp_path / "home")))
+    try:
+        with services.sessions.begin() as session:
+            findings.raise_finding(session, "consent", "r", "wamid.before", record_seq=None, evidence=[1])
+        with services.sessions.begin() as session:
+            batch = findings.Batch(session)
+            for subject in ("wamid.b", "wamid.before", "wamid.a", "wamid.b"):
+                batch.add("consent", "r", subject, record_seq=None, evidence=[3, 2, 3], contact="44")
+            rows = batch.flush()
+            assert [(r.detail, r.evidence) for r in rows] == [({}, [2, 3])] * 2
+            ids = [r.id for r in rows]
+            assert ids == ["find-" + findings.finding_key("consent", "r", s)[:16] for s in ("wamid.b", "wamid.a")]
+            assert batch.flush() == []  # emptied
+        with services.sessions() as session:
+            journaled = [json.loads(j.body) for j in session.scalars(
+                select(Journal).where(Journal.source == "finding").order_by(Journal.id))]
+            assert [j["subject"] for j in journaled] == ["wamid.before", "wamid.b", "wamid.a"]
+            assert session.scalar(select(func.count()).select_from(Finding)) == 3
+            assert all(f.journal_id for f in session.scalars(select(Finding)))
+    finally:
+        services.close()
+
+
+def test_a_status_billed_marketing_names_the_message_it_reports_on(month: Month) -> None:
+    m = month
+    m.webhooks(template_status("order_update", "APPROVED", "UTILITY", day(0)),
+               text("wamid.eve.stop", EVE, "STOP", day(2)))
+    m.send("wamid.eve.u3", EVE, "order_update", day(3))  # a utility template: not marketing by itself
+    m.webhooks(priced_status("wamid.eve.u3", EVE, day(3) + 5))  # ... but Meta billed it as marketing
+    found = {f["detail"]["wamid"]: f for f in m.review()["findings"]}
+    assert set(found) == {"wamid.eve.u3"}
+    assert found["wamid.eve.u3"]["record_seq"] == m.seq("wamid.eve.u3")  # the message, not the status
+    assert found["wamid.eve.u3"]["detail"]["via"] == "status"
+    assert m.seq("wamid.eve.u3", ("status",)) in found["wamid.eve.u3"]["evidence"]

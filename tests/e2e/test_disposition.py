@@ -280,3 +280,24 @@ def test_review_batches_over_the_api_for_compliance_only(arch: Archive) -> None:
     assert call("POST", f"/api/v1/dispositions/{batch}/approve", "compliance").status_code == 409
     out = json.loads(arch.cli("dispose", "--json").stdout)
     assert [b["batch"] for b in out["approved_batches"]] == [batch] and not arch.key_alive(reviewed)
+
+
+def test_the_index_forgets_every_disposed_record_across_delete_batches(arch: Archive,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from archiver import disposition
+
+    seqs = arch.ingest(*(message(f"wamid.B{i}", f"batched farewell {i}", SHORT) for i in range(5)))
+    (kept,) = arch.ingest(message("wamid.BK", "batched farewell kept", KEPT))
+    indexer.index_pending(arch.services)
+    arch.wait_expired(*seqs)
+    assert arch.found("farewell") == {*seqs, kept}
+    monkeypatch.setattr(disposition, "INDEX_DELETE_BATCH", 2)
+    calls: list[list[int]] = []
+    real = arch.services.search.delete
+    monkeypatch.setattr(arch.services.search, "delete", lambda part: (calls.append(list(part)), real(part))[1])
+    out = disposition.run(arch.services, "test:dispose")
+    disposed = {s for k in out["keys"] for first, last in k["seqs"] for s in range(first, last + 1)}
+    assert set(seqs) <= disposed and kept not in disposed
+    assert sorted(s for part in calls for s in part) == sorted(disposed)  # each disposed seq, once
+    assert len(calls) > 1 and all(len(part) <= 2 for part in calls)
+    assert arch.found("farewell") == {kept}

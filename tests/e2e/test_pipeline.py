@@ -287,3 +287,37 @@ def test_an_unknown_status_name_is_archived_but_never_becomes_the_state(client: 
     with services.sessions() as session:
         assert session.get(MessageState, "wamid.S9").state == "delivered"
     assert counts(services)["items"]["status"] == 2
+
+
+def test_segment_records_at_reads_just_the_asked_seqs_and_checks_each_line(client: Any, services: Any) -> None:
+    from dataclasses import dataclass
+
+    from archiver.catalog import Segment
+
+    for i in range(12):
+        assert post(client, msg_body(f"wamid.at{i}", text=f"line {i}")).status_code == 200
+    seal(services)
+    with services.sessions() as session:
+        seg = session.scalars(select(Segment).order_by(Segment.records.desc())).first()
+        assert seg is not None and seg.records > 4
+        session.expunge(seg)
+    whole = records.segment_records(services, seg)
+    asked = {whole[1]["seq"], whole[-1]["seq"], seg.last_seq + 5, seg.first_seq - 1}
+    expect = [r for r in whole if r["seq"] in asked]
+    assert len(expect) == 2
+    assert records.segment_records_at(services, seg, asked) == expect
+    assert records.segment_records_at(services, seg, set()) == []
+    many = set(range(seg.first_seq - 50, seg.last_seq + 50))  # more seqs asked than the segment holds
+    assert records.segment_records_at(services, seg, many) == whole
+    assert records.segment_records_at(services, seg, sorted(asked)) == expect  # any collection
+
+    @dataclass
+    class Shifted:  # a catalog row whose range does not line up with the lines: every line is checked
+        key: str
+        first_seq: int
+        last_seq: int
+        state: str = "stored"
+        blob: bytes | None = None
+
+    off = Shifted(seg.key, seg.first_seq + 1, seg.last_seq + 1)
+    assert records.segment_records_at(services, off, asked) == expect  # type: ignore[arg-type]
