@@ -267,11 +267,13 @@ def _apply(row: Fold, s: Sighting, policy: CapturePolicy) -> None:
 
 def _statuses(services: Services, policy: CapturePolicy, moment: int, run: Run) -> None:
     """Statuses sealed ``status_grace`` ago or earlier whose message the archive does not hold."""
-    ripe = datetime.fromtimestamp(moment - policy.status_grace, timezone.utc)
+    # In whole seconds, as ``moment`` is: a segment sealed during the second ``moment - grace``
+    # is ripe (sealed_at carries microseconds; with a 0s grace it must not wait for a later run).
+    ripe = datetime.fromtimestamp(moment - policy.status_grace + 1, timezone.utc)
     while True:
         with services.sessions() as session:
             after = cursor_value(session, STATUS_CURSOR)
-            sealed = session.scalar(select(func.max(Segment.last_seq)).where(Segment.sealed_at <= ripe)) or 0
+            sealed = session.scalar(select(func.max(Segment.last_seq)).where(Segment.sealed_at < ripe)) or 0
             through = min(stored_through(session), sealed)
             rows = session.execute(
                 select(Record.seq, Record.wamid, Record.contact, Record.type, Record.occurred_at)
