@@ -82,7 +82,7 @@ def search() -> Response:
 def conversation(contact: str) -> Response:
     """The thread with ``contact`` (all her identifiers) in time order, around ``?around=<seq>`` if given."""
     services = current_app.extensions["archiver"]
-    scope.check_content(g.principal)  # an admin console user reads no message content
+    scope.check_content(g.principal)  # admin reads no message content (session or token)
     around = request.args.get("around")
     around_seq = params.seq_arg(around, "around") if around else None
     size = params.bounded_int(request.args.get("size"), "size", 50, 1, MAX_SIZE)
