@@ -1,4 +1,4 @@
-"""Search and conversation views (roles compliance, legal, auditor, admin).
+"""Search and conversation views (roles compliance, legal, auditor: READERS, not admin).
 
 Every search and every conversation view is journaled as an ``audit`` record (who, query,
 result count) and so sealed in the chain like a message.
