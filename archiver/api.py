@@ -10,7 +10,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from archiver import integrity_job, listing, params, records, stats
-from archiver.auth import OVERSIGHT, READERS, require
+from archiver.auth import OVERSIGHT, READERS, STATS_READERS, require
 from archiver.console import scope
 from archiver.journal import append_audit
 
@@ -51,7 +51,7 @@ def healthz() -> tuple[Response, int]:
 
 
 @bp.get("/api/v1/stats")
-@require(*READERS)
+@require(*STATS_READERS)
 def get_stats() -> Response:
     """The same counts as ``archiver stats --json``."""
     services = _services()

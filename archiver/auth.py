@@ -23,9 +23,9 @@ from archiver.console import sessions as console_sessions, users as console_user
 from archiver.console.users import Principal
 from archiver.errors import AuthError, Forbidden, TokenNameError
 from archiver.rejections import note
-from archiver.roles import HOLDERS, OVERSIGHT, READERS, REVIEWERS, ROLES, WRITERS
+from archiver.roles import HOLDERS, OVERSIGHT, READERS, REVIEWERS, ROLES, STATS_READERS, WRITERS
 
-__all__ = ["HOLDERS", "OVERSIGHT", "READERS", "REVIEWERS", "ROLES", "WRITERS", "authenticate", "bearer", "check_route_table",
+__all__ = ["HOLDERS", "OVERSIGHT", "READERS", "REVIEWERS", "ROLES", "STATS_READERS", "WRITERS", "authenticate", "bearer", "check_route_table",
            "create_token", "list_tokens", "lookup", "require", "revoke_token"]
 
 PUBLIC_ENDPOINTS = {"intake.webhook_verify", "intake.webhook_receive", "api.healthz", "static",

@@ -21,7 +21,7 @@ from archiver.auth import require
 from archiver.listing import DEFAULT_LIMIT, MAX_LIMIT
 from archiver.params import SEQ_MAX
 from archiver.roles import (
-    CONTACT_VIEWERS, ERASERS, EXPORTERS, HOLDERS, OVERSIGHT, READERS, REPORTERS, RETAINERS, REVIEWERS, ROLES, WRITERS,
+    CONTACT_VIEWERS, ERASERS, EXPORTERS, HOLDERS, OVERSIGHT, READERS, REPORTERS, RETAINERS, REVIEWERS, ROLES, STATS_READERS, WRITERS,
 )
 from archiver.search import MAX_SIZE, MAX_WINDOW, SORTS
 
@@ -100,7 +100,7 @@ PATHS: dict[str, dict[str, Any]] = {
     "/api/v1/consent": {"post": _op(
         "An opt-in or opt-out (contact, scope, action, source, at, proof)", WRITERS,
         {"202": _ACCEPTED, **_errors(400, 413)}, requestBody=_ANY_BODY)},
-    "/api/v1/stats": {"get": _op("Counts, chain tip and index lag", READERS, {"200": _json("the counts")})},
+    "/api/v1/stats": {"get": _op("Counts, chain tip and index lag", STATS_READERS, {"200": _json("the counts")})},
     "/api/v1/records/{seq}": {"get": _op(
         "One decrypted record: strict parsed view (content, content_view), the delivery's exact bytes "
         "(raw: base64, raw_sha256, raw_size, raw_seq), delivery, links and proof (audited)", READERS,

@@ -8,7 +8,12 @@ Flask; :mod:`archiver.auth` re-exports it, and token creation, every route's
 from __future__ import annotations
 
 ROLES = ("admin", "ingest", "compliance", "auditor", "legal")
-READERS = ("compliance", "auditor", "legal", "admin")  # read archived content
+# Who reads message content (records, search hits, conversations), by API token or console
+# session alike: not admin, who runs the archive (users, policies, settings) but reads no
+# messages; legal only within its matters' holds when it is a console user (archiver.console.scope).
+READERS = ("compliance", "auditor", "legal")
+# Who reads the archive's counts, chain tip, jobs and index lag (no content): the readers and admin.
+STATS_READERS = (*READERS, "admin")
 WRITERS = ("ingest", "admin")  # post to the capture and consent APIs
 # Who lists the audit trail and the quarantine: oversight of the archive itself, not case work
 # (legal reads records and searches) nor intake (ingest).
@@ -29,6 +34,3 @@ EXPORTERS = ("compliance", "auditor", "legal")
 REPORTERS = ("compliance", "auditor", "legal")
 # Who may have a console account: people, not machines (ingest is a CRM's token).
 CONSOLE_ROLES = ("admin", "compliance", "auditor", "legal")
-# Who reads message content in the console (search, record pages): not admin, who runs the
-# archive (users, settings) but reads no messages; legal only within its matters' holds.
-CONTENT_READERS = ("compliance", "auditor", "legal")

@@ -1,4 +1,4 @@
-"""Search and conversation views (roles compliance, legal, auditor, admin).
+"""Search and conversation views (roles compliance, legal, auditor: READERS, not admin).
 
 Every search and every conversation view is journaled as an ``audit`` record (who, query,
 result count) and so sealed in the chain like a message.
@@ -82,7 +82,7 @@ def search() -> Response:
 def conversation(contact: str) -> Response:
     """The thread with ``contact`` (all her identifiers) in time order, around ``?around=<seq>`` if given."""
     services = current_app.extensions["archiver"]
-    scope.check_content(g.principal)  # an admin console user reads no message content
+    scope.check_content(g.principal)  # admin reads no message content (session or token)
     around = request.args.get("around")
     around_seq = params.seq_arg(around, "around") if around else None
     size = params.bounded_int(request.args.get("size"), "size", 50, 1, MAX_SIZE)

@@ -4,7 +4,7 @@
 Rendered server-side from ``templates/console/`` (Jinja autoescaping on; the only markup
 passed through is the search backend's escaped snippet with its ``<mark>`` tags and the
 server-made QR SVG). Every view of content is audited by the service it uses
-(``search``, ``record_viewed``, ``record_verified``). Roles: :data:`CONTENT_READERS` read
+(``search``, ``record_viewed``, ``record_verified``). Roles: :data:`READERS` read
 content, admin does not, and a legal user sees only what its matters' holds cover
 (:mod:`archiver.console.scope`), on these pages as on the JSON API.
 """
@@ -28,7 +28,7 @@ from archiver.console import scope
 from archiver.errors import ArchiverError, AuthError, Forbidden, QuerySyntaxError
 from archiver.journal import append_audit
 from archiver.pdf.render import TEMPLATES
-from archiver.roles import CONSOLE_ROLES, CONTENT_READERS
+from archiver.roles import CONSOLE_ROLES, READERS
 from archiver.search.query import DOCUMENT_KINDS, parse
 
 bp = Blueprint("console", __name__, url_prefix="/console", template_folder=str(TEMPLATES),
@@ -53,7 +53,7 @@ def _refused(exc: ArchiverError) -> Response | tuple[str, int]:
 @require(*CONSOLE_ROLES)
 def home() -> str:
     """Who is logged in and the pages its role reaches."""
-    return render_template("console/home.html", who=g.principal, reads=g.principal.role in CONTENT_READERS)
+    return render_template("console/home.html", who=g.principal, reads=g.principal.role in READERS)
 
 
 @dataclass(frozen=True)
@@ -112,7 +112,7 @@ class SearchForm:
 
 
 @bp.get("/search")
-@require(*CONTENT_READERS)
+@require(*READERS)
 def search() -> tuple[str, int]:
     """The search page: the form, then hits with highlighted terms, facets and pages (audited)."""
     form = SearchForm.from_args(request.args)
@@ -147,7 +147,7 @@ def _syntax_error(form: SearchForm, exc: QuerySyntaxError) -> dict[str, Any]:
 
 
 @bp.get("/records/<int:seq>")
-@require(*CONTENT_READERS)
+@require(*READERS)
 def record(seq: int) -> str:
     """One decrypted record: content, delivery, links, retention, holds and proof (audited)."""
     services = _services()
@@ -163,7 +163,7 @@ def record(seq: int) -> str:
 
 
 @bp.post("/records/<int:seq>/verify")
-@require(*CONTENT_READERS)
+@require(*READERS)
 def verify(seq: int) -> str:
     """Run the inclusion check of one record against its signed checkpoint (audited)."""
     services = _services()

@@ -1,6 +1,8 @@
-"""What a console user may read: an admin user no message content at all, a legal user only
-the records that active holds of its matters hold (``held_records``). Tokens (machines)
-read all their role allows. Shared by the console pages and the JSON API.
+"""What a principal may read: admin no message content at all, by console session or API
+token alike (its role is not among :data:`~archiver.roles.READERS`, so ``require()`` refuses
+it first; :func:`check_content` says it again), and a legal console user only the records
+that active holds of its matters hold (``held_records``). Tokens carry no matters: a legal
+token reads all its role allows. Shared by the console pages and the JSON API.
 """
 
 from __future__ import annotations
@@ -14,13 +16,13 @@ from sqlalchemy.orm import Session
 from archiver.catalog import HeldRecord, Hold
 from archiver.console.users import Principal
 from archiver.errors import Forbidden
-from archiver.roles import CONTENT_READERS
+from archiver.roles import READERS
 
 
 def check_content(who: Principal | None) -> None:
-    """Raise Forbidden when ``who`` is a console user whose role reads no content (admin)."""
-    if who is not None and who.user_id is not None and who.role not in CONTENT_READERS:
-        raise Forbidden(f"a console {who.role} reads no message content")
+    """Raise Forbidden when ``who`` has a role that reads no content (admin), session or token."""
+    if who is not None and who.role not in READERS:
+        raise Forbidden(f"role {who.role} reads no message content")
 
 
 def covered(session: Session, matters: Iterable[str], seqs: Iterable[int]) -> set[int]:
@@ -44,7 +46,7 @@ def check_record(session: Session, who: Principal | None, seq: int) -> None:
 def filter_result(session: Session, who: Principal | None, result: dict[str, Any]) -> dict[str, Any]:
     """A search result as ``who`` may see it: for a scoped principal only the hits its matters'
     holds cover, with ``total`` and ``facets`` of those hits alone and ``scoped`` true.
-    Raises Forbidden for a console user who reads no content."""
+    Raises Forbidden for a principal who reads no content."""
     check_content(who)
     if who is None or who.matters is None:
         return result

@@ -14,7 +14,7 @@ from archiver import openapi
 from archiver.auth import create_token, revoke_token
 from archiver.roles import ROLES
 
-READ = {"compliance", "auditor", "legal", "admin"}
+CONTENT = {"compliance", "auditor", "legal"}  # admin reads no message content, by token or session
 PUBLIC: set[str] = set()  # no token needed
 EXPECTED_ROLES: dict[tuple[str, str], set[str]] = {
     ("/healthz", "get"): PUBLIC,
@@ -22,10 +22,10 @@ EXPECTED_ROLES: dict[tuple[str, str], set[str]] = {
     ("/webhooks/whatsapp", "post"): PUBLIC,
     ("/api/v1/capture/messages", "post"): {"ingest", "admin"},
     ("/api/v1/consent", "post"): {"ingest", "admin"},
-    ("/api/v1/stats", "get"): READ,
-    ("/api/v1/records/{seq}", "get"): READ,
-    ("/api/v1/search", "get"): READ,
-    ("/api/v1/conversations/{contact}", "get"): READ,
+    ("/api/v1/stats", "get"): CONTENT | {"admin"},  # counts, not content
+    ("/api/v1/records/{seq}", "get"): CONTENT,
+    ("/api/v1/search", "get"): CONTENT,
+    ("/api/v1/conversations/{contact}", "get"): CONTENT,
     ("/api/v1/audit", "get"): {"compliance", "auditor", "admin"},
     ("/api/v1/quarantine", "get"): {"compliance", "auditor", "admin"},
     ("/api/v1/matters", "post"): {"legal", "admin"},
@@ -100,7 +100,6 @@ def test_each_role_is_let_in_or_refused_as_the_table_says(client: Any, services:
 
 # --- the console's pages (archiver/console/): HTML, not in the OpenAPI document ---------------
 
-CONTENT = {"compliance", "auditor", "legal"}  # admin reads no message content
 CONSOLE_PUBLIC: set[str] = set()  # the way in: each page checks its own login step
 CONSOLE_ROLES: dict[tuple[str, str], set[str]] = {
     ("/console/", "get"): {"admin", "compliance", "auditor", "legal"},
