@@ -33,7 +33,7 @@ import logging
 import time
 from collections.abc import Iterable
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -80,17 +80,30 @@ def category_of(name: str) -> str:
 # --------------------------------------------------------------------------- building the ledger
 
 
-def sync(services: Services) -> int:
+class Rider(Protocol):
+    """More records read with the ledger's batches (``consent_review``'s send scan): each
+    segment is then fetched, decompressed and decrypted once for both."""
+
+    def wanted(self, session: Session, after: int, upto: int) -> list[tuple[int, int]]:
+        """(seq, segment id) of the records in seqs (after, upto] to read with this batch."""
+
+    def take(self, plains: dict[int, bytes | None], after: int, upto: int) -> None:
+        """The batch's plaintexts (the ledger's records too; those of a deleted segment absent)."""
+
+
+def sync(services: Services, rider: Rider | None = None) -> int:
     """Append the lines of every record sealed since the last sync; return how many.
 
     Single instance (``leader_lock``; 0 when another process syncs). Journals (and seals)
-    ``consent.yaml`` first when its version changed. Raises PolicyError, StoreError.
+    ``consent.yaml`` first when its version changed. ``rider``: more records to read with
+    each batch. Raises PolicyError, StoreError.
     """
     with leader_lock(services.engine, "consent") as leader:
         if not leader:
             return 0
         _seal_consent_policy(services)
         added = 0
+        last = records.LastSegment()  # the segment two batches share is read once
         while True:
             with services.sessions() as session:
                 after = cursor_value(session, CURSOR)
@@ -101,10 +114,15 @@ def sync(services: Services) -> int:
                            (Record.kind.in_(("consent", "message")))
                            | ((Record.kind == "decision") & Record.type.in_((CONFIRMED, DISMISSED))))
                     .order_by(Record.seq).limit(BATCH)).all()
-                plains = records.payloads(services, session, [(r.seq, r.segment_id) for r in rows]) if rows else {}
+                upto = rows[-1].seq if len(rows) == BATCH else through
+                wanted = [(r.seq, r.segment_id) for r in rows]
+                if rider is not None and upto > after:
+                    wanted += rider.wanted(session, after, upto)
+                plains = records.payloads(services, session, wanted, last) if wanted else {}
                 versions = policy_records.consent_versions(session)
+            if rider is not None and upto > after:
+                rider.take(plains, after, upto)
             lines = [line for r in rows for line in _lines(r, plains.get(r.seq), versions)]
-            upto = rows[-1].seq if len(rows) == BATCH else through
             with services.sessions.begin() as session:
                 if cursor_value(session, CURSOR) != after:
                     continue  # another process moved it (it held the lock before us)

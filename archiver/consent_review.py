@@ -118,9 +118,10 @@ def review(services: Services, since: int | None = None) -> dict[str, Any]:
     with leader_lock(services.engine, JOB) as leader:
         if not leader:
             return {"skipped": "running elsewhere"}
-        consent.sync(services)
+        facts = SendFacts()
+        consent.sync(services, facts)  # the send candidates read with the ledger's records
         book = _templates(services)
-        while _read_sends(services, book, run):
+        while _read_sends(services, book, run, facts):
             pass
         _recheck_ledger(services, run)
         if since is not None:
@@ -148,8 +149,53 @@ def _json(plain: bytes | None) -> dict[str, Any]:
     return out if isinstance(out, dict) else {}
 
 
-def _read_sends(services: Services, book: TemplateBook, run: Run) -> bool:
-    """One batch of new records; True when there may be more."""
+Fact = tuple[str, str | None]  # a status billed marketing: ("status", None); a template send: (name, language)
+STATUS: Fact = ("status", None)
+
+
+def _fact(kind: str, payload: dict[str, Any]) -> Fact | None:
+    """What the check needs of a send candidate's payload (None: it cannot be a marketing send)."""
+    if kind == "status":
+        pricing = (payload.get("status") or {}).get("pricing") or {}
+        return STATUS if isinstance(pricing, dict) and str(pricing.get("category", "")).lower() == "marketing" else None
+    return _template_of(kind, payload)
+
+
+@dataclass
+class SendFacts:
+    """A ``consent.Rider``: the send candidates of the records the ledger sync reads, read in the
+    same pass (each segment once per full review); only the few that can be marketing are kept."""
+
+    covered: list[tuple[int, int]] = field(default_factory=list)  # seq ranges (after, upto] read
+    facts: dict[int, Fact] = field(default_factory=dict)
+    _kinds: dict[int, str] = field(default_factory=dict)
+
+    def wanted(self, session: Session, after: int, upto: int) -> list[tuple[int, int]]:
+        rows = session.execute(select(Record.seq, Record.kind, Record.type, Record.segment_id)
+                               .where(Record.seq > after, Record.seq <= upto, Record.kind.in_(SEND_KINDS))).all()
+        picked = [r for r in rows if _candidate(r)]
+        self._kinds = {r.seq: r.kind for r in picked}
+        return [(r.seq, r.segment_id) for r in picked]
+
+    def take(self, plains: dict[int, bytes | None], after: int, upto: int) -> None:
+        for seq, kind in self._kinds.items():
+            if seq in plains and (fact := _fact(kind, _json(plains[seq]))) is not None:
+                self.facts[seq] = fact
+        self._kinds = {}
+        self.covered.append((after, upto))
+
+    def has(self, seq: int) -> bool:
+        return any(lo < seq <= hi for lo, hi in self.covered)
+
+
+def _candidate(r: Any) -> bool:
+    """A record whose payload may make it a marketing send: a status, or a template sent."""
+    return bool(r.kind == "status" or r.type == "template")
+
+
+def _read_sends(services: Services, book: TemplateBook, run: Run, read: SendFacts | None = None) -> bool:
+    """One batch of new records; True when there may be more. ``read``: the candidates read already."""
+    read = read if read is not None else SendFacts()
     with services.sessions() as session:
         after = cursor_value(session, CURSOR)
         through = cursor_value(session, consent.CURSOR)  # the ledger has read this far
@@ -158,19 +204,23 @@ def _read_sends(services: Services, book: TemplateBook, run: Run) -> bool:
                    Record.segment_id)
             .where(Record.seq > after, Record.seq <= through, Record.kind.in_(SEND_KINDS))
             .order_by(Record.seq).limit(BATCH)).all()
-        wanted = [(r.seq, r.segment_id) for r in rows if r.kind == "status" or r.type == "template"]
+        wanted = [(r.seq, r.segment_id) for r in rows if _candidate(r) and not read.has(r.seq)]
         plains = records.payloads(services, session, wanted) if wanted else {}
+    facts = {r.seq: read.facts[r.seq] for r in rows if r.seq in read.facts}
+    for r in rows:
+        if r.seq in plains and (fact := _fact(r.kind, _json(plains[r.seq]))) is not None:
+            facts[r.seq] = fact
     upto = rows[-1].seq if len(rows) == BATCH else through
     new: list[Send] = []
     with services.sessions.begin() as session:
         if cursor_value(session, CURSOR) != after:
             return True
-        wamids = sorted({r.wamid for r in rows if r.seq in plains and r.wamid is not None})
+        wamids = sorted({r.wamid for r in rows if r.seq in facts and r.wamid is not None})
         known = _known(session, wamids)
         for r in rows:
-            if r.wamid is None or r.contact is None or r.occurred_at is None or r.seq not in plains:
+            if r.wamid is None or r.contact is None or r.occurred_at is None or r.seq not in facts:
                 continue
-            send = _marketing(session, r, _json(plains[r.seq]), book, known)
+            send = _marketing(session, r, facts[r.seq], book, known)
             if send is not None:
                 new.append(Send.of(send))
         if upto > after:
@@ -206,14 +256,12 @@ def _known(session: Session, wamids: list[str]) -> Known:
     return out
 
 
-def _marketing(session: Session, r: Any, payload: dict[str, Any], book: TemplateBook,
+def _marketing(session: Session, r: Any, fact: Fact, book: TemplateBook,
                known_in_batch: Known) -> MarketingSend | None:
-    """The marketing send record ``r`` makes known (None: not marketing, or known already)."""
+    """The marketing send record ``r`` makes known (None: not marketing, or known already);
+    ``fact``: what its payload says (``_fact``)."""
     evidence = [r.seq]
     if r.kind == "status":
-        pricing = (payload.get("status") or {}).get("pricing") or {}
-        if not isinstance(pricing, dict) or str(pricing.get("category", "")).lower() != "marketing":
-            return None
         message = known_in_batch.messages.get(r.wamid)  # every sealed record of the batch's wamids was read
         record_seq = message.seq if message is not None else r.seq
         sent_at = message.occurred_at if message is not None and message.occurred_at else r.occurred_at
@@ -221,10 +269,7 @@ def _marketing(session: Session, r: Any, payload: dict[str, Any], book: Template
         if message is not None:
             evidence.append(message.seq)
     else:
-        template = _template_of(r.kind, payload)
-        if template is None:
-            return None
-        category, seqs = book.category_at(template[0], template[1], r.occurred_at)
+        category, seqs = book.category_at(fact[0], fact[1], r.occurred_at)
         if category != MARKETING:
             return None
         record_seq, sent_at, via = r.seq, r.occurred_at, "capture" if r.kind == "outbound" else "echo"

@@ -32,18 +32,30 @@ def segment_records(services: Services, seg: Segment) -> list[dict[str, Any]]:
     return _parse(chain.segment_lines(blob, seg.key), blob, seg.key)
 
 
-def segment_records_at(services: Services, seg: Segment, seqs: Collection[int]) -> list[dict[str, Any]]:
+class LastSegment:
+    """The last segment :func:`payloads` read (its blob and lines), for a caller reading in seq
+    order, batch after batch: the segment two batches share is fetched and decompressed once.
+    Holds one segment at a time."""
+
+    def __init__(self) -> None:
+        self.id: int | None = None
+        self.blob = b""
+        self.lines: list[bytes] = []
+
+
+def segment_records_at(services: Services, seg: Segment, seqs: Collection[int],
+                       read: tuple[bytes, list[bytes]] | None = None) -> list[dict[str, Any]]:
     """The sealed records of ``seg`` whose seq is in ``seqs``, in seq order; only their lines are parsed.
 
     A segment holds a contiguous run of seqs, one line each in seq order, so the line of seq
     s is line ``s - first_seq``; each parsed record's seq is checked against it, and a
     segment that does not line up (or a line orjson refuses) is parsed whole and filtered.
+    ``read``: the segment's (blob, lines) when the caller has them already.
     Raises NotFound, IntegrityError.
     """
     if not isinstance(seqs, (set, frozenset)):
         seqs = set(seqs)
-    blob = _blob(services, seg)
-    lines = chain.segment_lines(blob, seg.key)
+    blob, lines = read if read is not None else _read(services, seg)
     first, last = seg.first_seq, seg.last_seq
     if len(lines) == last - first + 1:
         # The smaller side is walked: a caller may ask for many more seqs than the segment holds.
@@ -56,6 +68,11 @@ def segment_records_at(services: Services, seg: Segment, seqs: Collection[int]) 
         if len(picked) == len(inside) and all(rec.get("seq") == s for rec, s in zip(picked, inside)):
             return picked
     return [rec for rec in _parse(lines, blob, seg.key) if rec["seq"] in seqs]
+
+
+def _read(services: Services, seg: Segment) -> tuple[bytes, list[bytes]]:
+    blob = _blob(services, seg)
+    return blob, chain.segment_lines(blob, seg.key)
 
 
 def _blob(services: Services, seg: Segment) -> bytes:
@@ -114,10 +131,12 @@ def iter_decrypted(services: Services, session: Session, after_seq: int,
             yield rec, decrypt(services, session, rec, cache) if wanted else None
 
 
-def payloads(services: Services, session: Session, wanted: Collection[tuple[int, int]]) -> dict[int, bytes | None]:
+def payloads(services: Services, session: Session, wanted: Collection[tuple[int, int]],
+             last: LastSegment | None = None) -> dict[int, bytes | None]:
     """The plaintexts of sealed records given as (seq, segment id): each segment read once
     (None for a record whose data key was destroyed; none at all for the records of a segment
-    disposition deleted). Raises NotFound (a segment missing otherwise), IntegrityError."""
+    disposition deleted). With ``last``, the last segment read is kept there and not read again
+    by the next call that needs it. Raises NotFound (a segment missing otherwise), IntegrityError."""
     by_segment: dict[int, set[int]] = {}
     for seq, segment_id in wanted:
         by_segment.setdefault(segment_id, set()).add(seq)
@@ -127,7 +146,13 @@ def payloads(services: Services, session: Session, wanted: Collection[tuple[int,
         if seg is None:
             raise IntegrityError(f"segment id {segment_id}", "the catalog names a segment it lacks")
         try:
-            found.extend(segment_records_at(services, seg, seqs))
+            if last is not None and last.id == segment_id:
+                read = (last.blob, last.lines)
+            else:
+                read = _read(services, seg)
+                if last is not None and seg.state != "writing":  # one still being written may grow
+                    last.id, last.blob, last.lines = segment_id, read[0], read[1]
+            found.extend(segment_records_at(services, seg, seqs, read))
         except NotFound:
             from archiver.worm_disposal import deletion_of
 

@@ -34,7 +34,7 @@ from corpus import END, START, Corpus  # noqa: E402
 def run(work: Path, n: int) -> dict[str, Any]:
     from archiver import consent, consent_review, sealer
 
-    svc = bench.open_services(sc.env(sc.copy_home(sc.sealed_home(n), work / "consent")))
+    svc = bench.open_services(sc.env(sc.migrated(sc.copy_home(sc.sealed_home(n), work / "consent"))))
     out: dict[str, Any] = {"n": n, "records": bench.head_seq(svc)}
     print(f"bench: C1 full consent review ({out['records']:,} records)", file=sys.stderr)
     t0, c0 = time.perf_counter(), time.process_time()

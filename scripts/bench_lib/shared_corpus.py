@@ -171,6 +171,21 @@ def sealed_home(n: int) -> Path:
     return home
 
 
+def migrated(home: Path) -> Path:
+    """``home`` (a copy) with its catalog brought to this version's schema (a cached corpus may
+    have been sealed by an older one)."""
+    from sqlalchemy import create_engine
+
+    from archiver import migrations
+
+    engine = create_engine(f"sqlite:///{home / 'catalog.db'}")
+    try:
+        migrations.upgrade(engine)
+    finally:
+        engine.dispose()
+    return home
+
+
 def summary(n: int) -> dict[str, Any]:
     """What ``journal-N`` holds (its generation summary)."""
     return dict(json.loads((journal_home(n) / ".complete").read_text()))
