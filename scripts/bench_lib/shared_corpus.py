@@ -192,9 +192,17 @@ def summary(n: int) -> dict[str, Any]:
 
 
 def copy_home(source: Path, dest: Path) -> Path:
-    """A copy of the home ``source`` at ``dest`` (its catalog, keys and WORM files)."""
+    """A copy of the home ``source`` at ``dest`` (its catalog, keys and WORM files), its catalog
+    migrated to this version's schema (a corpus sealed by an older version stays as it was)."""
+    from archiver import catalog, migrations
+
     dest.parent.mkdir(parents=True, exist_ok=True)
     subprocess.run(["cp", "-a", "--reflink=auto", str(source), str(dest)], check=True)
+    engine = catalog.make_engine(f"sqlite:///{dest / 'catalog.db'}", check_schema=False)
+    try:
+        migrations.upgrade(engine)
+    finally:
+        engine.dispose()
     return dest
 
 
