@@ -17,6 +17,7 @@ from archiver import (
 from archiver.config import Settings
 from archiver.console import login as _console_login  # noqa: F401 - puts the login routes on the console blueprint
 from archiver.console import pages as console_pages, sessions as console_sessions
+from archiver.console import pages_reviews as _console_reviews  # noqa: F401 - puts the Reviews routes on the console blueprint
 from archiver.errors import ArchiverError, ValidationError
 from archiver.services import Services
 

@@ -248,3 +248,105 @@ def test_search_page_filters_highlights_errors_and_the_record_page_verifies(cons
     assert [e["seq"] for e in console.audit("record_viewed")] == [alice[0]]
     assert [e["ok"] for e in console.audit("record_verified")] == [True]
     assert {e["actor"] for e in console.audit("search")} == {"user:o@example.com (compliance)"}
+
+
+# --- page 6, Reviews: findings and the disposition approval queue --------------------------
+
+
+def _findings_and_a_batch(console: Console) -> tuple[list[str], str, list[int]]:
+    """Two consent findings and one template finding on sealed messages (raised the way the
+    reviews raise them, :func:`archiver.findings.raise_finding`), and one pending disposition
+    batch over Bob's record (the row :func:`archiver.disposition.run` proposes for a
+    ``review: true`` class: the review run itself is test_disposition.py's)."""
+    from archiver import findings
+    from archiver.catalog import DispositionBatch, Record
+
+    alice, (bob, _) = _archive_with_a_hold(console)
+    with console.services.sessions.begin() as session:
+        made = [findings.raise_finding(session, kind, rule, subject, record_seq=seq, evidence=evidence,
+                                       contact=ALICE, detail={"wamid": subject})
+                for kind, rule, subject, seq, evidence in (
+                    ("consent", "marketing-after-opt-out", "wamid.A1", alice[0], [alice[0], alice[1]]),
+                    ("consent", "no-opt-in", "wamid.A2", alice[1], [alice[1]]),
+                    ("template", "paused-template-sent", "wamid.A2", alice[1], [alice[0]]))]
+        key = session.get(Record, bob)
+        assert key is not None
+        session.add(DispositionBatch(id="disp-0123456789ab", retention_class="reviewed", key_ids=[key.key_id],
+                                     seqs=[[bob, bob]], records=1, state="pending"))
+    seal(console.services)
+    return [f.id for f in made if f is not None], "disp-0123456789ab", alice + [bob]
+
+
+def test_reviews_page_lists_filters_and_resolves_findings_sealed_as_on_the_api(console: Console) -> None:
+    (one, two, tpl), _, (a1, a2, _bob) = _findings_and_a_batch(console)
+    officer = console.login("officer@example.com", "compliance").client
+    page = officer.get("/console/reviews")
+    assert page.status_code == 200 and "3 findings" in page.text
+    block = page.text.split(f'id="finding-{one}"')[1].split("</article>")[0]
+    assert "marketing-after-opt-out" in block and f'href="/console/records/{a1}">#{a1}</a>' in block
+    assert re.search(rf'class="evidence"><a href="/console/records/{a1}">#{a1}</a>, '
+                     rf'<a href="/console/records/{a2}">#{a2}</a></dd>', block)
+    templates = officer.get("/console/reviews?kind=template")
+    assert "1 finding<" in templates.text and f"finding-{tpl}" in templates.text and f"finding-{one}" not in templates.text
+    assert [(e["kind"], e["via"]) for e in console.audit("findings_listed")] == [(None, "console"), ("template", "console")]
+    note = "customer re-opted in by phone"
+    assert officer.post(f"/console/reviews/findings/{one}/resolve", data={"note": note}).status_code == 400  # no CSRF
+    assert officer.post(f"/console/reviews/findings/{one}/resolve",
+                        data={"note": " ", "csrf_token": csrf(page.text)}).status_code == 400  # the service's rule
+    done = officer.post(f"/console/reviews/findings/{one}/resolve", data={"note": note, "csrf_token": csrf(page.text)})
+    assert done.status_code == 302 and done.headers["Location"].endswith(f"status=resolved&resolved={one}")
+    resolved = officer.get(done.headers["Location"])
+    assert "1 finding<" in resolved.text and "resolution is sealed" in resolved.text and note in resolved.text
+    again = officer.post(f"/console/reviews/findings/{one}/resolve", data={"note": note, "csrf_token": csrf(page.text)})
+    assert again.status_code == 409
+    api = {f["id"]: f for f in officer.get("/api/v1/findings").get_json()["findings"]}
+    assert api[one]["status"] == "resolved" and api[two]["status"] == "open"
+    assert api[one]["resolution"]["note"] == note and api[one]["resolution"]["by"] == "user:officer@example.com (compliance)"
+    with console.services.sessions() as session:  # the decision record is sealed, and says who and why
+        decision = session.scalar(select(Journal).where(Journal.delivery_seq == api[one]["resolution"]["seq"]))
+    assert decision is not None and decision.sealed and decision.source == "decision"
+    assert "3 findings" in officer.get("/console/reviews?status=any").text
+
+
+def test_an_auditor_sees_the_findings_but_cannot_resolve_nor_reach_the_queue(console: Console) -> None:
+    (one, _, _), batch, _ = _findings_and_a_batch(console)
+    auditor = console.login("auditor@example.com", "auditor").client
+    page = auditor.get("/console/reviews")
+    assert page.status_code == 200 and f"finding-{one}" in page.text and 'class="resolve"' not in page.text
+    token = csrf(page.text)
+    assert auditor.post(f"/console/reviews/findings/{one}/resolve", data={"note": "x", "csrf_token": token}).status_code == 403
+    assert auditor.get("/console/reviews/dispositions").status_code == 403
+    assert auditor.post(f"/console/reviews/dispositions/{batch}/approve", data={"csrf_token": token}).status_code == 403
+    assert auditor.get("/api/v1/findings").get_json()["findings"][0]["status"] == "open"
+    admin = console.login("admin@example.com", "admin").client
+    assert admin.get("/console/reviews").status_code == 403  # a console admin reads no content
+
+
+def test_the_disposition_queue_approves_and_rejects_through_the_sealed_decision(console: Console) -> None:
+    from archiver.catalog import DispositionBatch
+
+    _, batch, seqs = _findings_and_a_batch(console)
+    with console.services.sessions.begin() as session:
+        session.add(DispositionBatch(id="disp-ba0000000002", retention_class="reviewed", key_ids=["k"],
+                                     seqs=[[seqs[0], seqs[1]]], records=2, state="pending"))
+    officer = console.login("officer@example.com", "compliance").client
+    page = officer.get("/console/reviews/dispositions")
+    assert page.status_code == 200 and "2 pending batches" in page.text
+    block = page.text.split(f'id="batch-{batch}"')[1].split("</article>")[0]
+    assert "class reviewed" in block and "1 under 1 key<" in block
+    assert f'<a href="/console/records/{seqs[2]}">#{seqs[2]}</a> to' in block
+    assert officer.post(f"/console/reviews/dispositions/{batch}/approve", data={}).status_code == 400  # no CSRF
+    done = officer.post(f"/console/reviews/dispositions/{batch}/approve", data={"csrf_token": csrf(page.text)})
+    assert done.status_code == 302
+    assert officer.post("/console/reviews/dispositions/disp-ba0000000002/reject",
+                        data={"reason": "", "csrf_token": csrf(page.text)}).status_code == 400
+    assert officer.post("/console/reviews/dispositions/disp-ba0000000002/reject",
+                        data={"reason": "still in litigation talks", "csrf_token": csrf(page.text)}).status_code == 302
+    after = officer.get(done.headers["Location"])
+    assert "0 pending batches" in after.text and "still in litigation talks" in after.text
+    states = {b["id"]: b for b in officer.get("/api/v1/dispositions").get_json()["batches"]}
+    assert states[batch]["state"] == "approved" and states[batch]["decided_by"] == "user:officer@example.com (compliance)"
+    assert states["disp-ba0000000002"]["state"] == "rejected"
+    assert officer.post(f"/console/reviews/dispositions/{batch}/approve",
+                        data={"csrf_token": csrf(page.text)}).status_code == 409
+    assert [e.get("via") for e in console.audit("dispositions_listed")] == ["console", None]  # the page, the API

@@ -224,3 +224,27 @@ def test_a_cross_site_form_post_and_a_logged_out_cookie_are_refused(
     assert stolen.url.startswith(f"{served.url}/console/login")
     assert stolen.request.get(f"{served.url}/api/v1/stats").status == 401
     shots(stolen, "12-logged-out-cookie")
+
+
+def test_a_compliance_officer_resolves_a_finding_in_the_browser(
+        console: Console, served: Served, browser: Any, shots: Any) -> None:
+    from tests.e2e.test_console import _findings_and_a_batch
+
+    (one, _, _), _, _ = _findings_and_a_batch(console)
+    create_user(console.tmp_path, "officer@example.com", "compliance")
+    page = new_page(browser)
+    log_in(page, served.url, "officer@example.com")
+    page.click("nav >> text=Reviews")
+    page.wait_for_selector(f"#finding-{one}")
+    assert page.inner_text("#count") == "3 findings"
+    shots(page, "20-reviews")
+    page.fill(f"#note-{one}", "customer re-opted in by phone")
+    page.click(f"#finding-{one} button:has-text('Resolve')")
+    page.wait_for_selector("#resolved-notice")
+    assert page.inner_text(f"#finding-{one} .status") == "resolved"
+    assert "customer re-opted in by phone" in page.inner_text(f"#finding-{one} .resolution")
+    shots(page, "21-finding-resolved")
+    page.goto(f"{served.url}/console/reviews/dispositions")
+    page.wait_for_selector("#pending-count")
+    assert page.inner_text("#pending-count") == "1 pending batch"
+    shots(page, "22-disposition-queue")

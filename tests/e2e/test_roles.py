@@ -116,8 +116,14 @@ CONSOLE_ROLES: dict[tuple[str, str], set[str]] = {
     ("/console/enrol/<token>", "post"): CONSOLE_PUBLIC,
     ("/console/logout", "post"): CONSOLE_PUBLIC,
     ("/console/static/<path:filename>", "get"): CONSOLE_PUBLIC,
+    ("/console/reviews", "get"): {"compliance", "auditor"},
+    ("/console/reviews/findings/<finding_id>/resolve", "post"): {"compliance"},
+    ("/console/reviews/dispositions", "get"): {"compliance"},
+    ("/console/reviews/dispositions/<batch_id>/approve", "post"): {"compliance"},
+    ("/console/reviews/dispositions/<batch_id>/reject", "post"): {"compliance"},
 }
-CONSOLE_URL = {"<int:seq>": "1", "<token>": "not-a-token", "<path:filename>": "console.css"}
+CONSOLE_URL = {"<int:seq>": "1", "<token>": "not-a-token", "<path:filename>": "console.css",
+               "<finding_id>": "find-0000000000000000", "<batch_id>": "disp-000000000000"}
 
 
 def _console_url(rule: str) -> str:
