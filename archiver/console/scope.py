@@ -1,6 +1,7 @@
 """What a console user may read: an admin user no message content at all, a legal user only
 the records that active holds of its matters hold (``held_records``). Tokens (machines)
-read all their role allows. Shared by the console pages and the JSON API.
+read all their role allows; on the holds pages a legal user reaches only its matters' holds
+(:func:`check_matter`). Shared by the console pages and the JSON API.
 """
 
 from __future__ import annotations
@@ -51,3 +52,11 @@ def filter_result(session: Session, who: Principal | None, result: dict[str, Any
     keep = covered(session, who.matters, [h["seq"] for h in result["hits"]])
     hits = [h for h in result["hits"] if h["seq"] in keep]
     return {**result, "hits": hits, "total": len(hits), "facets": {}, "scoped": True}
+
+
+def check_matter(who: Principal | None, matter_id: str) -> None:
+    """Raise Forbidden when ``who`` is scoped to matters and ``matter_id`` is not one of them
+    (the holds pages: a legal user sees and acts on the holds of its matters only)."""
+    if who is not None and who.matters is not None and matter_id not in who.matters:
+        raise Forbidden(f"matter {matter_id} is not one of your matters",
+                        hint="a legal user sees and acts on the holds of its matters only")

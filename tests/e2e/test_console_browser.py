@@ -224,3 +224,34 @@ def test_a_cross_site_form_post_and_a_logged_out_cookie_are_refused(
     assert stolen.url.startswith(f"{served.url}/console/login")
     assert stolen.request.get(f"{served.url}/api/v1/stats").status == 401
     shots(stolen, "12-logged-out-cookie")
+
+
+def test_a_legal_user_places_and_releases_a_hold_in_the_browser(
+        console: Console, served: Served, browser: Any, shots: Any) -> None:
+    from tests.e2e.test_holds import ALICE, BOB
+
+    _archive_with_a_hold(console)
+    create_user(console.tmp_path, "legal@example.com", "legal", "Acme v. Us")
+    page = new_page(browser)
+    log_in(page, served.url, "legal@example.com")
+    page.click("nav >> text=Holds")
+    page.wait_for_url("**/console/holds")
+    assert "Acme v. Us" in page.inner_text("main")
+    shots(page, "13-holds")
+    page.click("#new-hold")
+    page.fill("#name", "both of them")
+    page.fill("#custodians", f"{ALICE}\n{BOB}")
+    page.fill("#reason", "the suit widened")
+    page.click("#place-hold")
+    page.wait_for_selector("#count-records")
+    assert page.inner_text("#count-records") == "3" and page.inner_text("#count-contacts") == "2"
+    assert page.inner_text("#hold-status") == "active"
+    shots(page, "14-hold-placed")
+    with page.expect_download() as download:
+        page.click("#certificate")
+    assert download.value.suggested_filename.endswith("-certificate.json")
+    page.fill("#reason", "settled")
+    page.click("#release-hold")
+    page.wait_for_selector("#hold-status.released")
+    assert "settled" in page.inner_text("#hold-status") and "hold_released" in page.inner_text("#history")
+    shots(page, "15-hold-released")

@@ -107,6 +107,12 @@ CONSOLE_ROLES: dict[tuple[str, str], set[str]] = {
     ("/console/search", "get"): CONTENT,
     ("/console/records/<int:seq>", "get"): CONTENT,
     ("/console/records/<int:seq>/verify", "post"): CONTENT,
+    ("/console/holds", "get"): {"legal", "admin"},
+    ("/console/holds", "post"): {"legal", "admin"},
+    ("/console/holds/new", "get"): {"legal", "admin"},
+    ("/console/holds/<hold_id>", "get"): {"legal", "admin"},
+    ("/console/holds/<hold_id>/release", "post"): {"legal", "admin"},
+    ("/console/holds/<hold_id>/certificate", "get"): {"legal", "admin"},
     ("/console/login", "get"): CONSOLE_PUBLIC,
     ("/console/login", "post"): CONSOLE_PUBLIC,
     ("/console/login/mfa", "get"): CONSOLE_PUBLIC,
@@ -118,7 +124,8 @@ CONSOLE_ROLES: dict[tuple[str, str], set[str]] = {
     ("/console/logout", "post"): CONSOLE_PUBLIC,
     ("/console/static/<path:filename>", "get"): CONSOLE_PUBLIC,
 }
-CONSOLE_URL = {"<int:seq>": "1", "<token>": "not-a-token", "<path:filename>": "console.css"}
+CONSOLE_URL = {"<int:seq>": "1", "<token>": "not-a-token", "<path:filename>": "console.css",
+               "<hold_id>": "hold-000000000000"}
 
 
 def _console_url(rule: str) -> str:
