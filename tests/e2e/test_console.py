@@ -285,7 +285,7 @@ def test_holds_pages_place_count_release_and_certify_a_hold_within_the_legal_use
                       ("media", "media_objects")):
         assert f'id="count-{name}">{shown["counts"][key]}</dd>' in page.text, name
     assert shown["counts"]["contacts"] == 2 and shown["counts"]["segments"] >= 1
-    assert "hold_created" in page.text and "legal@example.com" in page.text
+    assert "<strong>created</strong>" in page.text and "legal@example.com" in page.text
     cert = legal.get(f"/console/holds/{hold_id}/certificate")
     assert cert.status_code == 200 and cert.headers["Content-Disposition"] == \
         f'attachment; filename="{hold_id}-certificate.json"'
@@ -304,7 +304,7 @@ def test_holds_pages_place_count_release_and_certify_a_hold_within_the_legal_use
     released = legal.post(f"/console/holds/{hold_id}/release", data={"reason": "settled", "csrf_token": token})
     assert released.status_code == 303
     after = legal.get(f"/console/holds/{hold_id}")
-    assert 'class="status released">released' in after.text and "settled" in after.text and "hold_released" in after.text
+    assert 'class="status released">released' in after.text and "settled" in after.text and "<strong>released</strong>" in after.text
     assert 'id="release-hold"' not in after.text
     gone = holds.show(console.services, hold_id)
     assert gone["status"] == "released" and gone["release_reason"] == "settled" and gone["counts"]["records"] == 0

@@ -257,5 +257,5 @@ def test_a_legal_user_places_and_releases_a_hold_in_the_browser(
     page.fill("#reason", "settled")
     page.click("#release-hold")
     page.wait_for_selector("#hold-status.released")
-    assert "settled" in page.inner_text("#hold-status") and "hold_released" in page.inner_text("#history")
+    assert "settled" in page.inner_text("#hold-status") and "released" in page.inner_text("#history")
     shots(page, "15-hold-released")
