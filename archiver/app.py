@@ -18,6 +18,7 @@ from archiver.config import Settings
 from archiver.console import login as _console_login  # noqa: F401 - puts the login routes on the console blueprint
 from archiver.console import pages as console_pages, sessions as console_sessions
 from archiver.console import pages_reviews as _console_reviews  # noqa: F401 - puts the Reviews routes on the console blueprint
+from archiver.console import pages_holds as _console_holds  # noqa: F401 - puts the holds pages on the console blueprint
 from archiver.errors import ArchiverError, ValidationError
 from archiver.services import Services
 

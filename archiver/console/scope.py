@@ -2,7 +2,8 @@
 token alike (its role is not among :data:`~archiver.roles.READERS`, so ``require()`` refuses
 it first; :func:`check_content` says it again), and a legal console user only the records
 that active holds of its matters hold (``held_records``). Tokens carry no matters: a legal
-token reads all its role allows. Shared by the console pages and the JSON API.
+token reads all its role allows. Shared by the console pages and the JSON API. On the holds pages a legal
+user reaches only its matters' holds (:func:`check_matter`).
 """
 
 from __future__ import annotations
@@ -53,3 +54,11 @@ def filter_result(session: Session, who: Principal | None, result: dict[str, Any
     keep = covered(session, who.matters, [h["seq"] for h in result["hits"]])
     hits = [h for h in result["hits"] if h["seq"] in keep]
     return {**result, "hits": hits, "total": len(hits), "facets": {}, "scoped": True}
+
+
+def check_matter(who: Principal | None, matter_id: str) -> None:
+    """Raise Forbidden when ``who`` is scoped to matters and ``matter_id`` is not one of them
+    (the holds pages: a legal user sees and acts on the holds of its matters only)."""
+    if who is not None and who.matters is not None and matter_id not in who.matters:
+        raise Forbidden(f"matter {matter_id} is not one of your matters",
+                        hint="a legal user sees and acts on the holds of its matters only")

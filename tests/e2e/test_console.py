@@ -350,3 +350,78 @@ def test_the_disposition_queue_approves_and_rejects_through_the_sealed_decision(
     assert officer.post(f"/console/reviews/dispositions/{batch}/approve",
                         data={"csrf_token": csrf(page.text)}).status_code == 409
     assert [e.get("via") for e in console.audit("dispositions_listed")] == ["console", None]  # the page, the API
+def test_holds_pages_place_count_release_and_certify_a_hold_within_the_legal_users_matters(console: Console) -> None:
+    from archiver import hold_certificate
+
+    alice, (bob, matter) = _archive_with_a_hold(console)
+    other = holds.create_matter(console.services, "test", "Other v. Them")
+    theirs = holds.create_hold(console.services, "test", other, "bob", holds.parse_criteria(custodians=[BOB]), "audit")
+    legal = console.login("legal@example.com", "legal", "Acme v. Us").client
+    listing = legal.get("/console/holds")
+    assert listing.status_code == 200 and "Acme v. Us" in listing.text and "alice" in listing.text
+    assert "Other v. Them" not in listing.text and theirs not in listing.text
+    form = legal.get(f"/console/holds/new?matter={matter}")
+    assert form.status_code == 200 and f'<option value="{matter}" selected>' in form.text
+    assert other not in form.text
+    fields = {"matter": matter, "name": "both of them", "custodians": f"{ALICE}\n{BOB}", "after": "", "before": "",
+              "query": "", "reason": "", "csrf_token": csrf(form.text)}
+    before = len(holds.list_holds(console.services))
+    forged = legal.post("/console/holds", data={k: v for k, v in fields.items() if k != "csrf_token"} | {"reason": "x"})
+    assert forged.status_code == 400  # no CSRF token: nothing decided
+    missing = legal.post("/console/holds", data=fields)
+    assert missing.status_code == 400 and "reason: is required" in missing.text and 'value="both of them"' in missing.text
+    bad = legal.post("/console/holds", data=fields | {"reason": "suit", "query": "refund AND (now"})
+    assert bad.status_code == 400 and 'id="form-error"' in bad.text
+    assert len(holds.list_holds(console.services)) == before
+    placed = legal.post("/console/holds", data=fields | {"reason": "the suit widened"})
+    assert placed.status_code == 303, placed.text[:500]
+    hold_id = placed.headers["Location"].rsplit("/", 1)[1]
+    shown = holds.show(console.services, hold_id)
+    assert shown["matter"]["id"] == matter and shown["reason"] == "the suit widened"
+    assert shown["criteria"]["custodians"] == [ALICE, BOB] and shown["counts"]["records"] >= 3  # with their deliveries
+    page = legal.get(f"/console/holds/{hold_id}")
+    assert page.status_code == 200
+    for name, key in (("records", "records"), ("contacts", "contacts"), ("segments", "segments"),
+                      ("media", "media_objects")):
+        assert f'id="count-{name}">{shown["counts"][key]}</dd>' in page.text, name
+    assert shown["counts"]["contacts"] == 2 and shown["counts"]["segments"] >= 1
+    assert "<strong>created</strong>" in page.text and "legal@example.com" in page.text
+    cert = legal.get(f"/console/holds/{hold_id}/certificate")
+    assert cert.status_code == 200 and cert.headers["Content-Disposition"] == \
+        f'attachment; filename="{hold_id}-certificate.json"'
+    doc = json.loads(cert.data)
+    key = hold_certificate.load_public_key(hold_certificate.public_pem(console.services))
+    assert hold_certificate.verify(doc, key, console.services) == []
+    listed = [s for s, _ in doc["certificate"]["records"]]
+    assert set(alice + [bob]) <= set(listed) and len(listed) == shown["counts"]["records"]
+    doc["certificate"]["record_count"] = 2  # an altered certificate no longer verifies
+    assert any("signature does not verify" in p for p in hold_certificate.verify(doc, key))
+    token = csrf(page.text)
+    assert legal.post(f"/console/holds/{hold_id}/release", data={"reason": "done"}).status_code == 400  # no CSRF
+    empty = legal.post(f"/console/holds/{hold_id}/release", data={"reason": " ", "csrf_token": token})
+    assert empty.status_code == 400 and "reason: is required" in empty.text
+    assert holds.show(console.services, hold_id)["status"] == "active"
+    released = legal.post(f"/console/holds/{hold_id}/release", data={"reason": "settled", "csrf_token": token})
+    assert released.status_code == 303
+    after = legal.get(f"/console/holds/{hold_id}")
+    assert 'class="status released">released' in after.text and "settled" in after.text and "<strong>released</strong>" in after.text
+    assert 'id="release-hold"' not in after.text
+    gone = holds.show(console.services, hold_id)
+    assert gone["status"] == "released" and gone["release_reason"] == "settled" and gone["counts"]["records"] == 0
+    again = legal.post(f"/console/holds/{hold_id}/release", data={"reason": "twice", "csrf_token": token})
+    assert again.status_code == 409 and "released already" in again.text
+    # another matter's hold: refused on every page and action, and nothing changes
+    for url in (f"/console/holds/{theirs}", f"/console/holds/{theirs}/certificate"):
+        refused = legal.get(url)
+        assert refused.status_code == 403 and "not one of your matters" in refused.text, url
+    assert legal.post(f"/console/holds/{theirs}/release", data={"reason": "x", "csrf_token": token}).status_code == 403
+    outside = legal.post("/console/holds", data=fields | {"matter": other, "reason": "x"})
+    assert outside.status_code == 403
+    assert holds.show(console.services, theirs)["status"] == "active"
+    assert len(holds.list_holds(console.services)) == before + 1
+    admin = console.login("admin@example.com", "admin").client  # admin: every matter, as on the API
+    everything = admin.get("/console/holds")
+    assert "Other v. Them" in everything.text and theirs in everything.text
+    assert admin.get(f"/console/holds/{theirs}").status_code == 200
+    officer = console.login("officer@example.com", "compliance").client
+    assert officer.get("/console/holds").status_code == 403

@@ -248,3 +248,36 @@ def test_a_compliance_officer_resolves_a_finding_in_the_browser(
     page.wait_for_selector("#pending-count")
     assert page.inner_text("#pending-count") == "1 pending batch"
     shots(page, "22-disposition-queue")
+def test_a_legal_user_places_and_releases_a_hold_in_the_browser(
+        console: Console, served: Served, browser: Any, shots: Any) -> None:
+    from tests.e2e.test_holds import ALICE, BOB
+
+    _archive_with_a_hold(console)
+    create_user(console.tmp_path, "legal@example.com", "legal", "Acme v. Us")
+    page = new_page(browser)
+    log_in(page, served.url, "legal@example.com")
+    page.click("nav >> text=Holds")
+    page.wait_for_url("**/console/holds")
+    assert "Acme v. Us" in page.inner_text("main")
+    shots(page, "13-holds")
+    page.click("#new-hold")
+    page.fill("#name", "both of them")
+    page.fill("#custodians", f"{ALICE}\n{BOB}")
+    page.fill("#reason", "the suit widened")
+    page.click("#place-hold")
+    page.wait_for_selector("#count-records")
+    from archiver import holds
+
+    hold_id = page.url.rsplit("/", 1)[1]
+    assert page.inner_text("#count-records") == str(holds.show(console.services, hold_id)["counts"]["records"])
+    assert int(page.inner_text("#count-records")) >= 3 and page.inner_text("#count-contacts") == "2"
+    assert page.inner_text("#hold-status") == "active"
+    shots(page, "14-hold-placed")
+    with page.expect_download() as download:
+        page.click("#certificate")
+    assert download.value.suggested_filename.endswith("-certificate.json")
+    page.fill("#reason", "settled")
+    page.click("#release-hold")
+    page.wait_for_selector("#hold-status.released")
+    assert "settled" in page.inner_text("#hold-status") and "released" in page.inner_text("#history")
+    shots(page, "15-hold-released")

@@ -106,6 +106,12 @@ CONSOLE_ROLES: dict[tuple[str, str], set[str]] = {
     ("/console/search", "get"): CONTENT,
     ("/console/records/<int:seq>", "get"): CONTENT,
     ("/console/records/<int:seq>/verify", "post"): CONTENT,
+    ("/console/holds", "get"): {"legal", "admin"},
+    ("/console/holds", "post"): {"legal", "admin"},
+    ("/console/holds/new", "get"): {"legal", "admin"},
+    ("/console/holds/<hold_id>", "get"): {"legal", "admin"},
+    ("/console/holds/<hold_id>/release", "post"): {"legal", "admin"},
+    ("/console/holds/<hold_id>/certificate", "get"): {"legal", "admin"},
     ("/console/login", "get"): CONSOLE_PUBLIC,
     ("/console/login", "post"): CONSOLE_PUBLIC,
     ("/console/login/mfa", "get"): CONSOLE_PUBLIC,
@@ -123,7 +129,7 @@ CONSOLE_ROLES: dict[tuple[str, str], set[str]] = {
     ("/console/reviews/dispositions/<batch_id>/reject", "post"): {"compliance"},
 }
 CONSOLE_URL = {"<int:seq>": "1", "<token>": "not-a-token", "<path:filename>": "console.css",
-               "<finding_id>": "find-0000000000000000", "<batch_id>": "disp-000000000000"}
+               "<finding_id>": "find-0000000000000000", "<batch_id>": "disp-000000000000", "<hold_id>": "hold-000000000000"}
 
 
 def _console_url(rule: str) -> str:
