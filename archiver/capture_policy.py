@@ -41,8 +41,7 @@ from typing import Any
 import yaml  # type: ignore[import-untyped]  # PyYAML ships no types
 
 from archiver.canonical import sha256_hex
-from archiver.errors import PolicyError
-from archiver.retention_policy import NodeReader, identifier
+from archiver.retention_policy import NodeReader, identifier, read_optional
 
 FILE_NAME = "capture.yaml"
 NAME = "capture"
@@ -116,13 +115,8 @@ class CapturePolicy:
 def load(folder: Path) -> CapturePolicy | None:
     """Read and validate ``folder/capture.yaml``; None without the file. Raises PolicyError."""
     path = folder / FILE_NAME
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise PolicyError(f"cannot be read: {exc.strerror}", file=str(path)) from exc
-    return CapturePolicy.from_yaml(raw, str(path))
+    raw = read_optional(path)
+    return None if raw is None else CapturePolicy.from_yaml(raw, str(path))
 
 
 class _Reader(NodeReader):

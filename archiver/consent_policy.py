@@ -30,8 +30,7 @@ from typing import Any
 import yaml  # type: ignore[import-untyped]  # PyYAML ships no types
 
 from archiver.canonical import sha256_hex
-from archiver.errors import PolicyError
-from archiver.retention_policy import NodeReader
+from archiver.retention_policy import NodeReader, read_optional
 from archiver.search.text import terms
 
 FILE_NAME = "consent.yaml"
@@ -107,13 +106,8 @@ class ConsentPolicy:
 def load(folder: Path) -> ConsentPolicy | None:
     """Read and validate ``folder/consent.yaml``; None without the file. Raises PolicyError."""
     path = folder / FILE_NAME
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise PolicyError(f"cannot be read: {exc.strerror}", file=str(path)) from exc
-    return ConsentPolicy.from_yaml(raw, str(path))
+    raw = read_optional(path)
+    return None if raw is None else ConsentPolicy.from_yaml(raw, str(path))
 
 
 class _Reader(NodeReader):

@@ -278,6 +278,16 @@ def load(folder: Path) -> Policy:
     return Policy.from_yaml(raw, str(path))
 
 
+def read_optional(path: Path) -> bytes | None:
+    """The bytes of an optional policy file, None without it. Raises PolicyError if unreadable."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise PolicyError(f"cannot be read: {exc.strerror}", file=str(path)) from exc
+
+
 def classify(policy: Policy, facts: Facts) -> RetentionClass:
     """The first class of ``policy`` whose match rules hold for ``facts`` (``default`` at worst).
 

@@ -22,8 +22,7 @@ from typing import Any
 import yaml  # type: ignore[import-untyped]  # PyYAML ships no types
 
 from archiver.canonical import sha256_hex
-from archiver.errors import PolicyError
-from archiver.retention_policy import TEMPLATE_CATEGORIES, NodeReader
+from archiver.retention_policy import NodeReader, TEMPLATE_CATEGORIES, read_optional
 
 FILE_NAME = "templates.yaml"
 NAME = "templates"
@@ -54,13 +53,8 @@ class TemplatesPolicy:
 def load(folder: Path) -> TemplatesPolicy | None:
     """Read and validate ``folder/templates.yaml``; None without the file. Raises PolicyError."""
     path = folder / FILE_NAME
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise PolicyError(f"cannot be read: {exc.strerror}", file=str(path)) from exc
-    return TemplatesPolicy.from_yaml(raw, str(path))
+    raw = read_optional(path)
+    return None if raw is None else TemplatesPolicy.from_yaml(raw, str(path))
 
 
 class _Reader(NodeReader):

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import pytest
-
-pytest.importorskip("opensearchpy", reason="the OpenSearch driver needs the 'opensearch' extra")
-
-from archiver.search.opensearch import OpenSearchIndex  # noqa: E402
+from archiver.search.opensearch import OpenSearchIndex  # opensearch-py: a test dependency, so no skip
 
 
 def _index_settings(url: str) -> dict[str, int]:
