@@ -5,7 +5,7 @@ Each run (``policies/schedule.yaml``, default daily 03:00 UTC; ``archiver jobs r
 1. runs the full ``archiver verify`` (``verify.audit``: checkpoints, segments, records, catalog);
 2. renders the signed integrity report (``reports.generate``, kind ``integrity``: PDF/A-3b,
    PAdES-signed, its JSON attached; it journals its own ``report`` audit record) and writes it
-   once into the WORM store under ``integrity/YYYY/MM/DD/<time>.pdf``, locked as long as the
+   once into the WORM store under ``integrity/YYYY/MM/DD/<start, to the microsecond>.pdf``, locked as long as the
    longest retention class (a report that cannot be rendered or stored is named in the
    summary by its error class; the verification is still sealed and alerted);
 3. seals a ``verification`` audit record (range verified, records, segments, checkpoints,
@@ -50,7 +50,8 @@ def run(services: Services, actor: str = ACTOR) -> dict[str, Any]:
     """One full verification; returns the summary the ``job_run`` record holds too."""
     from archiver import verify
 
-    now = datetime.now(timezone.utc).replace(microsecond=0)
+    started = datetime.now(timezone.utc)
+    now = started.replace(microsecond=0)
     with services.sessions() as session:
         head = chain_head(session).seq
         report = verify.audit(services.store, services.signing_key.public_key(), session)
@@ -60,7 +61,7 @@ def run(services: Services, actor: str = ACTOR) -> dict[str, Any]:
         "outcome": "ok" if report.ok else "failed", "first_error": report.first_error,
         "checked_at": now.isoformat(),
     }
-    summary.update(_store_report(services, now, actor))
+    summary.update(_store_report(services, started, actor))
     with services.sessions.begin() as session:
         body = {"event": EVENT, "actor": actor, "at": now.isoformat(), **summary}
         journal_id = append_delivery(session, "audit", canonical(body), {"event": EVENT, "ok": report.ok})
@@ -73,12 +74,15 @@ def run(services: Services, actor: str = ACTOR) -> dict[str, Any]:
     return summary
 
 
-def _store_report(services: Services, now: datetime, actor: str) -> dict[str, Any]:
-    """Render, sign and WORM-store the integrity report; its key and SHA-256, or the error's class."""
+def _store_report(services: Services, started: datetime, actor: str) -> dict[str, Any]:
+    """Render, sign and WORM-store the integrity report; its key and SHA-256, or the error's class.
+    The key carries the run's start to the microsecond: two runs in one second (a manual run
+    beside the scheduled one) write two reports, never one over the other (WORM refuses that)."""
     from archiver import reports, retention, retention_policy
     from archiver.report_data import Period
 
-    key = f"{REPORT_PREFIX}/{now:%Y/%m/%d}/{now:%Y%m%dT%H%M%SZ}.pdf"
+    now = started.replace(microsecond=0)
+    key = f"{REPORT_PREFIX}/{started:%Y/%m/%d}/{started:%Y%m%dT%H%M%S.%fZ}.pdf"
     try:
         signed = reports.generate(services, "integrity", Period(None, now), actor)
         policy = retention_policy.load(services.settings.policies_dir)

@@ -113,6 +113,10 @@ def test_nightly_verification_ok_then_tampered_degrades_and_alerts(
     assert seg.key in errors[0].getMessage()
     assert not any(text in r.getMessage() for r in caplog.records for text in CONTENT)
 
+    with sealed.sessions() as session:  # the broken run wrote its own report, seconds after the good one
+        state = session.get(VerificationState, 1)
+        assert state is not None and state.report_key not in (None, summary["report"])
+        assert sealed.store.get(state.report_key).startswith(b"%PDF")
     degraded = _stats(settings, monkeypatch)
     assert degraded["status"] == "degraded" and degraded["first_error"].startswith(seg.key)
     health = client.get("/healthz")
